@@ -1,0 +1,138 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+int cu_cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("custos: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CU_EXIT_FAIL;
+}
+
+int cu_cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("custos: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'custos %s --help'.\n", cmd);
+    va_end(ap);
+    return CU_EXIT_USAGE;
+}
+
+bool cu_cli_is_help(const char *arg)
+{
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+static char *read_pin_file(const char *src)
+{
+    /* Accept RFC 7512 style "file:" prefixes as well as a plain path. */
+    if (strncmp(src, "file://", 7) == 0)
+        src += 7;
+    else if (strncmp(src, "file:", 5) == 0)
+        src += 5;
+    FILE *f = fopen(src, "r");
+    if (f == NULL) {
+        cu_cli_fail("cannot read PIN file %s: %s", src, strerror(errno));
+        return NULL;
+    }
+    char buf[256];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    char *pin = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (pin != NULL && *pin == '\0') {
+        free(pin);
+        cu_cli_fail("PIN file %s is empty", src);
+        return NULL;
+    }
+    return pin;
+}
+
+static char *prompt_pin(const char *prompt)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (tty == NULL)
+        return NULL;
+    struct termios old, quiet;
+    int fd = fileno(tty);
+    if (tcgetattr(fd, &old) != 0) {
+        fclose(tty);
+        return NULL;
+    }
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    fprintf(tty, "%s: ", prompt);
+    fflush(tty);
+    tcsetattr(fd, TCSAFLUSH, &quiet);
+    char buf[256];
+    char *got = fgets(buf, sizeof buf, tty);
+    tcsetattr(fd, TCSAFLUSH, &old);
+    fputc('\n', tty);
+    fclose(tty);
+    if (got == NULL)
+        return NULL;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    char *pin = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return pin;
+}
+
+char *cu_cli_read_pin(const char *pin_source, const char *env, const char *prompt)
+{
+    if (pin_source != NULL)
+        return read_pin_file(pin_source);
+    const char *v = env ? getenv(env) : NULL;
+    if (v != NULL && *v != '\0')
+        return strdup(v);
+    if (isatty(STDIN_FILENO)) {
+        char *pin = prompt_pin(prompt);
+        if (pin != NULL && *pin != '\0')
+            return pin;
+        free(pin);
+    }
+    cu_cli_fail("no PIN: give --pin-source FILE or set %s", env ? env : "CUSTOS_PIN");
+    return NULL;
+}
+
+void cu_cli_pin_free(char *pin)
+{
+    if (pin != NULL) {
+        OPENSSL_cleanse(pin, strlen(pin));
+        free(pin);
+    }
+}
+
+void cu_cli_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}

@@ -1,0 +1,39 @@
+/* custos: the command line. Each command group lives in cmd_<group>.c. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cu_cmd_token(int argc, char **argv);
+int cu_cmd_bench(int argc, char **argv);
+
+static const cu_cli_group groups[] = {
+    {"token", "PKCS#11 tokens: init, list, keygen, import, objects, custody, check", cu_cmd_token},
+    {"bench", "benchmarks: sign", cu_cmd_bench},
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: custos <command> [options]\n\ncommands:\n", f);
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
+        fprintf(f, "  %-14s %s\n", groups[i].name, groups[i].summary);
+    fputs("\nEvery command takes --help.\n", f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CU_EXIT_USAGE;
+    }
+    if (cu_cli_is_help(argv[1])) {
+        usage(stdout);
+        return CU_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
+        if (strcmp(argv[1], groups[i].name) == 0)
+            return groups[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "custos: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return CU_EXIT_USAGE;
+}
