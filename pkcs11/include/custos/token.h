@@ -249,8 +249,10 @@ cu_rc cu_sign(cu_object *key, const cu_sig *s, const uint8_t *msg, size_t len,
  * hash NONE the input is signed as given: a DigestInfo or a TLS 1.0 MD5+SHA1). */
 cu_rc cu_sign_digest(cu_object *key, const cu_sig *s, const uint8_t *digest, size_t len,
                      uint8_t *out, size_t *_outlen);
-/* Verifies on the token (with the public twin, or the secret key for HMAC):
- * CU_OK, or CU_E_VERIFY when the signature is wrong. */
+/* Verifies a signature with the key's public half (read from the token and
+ * checked by OpenSSL: verification needs no secret), or an HMAC by computing
+ * it again in the token and comparing in constant time. CU_OK, or CU_E_VERIFY
+ * when the signature is wrong. */
 cu_rc cu_verify(cu_object *key, const cu_sig *s, const uint8_t *msg, size_t len,
                 const uint8_t *sig, size_t siglen);
 
