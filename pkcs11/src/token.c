@@ -251,8 +251,11 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
     /* init-retry: SoftHSM2 sometimes misses a token another process is
      * reading at the same moment; start the module afresh and look again. */
     for (int i = 0; rc == CU_E_TOKEN_NOT_FOUND && (t->mod->quirks & CU_QUIRK_INIT_RETRY) && i < 8; i++) {
-        if (cu__module_restart(t->mod, 5000u * (unsigned)(i + 1)) != CU_OK)
+        cu_err why = *cu_err_last();
+        if (cu__module_restart(t->mod, 5000u * (unsigned)(i + 1)) != CU_OK) {
+            rc = cu_err_set(why.rc, "%s", why.msg); /* the reason that matters */
             break;
+        }
         rc = select_slot(t->mod, u, uri, &t->slot, &t->desc);
     }
     if (rc != CU_OK)
