@@ -20,6 +20,7 @@ struct cu_module {
     unsigned long fork_gen; /* process generation the module was initialized in */
     pthread_mutex_t lock;   /* guards re-initialization after fork */
     bool finalized;         /* cu_p11_shutdown ran; calls fail cleanly */
+    struct cu_login *logins;/* slots this process logged in to (PIN digests) */
     struct cu_module *next;
 };
 
@@ -70,6 +71,11 @@ extern atomic_ulong cu__fork_gen;
  * in a fork()ed child). */
 cu_rc cu__module_ready(cu_module *m);
 cu_module *cu__module_ref(cu_module *m);
+/* Login state is per process and token, shared by every session: remember
+ * the PIN's digest so that a second open with another PIN is refused even
+ * though the module answers CKR_USER_ALREADY_LOGGED_IN. */
+void cu__module_note_login(cu_module *m, CK_SLOT_ID slot, const char *pin);
+bool cu__module_login_matches(cu_module *m, CK_SLOT_ID slot, const char *pin);
 void cu__token_desc_read(cu_module *m, CK_SLOT_ID id, cu_token_desc *d);
 const char *cu__mech_name(CK_MECHANISM_TYPE t);
 

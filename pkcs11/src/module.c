@@ -3,6 +3,8 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <limits.h>
 #include <p11-kit/p11-kit.h>
 #include <stdio.h>
@@ -11,6 +13,12 @@
 #include <unistd.h>
 
 atomic_ulong cu__fork_gen;
+
+struct cu_login {
+    CK_SLOT_ID slot;
+    uint8_t pin_digest[32];
+    struct cu_login *next;
+};
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static cu_module *registry;
@@ -156,6 +164,41 @@ out:
     free(path);
     *_out = m;
     return rc;
+}
+
+static void pin_digest(const char *pin, uint8_t out[32])
+{
+    unsigned int n = 32;
+    EVP_Digest(pin, strlen(pin), out, &n, EVP_sha256(), NULL);
+}
+
+void cu__module_note_login(cu_module *m, CK_SLOT_ID slot, const char *pin)
+{
+    pthread_mutex_lock(&m->lock);
+    struct cu_login *l;
+    for (l = m->logins; l != NULL && l->slot != slot; l = l->next)
+        ;
+    if (l == NULL && (l = calloc(1, sizeof *l)) != NULL) {
+        l->slot = slot;
+        l->next = m->logins;
+        m->logins = l;
+    }
+    if (l != NULL)
+        pin_digest(pin, l->pin_digest);
+    pthread_mutex_unlock(&m->lock);
+}
+
+bool cu__module_login_matches(cu_module *m, CK_SLOT_ID slot, const char *pin)
+{
+    uint8_t d[32];
+    bool ok = true; /* logged in by someone else in the process: trust it */
+    pin_digest(pin, d);
+    pthread_mutex_lock(&m->lock);
+    for (struct cu_login *l = m->logins; l != NULL; l = l->next)
+        if (l->slot == slot)
+            ok = CRYPTO_memcmp(l->pin_digest, d, sizeof d) == 0;
+    pthread_mutex_unlock(&m->lock);
+    return ok;
 }
 
 cu_module *cu__module_ref(cu_module *m)
@@ -407,6 +450,11 @@ void cu_p11_shutdown(void)
         if (!(m->quirks & CU_QUIRK_NO_FINALIZE) && !m->finalized)
             p11_kit_module_finalize(m->f);
         m->finalized = true;
+        for (struct cu_login *l = m->logins, *ln; l != NULL; l = ln) {
+            ln = l->next;
+            free(l);
+        }
+        m->logins = NULL;
         if (atomic_load(&m->refs) == 0) {
             p11_kit_module_release(m->f);
             pthread_mutex_destroy(&m->lock);

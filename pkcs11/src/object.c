@@ -247,8 +247,11 @@ out:
 cu_rc cu_token_find_all(cu_token *t, const char *uri, cu_class cls, cu_object ***_objs, size_t *_n)
 {
     P11KitUri *u = NULL;
-    CK_ATTRIBUTE tmpl[4];
-    CK_ULONG nt = 0;
+    /* URIs name token objects; session objects include our own session
+     * copies of keys, which must never be found twice. */
+    CK_BBOOL on_token = CK_TRUE;
+    CK_ATTRIBUTE tmpl[5] = {{CKA_TOKEN, &on_token, sizeof on_token}};
+    CK_ULONG nt = 1;
     CK_OBJECT_CLASS want;
     char name[96];
     cu_rc rc = CU_OK;
@@ -384,8 +387,9 @@ char *cu_object_uri(const cu_object *o)
 static cu_rc refind_unlocked(cu_object *o, CK_SESSION_HANDLE s)
 {
     cu_token *t = o->tok;
-    CK_ATTRIBUTE tmpl[3] = {{CKA_CLASS, &o->ckc, sizeof o->ckc}};
-    CK_ULONG n = 1;
+    CK_BBOOL on_token = CK_TRUE;
+    CK_ATTRIBUTE tmpl[4] = {{CKA_CLASS, &o->ckc, sizeof o->ckc}, {CKA_TOKEN, &on_token, sizeof on_token}};
+    CK_ULONG n = 2;
     if (o->id_len)
         tmpl[n++] = (CK_ATTRIBUTE){CKA_ID, o->id, o->id_len};
     if (o->label && *o->label)
@@ -533,13 +537,14 @@ cu_rc cu__object_public_twin(cu_object *o, cu_object **_pub)
     if (o->cls == CU_CLASS_PUBLIC_KEY)
         return cu_err_set(CU_E_INVALID_ARG, "already a public key");
     CK_OBJECT_CLASS pc = CKO_PUBLIC_KEY;
-    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &pc, sizeof pc}, {CKA_ID, o->id, o->id_len}};
+    CK_BBOOL on_token = CK_TRUE;
+    CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &pc, sizeof pc}, {CKA_ID, o->id, o->id_len}, {CKA_TOKEN, &on_token, sizeof on_token}};
     cu_object **objs = NULL;
     size_t n = 0;
     if (o->id_len == 0)
         return cu_err_set(CU_E_OBJECT_NOT_FOUND, "%s has no CKA_ID to find its public key by",
                           cu__object_name(o, name, sizeof name));
-    cu_rc rc = search(o->tok, tmpl, 2, &objs, &n);
+    cu_rc rc = search(o->tok, tmpl, 3, &objs, &n);
     if (rc != CU_OK)
         return rc;
     if (n == 0)

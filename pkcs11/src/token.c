@@ -46,7 +46,13 @@ static cu_rc login_on(cu_token *t, CK_SESSION_HANDLE s, const char *pin)
 {
     char name[96];
     CK_RV rv = t->f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+    if (rv == CKR_USER_ALREADY_LOGGED_IN && !cu__module_login_matches(t->mod, t->slot, pin))
+        return cu_err_set_ckr(CU_E_PIN_INCORRECT, CKR_PIN_INCORRECT,
+                              "%s: PIN differs from the one this process logged in with",
+                              cu__token_name(t, name, sizeof name));
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+        if (rv == CKR_OK)
+            cu__module_note_login(t->mod, t->slot, pin);
         t->logged_in = true;
         return CU_OK;
     }
@@ -341,6 +347,7 @@ cu_rc cu_token_set_pin(cu_token *t, const char *old_pin, const char *new_pin)
         char *copy = strdup(new_pin);
         cu__secret_free(t->pin);
         t->pin = copy;
+        cu__module_note_login(t->mod, t->slot, new_pin);
     }
     pthread_mutex_unlock(&t->lock);
     return rc;
