@@ -60,7 +60,7 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
         if (vlen == 0)
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: empty 'sr'");
         if ((rc = cu__pct_decode(v, vlen, &dec)) != CU_OK)
-            return cu_err_set(rc, "SAS token: 'sr': %s", cu_err_last()->msg);
+            return cu__refuse(rc, NULL, 0, "SAS token: 'sr': %s", cu_err_last()->msg);
         if ((sas->sr = dupn(v, vlen)) == NULL) {
             free(dec);
             return cu_err_set(CU_E_NOMEM, "out of memory");
@@ -85,7 +85,7 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: duplicate 'sig'");
         *seen_sig = true;
         if ((rc = cu__pct_decode(v, vlen, &dec)) != CU_OK)
-            return cu_err_set(rc, "SAS token: 'sig': %s", cu_err_last()->msg);
+            return cu__refuse(rc, NULL, 0, "SAS token: 'sig': %s", cu_err_last()->msg);
         rc = cu__b64_decode(dec, strlen(dec), &raw, &rawlen);
         free(dec);
         if (rc != CU_OK)
@@ -101,7 +101,7 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
         if (sas->skn != NULL)
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: duplicate 'skn'");
         if ((rc = cu__pct_decode(v, vlen, &dec)) != CU_OK)
-            return cu_err_set(rc, "SAS token: 'skn': %s", cu_err_last()->msg);
+            return cu__refuse(rc, NULL, 0, "SAS token: 'skn': %s", cu_err_last()->msg);
         sas->skn = dec;
     } else {
         return cu_err_set(CU_E_INVALID_ARG, "SAS token: unknown field '%.*s'", (int)(klen > 32 ? 32 : klen), k);
