@@ -19,7 +19,7 @@ int fx_open(fx *f, const char *tag)
         fprintf(stderr, "store: %s\n", cu_err_last()->msg);
         return -1;
     }
-    cu_prov_config cfg = {.id_scope = "0ne00000001", .sas_skew = 60};
+    cu_prov_config cfg = {.id_scope = "0ne00000001", .sas_skew = 60, .webhook_timeout_ms = 800};
     if (cu_prov_new(f->store, &cfg, &f->prov) != CU_OK)
         return -1;
     cu_hub h = {"hub1.example.net", 1, true};
