@@ -71,6 +71,9 @@ extern atomic_ulong cu__fork_gen;
  * in a fork()ed child). */
 cu_rc cu__module_ready(cu_module *m);
 cu_module *cu__module_ref(cu_module *m);
+/* Finalizes and initializes a module again after delay_us, when nothing
+ * else in the process holds it (init-retry quirk). */
+cu_rc cu__module_restart(cu_module *m, unsigned delay_us);
 /* Login state is per process and token, shared by every session: remember
  * the PIN's digest so that a second open with another PIN is refused even
  * though the module answers CKR_USER_ALREADY_LOGGED_IN. */

@@ -201,6 +201,25 @@ bool cu__module_login_matches(cu_module *m, CK_SLOT_ID slot, const char *pin)
     return ok;
 }
 
+cu_rc cu__module_restart(cu_module *m, unsigned delay_us)
+{
+    cu_rc rc = CU_OK;
+    pthread_mutex_lock(&m->lock);
+    /* Our token under construction holds one reference: more means others
+     * in this process have sessions that a restart would destroy. */
+    if (atomic_load(&m->refs) > 1) {
+        rc = cu_err_set(CU_E_STATE, "module %s is in use: not restarting it", m->path);
+    } else {
+        p11_kit_module_finalize(m->f);
+        usleep(delay_us);
+        CK_RV rv = initialize(m->f, m->quirks);
+        if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+            rc = cu_err_set_ckr(CU_E_MODULE, rv, "cannot re-initialize %s", m->path);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
 cu_module *cu__module_ref(cu_module *m)
 {
     atomic_fetch_add(&m->refs, 1);

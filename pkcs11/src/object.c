@@ -347,6 +347,7 @@ cu_class cu_object_class(const cu_object *o) { return o ? o->cls : CU_CLASS_OTHE
 cu_key_type cu_object_key_type(const cu_object *o) { return o ? o->kt : CU_KEY_NONE; }
 const char *cu_object_label(const cu_object *o) { return o ? o->label : NULL; }
 unsigned cu_object_bits(const cu_object *o) { return o ? o->bits : 0; }
+unsigned long cu_object_get_handle(const cu_object *o) { return o ? o->h : CK_INVALID_HANDLE; }
 
 const uint8_t *cu_object_id(const cu_object *o, size_t *_len)
 {

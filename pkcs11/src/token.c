@@ -247,7 +247,18 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto out;
     }
-    if ((rc = select_slot(t->mod, u, uri, &t->slot, &t->desc)) != CU_OK)
+    rc = select_slot(t->mod, u, uri, &t->slot, &t->desc);
+    /* init-retry: SoftHSM2 sometimes misses a token another process is
+     * reading at the same moment; start the module afresh and look again. */
+    for (int i = 0; rc == CU_E_TOKEN_NOT_FOUND && (t->mod->quirks & CU_QUIRK_INIT_RETRY) && i < 8; i++) {
+        cu_err why = *cu_err_last();
+        if (cu__module_restart(t->mod, 5000u * (unsigned)(i + 1)) != CU_OK) {
+            rc = cu_err_set(why.rc, "%s", why.msg); /* the reason that matters */
+            break;
+        }
+        rc = select_slot(t->mod, u, uri, &t->slot, &t->desc);
+    }
+    if (rc != CU_OK)
         goto out;
     t->login_required = (t->desc.flags & CKF_LOGIN_REQUIRED) != 0;
     load_mechs(t);

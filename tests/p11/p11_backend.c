@@ -2,64 +2,63 @@
 
 #include "cu_test.h"
 
+#include <custos/fixture.h>
 #include <custos/token.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SOFTHSM2_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define SO_PIN "87654321"
 
 int p11_backend_select(p11_backend *b, const char *kind)
 {
+    cu_fixture_kind k;
     memset(b, 0, sizeof *b);
+    if (cu_fixture_kind_parse(kind, &k) != CU_OK)
+        return -1;
+    b->kind = cu_fixture_kind_str(k);
     b->label = "custos-test";
     b->pin = "12345678";
-    if (strcmp(kind, "softhsm2") == 0) {
-        b->kind = "softhsm2";
-        b->hmac_keygen = b->hmac_import = true;
-        return 0;
-    }
-    return -1;
-}
-
-static int softhsm2_create(p11_backend *b)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/tokens", b->dir);
-    if (cu_test_sh("mkdir -p '%s'", path) != 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/softhsm2.conf", b->dir);
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", b->dir);
-    fclose(f);
-    setenv("SOFTHSM2_CONF", path, 1);
-    snprintf(b->module, sizeof b->module, "%s", SOFTHSM2_MODULE);
-    cu_module *m = NULL;
-    cu_token_desc *slots = NULL;
-    size_t n = 0;
-    if (cu_module_load(b->module, CU_QUIRK_INIT_RETRY, &m) != CU_OK || cu_module_slots(m, &slots, &n) != CU_OK ||
-        n == 0 || cu_module_init_token(m, slots[0].slot_id, b->label, "87654321", b->pin) != CU_OK) {
-        fprintf(stderr, "softhsm2 token: %s\n", cu_err_last()->msg);
-        free(slots);
-        return -1;
-    }
-    free(slots);
-    cu_module_unref(m);
-    snprintf(b->uri, sizeof b->uri, "pkcs11:token=%s?module-path=%s", b->label, b->module);
+    /* tpm2-pkcs11 makes secret keys only through tpm2_ptool (TOKENS.md). */
+    b->hmac_keygen = b->hmac_import = k != CU_FIXTURE_TPM2;
     return 0;
 }
 
 int p11_backend_create(p11_backend *b)
 {
-    if ((b->dir = cu_test_mkdtemp(b->kind)) == NULL)
+    cu_fixture_kind k;
+    cu_fixture *f = NULL;
+    char path[512];
+    if (cu_fixture_kind_parse(b->kind, &k) != CU_OK || (b->dir = cu_test_mkdtemp(b->kind)) == NULL)
         return -1;
-    return softhsm2_create(b);
+    snprintf(path, sizeof path, "%s/token", b->dir);
+    if (cu_fixture_create(k, path, b->label, SO_PIN, b->pin, NULL, &f) != CU_OK) {
+        fprintf(stderr, "fixture %s: %s\n", b->kind, cu_err_last()->msg);
+        return -1;
+    }
+    b->priv = f;
+    snprintf(b->module, sizeof b->module, "%s", cu_fixture_get0_module(f));
+    snprintf(b->uri, sizeof b->uri, "%s", cu_fixture_get0_uri(f));
+    if (k == CU_FIXTURE_TPM2) {
+        /* A known HMAC key, so MACs can be compared with OpenSSL's. */
+        for (size_t i = 0; i < sizeof b->hmac_value; i++)
+            b->hmac_value[i] = (uint8_t)(0xa5 ^ i);
+        b->hmac_value_len = sizeof b->hmac_value;
+        if (cu_fixture_tpm2_import_hmac(f, b->hmac_value, b->hmac_value_len, "hmac", "hmac", b->pin) != CU_OK) {
+            fprintf(stderr, "tpm2 HMAC import: %s\n", cu_err_last()->msg);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 void p11_backend_destroy(p11_backend *b)
 {
+    cu_fixture *f = b->priv;
+    if (f != NULL) {
+        cu_fixture_destroy(f);
+        cu_fixture_free(f);
+    }
     cu_test_rmtree(b->dir);
     free(b->dir);
     b->dir = NULL;

@@ -157,6 +157,9 @@ cu_key_type cu_object_key_type(const cu_object *o);
 const char *cu_object_label(const cu_object *o);
 const uint8_t *cu_object_id(const cu_object *o, size_t *_len);
 unsigned cu_object_bits(const cu_object *o); /* key size in bits; 0 if unknown */
+/* The raw CK_OBJECT_HANDLE, for benchmarks and diagnostics that call the
+ * module directly (cu_module_get0_functions). */
+unsigned long cu_object_get_handle(const cu_object *o);
 /* The object's full URI: token attributes, object=, id=, type=, module-path (caller frees). */
 char *cu_object_uri(const cu_object *o);
 
