@@ -21,7 +21,9 @@ struct cu_store {
     void *b;
     cu_keyring *kr;
     int depth; /* transaction nesting */
-    bool failed; /* an inner step failed: the outermost commit rolls back */
+    bool failed; /* an inner step failed after writing: the outermost commit rolls back */
+    unsigned long writes;     /* writes so far */
+    unsigned long wmark[16];  /* writes when each nesting level began */
 };
 
 static const char *kind_domain(int kind)
@@ -131,7 +133,8 @@ const char *cu_store_backend_name(const cu_store *s) { return s ? s->ops->name :
 
 cu_rc cu_store_begin(cu_store *s)
 {
-    cu__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    cu__return_val_if_fail(s != NULL && s->depth < 16, CU_E_INVALID_ARG);
+    s->wmark[s->depth] = s->writes;
     if (s->depth++ > 0)
         return CU_OK;
     s->failed = false;
@@ -161,7 +164,11 @@ void cu_store_rollback(cu_store *s)
     if (s == NULL || s->depth == 0)
         return;
     if (--s->depth > 0) {
-        s->failed = true;
+        /* A nested step refused before writing anything (a bad line in an
+         * import) leaves the outer transaction intact; one that failed
+         * half-way poisons it. */
+        if (s->writes != s->wmark[s->depth])
+            s->failed = true;
         return;
     }
     s->ops->rollback(s->b);
@@ -206,6 +213,7 @@ static cu_rc doc_put(cu_store *s, int kind, const char *id, const char *body,
     cu_rc rc;
     if (lid == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
+    s->writes++;
     if ((rc = seal_row(s, kind, lid, body, seal)) == CU_OK)
         rc = s->ops->put(s->b, kind, lid, body, seal, keys, nkeys);
     free(lid);
@@ -217,6 +225,7 @@ static cu_rc doc_del(cu_store *s, int kind, const char *id)
     char *lid = cu__lower_dup(id);
     if (lid == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
+    s->writes++;
     cu_rc rc = s->ops->del(s->b, kind, lid);
     if (rc == CU_E_OBJECT_NOT_FOUND)
         rc = cu_err_set(rc, "no %s '%s'", kind_domain(kind), id);
@@ -267,6 +276,7 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     cu__hex(mac, 32, hex);
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
+    s->writes++;
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
@@ -1110,8 +1120,10 @@ cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json)
     }
     if ((rc = doc_put(s, CU_KIND_REGISTRATION, rec->registration_id, body, (const char *const *)ks.k, ks.n)) != CU_OK)
         goto cleanup;
-    if (audit_json != NULL)
+    if (audit_json != NULL) {
+        s->writes++;
         rc = s->ops->audit(s->b, audit_json);
+    }
 cleanup:
     keyset_clear(&ks);
     free(body);
