@@ -46,7 +46,7 @@ static cu_rc software_key(const char *dir, uint8_t key[32])
 
 cu_rc cu_state_open(const char *dir, const char *key_uri, cu_state **_out)
 {
-    cu__return_val_if_fail(dir != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(dir != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     cu_state *st = calloc(1, sizeof *st);
     char *scope = NULL;
@@ -78,7 +78,7 @@ cu_rc cu_state_open(const char *dir, const char *key_uri, cu_state **_out)
             rc = cu_err_set(CU_E_CRYPTO, "no randomness");
             goto cleanup;
         }
-        cu__hex(r, sizeof r, hex);
+        cu_prov__hex(r, sizeof r, hex);
         snprintf(st->id_scope, sizeof st->id_scope, "0ne%s", hex);
         for (char *p = st->id_scope + 3; *p; p++)
             if (*p >= 'a' && *p <= 'f')
