@@ -282,11 +282,13 @@ static int start_or_stop(int argc, char **argv, bool start)
         printf("nothing to %s: a %s token has no process\n", start ? "start" : "stop",
                cu_fixture_kind_str(cu_fixture_get_kind(f)));
     } else if (start) {
-        printf("swtpm %s: pid %d on 127.0.0.1:%d\n", before ? "already running" : "started",
-               (int)cu_fixture_tpm_pid(f), cu_fixture_tpm_port(f));
+        printf("swtpm %s: pid %d on 127.0.0.1:%d%s\n", before ? "already running" : "started",
+               (int)cu_fixture_tpm_pid(f), cu_fixture_tpm_port(f),
+               cu_fixture_tpm_has_rm(f) ? ", behind tpm2-abrmd" : "");
     } else {
         if (before)
-            printf("swtpm stopped (pid %d)\n", (int)before);
+            printf("swtpm stopped (pid %d)%s\n", (int)before,
+                   cu_fixture_tpm_has_rm(f) ? ", and its tpm2-abrmd" : "");
         else
             printf("swtpm was not running\n");
     }
