@@ -148,9 +148,11 @@ static cu_rc chk_tpm_ek(json_t *v, const char *path, char *r, size_t rl)
     uint8_t *k = NULL;
     size_t n = 0;
     const char *s = json_string_value(v);
-    if (cu_prov__b64_decode(s, strlen(s), &k, &n) != CU_OK || n < 4)
+    cu_rc rc = cu_prov__b64_decode(s, strlen(s), &k, &n);
+    if (k != NULL)
+        OPENSSL_clear_free(k, n + 1);
+    if (rc != CU_OK || n < 4)
         return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "%s: not a base64 TPM2B_PUBLIC", path);
-    OPENSSL_clear_free(k, n + 1);
     return CU_OK;
 }
 
