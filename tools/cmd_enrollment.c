@@ -462,6 +462,10 @@ static int cmd_write(cu_enr_kind kind, bool create, int argc, char **argv)
             rc = cu_cli_fail("%s", cu_err_last()->msg);
             goto cleanup;
         }
+        /* Optimistic concurrency: without --etag, the etag just read guards
+         * against a concurrent change being overwritten. */
+        if (if_match == NULL)
+            if_match = cu_enr_get0_etag(old);
         char *s = cu_enr_to_json(old, CU_ENR_JSON_SHOW_KEYS | CU_ENR_JSON_COMPACT);
         json_error_t err;
         j = s ? json_loads(s, 0, &err) : NULL;
