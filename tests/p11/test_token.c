@@ -86,7 +86,7 @@ static int suite_init(void)
 {
     if (p11_backend_create(&be) != 0)
         return -1;
-    cu_token_opts o = {.pin = be.pin};
+    cu_token_opts o = {.pin = be.pin, .quirks = be.quirks};
     if (cu_token_open(be.uri, &o, &tok) != CU_OK) {
         fprintf(stderr, "open %s: %s\n", be.uri, cu_err_last()->msg);
         return -1;
@@ -473,6 +473,12 @@ static void test_fork(void)
     CU_ASSERT_EQUAL_FATAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
     fflush(NULL);
     pid_t pid = fork();
+    if (pid == 0 && !be.fork_ok) {
+        /* The module cannot start afresh here: refused, not shared. */
+        len = sizeof sig;
+        cu_rc rc = cu_sign(ec256, &s, msg, sizeof msg, sig, &len);
+        _exit(rc == CU_E_STATE && strstr(cu_err_last()->msg, "fork-unsafe") ? 0 : 4);
+    }
     if (pid == 0) {
         int ok = 1;
         for (int i = 0; i < 5; i++) {
@@ -493,8 +499,8 @@ static void test_fork(void)
 static void test_quirks(void)
 {
     unsigned q = 0;
-    CU_ASSERT_EQUAL(cu_quirks_parse("no-finalize,init-retry", &q), CU_OK);
-    CU_ASSERT_EQUAL(q, CU_QUIRK_NO_FINALIZE | CU_QUIRK_INIT_RETRY);
+    CU_ASSERT_EQUAL(cu_quirks_parse("no-finalize,init-retry,fork-unsafe", &q), CU_OK);
+    CU_ASSERT_EQUAL(q, CU_QUIRK_NO_FINALIZE | CU_QUIRK_INIT_RETRY | CU_QUIRK_FORK_UNSAFE);
     CU_ASSERT_EQUAL(cu_quirks_parse("no-such-quirk", &q), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-quirk"));
 }
