@@ -359,9 +359,23 @@ static cu_rc resolve_sas(cu_prov *p, const cu_prov_request *req, cu_prov_explain
             }
         }
     }
-    /* Groups: the one whose derived key signed the token. */
+    /* Groups: the one whose derived key signed the token. The device does
+     * not name its group, so each symmetric-key group is tried (the public
+     * service caps them at 100); the group of the device's last
+     * registration is tried first. */
     if ((rc = cu_store_symkey_groups(p->store, &ids, &n)) != CU_OK)
         goto cleanup;
+    cu_reg_record last;
+    if (cu_store_reg_get(p->store, req->registration_id, &last) == CU_OK && last.enrollment_group_id[0]) {
+        for (size_t i = 1; i < n; i++)
+            if (cu_prov__ieq(ids[i], last.enrollment_group_id)) {
+                char *t = ids[0];
+                ids[0] = ids[i];
+                ids[i] = t;
+                break;
+            }
+    }
+    cu_reg_record_clear(&last);
     for (size_t i = 0; i < n; i++) {
         cu_enr_free(grp);
         grp = NULL;
