@@ -82,18 +82,40 @@ static json_t *chain_json(const cu_x509_chain *ch)
     return a;
 }
 
+/* Built straight from the explanation (not through its JSON text): this
+ * runs on every registration. */
+static json_t *candidates_json(const cu_prov_explain *ex)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < ex->n; i++) {
+        const cu_prov_candidate *c = &ex->cand[i];
+        json_t *o = json_object();
+        if (o == NULL || json_array_append_new(a, o) != 0)
+            break;
+        json_object_set_new(o, "kind", json_string(c->kind));
+        json_object_set_new(o, "id", c->exists ? json_string(c->id) : json_null());
+        json_object_set_new(o, "exists", json_boolean(c->exists));
+        json_object_set_new(o, "matched", json_boolean(c->matched));
+        json_object_set_new(o, "enabled", json_boolean(c->enabled));
+        json_object_set_new(o, "decided", json_boolean(c->decided));
+        if (c->cert_subject[0]) {
+            json_object_set_new(o, "depth", json_integer(c->depth));
+            json_object_set_new(o, "certificateSubject", json_string(c->cert_subject));
+            json_object_set_new(o, "certificateSha256", json_string(c->cert_sha256));
+        }
+        json_object_set_new(o, "note", json_string(c->note));
+    }
+    return a;
+}
+
 json_t *cu_prov__audit_decision(const cu_prov_request *req, const cu_prov_result *res)
 {
     const cu_prov_explain *ex = &res->explain;
-    char *exs = cu_prov_explain_to_json(ex, true);
-    json_error_t e;
-    json_t *j = exs ? json_loads(exs, 0, &e) : NULL;
-    free(exs);
+    json_t *j = json_object();
     if (j == NULL)
         return NULL;
-    /* The registration id of the request, even when the explanation did
-     * not get far enough to note it. */
     json_object_set_new(j, "registrationId", json_string(req->registration_id));
+    json_object_set_new(j, "attestation", json_string(ex->attestation));
     json_object_set_new(j, "outcome", json_string(outcome_word(res->outcome)));
     if (ex->decided >= 0 && (size_t)ex->decided < ex->n) {
         const cu_prov_candidate *c = &ex->cand[ex->decided];
@@ -102,6 +124,8 @@ json_t *cu_prov__audit_decision(const cu_prov_request *req, const cu_prov_result
     } else {
         json_object_set_new(j, "decidedBy", json_null());
     }
+    json_object_set_new(j, "reason", json_string(ex->reason));
+    json_object_set_new(j, "candidates", candidates_json(ex));
     if (req->chain != NULL)
         json_object_set_new(j, "chain", chain_json(req->chain));
     if (req->tpm_ek != NULL) {
