@@ -451,6 +451,12 @@ static int configure(cu_prov_ctx *pc, OSSL_FUNC_core_get_params_fn *get_params)
         CU_PROV_RAISE(pc, CU_PROV_R_CONFIG, "log-level \"%s\": use error, warn, info or debug", log_level);
         return 0;
     }
+    /* Default: no-finalize. The teardown runs at exit, where finalizing buys
+     * nothing and crashes SoftHSM2; "none" asks for no quirk at all. */
+    if (quirks == NULL)
+        quirks = "no-finalize";
+    else if (strcmp(quirks, "none") == 0)
+        quirks = "";
     if (quirks != NULL) {
         unsigned q;
         if (cu_quirks_parse(quirks, &q) != CU_OK) {
@@ -477,14 +483,36 @@ static OSSL_FUNC_provider_get_params_fn prov_get_params;
 static OSSL_FUNC_provider_query_operation_fn prov_query_operation;
 static OSSL_FUNC_provider_get_reason_strings_fn prov_get_reason_strings;
 
+/* Provider instances in this process (one per library context that loaded
+ * custos.so); they share the token layer linked into it. */
+static int instances;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* Runs at exit() before OpenSSL's own exit-time clean-up (registered later,
+ * so called earlier), or at dlclose of custos.so: modules are finalized while
+ * OpenSSL (which SoftHSM2 itself uses) is still intact, those with the
+ * no-finalize quirk are left alone, and every token is marked so that the
+ * teardown inside OPENSSL_cleanup makes no PKCS#11 call at all (SoftHSM2
+ * crashes in C_CloseSession there). */
+static void at_exit(void)
+{
+    cu_p11_shutdown();
+}
+
+static void register_at_exit(void)
+{
+    atexit(at_exit);
+}
+
 static void prov_teardown(void *provctx)
 {
     cu_prov_ctx *pc = provctx;
     if (pc == NULL)
         return;
-    /* Tokens are released; the token layer finalizes a module whose last
-     * user went, unless the module carries the no-finalize quirk (SoftHSM2
-     * must not be finalized from inside OpenSSL's exit-time clean-up). */
+    /* Tokens are released; when the last instance goes, the token layer
+     * finalizes its modules except those with the no-finalize quirk
+     * (SoftHSM2 crashes if C_Finalize runs inside OpenSSL's exit-time
+     * clean-up, which is where this teardown usually runs). */
     for (cu_prov_token_entry *e = pc->objects, *next; e != NULL; e = next) {
         next = e->next;
         cu_object_free(e->obj);
@@ -510,7 +538,10 @@ static void prov_teardown(void *provctx)
     OPENSSL_free(pc->pin_source);
     OPENSSL_free(pc->quirks);
     pthread_mutex_destroy(&pc->lock);
+    bool counted = pc->counted;
     OPENSSL_free(pc);
+    if (counted && __atomic_sub_fetch(&instances, 1, __ATOMIC_ACQ_REL) == 0)
+        cu_p11_shutdown();
 }
 
 static const OSSL_PARAM *prov_gettable_params(void *provctx)
@@ -598,7 +629,7 @@ static const OSSL_DISPATCH provider_functions[] = {
     { 0, NULL },
 };
 
-OSSL_provider_init_fn OSSL_provider_init;
+OSSL_provider_init_fn OSSL_provider_init __attribute__((visibility("default")));
 
 int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                        const OSSL_DISPATCH **out, void **provctx)
@@ -634,6 +665,9 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         CU_PROV_RAISE(pc, CU_PROV_R_SOFTWARE, "the default provider lacks EC, RSA or SHA-256");
         goto err;
     }
+    pthread_once(&exit_once, register_at_exit);
+    pc->counted = true;
+    __atomic_add_fetch(&instances, 1, __ATOMIC_ACQ_REL);
     *out = provider_functions;
     *provctx = pc;
     return 1;

@@ -57,6 +57,7 @@ typedef struct cu_prov_ctx {
     char *quirks;           /* named quirks for every module we open */
     cu_prov_log log_level;
 
+    bool counted;           /* counted in the instances of custos.so */
     pthread_mutex_t lock;   /* guards the token cache */
     cu_prov_token_entry *tokens;
     cu_prov_token_entry *objects; /* secret keys by URI (MAC keys) */

@@ -153,7 +153,7 @@ static int set_saltlen(sig_ctx *c, const OSSL_PARAM *p)
         else {
             char *end = NULL;
             long l = strtol(s, &end, 10);
-            if (end == s || *end != '\0' || l < 0 || l > 4096)
+            if (end == s || *end != '\0' || l < -4 || l > 4096)
                 goto bad;
             v = (int)l;
         }

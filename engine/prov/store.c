@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define CKF_LOGIN_REQUIRED_FLAG 0x4UL /* CK_TOKEN_INFO.flags */
+
 typedef struct result {
     int kind;          /* OSSL_STORE_INFO_PKEY, _PUBKEY or _CERT */
     cu_prov_key *key;
@@ -199,19 +201,27 @@ static int search(store_ctx *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     bool unique = named || one_key;
 
     cu_rc rc = cu_prov_token(s->pc, s->uri, NULL, &tok);
-    if (rc == CU_E_PIN_MISSING && pw_cb != NULL) {
-        size_t pinlen = 0;
-        OSSL_PARAM pp[] = { OSSL_PARAM_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, "PKCS#11 token PIN", 0),
-                            OSSL_PARAM_END };
-        if (pw_cb(pin, sizeof pin - 1, &pinlen, pp, pw_cbarg)) {
-            pin[pinlen] = '\0';
-            rc = cu_prov_token(s->pc, s->uri, pin, &tok);
-        }
-        OPENSSL_cleanse(pin, sizeof pin);
-    }
     if (rc != CU_OK) {
         CU_PROV_RAISE_RC(s->pc, rc, "opening the token");
         goto out;
+    }
+    /* Private keys need a login: without a PIN from the URI, openssl.cnf or
+     * $CUSTOS_PIN, ask the application's passphrase callback. */
+    if ((find_priv || priv_for_pub) && (cu_token_get0_desc(tok)->flags & CKF_LOGIN_REQUIRED_FLAG)
+        && !cu_token_logged_in(tok) && pw_cb != NULL) {
+        size_t pinlen = 0;
+        char info[80];
+        snprintf(info, sizeof info, "PIN for token %s", cu_token_get0_desc(tok)->label);
+        OSSL_PARAM pp[] = { OSSL_PARAM_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, info, 0), OSSL_PARAM_END };
+        if (pw_cb(pin, sizeof pin - 1, &pinlen, pp, pw_cbarg)) {
+            pin[pinlen] = '\0';
+            rc = cu_token_login(tok, pin);
+        }
+        OPENSSL_cleanse(pin, sizeof pin);
+        if (rc != CU_OK) {
+            CU_PROV_RAISE_RC(s->pc, rc, "logging in");
+            goto out;
+        }
     }
 
     for (int pass = 0; pass < 2; pass++) {
@@ -278,8 +288,10 @@ static int search(store_ctx *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
                            : s->expect == OSSL_STORE_INFO_PUBKEY ? "public key"
                            : s->expect == OSSL_STORE_INFO_CERT   ? "certificate"
                                                                  : "key or certificate";
-        CU_PROV_RAISE(s->pc, CU_E_OBJECT_NOT_FOUND, "no %s on token \"%s\" matches the URI", what,
-                      cu_token_get0_desc(tok)->label);
+        bool hint = (cu_token_get0_desc(tok)->flags & CKF_LOGIN_REQUIRED_FLAG) && !cu_token_logged_in(tok);
+        CU_PROV_RAISE(s->pc, CU_E_OBJECT_NOT_FOUND, "no %s on token \"%s\" matches the URI%s", what,
+                      cu_token_get0_desc(tok)->label,
+                      hint ? " (not logged in: private keys are hidden; give a PIN)" : "");
         goto out;
     }
     ok = 1;
