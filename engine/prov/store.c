@@ -185,6 +185,11 @@ static int search(store_ctx *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
             goto out;
         }
     }
+    if (s->expect == OSSL_STORE_INFO_PKEY && !t_priv) {
+        CU_PROV_RAISE(s->pc, CU_PROV_R_NO_PRIVATE_KEY, "the URI names a %s (type=%s); a private key is needed",
+                      t_pub ? "public key" : "certificate", type);
+        goto out;
+    }
     bool find_priv = false, find_pub = false, priv_for_pub = false, want_cert = false;
     switch (s->expect) {
     case OSSL_STORE_INFO_PKEY: find_priv = t_priv; break;
