@@ -266,7 +266,7 @@ static int km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cbar
     cu_prov_key *k = keydata;
     if (k == NULL || k->pub == NULL)
         return 0;
-    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && !k->soft_private)
+    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && k->obj != NULL)
         return 0;
     int sel = selection & (SELECT_KEYPAIR | OSSL_KEYMGMT_SELECT_ALL_PARAMETERS);
     if (!k->has_public)

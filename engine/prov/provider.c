@@ -482,6 +482,7 @@ static OSSL_FUNC_provider_gettable_params_fn prov_gettable_params;
 static OSSL_FUNC_provider_get_params_fn prov_get_params;
 static OSSL_FUNC_provider_query_operation_fn prov_query_operation;
 static OSSL_FUNC_provider_get_reason_strings_fn prov_get_reason_strings;
+static OSSL_FUNC_provider_get_capabilities_fn prov_get_capabilities;
 
 /* Provider instances in this process (one per library context that loaded
  * custos.so); they share the token layer linked into it. */
@@ -614,6 +615,54 @@ static const OSSL_ALGORITHM *prov_query_operation(void *provctx, int operation_i
     }
 }
 
+/* TLS groups whose keys our "EC" key manager makes. libssl keeps a group
+ * only if EVP_KEYMGMT_fetch("EC") returns the manager of the provider that
+ * announces it; when custos comes first in the provider list that is ours,
+ * so we announce the NIST curves too (their ECDHE keys are software keys,
+ * derived by the default provider). */
+typedef struct tls_group {
+    const char *name, *internal;
+    unsigned int id, secbits;
+} tls_group;
+
+static const tls_group tls_groups[] = {
+    { "secp256r1", "prime256v1", 23, 128 },
+    { "secp384r1", "secp384r1", 24, 192 },
+    { "secp521r1", "secp521r1", 25, 256 },
+    { "P-256", "prime256v1", 23, 128 },
+    { "P-384", "secp384r1", 24, 192 },
+    { "P-521", "secp521r1", 25, 256 },
+};
+
+static int prov_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg)
+{
+    (void)provctx;
+    if (OPENSSL_strcasecmp(capability, "TLS-GROUP") != 0)
+        return 1;
+    for (size_t i = 0; i < sizeof tls_groups / sizeof tls_groups[0]; i++) {
+        const tls_group *g = &tls_groups[i];
+        unsigned int id = g->id, secbits = g->secbits;
+        int is_kem = 0, min_tls = 0x0301, max_tls = 0, min_dtls = (int)0xFEFF, max_dtls = 0;
+        OSSL_PARAM p[] = {
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME, (char *)g->name, strlen(g->name)),
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME_INTERNAL, (char *)g->internal,
+                                   strlen(g->internal)),
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_ALG, "EC", 2),
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_ID, &id),
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_SECURITY_BITS, &secbits),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_IS_KEM, &is_kem),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_TLS, &min_tls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_TLS, &max_tls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_DTLS, &min_dtls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_DTLS, &max_dtls),
+            OSSL_PARAM_END,
+        };
+        if (!cb(p, arg))
+            return 0;
+    }
+    return 1;
+}
+
 static const OSSL_ITEM *prov_get_reason_strings(void *provctx)
 {
     (void)provctx;
@@ -626,6 +675,7 @@ static const OSSL_DISPATCH provider_functions[] = {
     { OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))prov_get_params },
     { OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))prov_query_operation },
     { OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))prov_get_reason_strings },
+    { OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))prov_get_capabilities },
     { 0, NULL },
 };
 

@@ -16,7 +16,7 @@ fail=0
 W=$(mktemp -d /tmp/cuprov.XXXXXX)
 PIDS=()
 TOKEN_DIRS=()
-PROV=(-provider-path "$CUSTOS_OSSL_MODULES" -provider custos -provider default)
+PROV=(-provider-path "$CUSTOS_OSSL_MODULES" -provider custos -provider default ${CUSTOS_TEST_PROPQ:+-propquery "$CUSTOS_TEST_PROPQ"})
 
 cleanup() {
     local p d
@@ -35,13 +35,13 @@ finish() {
 }
 
 # openssl with the sanitizer runtimes preloaded when custos.so is an ASan
-# build; leak checking is off for that foreign process.
+# build; leak checking is off for that foreign process. Bounded to 60 s.
 ossl() {
     if [ -n "${CUSTOS_OSSL_PRELOAD:-}" ]; then
         LD_PRELOAD="$CUSTOS_OSSL_PRELOAD" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0 \
-            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 openssl "$@"
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 timeout 60 openssl "$@"
     else
-        openssl "$@"
+        timeout 60 openssl "$@"
     fi
 }
 
@@ -119,12 +119,18 @@ with_pin() {
 start_server() {
     local log=$1 i
     shift
-    ossl s_server "${PROV[@]}" -accept 127.0.0.1:0 "$@" >"$log" 2>&1 </dev/null &
-    PIDS+=($!)
+    rm -f "$log"
+    if [ -n "${CUSTOS_OSSL_PRELOAD:-}" ]; then
+        LD_PRELOAD="$CUSTOS_OSSL_PRELOAD" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0 \
+            openssl s_server "${PROV[@]}" -accept 127.0.0.1:0 "$@" >"$log" 2>&1 </dev/null &
+    else
+        openssl s_server "${PROV[@]}" -accept 127.0.0.1:0 "$@" >"$log" 2>&1 </dev/null &
+    fi
     SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
     PORT=
-    for i in $(seq 1 100); do
-        PORT=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
+    for i in $(seq 1 200); do
+        PORT=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log" 2>/dev/null)
         [ -n "$PORT" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.05
