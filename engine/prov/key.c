@@ -93,6 +93,7 @@ int cu_prov_key_from_object(cu_prov_ctx *pc, cu_object *obj, bool public_only, c
     cu_prov_key *k = NULL;
     cu_key_type type = cu_object_key_type(obj);
     cu_class cls = cu_object_class(obj);
+    cu_rc rc;
 
     if (type != CU_KEY_EC && type != CU_KEY_RSA) {
         CU_PROV_RAISE(pc, CU_E_KEY_TYPE, "object \"%s\" is a %s key; only EC and RSA keys are supported",
@@ -105,7 +106,7 @@ int cu_prov_key_from_object(cu_prov_ctx *pc, cu_object *obj, bool public_only, c
     }
     if ((k = cu_prov_key_new(pc, type)) == NULL)
         goto out;
-    cu_rc rc = cu_object_public_der(obj, &der, &len);
+    rc = cu_object_public_der(obj, &der, &len);
     if (rc != CU_OK) {
         CU_PROV_RAISE_RC(pc, rc, "reading the public key");
         goto out;

@@ -158,18 +158,12 @@ static int hexval(int c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-int cu_prov_uri_attr(const char *uri, const char *attr, char **_val, size_t *_len)
+static int find_attr(const char *p, const char *end, char sep, const char *attr, char **_val, size_t *_len)
 {
-    if (!cu_prov_is_pkcs11_uri(uri))
-        return 0;
-    const char *p = uri + 7;
-    const char *end = strchr(p, '?');
-    if (end == NULL)
-        end = p + strlen(p);
     size_t an = strlen(attr);
     while (p < end) {
-        const char *semi = memchr(p, ';', (size_t)(end - p));
-        const char *stop = semi != NULL ? semi : end;
+        const char *next = memchr(p, sep, (size_t)(end - p));
+        const char *stop = next != NULL ? next : end;
         if ((size_t)(stop - p) > an && strncmp(p, attr, an) == 0 && p[an] == '=') {
             const char *v = p + an + 1;
             char *out = OPENSSL_malloc((size_t)(stop - v) + 1);
@@ -193,9 +187,33 @@ int cu_prov_uri_attr(const char *uri, const char *attr, char **_val, size_t *_le
             *_len = o;
             return 1;
         }
-        p = stop + (semi != NULL);
+        p = stop + (next != NULL);
     }
     return 0;
+}
+
+int cu_prov_uri_attr(const char *uri, const char *attr, char **_val, size_t *_len)
+{
+    if (!cu_prov_is_pkcs11_uri(uri))
+        return 0;
+    const char *p = uri + 7, *q = strchr(p, '?');
+    return find_attr(p, q != NULL ? q : p + strlen(p), ';', attr, _val, _len);
+}
+
+int cu_prov_uri_query(const char *uri, const char *attr, char **_val, size_t *_len)
+{
+    const char *q = cu_prov_is_pkcs11_uri(uri) ? strchr(uri, '?') : NULL;
+    return q != NULL && find_attr(q + 1, q + strlen(q), '&', attr, _val, _len);
+}
+
+/* Quirks of a module when openssl.cnf names none: SoftHSM2 must not be
+ * finalized at exit; other modules (tpm2-pkcs11 must be, to flush its TPM
+ * sessions) get none. See docs/provider.md. */
+static const char *default_quirks(const char *module)
+{
+    if (module != NULL && strstr(module, "softhsm") != NULL)
+        return "no-finalize,init-retry";
+    return NULL;
 }
 
 /* True if the query of the URI has the attribute (e.g. "pin-value"). */
@@ -280,6 +298,7 @@ cu_rc cu_prov_token(cu_prov_ctx *pc, const char *uri, const char *pin, cu_token 
     char *key = NULL;
     cu_token *tok = NULL;
     cu_prov_token_entry *e;
+    char *uri_module = NULL;
     bool locked = false;
 
     if (!cu_prov_is_pkcs11_uri(uri))
@@ -299,7 +318,8 @@ cu_rc cu_prov_token(cu_prov_ctx *pc, const char *uri, const char *pin, cu_token 
     }
 
     cu_token_opts opts = { 0 };
-    opts.quirks = pc->quirks;
+    size_t ml = 0;
+    (void)cu_prov_uri_query(uri, "module-path", &uri_module, &ml);
     opts.pin = pin;
     pinbuf[0] = '\0';
     if (pin == NULL && pc->pin_source != NULL && !uri_has_query(uri, "pin-value")
@@ -310,10 +330,12 @@ cu_rc cu_prov_token(cu_prov_ctx *pc, const char *uri, const char *pin, cu_token 
     }
     bool named = uri_has_query(uri, "module-path") || uri_has_query(uri, "module-name");
     if (named || pc->n_modules == 0) {
+        opts.quirks = pc->quirks != NULL ? pc->quirks : default_quirks(uri_module);
         rc = cu_token_open(uri, &opts, &tok);
     } else {
         for (size_t i = 0; i < pc->n_modules; i++) {
             opts.module = pc->modules[i];
+            opts.quirks = pc->quirks != NULL ? pc->quirks : default_quirks(opts.module);
             rc = cu_token_open(uri, &opts, &tok);
             if (rc != CU_E_TOKEN_NOT_FOUND)
                 break;
@@ -332,6 +354,7 @@ cu_rc cu_prov_token(cu_prov_ctx *pc, const char *uri, const char *pin, cu_token 
 out:
     if (locked)
         pthread_mutex_unlock(&pc->lock);
+    OPENSSL_free(uri_module);
     OPENSSL_cleanse(pinbuf, sizeof pinbuf);
     OPENSSL_free(key);
     if (rc != CU_OK) {
@@ -451,11 +474,8 @@ static int configure(cu_prov_ctx *pc, OSSL_FUNC_core_get_params_fn *get_params)
         CU_PROV_RAISE(pc, CU_PROV_R_CONFIG, "log-level \"%s\": use error, warn, info or debug", log_level);
         return 0;
     }
-    /* Default: no-finalize. The teardown runs at exit, where finalizing buys
-     * nothing and crashes SoftHSM2; "none" asks for no quirk at all. */
-    if (quirks == NULL)
-        quirks = "no-finalize";
-    else if (strcmp(quirks, "none") == 0)
+    /* Unset: per module (default_quirks); "none": no quirk for any module. */
+    if (quirks != NULL && strcmp(quirks, "none") == 0)
         quirks = "";
     if (quirks != NULL) {
         unsigned q;

@@ -54,7 +54,7 @@ typedef struct cu_prov_ctx {
     char **modules;         /* default module paths, tried in order */
     size_t n_modules;
     char *pin_source;       /* default pin-source for URIs that carry none */
-    char *quirks;           /* named quirks for every module we open */
+    char *quirks;           /* named quirks for every module (NULL: per module) */
     cu_prov_log log_level;
 
     bool counted;           /* counted in the instances of custos.so */
@@ -90,6 +90,8 @@ bool cu_prov_is_pkcs11_uri(const char *uri);
  * "object", "id") into a new buffer (caller frees with OPENSSL_free; *_len
  * without the terminating NUL that is added). 0 if absent or malformed. */
 int cu_prov_uri_attr(const char *uri, const char *attr, char **_val, size_t *_len);
+/* The same for a query attribute (e.g. "module-path"). */
+int cu_prov_uri_query(const char *uri, const char *attr, char **_val, size_t *_len);
 
 /* Opens (or finds in the cache) the token the URI names and returns a new
  * reference. pin, if not NULL, overrides the URI's and the configured PIN

@@ -506,6 +506,13 @@ static int sign_digest(sig_ctx *c, unsigned char *sig, size_t *siglen, size_t si
     if (c->alg == CU_KEY_RSA)
         rawlen = sigsize;
     rc = cu_sign_digest(k->obj, &s, tbs, tbslen, c->alg == CU_KEY_EC ? raw : sig, &rawlen);
+    if (rc == CU_E_MECHANISM && s.alg == CU_SIG_RSA_PSS && c->saltlen == RSA_PSS_SALTLEN_AUTO
+        && s.salt_len != (int)tbslen) {
+        /* "auto" lets us choose: a TPM makes PSS only with salt = hash length. */
+        s.salt_len = (int)tbslen;
+        rawlen = sigsize;
+        rc = cu_sign_digest(k->obj, &s, tbs, tbslen, sig, &rawlen);
+    }
     if (rc != CU_OK)
         return CU_PROV_RAISE_RC(c->pc, rc, "signing on the token");
     if (c->alg == CU_KEY_EC)

@@ -1,13 +1,22 @@
 #!/bin/bash
 # Mutual TLS 1.2 and 1.3 through `openssl s_server` / `s_client` on a loopback
-# port, both keys in the token (EC on one side, RSA on the other, then the
+# port with both keys in tokens (EC on one side, RSA on the other, then the
 # other way round). Each handshake must verify the peer on both sides.
 #   usage: tls.sh softhsm2|tpm2
+# A swtpm without a resource manager cannot serve two processes that both
+# hold TPM objects (3 transient slots, TOKENS.md §5.2), so with tpm2 the peer
+# of the TPM side keeps its key in a SoftHSM2 token.
 . "$(dirname "$0")/lib.sh"
 KIND=${1:?kind}
 
 make_token "$KIND" "tls-$KIND" || { echo "cannot make a $KIND token"; exit 1; }
 EC=$(keygen ec-p256 ec1 01) && RSA=$(keygen rsa2048 rsa1 02) || { echo "keygen failed"; exit 1; }
+PEER_EC=$EC
+PEER_RSA=$RSA
+if [ "$KIND" != softhsm2 ]; then
+    make_token softhsm2 "tls-peer" || { echo "cannot make a softhsm2 token"; exit 1; }
+    PEER_EC=$(keygen ec-p256 pec1 11) && PEER_RSA=$(keygen rsa2048 prsa1 12) || { echo "keygen failed"; exit 1; }
+fi
 cd "$W" || exit 1
 
 # A software CA issues certificates for the two token keys.
@@ -17,8 +26,16 @@ issue() { # KEY_URI CN
     ossl req "${PROV[@]}" -new -key "$1" -subj "/CN=$2" -out "$2.csr" &&
         openssl x509 -req -in "$2.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -out "$2.crt" 2>/dev/null
 }
-check "certificate for the EC key" issue "$EC" ec-peer
-check "certificate for the RSA key" issue "$RSA" rsa-peer
+check "certificate for the $KIND EC key" issue "$EC" ec-peer
+check "certificate for the $KIND RSA key" issue "$RSA" rsa-peer
+PEC=ec-peer
+PRSA=rsa-peer
+if [ "$KIND" != softhsm2 ]; then
+    PEC=pec-peer
+    PRSA=prsa-peer
+    check "certificate for the peer's EC key" issue "$PEER_EC" $PEC
+    check "certificate for the peer's RSA key" issue "$PEER_RSA" $PRSA
+fi
 
 handshake() { # PROTO SERVER_KEY SERVER_CN CLIENT_KEY CLIENT_CN
     local proto=$1 skey=$2 scn=$3 ckey=$4 ccn=$5
@@ -37,9 +54,13 @@ handshake() { # PROTO SERVER_KEY SERVER_CN CLIENT_KEY CLIENT_CN
     grep -q "depth=0 CN = $ccn" srv.log && grep -q "verify return:1" srv.log    # server verified the client
 }
 
+P=" (peer: softhsm2)"
+[ "$KIND" = softhsm2 ] && P=
 for proto in tls1_2 tls1_3; do
-    check "$proto: EC server key, RSA client key, both in the token" handshake $proto "$EC" ec-peer "$RSA" rsa-peer
-    check "$proto: RSA server key, EC client key, both in the token" handshake $proto "$RSA" rsa-peer "$EC" ec-peer
+    check "$proto: server EC key in $KIND, client RSA key$P" handshake $proto "$EC" ec-peer "$PEER_RSA" $PRSA
+    check "$proto: server RSA key in $KIND, client EC key$P" handshake $proto "$RSA" rsa-peer "$PEER_EC" $PEC
+    check "$proto: client EC key in $KIND, server RSA key$P" handshake $proto "$PEER_RSA" $PRSA "$EC" ec-peer
+    check "$proto: client RSA key in $KIND, server EC key$P" handshake $proto "$PEER_EC" $PEC "$RSA" rsa-peer
 done
 
 finish
