@@ -206,13 +206,16 @@ int cu_prov_uri_query(const char *uri, const char *attr, char **_val, size_t *_l
     return q != NULL && find_attr(q + 1, q + strlen(q), '&', attr, _val, _len);
 }
 
-/* Quirks of a module when openssl.cnf names none: SoftHSM2 must not be
- * finalized at exit; other modules (tpm2-pkcs11 must be, to flush its TPM
- * sessions) get none. See docs/provider.md. */
+/* Quirks of a module when openssl.cnf names none (docs/provider.md):
+ * SoftHSM2 must not be finalized at exit; tpm2-pkcs11 must be (it flushes
+ * its TPM sessions then), and a session copy of a key takes one of the TPM's
+ * three object slots; other modules get none. */
 static const char *default_quirks(const char *module)
 {
     if (module != NULL && strstr(module, "softhsm") != NULL)
         return "no-finalize,init-retry";
+    if (module != NULL && strstr(module, "tpm2_pkcs11") != NULL)
+        return "no-session-copy";
     return NULL;
 }
 
@@ -260,8 +263,13 @@ static char *token_key(const char *uri)
         while (*p != '\0') {
             const char *amp = strchr(p, '&');
             size_t n = amp != NULL ? (size_t)(amp - p) : strlen(p);
+            /* The PIN's source is part of the key: a token opened with one
+             * PIN is not handed out for a URI that carries another (the
+             * token layer checks a second login's PIN). */
             if ((n >= 12 && strncmp(p, "module-path=", 12) == 0)
-                || (n >= 12 && strncmp(p, "module-name=", 12) == 0)) {
+                || (n >= 12 && strncmp(p, "module-name=", 12) == 0)
+                || (n >= 11 && strncmp(p, "pin-source=", 11) == 0)
+                || (n >= 10 && strncmp(p, "pin-value=", 10) == 0)) {
                 memcpy(out + o, p, n);
                 o += n;
                 out[o++] = '&';
@@ -356,7 +364,8 @@ out:
         pthread_mutex_unlock(&pc->lock);
     OPENSSL_free(uri_module);
     OPENSSL_cleanse(pinbuf, sizeof pinbuf);
-    OPENSSL_free(key);
+    if (key != NULL)
+        OPENSSL_clear_free(key, strlen(key));
     if (rc != CU_OK) {
         cu_token_unref(tok);
         return rc;
@@ -543,7 +552,7 @@ static void prov_teardown(void *provctx)
     for (cu_prov_token_entry *e = pc->tokens, *next; e != NULL; e = next) {
         next = e->next;
         cu_token_unref(e->tok);
-        OPENSSL_free(e->key);
+        OPENSSL_clear_free(e->key, strlen(e->key));
         OPENSSL_free(e);
     }
     for (int h = 0; h < CU_PROV_N_HASH; h++)
