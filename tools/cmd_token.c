@@ -14,6 +14,7 @@
 int cu_cmd_token_init(int argc, char **argv);
 int cu_cmd_token_start(int argc, char **argv);
 int cu_cmd_token_stop(int argc, char **argv);
+int cu_cmd_token_hmac_import(int argc, char **argv);
 int cu_cmd_token_check(int argc, char **argv);
 
 static const char token_usage[] =
@@ -25,6 +26,7 @@ static const char token_usage[] =
     "  list      modules, slots, tokens and their mechanisms\n"
     "  keygen    generate a key on a token\n"
     "  import    store a certificate on a token\n"
+    "  hmac-import  import a known HMAC key (also on tpm2, via tpm2_ptool)\n"
     "  objects   list the objects of a token\n"
     "  custody   custody attributes of every key of a token\n"
     "  check     conformance report for a PKCS#11 module\n\n"
@@ -37,6 +39,12 @@ static const char token_usage[] =
 void cu_tok_target_free(cu_tok_target *t)
 {
     cu_token_unref(t->tok);
+    if (t->started) {
+        /* Leave the token as we found it: finalize tpm2-pkcs11 while its
+         * TPM still answers, then stop the processes this command started. */
+        cu_p11_shutdown();
+        cu_fixture_stop(t->fixture);
+    }
     cu_fixture_free(t->fixture);
     cu_cli_pin_free(t->pin);
     memset(t, 0, sizeof *t);
@@ -59,8 +67,15 @@ int cu_tok_target_open(const char *dir, const char *uri, const char *pin_source,
     memset(t, 0, sizeof *t);
     cu_token_opts o = {0};
     if (dir != NULL) {
+        cu_fixture *probe = NULL;
+        bool was_running = false;
+        if (cu_fixture_load(dir, &probe) == CU_OK) {
+            was_running = cu_fixture_get_kind(probe) != CU_FIXTURE_TPM2 || cu_fixture_tpm_running(probe);
+            cu_fixture_free(probe);
+        }
         if (cu_fixture_open(dir, &t->fixture) != CU_OK)
             return cu_cli_fail("%s", cu_err_last()->msg);
+        t->started = !was_running && cu_fixture_get_kind(t->fixture) == CU_FIXTURE_TPM2;
         if (uri == NULL)
             uri = cu_fixture_get0_uri(t->fixture);
         o.quirks = cu_fixture_get0_quirks(t->fixture);
@@ -543,7 +558,7 @@ int cu_cmd_token(int argc, char **argv)
         {"stop", NULL, cu_cmd_token_stop},     {"list", NULL, cmd_list},
         {"keygen", NULL, cmd_keygen},          {"import", NULL, cmd_import},
         {"objects", NULL, cmd_objects},        {"custody", NULL, cmd_custody},
-        {"check", NULL, cu_cmd_token_check},
+        {"check", NULL, cu_cmd_token_check},   {"hmac-import", NULL, cu_cmd_token_hmac_import},
     };
     if (argc < 2 || cu_cli_is_help(argv[1])) {
         fputs(token_usage, argc < 2 ? stderr : stdout);
