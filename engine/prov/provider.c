@@ -478,9 +478,12 @@ static int configure(cu_prov_ctx *pc, OSSL_FUNC_core_get_params_fn *get_params)
     quirks = conf_or_env(quirks, "CUSTOS_PKCS11_QUIRKS");
     log_level = conf_or_env(log_level, "CUSTOS_PROVIDER_LOG");
 
+    /* A provider whose init fails is only missing later: say why on stderr
+     * too, as applications rarely print the errors of config loading. */
     pc->log_level = CU_PROV_LOG_ERROR;
     if (log_level != NULL && !parse_log_level(log_level, &pc->log_level)) {
         CU_PROV_RAISE(pc, CU_PROV_R_CONFIG, "log-level \"%s\": use error, warn, info or debug", log_level);
+        cu_prov_log_msg(pc, CU_PROV_LOG_ERROR, "log-level \"%s\": use error, warn, info or debug", log_level);
         return 0;
     }
     /* Unset: per module (default_quirks); "none": no quirk for any module. */
@@ -490,6 +493,7 @@ static int configure(cu_prov_ctx *pc, OSSL_FUNC_core_get_params_fn *get_params)
         unsigned q;
         if (cu_quirks_parse(quirks, &q) != CU_OK) {
             CU_PROV_RAISE(pc, CU_PROV_R_CONFIG, "pkcs11-module-quirks \"%s\": %s", quirks, cu_err_last()->msg);
+            cu_prov_log_msg(pc, CU_PROV_LOG_ERROR, "pkcs11-module-quirks \"%s\": %s", quirks, cu_err_last()->msg);
             return 0;
         }
         if ((pc->quirks = OPENSSL_strdup(quirks)) == NULL)

@@ -85,6 +85,37 @@ if [ "$KIND" = softhsm2 ]; then
     check "  equals C_Sign(CKM_SHA256_HMAC) on the token" test "$(tr -d '\n' <mac.hex | tr A-F a-f)" = "$(xxd -p -c 64 mac.bin)"
 fi
 
+# --- openssl.cnf: module path and PIN source from the provider's section
+MODULE=$(sed -n 's/^module=//p' "$TOKEN_DIR/custos-token.conf")
+cat >openssl.cnf <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+default = default_sect
+custos = custos_sect
+[default_sect]
+activate = 1
+[custos_sect]
+module = $CUSTOS_OSSL_MODULES/custos.so
+pkcs11-module-path = $MODULE
+pkcs11-pin-source = file:$W/pin
+log-level = error
+activate = 1
+EOF
+SHORT="pkcs11:token=cli-$KIND;object=ec1"
+export OPENSSL_CONF="$W/openssl.cnf"
+PROV_SAVED=("${PROV[@]}")
+PROV=()
+check "openssl.cnf: pkey -pubout with a short URI" ossl pkey -in "$SHORT" -pubout -out cnf.pub
+check "  same key" cmp cnf.pub ec1.pub
+check "openssl.cnf: dgst -sign" ossl dgst -sha256 -sign "$SHORT" -out cnf.sig msg
+check "  verifies" openssl dgst -sha256 -verify ec1.pub -signature cnf.sig msg
+sed -i 's/^log-level = error/log-level = loud/' openssl.cnf
+check_fails "openssl.cnf: a bad log-level is refused" "log-level" ossl pkey -in "$SHORT" -pubout
+unset OPENSSL_CONF
+PROV=("${PROV_SAVED[@]}")
+
 # --- bad input: each a clear OpenSSL error, no crash
 BASE="${TOKEN_URI%%\?*}"
 Q="${TOKEN_URI#*\?}&pin-source=$W/pin"
