@@ -225,8 +225,9 @@ static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
     return p;
 }
 
-/* The same operation in software on the public half: verification, and the
- * AlgorithmIdentifier that certificate signing asks for. */
+/* The same operation in software: verification on the public half, the
+ * AlgorithmIdentifier that certificate signing asks for, and signing with a
+ * software key (key.h: keys made without a URI when custos is met first). */
 static EVP_PKEY_CTX *software_ctx(sig_ctx *c)
 {
     if (c->sw != NULL)
@@ -249,9 +250,11 @@ static EVP_PKEY_CTX *software_ctx(sig_ctx *c)
         }
     }
     *q = OSSL_PARAM_construct_end();
-    if (v == NULL || EVP_PKEY_verify_init(v) <= 0 || EVP_PKEY_CTX_set_params(v, p) <= 0) {
+    bool soft_sign = c->signing && c->key->obj == NULL;
+    if (v == NULL || (soft_sign ? EVP_PKEY_sign_init(v) : EVP_PKEY_verify_init(v)) <= 0
+        || EVP_PKEY_CTX_set_params(v, p) <= 0) {
         EVP_PKEY_CTX_free(v);
-        CU_PROV_RAISE(c->pc, CU_PROV_R_SOFTWARE, "cannot set up the software verifier");
+        CU_PROV_RAISE(c->pc, CU_PROV_R_SOFTWARE, "cannot set up the software operation");
         return NULL;
     }
     c->sw = v;
@@ -356,7 +359,7 @@ static int init(sig_ctx *c, void *provkey, bool signing, const OSSL_PARAM params
                       c->alg == CU_KEY_EC ? "ECDSA" : "RSA");
         return 0;
     }
-    if (signing && k->obj == NULL) {
+    if (signing && k->obj == NULL && !k->soft_private) {
         CU_PROV_RAISE(c->pc, CU_PROV_R_NO_PRIVATE_KEY, "this key has no private half in a token");
         return 0;
     }
@@ -466,13 +469,18 @@ static int sign_digest(sig_ctx *c, unsigned char *sig, size_t *siglen, size_t si
     cu_sig s = { 0 };
     cu_rc rc;
 
-    if (k == NULL || k->obj == NULL || !c->signing) {
-        CU_PROV_RAISE(c->pc, CU_PROV_R_OPERATION, "not initialized for signing with a token key");
+    if (k == NULL || !c->signing || (k->obj == NULL && !k->soft_private)) {
+        CU_PROV_RAISE(c->pc, CU_PROV_R_OPERATION, "not initialized for signing with a private key");
         return 0;
     }
     if (sig == NULL) {
         *siglen = k->max_sig;
         return 1;
+    }
+    if (k->obj == NULL) { /* a software key */
+        EVP_PKEY_CTX *v = software_ctx(c);
+        *siglen = sigsize;
+        return v != NULL && EVP_PKEY_sign(v, sig, siglen, tbs, tbslen) == 1;
     }
     if (sigsize < k->max_sig && !(c->alg == CU_KEY_RSA && sigsize >= (k->bits + 7) / 8)) {
         CU_PROV_RAISE(c->pc, CU_E_BUFFER_TOO_SMALL, "signature buffer of %zu bytes, %zu needed", sigsize,

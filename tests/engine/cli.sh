@@ -63,6 +63,15 @@ check "  verifies" openssl pkeyutl -verify -pubin -inkey rsa1.pub -pkeyopt rsa_p
 check "dgst -verify with the token's key (software verify in custos)" ossl dgst "${PROV[@]}" -sha256 \
     -verify "$EC" -signature ec.sig big
 
+# --- software keys beside custos (custos is met first): they keep working
+check "genpkey EC software key with custos loaded" ossl genpkey "${PROV[@]}" -algorithm EC \
+    -pkeyopt ec_paramgen_curve:P-256 -out sw.key
+check "  signs (dgst -sign file key)" ossl dgst "${PROV[@]}" -sha256 -sign sw.key -out sw.sig msg
+check "  verifies" openssl dgst -sha256 -prverify sw.key -signature sw.sig msg
+check "req -x509 -newkey rsa with custos loaded" ossl req "${PROV[@]}" -x509 -newkey rsa:2048 -nodes \
+    -keyout swrsa.key -subj /CN=sw -days 1 -out swrsa.crt
+check "  verifies" openssl verify -CAfile swrsa.crt swrsa.crt
+
 # --- the store: certificates and public keys on the token
 check "import certificate" "$CUSTOS_BIN" token import --cert ec1.crt --label ec1 --id 01 --dir "$TOKEN_DIR" \
     --pin-source "$W/pin"
