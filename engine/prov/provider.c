@@ -521,6 +521,31 @@ static OSSL_FUNC_provider_get_capabilities_fn prov_get_capabilities;
  * custos.so); they share the token layer linked into it. */
 static int instances;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+/* Every live provider context, so that the exit handler can release their
+ * caches before the token layer shuts down (a module still referenced then
+ * would be kept, and leaked). */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static cu_prov_ctx *live;
+
+static void release_caches(cu_prov_ctx *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    cu_prov_token_entry *objects = pc->objects, *tokens = pc->tokens;
+    pc->objects = pc->tokens = NULL;
+    pthread_mutex_unlock(&pc->lock);
+    for (cu_prov_token_entry *e = objects, *next; e != NULL; e = next) {
+        next = e->next;
+        cu_object_free(e->obj);
+        OPENSSL_free(e->key);
+        OPENSSL_free(e);
+    }
+    for (cu_prov_token_entry *e = tokens, *next; e != NULL; e = next) {
+        next = e->next;
+        cu_token_unref(e->tok);
+        OPENSSL_clear_free(e->key, strlen(e->key));
+        OPENSSL_free(e);
+    }
+}
 
 /* Runs at exit() before OpenSSL's own exit-time clean-up (registered later,
  * so called earlier), or at dlclose of custos.so: modules are finalized while
@@ -530,6 +555,10 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
  * crashes in C_CloseSession there). */
 static void at_exit(void)
 {
+    pthread_mutex_lock(&live_lock);
+    for (cu_prov_ctx *pc = live; pc != NULL; pc = pc->next_live)
+        release_caches(pc);
+    pthread_mutex_unlock(&live_lock);
     cu_p11_shutdown();
 }
 
@@ -547,18 +576,17 @@ static void prov_teardown(void *provctx)
      * finalizes its modules except those with the no-finalize quirk
      * (SoftHSM2 crashes if C_Finalize runs inside OpenSSL's exit-time
      * clean-up, which is where this teardown usually runs). */
-    for (cu_prov_token_entry *e = pc->objects, *next; e != NULL; e = next) {
-        next = e->next;
-        cu_object_free(e->obj);
-        OPENSSL_free(e->key);
-        OPENSSL_free(e);
+    if (pc->counted) {
+        pthread_mutex_lock(&live_lock);
+        for (cu_prov_ctx **pp = &live; *pp != NULL; pp = &(*pp)->next_live) {
+            if (*pp == pc) {
+                *pp = pc->next_live;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&live_lock);
     }
-    for (cu_prov_token_entry *e = pc->tokens, *next; e != NULL; e = next) {
-        next = e->next;
-        cu_token_unref(e->tok);
-        OPENSSL_clear_free(e->key, strlen(e->key));
-        OPENSSL_free(e);
-    }
+    release_caches(pc);
     for (int h = 0; h < CU_PROV_N_HASH; h++)
         EVP_MD_free(pc->md[h]);
     EVP_KEYMGMT_free(pc->sw_ec);
@@ -749,6 +777,10 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         goto err;
     }
     pthread_once(&exit_once, register_at_exit);
+    pthread_mutex_lock(&live_lock);
+    pc->next_live = live;
+    live = pc;
+    pthread_mutex_unlock(&live_lock);
     pc->counted = true;
     __atomic_add_fetch(&instances, 1, __ATOMIC_ACQ_REL);
     *out = provider_functions;

@@ -58,6 +58,7 @@ typedef struct cu_prov_ctx {
     cu_prov_log log_level;
 
     bool counted;           /* counted in the instances of custos.so */
+    struct cu_prov_ctx *next_live; /* the list of live contexts (provider.c) */
     pthread_mutex_t lock;   /* guards the token cache */
     cu_prov_token_entry *tokens;
     cu_prov_token_entry *objects; /* secret keys by URI (MAC keys) */

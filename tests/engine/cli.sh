@@ -119,7 +119,7 @@ PROV=()
 check "openssl.cnf: pkey -pubout with a short URI" ossl pkey -in "$SHORT" -pubout -out cnf.pub
 check "  same key" cmp cnf.pub ec1.pub
 check "openssl.cnf: dgst -sign" ossl dgst -sha256 -sign "$SHORT" -out cnf.sig msg
-check "  verifies" openssl dgst -sha256 -verify ec1.pub -signature cnf.sig msg
+check "  verifies" env -u OPENSSL_CONF openssl dgst -sha256 -verify ec1.pub -signature cnf.sig msg
 sed -i 's/^log-level = error/log-level = loud/' openssl.cnf
 check_fails "openssl.cnf: a bad log-level is refused" "log-level" ossl pkey -in "$SHORT" -pubout
 unset OPENSSL_CONF
