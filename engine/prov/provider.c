@@ -522,8 +522,7 @@ static OSSL_FUNC_provider_get_capabilities_fn prov_get_capabilities;
 static int instances;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 /* Every live provider context, so that the exit handler can release their
- * caches before the token layer shuts down (a module still referenced then
- * would be kept, and leaked). */
+ * caches (the teardown inside OPENSSL_cleanup comes later). */
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static cu_prov_ctx *live;
 
@@ -548,18 +547,23 @@ static void release_caches(cu_prov_ctx *pc)
 }
 
 /* Runs at exit() before OpenSSL's own exit-time clean-up (registered later,
- * so called earlier), or at dlclose of custos.so: modules are finalized while
- * OpenSSL (which SoftHSM2 itself uses) is still intact, those with the
- * no-finalize quirk are left alone, and every token is marked so that the
- * teardown inside OPENSSL_cleanup makes no PKCS#11 call at all (SoftHSM2
- * crashes in C_CloseSession there). */
+ * so called earlier): modules are finalized while OpenSSL is still intact,
+ * those with the no-finalize quirk are left alone, and every token is marked
+ * so that the teardown inside OPENSSL_cleanup makes no PKCS#11 call at all
+ * (SoftHSM2 crashes in C_CloseSession then: its C++ statics, registered when
+ * it was loaded, are destroyed before this handler runs). */
 static void at_exit(void)
 {
+    /* Shut down first: a module loaded after this handler was registered
+     * (SoftHSM2's C++ statics) may already be destroyed, so no token may be
+     * released (C_CloseSession) before the layer marks them finalized.
+     * Modules still referenced by a cached token are kept by the token
+     * layer (see the report on zombies in docs/provider.md). */
+    cu_p11_shutdown();
     pthread_mutex_lock(&live_lock);
     for (cu_prov_ctx *pc = live; pc != NULL; pc = pc->next_live)
         release_caches(pc);
     pthread_mutex_unlock(&live_lock);
-    cu_p11_shutdown();
 }
 
 static void register_at_exit(void)
