@@ -84,6 +84,13 @@ check "  equals the private key's public half" cmp pubobj.pem ec1.pub
 check "storeutl lists the token's certificates" ossl storeutl "${PROV[@]}" -certs "$(with_pin "$TOKEN_URI")"
 grep -q "CN = ec1\|CN=ec1" out 2>/dev/null || grep -q "Total found: 1" "$W/out" || true
 
+NOPIN="${TOKEN_URI%%\?*};object=ec1;type=private?${TOKEN_URI#*\?}"
+check "PIN from the application's passphrase callback (-passin)" ossl pkey "${PROV[@]}" -in "$NOPIN" \
+    -passin "file:$W/pin" -pubout -out passin.pub
+check "  same key" cmp passin.pub ec1.pub
+check_fails "an empty PIN from the passphrase callback: a PIN error" "custos:.*PIN" ossl pkey "${PROV[@]}" \
+    -in "$NOPIN" -passin pass: -pubout
+
 # --- HMAC (CUSTOS-HMAC) with a token secret key
 if [ "$KIND" = softhsm2 ]; then
     HM=$(keygen hmac256 hmac1 04)
