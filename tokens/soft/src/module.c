@@ -23,7 +23,9 @@ static void atfork_prepare(void) { pthread_rwlock_wrlock(&cs_g.lock); }
 static void atfork_parent(void) { pthread_rwlock_unlock(&cs_g.lock); }
 static void atfork_child(void)
 {
-    pthread_rwlock_unlock(&cs_g.lock);
+    /* The child's only thread has a new TID, which glibc's rwlock does not
+     * accept as the owner: start with a fresh lock (nobody else runs). */
+    pthread_rwlock_init(&cs_g.lock, NULL);
     forked = true;
 }
 static void atfork_register(void)
