@@ -168,8 +168,9 @@ CK_RV tst_gen_ec(CK_SESSION_HANDLE h, int bits, bool token, const char *label,
 {
     static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
     static const CK_BYTE p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
-    char publabel[64];
+    char publabel[64], id[64];
     snprintf(publabel, sizeof publabel, "%s/pub", label);
+    snprintf(id, sizeof id, "id:%s", label); /* not the label: tst_object_file greps labels */
     CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
     CK_BBOOL tok = token ? CK_TRUE : CK_FALSE;
     CK_ATTRIBUTE pub[] = {
@@ -177,7 +178,7 @@ CK_RV tst_gen_ec(CK_SESSION_HANDLE h, int bits, bool token, const char *label,
         {CKA_TOKEN, &tok, sizeof tok},
         {CKA_VERIFY, &yes, sizeof yes},
         {CKA_LABEL, publabel, strlen(publabel)},
-        {CKA_ID, (void *)label, strlen(label)},
+        {CKA_ID, id, strlen(id)},
     };
     CK_ATTRIBUTE priv[] = {
         {CKA_TOKEN, &tok, sizeof tok},
@@ -185,7 +186,7 @@ CK_RV tst_gen_ec(CK_SESSION_HANDLE h, int bits, bool token, const char *label,
         {CKA_SENSITIVE, &yes, sizeof yes},
         {CKA_EXTRACTABLE, &no, sizeof no},
         {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)label, strlen(label)},
+        {CKA_ID, id, strlen(id)},
     };
     return p11->C_GenerateKeyPair(h, &m, pub, 5, priv, 6, _pub, _priv);
 }

@@ -217,13 +217,14 @@ static cs_rec_err digest_check(asn1_node n, const unsigned char *der, size_t len
     return CRYPTO_memcmp(calc, stored, DIGEST_LEN) == 0 ? CS_REC_OK : CS_REC_DIGEST;
 }
 
-static cs_rec_err decode_strict(asn1_node n, const unsigned char *der, size_t len)
+/* On a decoding error libtasn1 deletes the structure and NULLs *n. */
+static cs_rec_err decode_strict(asn1_node *n, const unsigned char *der, size_t len)
 {
     char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
     if (len == 0 || len > CS_MAX_RECORD)
         return CS_REC_DER;
     int l = (int)len;
-    if (asn1_der_decoding2(&n, der, &l, ASN1_DECODE_FLAG_STRICT_DER, err) != ASN1_SUCCESS)
+    if (asn1_der_decoding2(n, der, &l, ASN1_DECODE_FLAG_STRICT_DER, err) != ASN1_SUCCESS)
         return CS_REC_DER;
     if ((size_t)l != len)
         return CS_REC_DER; /* trailing bytes */
@@ -401,7 +402,7 @@ cs_rec_err cs_object_rec_decode(const unsigned char *der, size_t len, cs_object_
     cs_rec_err e = element("CustosSoft.ObjectRecord", &n);
     if (e != CS_REC_OK)
         return e;
-    if ((e = decode_strict(n, der, len)) != CS_REC_OK)
+    if ((e = decode_strict(&n, der, len)) != CS_REC_OK)
         goto cleanup;
     if ((e = digest_check(n, der, len)) != CS_REC_OK)
         goto cleanup;
@@ -571,7 +572,7 @@ cs_rec_err cs_token_rec_decode(const unsigned char *der, size_t len, cs_token_re
     cs_rec_err e = element("CustosSoft.TokenRecord", &n);
     if (e != CS_REC_OK)
         return e;
-    if ((e = decode_strict(n, der, len)) != CS_REC_OK)
+    if ((e = decode_strict(&n, der, len)) != CS_REC_OK)
         goto cleanup;
     if ((e = digest_check(n, der, len)) != CS_REC_OK)
         goto cleanup;
