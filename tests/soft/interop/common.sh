@@ -25,8 +25,18 @@ finish() {
     [ "$FAIL" -eq 0 ]
     exit $?
 }
-P="pkcs11-tool --module $M"
+# ASan build: only the programs that load the module get the ASan runtime
+# preloaded (CUSTOS_SOFT_PRELOAD, set by CMake); coreutils break under it.
+W=${CUSTOS_SOFT_PRELOAD:+env LD_PRELOAD=$CUSTOS_SOFT_PRELOAD}
+P="$W pkcs11-tool --module $M"
 Q="$P --token-label it --login --pin 1234"
+# The public key of a private key (by label) as PEM, read with p11tool.
+# (opensc 0.23 `--read-object --type pubkey` of an EC key fails for P-384
+# and reads freed memory for P-256 — seen under ASan, SoftHSM2 the same.)
+pub_pem() {
+    GNUTLS_PIN=1234 $W p11tool --provider "$M" --login --export-pubkey \
+        "pkcs11:token=it;object=$1;type=private" --outfile "$2" && openssl pkey -pubin -in "$2" -noout
+}
 make_token() {
     $P --init-token --label it --so-pin 12345678 >/dev/null 2>&1 &&
     $P --token-label it --login --login-type so --so-pin 12345678 --init-pin --pin 1234 >/dev/null 2>&1

@@ -3,7 +3,7 @@
 # RSA keys, import a secret key (HMAC) and check it against openssl.
 . "$(dirname "$0")/common.sh"
 export GNUTLS_PIN=1234 GNUTLS_SO_PIN=12345678
-T11="p11tool --provider $M"
+T11="$W p11tool --provider $M"
 U="pkcs11:token=it"
 
 check "init token" make_token
