@@ -262,6 +262,8 @@ cu_rc cu_audit_append(cu_store *s, const char *type, const char *actor, const ch
 
     if (_seq != NULL)
         *_seq = 0;
+    if (payload_json[0] != '{')
+        return cu_err_set(CU_E_INVALID_ARG, "an audit payload is a JSON object");
     if (cfg->off)
         return CU_OK;
     if ((rc = cu_store_begin(s)) != CU_OK)

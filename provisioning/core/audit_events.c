@@ -300,13 +300,22 @@ cu_rc cu_audit_key_use_n(cu_store *s, const char *key_id, unsigned long count, t
 
 cu_rc cu_audit_key_use(cu_store *s, const char *key_id) { return cu_audit_key_use_n(s, key_id, 1, 0); }
 
+static cu_rc flush_before(cu_store *s, long long minute);
+
 cu_rc cu_audit_key_use_flush(cu_store *s)
 {
     cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    return flush_before(s, LLONG_MAX);
+}
+
+cu_rc cu_prov__audit_key_use_flush_finished(cu_store *s) { return flush_before(s, (long long)time(NULL) / 60); }
+
+static cu_rc flush_before(cu_store *s, long long minute)
+{
     ku *done = NULL;
     size_t n = 0;
     pthread_mutex_lock(&ku_lock);
-    cu_rc rc = ku_take_unlocked(LLONG_MAX, &done, &n);
+    cu_rc rc = ku_take_unlocked(minute, &done, &n);
     pthread_mutex_unlock(&ku_lock);
     if (rc == CU_OK && n > 0)
         rc = ku_write(s, done, n);

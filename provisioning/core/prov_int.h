@@ -120,5 +120,7 @@ cu_rc cu_prov__audit_change(struct cu_store *s, const char *type, const char *id
 /* A copy of an enrollment's JSON fit for the audit log: keys removed, the
  * webhook URL's query (often a function key) redacted. New reference. */
 json_t *cu_prov__audit_enr_json(const struct cu_enr *e);
+/* Writes the key-use counts of minutes before the current one. */
+cu_rc cu_prov__audit_key_use_flush_finished(struct cu_store *s);
 /* The decision record of a registration attempt (new reference). */
 json_t *cu_prov__audit_decision(const cu_prov_request *req, const cu_prov_result *res);

@@ -168,8 +168,10 @@ void cu_store_close(cu_store *s)
 {
     if (s == NULL)
         return;
-    /* Counts of key uses still in memory go to the log rather than away. */
-    (void)cu_audit_key_use_flush(s);
+    /* Finished minutes of key uses go to the log rather than away; the
+     * current one stays for the process's other stores (or its final
+     * cu_audit_key_use_flush), so that a minute makes one record. */
+    (void)cu_prov__audit_key_use_flush_finished(s);
     EVP_PKEY_free(s->audit.signer);
     s->ops->close(s->b);
     free(s);

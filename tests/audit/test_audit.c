@@ -10,11 +10,13 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DAY 86400L
 
@@ -511,6 +513,185 @@ static void test_key_use_per_minute(void)
     fx_close(&f);
 }
 
+/* Signing by time: the first append after T seconds since the last head
+ * signs; a service timer signs a quiet log. */
+static void test_sign_by_time(void)
+{
+    fx f;
+    EVP_PKEY *key = ec_key();
+    cu_audit_head *h = NULL;
+    size_t nh = 0;
+    CU_ASSERT_FATAL(fx_open(&f, "autime") == 0 && key != NULL);
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 0, 3600), CU_OK);
+    /* No head yet: the first append is long overdue. */
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_sign_if_due(f.store), CU_OK); /* not due for an hour */
+    CU_ASSERT_EQUAL(cu_audit_heads_read(f.store, 1, 10, &h, &nh), CU_OK);
+    CU_ASSERT_EQUAL(nh, 1);
+    if (nh == 1)
+        CU_ASSERT_EQUAL(h[0].seq, 2);
+    cu_audit_heads_free(h, nh);
+    /* Every second: the timer signs the unsigned record. */
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 0, 1), CU_OK);
+    sleep(1);
+    CU_ASSERT_EQUAL(cu_audit_sign_if_due(f.store), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_heads_read(f.store, 1, 10, &h, &nh), CU_OK);
+    CU_ASSERT_EQUAL(nh, 2);
+    if (nh == 2)
+        CU_ASSERT_EQUAL(h[1].seq, 3);
+    cu_audit_heads_free(h, nh);
+    cu_audit_report rep;
+    CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_OK);
+    CU_ASSERT_EQUAL(rep.heads_verified, 2);
+    EVP_PKEY_free(key);
+    fx_close(&f);
+}
+
+/* A schema 1 store: its unchained events move aside, the chain starts. */
+static void test_migrate_v1(void)
+{
+    char *dir = cu_test_mkdtemp("auv1"), path[4096];
+    static const unsigned char k[32] = "custos-test-keyring-key-32bytes!";
+    cu_keyring *kr = NULL;
+    cu_store *s = NULL;
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof path, "%s/custos.db", dir);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db,
+                                 "CREATE TABLE docs(kind INTEGER NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
+                                 "  seal BLOB NOT NULL, PRIMARY KEY(kind, id)) WITHOUT ROWID;"
+                                 "CREATE TABLE keys(kind INTEGER NOT NULL, key TEXT NOT NULL, id TEXT NOT NULL,"
+                                 "  PRIMARY KEY(kind, key, id)) WITHOUT ROWID;"
+                                 "CREATE INDEX keys_by_id ON keys(kind, id);"
+                                 "CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                                 "CREATE TABLE audit(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                 "  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), event TEXT NOT NULL);"
+                                 "INSERT INTO audit(event) VALUES('{\"event\":\"register\"}');"
+                                 "PRAGMA user_version=1;",
+                                 NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL_FATAL(cu_keyring_software_new(k, sizeof k, &kr), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_open_sqlite(path, kr, &s), CU_OK);
+    CU_ASSERT_EQUAL(count_records(s), 0);
+    cu_hub h = {"hub1.example.net", 1, true};
+    CU_ASSERT_EQUAL(cu_store_hub_put(s, &h, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(count_records(s), 1);
+    cu_audit_report rep;
+    CU_ASSERT_EQUAL(cu_audit_verify(s, NULL, 0, &rep), CU_OK);
+    cu_store_close(s);
+    cu_keyring_free(kr);
+    sqlite3_stmt *st = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_prepare_v2(db, "SELECT count(*) FROM audit_v1", -1, &st, NULL);
+    CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
+    CU_ASSERT_EQUAL(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
+    CU_ASSERT_EQUAL(sqlite3_column_int(st, 0), CU_STORE_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    cu_test_rmtree(dir);
+    free(dir);
+}
+
+static cu_rc collect_line(void *ctx, const char *json)
+{
+    int *n = ctx;
+    (*n)++;
+    return strncmp(json, "{\"seq\":", 7) == 0 ? CU_OK : cu_err_set(CU_E_STATE, "bad line");
+}
+
+static void test_export_and_args(void)
+{
+    fx f;
+    int n = 0;
+    CU_ASSERT_FATAL(fx_open(&f, "auexp") == 0);
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{\"x\":\"\\u00e9\\n\"}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_export(f.store, 0, 0, collect_line, &n), CU_OK);
+    CU_ASSERT_EQUAL(n, 5);
+    n = 0;
+    CU_ASSERT_EQUAL(cu_audit_export(f.store, 4, 0, collect_line, &n), CU_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    n = 0;
+    CU_ASSERT_EQUAL(cu_audit_export(f.store, 0, time(NULL) + 3600, collect_line, &n), CU_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    /* Refusals of the API. */
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "", NULL, "{}", NULL), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "a-type-much-longer-than-forty-seven-bytes-allowed", NULL, "{}", NULL),
+                    CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_audit_sign_head(f.store, NULL, NULL), CU_E_INVALID_ARG); /* no key */
+    CU_ASSERT_EQUAL(cu_audit_token_event(f.dir, NULL, "Key Gen", NULL, NULL, NULL), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(count_records(f.store), 5);
+    fx_close(&f);
+}
+
+/* Two threads, each with its own connection to the same store, append at
+ * once (and count key uses at once): the write transaction serializes the
+ * appends, so the chain stays whole; the per-minute count is exact. */
+typedef struct worker {
+    const char *dir;
+    cu_keyring *kr;
+    int n;
+    time_t now;
+    cu_rc rc;
+} worker;
+
+static void *append_many(void *arg)
+{
+    worker *w = arg;
+    cu_store *s = NULL;
+    if ((w->rc = cu_store_open_dir(w->dir, w->kr, &s)) != CU_OK)
+        return NULL;
+    for (int i = 0; i < w->n && w->rc == CU_OK; i++) {
+        w->rc = cu_audit_append(s, "test.concurrent", NULL, "{}", NULL);
+        if (w->rc == CU_OK)
+            w->rc = cu_audit_key_use_n(s, "shared-key", 1, w->now);
+    }
+    cu_store_close(s);
+    return NULL;
+}
+
+static void test_concurrent_appends(void)
+{
+    fx f;
+    pthread_t t[2];
+    CU_ASSERT_FATAL(fx_open(&f, "auconc") == 0);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    /* A minute that is not over when the workers close their stores. */
+    time_t later = time(NULL) + 3600;
+    worker w[2] = {{f.dir, f.kr, 200, later, CU_OK}, {f.dir, f.kr, 200, later, CU_OK}};
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, append_many, &w[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CU_ASSERT_EQUAL(w[0].rc, CU_OK);
+    CU_ASSERT_EQUAL(w[1].rc, CU_OK);
+    /* The minute's count, kept across the workers' stores, in one record. */
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    cu_audit_record *r = NULL;
+    size_t n = 0, uses = 0;
+    unsigned long count = 0;
+    CU_ASSERT_EQUAL_FATAL(cu_audit_read(f.store, 1, 1000, &r, &n), CU_OK);
+    CU_ASSERT_EQUAL(n, 1 + 400 + 1);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r[i].type, "key.use") == 0) {
+            uses++;
+            const char *c = strstr(r[i].payload, "\"count\":");
+            count += c ? strtoul(c + 8, NULL, 10) : 0;
+        }
+    CU_ASSERT_EQUAL(uses, 1);
+    CU_ASSERT_EQUAL(count, 400);
+    cu_audit_records_free(r, n);
+    cu_audit_report rep;
+    CU_ASSERT_EQUAL(cu_audit_verify(f.store, NULL, 0, &rep), CU_OK);
+    CU_ASSERT_EQUAL(rep.last_seq, 402);
+    fx_close(&f);
+}
+
 int main(void)
 {
     static const cu_test_case cases[] = {
@@ -521,6 +702,10 @@ int main(void)
         {"seed example: who decided, from the log", test_seed_from_log},
         {"no secret in the database", test_no_secrets},
         {"key uses per key per minute", test_key_use_per_minute},
+        {"signing by time, and from a timer", test_sign_by_time},
+        {"a schema 1 store migrates", test_migrate_v1},
+        {"export, and refused arguments", test_export_and_args},
+        {"two writers at once", test_concurrent_appends},
         {NULL, NULL},
     };
     if (cu_test_add_suite("audit", setup, teardown, cases) != 0)

@@ -99,7 +99,8 @@ cu_rc cu_audit_sign_if_due(struct cu_store *s);
 cu_rc cu_audit_key_use(struct cu_store *s, const char *key_id);
 /* The same with an explicit count and time (now 0: the clock). */
 cu_rc cu_audit_key_use_n(struct cu_store *s, const char *key_id, unsigned long count, time_t now);
-/* Writes every pending count now (at shutdown, or before a report). */
+/* Writes every pending count now: at shutdown (cu_store_close writes only
+ * the minutes that are over), or before a report. */
 cu_rc cu_audit_key_use_flush(struct cu_store *s);
 
 /* Token administration from the command line (custos token ...): appends a

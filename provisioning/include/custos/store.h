@@ -187,8 +187,10 @@ cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key
 
 /* ---- registration records ---- */
 cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec);
-/* Writes the record (new etag, timestamps) and the audit event in one
- * transaction. */
+/* Writes the record (new etag, timestamps) and, when audit_json (a JSON
+ * object) is given, a "registration" audit record in one transaction.
+ * (cu_prov_register writes its own decision record in the same
+ * transaction instead.) */
 cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json);
 /* Registration ids of the devices provisioned through a group, paged like
  * cu_store_list (POST /registrations/{groupId}/query). */
