@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <custos/audit.h>
-#include <custos/state.h>
 #include <custos/store.h>
 
 #include <ctype.h>
@@ -24,8 +23,10 @@ int cu_cmd_audit_sign(int argc, char **argv);
 #define DEFAULT_STATE "./var"
 #define MAX_KEYS 8
 
-/* Opens an existing state directory (never creates one to verify it). */
-static int open_state(const char *state, cu_state **_st)
+/* Opens the audit log of an existing state directory: never creates one,
+ * and needs no service keyring (the log is checked with the audit key's
+ * public part alone), so an auditor's copy of custos.db is enough. */
+static int open_log(const char *state, bool writable, cu_store **_s)
 {
     char path[4096];
     struct stat sb;
@@ -33,8 +34,8 @@ static int open_state(const char *state, cu_state **_st)
     snprintf(path, sizeof path, "%s/custos.db", state);
     if (stat(path, &sb) != 0)
         return cu_cli_fail("no store in %s (%s)", state, strerror(errno));
-    if (cu_state_open(state, NULL, _st) != CU_OK)
-        return cu_cli_fail("cannot open the state in %s: %s", state, cu_err_last()->msg);
+    if (cu_store_open_audit_only(path, writable, _s) != CU_OK)
+        return cu_cli_fail("cannot open the audit log in %s: %s", state, cu_err_last()->msg);
     return CU_EXIT_OK;
 }
 
@@ -154,7 +155,7 @@ int cu_cmd_audit_verify(int argc, char **argv)
     size_t npub = 0, nuri = 0, nkeys = 0;
     bool json = false, help = false;
     EVP_PKEY *keys[2 * MAX_KEYS];
-    cu_state *st = NULL;
+    cu_store *st = NULL;
     cu_audit_report rep;
     cu_cli_opt opts[] = {
         {"--state", &state, NULL, NULL, NULL, 0},   {"--pubkey", NULL, NULL, pubs, &npub, MAX_KEYS},
@@ -188,9 +189,9 @@ int cu_cmd_audit_verify(int argc, char **argv)
         }
         nkeys++;
     }
-    if ((rc = open_state(state, &st)) != CU_EXIT_OK)
+    if ((rc = open_log(state, false, &st)) != CU_EXIT_OK)
         goto cleanup;
-    cu_rc vr = cu_audit_verify(cu_state_get0_store(st), keys, nkeys, &rep);
+    cu_rc vr = cu_audit_verify(st, keys, nkeys, &rep);
     if (vr != CU_OK && vr != CU_E_VERIFY) {
         rc = cu_cli_fail("cannot read the audit log: %s", cu_err_last()->msg);
         goto cleanup;
@@ -200,7 +201,7 @@ int cu_cmd_audit_verify(int argc, char **argv)
 cleanup:
     for (size_t i = 0; i < nkeys; i++)
         EVP_PKEY_free(keys[i]);
-    cu_state_close(st);
+    cu_store_close(st);
     return rc;
 }
 
@@ -243,7 +244,7 @@ int cu_cmd_audit_export(int argc, char **argv)
 {
     const char *state = NULL, *since = NULL, *since_seq = NULL;
     bool help = false;
-    cu_state *st = NULL;
+    cu_store *st = NULL;
     time_t t = 0;
     unsigned long long seq = 0;
     cu_cli_opt opts[] = {
@@ -273,13 +274,13 @@ int cu_cmd_audit_export(int argc, char **argv)
         if (errno != 0 || end == since_seq || *end != 0 || since_seq[0] == '-')
             return cu_cli_usage("audit export", "--since-seq %s: not a record number", since_seq);
     }
-    if ((rc = open_state(state, &st)) != CU_EXIT_OK)
+    if ((rc = open_log(state, false, &st)) != CU_EXIT_OK)
         return rc;
-    if (cu_audit_export(cu_state_get0_store(st), seq, t, print_line, NULL) != CU_OK)
+    if (cu_audit_export(st, seq, t, print_line, NULL) != CU_OK)
         rc = cu_cli_fail("export: %s", cu_err_last()->msg);
     if (fflush(stdout) != 0)
         rc = cu_cli_fail("cannot write the export: %s", strerror(errno));
-    cu_state_close(st);
+    cu_store_close(st);
     return rc;
 }
 
@@ -287,7 +288,7 @@ int cu_cmd_audit_sign(int argc, char **argv)
 {
     const char *state = NULL, *key_file = NULL, *key_uri = NULL;
     bool help = false, json = false;
-    cu_state *st = NULL;
+    cu_store *st = NULL;
     EVP_PKEY *key = NULL;
     uint64_t seq = 0;
     cu_cli_opt opts[] = {
@@ -322,9 +323,9 @@ int cu_cmd_audit_sign(int argc, char **argv)
     } else if ((key = load_uri(key_uri, true)) == NULL) {
         return CU_EXIT_FAIL;
     }
-    if ((rc = open_state(state, &st)) != CU_EXIT_OK)
+    if ((rc = open_log(state, true, &st)) != CU_EXIT_OK)
         goto cleanup;
-    if (cu_audit_sign_head(cu_state_get0_store(st), key, &seq) != CU_OK) {
+    if (cu_audit_sign_head(st, key, &seq) != CU_OK) {
         rc = cu_cli_fail("cannot sign the audit head: %s", cu_err_last()->msg);
         goto cleanup;
     }
@@ -338,6 +339,6 @@ int cu_cmd_audit_sign(int argc, char **argv)
         printf("audit head at record %llu signed (key %.16s...)\n", (unsigned long long)seq, id);
 cleanup:
     EVP_PKEY_free(key);
-    cu_state_close(st);
+    cu_store_close(st);
     return rc;
 }

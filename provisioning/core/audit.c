@@ -242,7 +242,7 @@ static cu_rc load_last_signed(cu_store *s)
 
 static bool sign_due(cu_prov__audit_cfg *cfg, uint64_t seq, time_t now)
 {
-    if (cfg->signer == NULL || seq <= cfg->last_signed_seq)
+    if (cfg->signer == NULL || seq <= cfg->last_signed_seq || now < cfg->retry_at)
         return false;
     if (cfg->every_n > 0 && seq - cfg->last_signed_seq >= cfg->every_n)
         return true;
@@ -284,10 +284,26 @@ cu_rc cu_audit_append(cu_store *s, const char *type, const char *actor, const ch
     if ((rc = ops->audit_append(b, &r)) != CU_OK)
         goto cleanup;
     if (cfg->signer != NULL) {
+        time_t now = time(NULL);
         if ((rc = load_last_signed(s)) != CU_OK)
             goto cleanup;
-        if (sign_due(cfg, r.seq, time(NULL)) && (rc = sign_unlocked(s, cfg->signer, r.seq, r.hash)) != CU_OK)
-            goto cleanup;
+        if (sign_due(cfg, r.seq, now)) {
+            cu_rc src = sign_unlocked(s, cfg->signer, r.seq, r.hash);
+            if (src == CU_E_CRYPTO) {
+                /* The audit key failed (token logged out or gone): the
+                 * change and its record stand, the head waits; retried in
+                 * a while and reported by cu_audit_sign_if_due. */
+                cfg->sign_rc = src;
+                snprintf(cfg->sign_msg, sizeof cfg->sign_msg, "%.200s", cu_err_last()->msg);
+                cfg->retry_at = now + 10;
+                cu_err_clear();
+            } else if (src != CU_OK) {
+                rc = src;
+                goto cleanup;
+            } else {
+                cfg->sign_rc = CU_OK;
+            }
+        }
     }
     if (_seq != NULL)
         *_seq = r.seq;
@@ -306,6 +322,8 @@ cu_rc cu_audit_set_signer(cu_store *s, EVP_PKEY *key, unsigned every_n, unsigned
     cfg->every_n = every_n;
     cfg->every_secs = every_secs;
     cfg->signed_known = false;
+    cfg->retry_at = 0;
+    cfg->sign_rc = CU_OK;
     return CU_OK;
 }
 
@@ -351,7 +369,19 @@ cu_rc cu_audit_sign_if_due(cu_store *s)
     uint64_t seq = 0;
     uint8_t hash[32];
     cu_rc rc;
-    if (cfg->signer == NULL || cfg->every_secs == 0)
+    if (cfg->signer == NULL)
+        return CU_OK;
+    if (cfg->sign_rc != CU_OK) {
+        /* An automatic signature failed: try now, and say how it went. */
+        if ((rc = cu_audit_sign_head(s, NULL, NULL)) == CU_OK) {
+            cfg->sign_rc = CU_OK;
+            cfg->retry_at = 0;
+            return CU_OK;
+        }
+        return cu_err_set(rc, "the audit head could not be signed: %s (automatic signing failed before: %s)",
+                          cu_err_last()->msg, cfg->sign_msg);
+    }
+    if (cfg->every_secs == 0)
         return CU_OK;
     /* The cached last head may be another connection's business: reread. */
     cfg->signed_known = false;

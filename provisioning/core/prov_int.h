@@ -108,6 +108,9 @@ typedef struct cu_prov__audit_cfg {
     bool signed_known;        /* last_signed_* read from the store */
     uint64_t last_signed_seq;
     time_t last_signed_time;
+    time_t retry_at;          /* after a failed automatic signature */
+    cu_rc sign_rc;            /* that failure, for cu_audit_sign_if_due */
+    char sign_msg[256];
 } cu_prov__audit_cfg;
 cu_prov__audit_cfg *cu_prov__store_audit_cfg(struct cu_store *s);
 const struct cu_store_backend *cu_prov__store_backend(struct cu_store *s, void **_b);
@@ -120,6 +123,8 @@ cu_rc cu_prov__audit_change(struct cu_store *s, const char *type, const char *id
 /* A copy of an enrollment's JSON fit for the audit log: keys removed, the
  * webhook URL's query (often a function key) redacted. New reference. */
 json_t *cu_prov__audit_enr_json(const struct cu_enr *e);
+/* A store over b without a keyring (cu_store_open_audit_only). */
+cu_rc cu_prov__store_open_unbound(const struct cu_store_backend *ops, void *b, struct cu_store **_out);
 /* Writes the key-use counts of minutes before the current one. */
 cu_rc cu_prov__audit_key_use_flush_finished(struct cu_store *s);
 /* The decision record of a registration attempt (new reference). */

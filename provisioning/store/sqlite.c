@@ -452,24 +452,43 @@ static cu_rc migrate(sq *q)
     return CU_OK;
 }
 
-cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out)
+/* Opens, migrates (unless read-only) and prepares; *_q is the backend. */
+static cu_rc open_sq(const char *path, bool readonly, sq **_q)
 {
-    cu_prov__return_val_if_fail(path != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     sq *q = calloc(1, sizeof *q);
-    *_out = NULL;
+    *_q = NULL;
     if (q == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
-    if (sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
+    int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {
         rc = cu_err_set(CU_E_IO, "cannot open the store %s: %s", path,
                         q->db ? sqlite3_errmsg(q->db) : "out of memory");
         goto cleanup;
     }
     sqlite3_busy_timeout(q->db, 5000);
-    if ((rc = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")) != CU_OK ||
-        (rc = migrate(q)) != CU_OK)
+    if (readonly) {
+        /* Nothing may change: the schema must already be the current one. */
+        sqlite3_stmt *st = NULL;
+        int version = 0;
+        if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) {
+            rc = sqerr(q, "schema version");
+            goto cleanup;
+        }
+        if (sqlite3_step(st) == SQLITE_ROW)
+            version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (version != (int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0])) {
+            rc = cu_err_set(CU_E_STATE, "the store %s has schema version %d, not %d: open it once with this "
+                                        "Custos to migrate it",
+                            path, version, (int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]));
+            goto cleanup;
+        }
+    } else if ((rc = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")) !=
+                   CU_OK ||
+               (rc = migrate(q)) != CU_OK) {
         goto cleanup;
+    }
     struct {
         sqlite3_stmt **st;
         const char *sql;
@@ -497,9 +516,31 @@ cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out)
             rc = sqerr(q, "prepare");
             goto cleanup;
         }
-    rc = cu_store_open_backend(&sqlite_backend, q, kr, _out);
-    q = NULL; /* taken, even on failure */
+    *_q = q;
+    q = NULL;
 cleanup:
     sq_close(q);
     return rc;
+}
+
+cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out)
+{
+    cu_prov__return_val_if_fail(path != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
+    sq *q = NULL;
+    *_out = NULL;
+    cu_rc rc = open_sq(path, false, &q);
+    if (rc != CU_OK)
+        return rc;
+    return cu_store_open_backend(&sqlite_backend, q, kr, _out); /* takes q, even on failure */
+}
+
+cu_rc cu_store_open_audit_only(const char *path, bool writable, cu_store **_out)
+{
+    cu_prov__return_val_if_fail(path != NULL && _out != NULL, CU_E_INVALID_ARG);
+    sq *q = NULL;
+    *_out = NULL;
+    cu_rc rc = open_sq(path, !writable, &q);
+    if (rc != CU_OK)
+        return rc;
+    return cu_prov__store_open_unbound(&sqlite_backend, q, _out);
 }

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -544,6 +545,29 @@ static void test_sign_by_time(void)
     cu_audit_report rep;
     CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_OK);
     CU_ASSERT_EQUAL(rep.heads_verified, 2);
+
+    /* An audit key that cannot sign (here: only its public half) fails no
+     * change; the timer call reports it. */
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(key, &der);
+    const unsigned char *p = der;
+    EVP_PKEY *pub = d2i_PUBKEY(NULL, &p, len);
+    OPENSSL_free(der);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pub);
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, pub, 1, 0), CU_OK);
+    cu_hub hub = {"hub9.example.net", 1, true};
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &hub, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_get(f.store, "hub9.example.net", &hub), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_sign_if_due(f.store), CU_E_CRYPTO);
+    CU_ASSERT_EQUAL(cu_audit_heads_read(f.store, 1, 10, &h, &nh), CU_OK);
+    CU_ASSERT_EQUAL(nh, 2);
+    cu_audit_heads_free(h, nh);
+    /* The key is back: the timer signs. */
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 1, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_OK);
+    CU_ASSERT_EQUAL(rep.last_signed_seq, rep.last_seq);
+    EVP_PKEY_free(pub);
     EVP_PKEY_free(key);
     fx_close(&f);
 }

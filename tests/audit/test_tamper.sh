@@ -97,6 +97,17 @@ n=$("$CUSTOS" audit export --state "$S" --since 2999-01-01T00:00:00Z | wc -l)
 "$CUSTOS" audit verify --state "$T/nowhere" >/dev/null 2>&1; [ $? != 0 ] && [ ! -d "$T/nowhere" ] &&
     ok "verify does not create a state" || ko "verify of a missing state"
 
+# An auditor's copy of the database alone (no service keyring) verifies,
+# and verifying changes nothing (SQLite's own -wal/-shm of a reader aside).
+mkdir "$T/auditor"
+cp "$S/custos.db" "$T/auditor/"
+chmod 0444 "$T/auditor/custos.db"
+sum0=$(cksum <"$T/auditor/custos.db")
+out=$("$CUSTOS" audit verify --state "$T/auditor" --pubkey "$T/audit.pub")
+echo "$out" | grep -q "1 signatures verified" && [ ! -e "$T/auditor/keyring.key" ] &&
+    [ "$(cksum <"$T/auditor/custos.db")" = "$sum0" ] &&
+    ok "the database alone verifies" || ko "database alone: $out; $(ls "$T/auditor")"
+
 # Keys through OSSL_STORE (file: here; pkcs11: once the provider is configured).
 D="$T/uri"
 cp -r "$S" "$D"

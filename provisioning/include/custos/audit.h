@@ -88,7 +88,10 @@ cu_rc cu_audit_set_signer(struct cu_store *s, EVP_PKEY *key, unsigned every_n, u
  * already signed) is CU_OK with *_seq = the head's seq. */
 cu_rc cu_audit_sign_head(struct cu_store *s, EVP_PKEY *key, uint64_t *_seq);
 /* For a service timer: signs when the signer is set, the head is unsigned
- * and every_secs have passed since the last signed head. */
+ * and every_secs have passed since the last signed head. An automatic
+ * signature that failed (the key's token unavailable) does not fail the
+ * change being recorded; it is retried after 10 s and this call tries it
+ * at once and returns its error for the service to log. */
 cu_rc cu_audit_sign_if_due(struct cu_store *s);
 
 /* The service's own key uses, counted per key per minute in memory (for

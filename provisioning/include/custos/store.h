@@ -91,6 +91,12 @@ typedef struct cu_store_backend {
 cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr, cu_store **_out);
 /* SQLite at path (created, WAL, migrated to the current schema). */
 cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out);
+/* SQLite at path for the audit log only, without the service keyring (an
+ * auditor's copy of the database and the audit key's public part are
+ * enough to verify): cu_audit_read/verify/export, and with writable also
+ * cu_audit_sign_head. Every sealed document read or write fails. Read-only
+ * needs the current schema (CU_STORE_SCHEMA_VERSION); writable migrates. */
+cu_rc cu_store_open_audit_only(const char *path, bool writable, cu_store **_out);
 /* The state directory convention: DIR/custos.db (DIR created 0700). */
 cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out);
 void cu_store_close(cu_store *s);
