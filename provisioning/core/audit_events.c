@@ -3,17 +3,18 @@
  * events. The chain itself is core/audit.c. Nothing here ever writes a key:
  * enrollments lose their symmetric keys, URIs their PINs. */
 #include <custos/audit.h>
-#include <custos/state.h>
 #include <custos/store.h>
 #include <custos/x509.h>
 
 #include "prov_int.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static cu_rc append_json(cu_store *s, const char *type, const char *actor, json_t *j)
@@ -333,19 +334,25 @@ cu_rc cu_audit_token_event(const char *state_dir, const char *actor, const char 
     for (const char *p = kind; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || *p == '-'))
             return cu_err_set(CU_E_INVALID_ARG, "token event kind '%.32s': lower-case letters and '-' only", kind);
-    cu_state *st = NULL;
-    char type[48], key[1024];
+    cu_store *s = NULL;
+    char type[48], key[1024], path[4096];
     json_t *j = NULL;
-    cu_rc rc = cu_state_open(state_dir, NULL, &st);
-    if (rc != CU_OK)
+    cu_rc rc;
+    /* The audit log only: no keyring needed, so a token command can record
+     * its event whatever token the service keyring lives in. */
+    if (mkdir(state_dir, 0700) != 0 && errno != EEXIST)
+        return cu_err_set_sys(CU_E_IO, errno, "cannot create the state directory %s", state_dir);
+    if (snprintf(path, sizeof path, "%s/custos.db", state_dir) >= (int)sizeof path)
+        return cu_err_set(CU_E_INVALID_ARG, "state directory path too long");
+    if ((rc = cu_store_open_audit_only(path, true, &s)) != CU_OK)
         return rc;
     if (key_uri != NULL)
         strip_pin(key_uri, key, sizeof key);
     snprintf(type, sizeof type, "token.%s", kind);
     j = json_pack("{s:s?, s:s?, s:s}", "token", token_desc, "key", key_uri ? key : NULL, "result",
                   result ? result : "ok");
-    rc = append_json(cu_state_get0_store(st), type, actor, j);
+    rc = append_json(s, type, actor, j);
     json_decref(j);
-    cu_state_close(st);
+    cu_store_close(s);
     return rc;
 }

@@ -429,13 +429,6 @@ static void test_no_secrets(void)
     CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "sym-1", NULL, reason, sizeof reason), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use(f.store, "pkcs11:token=svc;object=policy?pin-value=PINVALUESECRET"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
-    /* The token event opens the state directory as the CLI does: give it
-     * the fixture's keyring key. */
-    snprintf(path, sizeof path, "%s/keyring.key", f.dir);
-    FILE *kf = fopen(path, "wb");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(kf);
-    fwrite("custos-test-keyring-key-32bytes!", 1, 32, kf);
-    fclose(kf);
     CU_ASSERT_EQUAL(cu_audit_token_event(f.dir, "cli:root@host", "keygen", "soft 'svc'",
                                          "pkcs11:token=svc;object=audit;pin-value=PINVALUESECRET2", "ok"),
                     CU_OK);

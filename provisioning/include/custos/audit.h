@@ -108,7 +108,7 @@ cu_rc cu_audit_key_use_flush(struct cu_store *s);
 
 /* Token administration from the command line (custos token ...): appends a
  * "token.<kind>" record to the audit log of the state directory state_dir
- * (opened with the same keyring rules as cu_state_open). kind is one of
+ * (created if needed; the log needs no service keyring). kind is one of
  * keygen, import, destroy, pin-change, login-failed (or another short
  * lower-case word); token_desc says which token (label, serial, kind);
  * key_uri names the key (any pin-value / pin-source is removed before it is
