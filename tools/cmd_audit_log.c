@@ -105,9 +105,18 @@ static EVP_PKEY *load_uri(const char *uri, bool want_private)
     return k;
 }
 
+static void hex(const uint8_t *d, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
 /* The verification report, text or one JSON object. */
 static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
 {
+    char lh[65], sh[65];
+    hex(r->last_hash, 32, lh);
+    hex(r->last_signed_hash, 32, sh);
     if (json) {
         printf("{\"ok\":%s,\"records\":%llu,\"lastSeq\":%llu,\"heads\":%llu,\"headsVerified\":%llu,"
                "\"signaturesChecked\":%s,\"lastSignedSeq\":%llu,\"lastSignedAt\":",
@@ -115,10 +124,14 @@ static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
                (unsigned long long)r->last_seq, (unsigned long long)r->heads,
                (unsigned long long)r->heads_verified, nkeys > 0 ? "true" : "false",
                (unsigned long long)r->last_signed_seq);
-        if (r->last_signed_at[0])
+        if (r->last_signed_at[0]) {
             cu_cli_json_str(stdout, r->last_signed_at);
+            printf(",\"lastSignedHash\":\"%s\"", sh);
+        }
         else
             fputs("null", stdout);
+        if (r->last_seq > 0)
+            printf(",\"lastHash\":\"%s\"", lh);
         if (r->fault != CU_AUDIT_OK) {
             printf(",\"fault\":");
             cu_cli_json_str(stdout, cu_audit_fault_str(r->fault));
@@ -142,16 +155,17 @@ static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
     else
         printf("; signatures NOT checked (give --pubkey FILE or --key-uri URI)\n");
     if (r->last_signed_seq > 0)
-        printf("last signed head: record %llu at %s; %llu records after it not yet signed\n",
+        printf("last signed head: record %llu at %s; %llu records after it not yet signed\n"
+               "keep it to check the next time: --head %llu:%s\n",
                (unsigned long long)r->last_signed_seq, r->last_signed_at,
-               (unsigned long long)(r->last_seq - r->last_signed_seq));
+               (unsigned long long)(r->last_seq - r->last_signed_seq), (unsigned long long)r->last_signed_seq, sh);
     else if (r->records > 0)
         printf("no signed head yet: deleting records from the tail would not be detected\n");
 }
 
 int cu_cmd_audit_verify(int argc, char **argv)
 {
-    const char *state = NULL, *pubs[MAX_KEYS], *uris[MAX_KEYS];
+    const char *state = NULL, *pubs[MAX_KEYS], *uris[MAX_KEYS], *kept = NULL;
     size_t npub = 0, nuri = 0, nkeys = 0;
     bool json = false, help = false;
     EVP_PKEY *keys[2 * MAX_KEYS];
@@ -160,20 +174,40 @@ int cu_cmd_audit_verify(int argc, char **argv)
     cu_cli_opt opts[] = {
         {"--state", &state, NULL, NULL, NULL, 0},   {"--pubkey", NULL, NULL, pubs, &npub, MAX_KEYS},
         {"--key-uri", NULL, NULL, uris, &nuri, MAX_KEYS}, {"--json", NULL, &json, NULL, NULL, 0},
-        {"--help", NULL, &help, NULL, NULL, 0},     {NULL, NULL, NULL, NULL, NULL, 0},
+        {"--head", &kept, NULL, NULL, NULL, 0},     {"--help", NULL, &help, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, 0},
     };
+    unsigned long long kept_seq = 0;
+    uint8_t kept_hash[32];
     int rc = cu_cli_parse("audit verify", argc, argv, opts, NULL, 0, NULL);
     if (rc != CU_EXIT_OK)
         return rc;
     if (help) {
-        printf("usage: custos audit verify [--state DIR] [--pubkey FILE]... [--key-uri URI]... [--json]\n\n"
+        printf("usage: custos audit verify [--state DIR] [--pubkey FILE]... [--key-uri URI]... [--head SEQ:HASH]\n"
+               "                           [--json]\n\n"
                "Checks the whole audit log of the state directory: every record's hash, every\n"
                "link to its predecessor, no gaps, and every signed head against the chain; with\n"
                "the audit key's public part (--pubkey: PEM public key or certificate; --key-uri:\n"
                "a pkcs11: URI through the custos provider; several for a rotated key) also each\n"
                "head's signature. Names the first record that does not verify and what is wrong\n"
-               "with it. Exit status 0 only when the log verifies.\n");
+               "with it. --head: a head kept from an earlier verify (it prints one) must still be\n"
+               "in the log, which catches a tail deleted with its heads. Needs no service keyring:\n"
+               "a copy of custos.db verifies. Exit status 0 only when the log verifies.\n");
         return CU_EXIT_OK;
+    }
+    if (kept != NULL) {
+        char *end = NULL;
+        const char *colon = strchr(kept, ':');
+        kept_seq = strtoull(kept, &end, 10);
+        bool good = colon != NULL && end == colon && kept_seq > 0 && strlen(colon + 1) == 64;
+        for (int i = 0; good && i < 32; i++) {
+            unsigned v;
+            good = sscanf(colon + 1 + 2 * i, "%2x", &v) == 1 && isxdigit((unsigned char)colon[1 + 2 * i]) &&
+                   isxdigit((unsigned char)colon[2 + 2 * i]);
+            kept_hash[i] = (uint8_t)v;
+        }
+        if (!good)
+            return cu_cli_usage("audit verify", "--head %s: expected SEQ:HASH (64 hex digits)", kept);
     }
     for (size_t i = 0; i < npub; i++) {
         if ((keys[nkeys] = load_pub_file(pubs[i])) == NULL) {
@@ -192,6 +226,8 @@ int cu_cmd_audit_verify(int argc, char **argv)
     if ((rc = open_log(state, false, &st)) != CU_EXIT_OK)
         goto cleanup;
     cu_rc vr = cu_audit_verify(st, keys, nkeys, &rep);
+    if (vr == CU_OK && kept != NULL)
+        vr = cu_audit_check_kept_head(st, kept_seq, kept_hash, &rep);
     if (vr != CU_OK && vr != CU_E_VERIFY) {
         rc = cu_cli_fail("cannot read the audit log: %s", cu_err_last()->msg);
         goto cleanup;
@@ -240,26 +276,66 @@ static int parse_time(const char *s, time_t *out)
     return 0;
 }
 
+/* Signed heads with seq >= from and time >= since, one JSON line each. */
+static cu_rc export_heads(cu_store *st, uint64_t from, time_t since)
+{
+    for (;;) {
+        cu_audit_head *h = NULL;
+        size_t n = 0;
+        cu_rc rc = cu_audit_heads_read(st, from > 0 ? from : 1, 1000, &h, &n);
+        if (rc != CU_OK)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            char hh[65], *sig = malloc(4 * ((h[i].sig_len + 2) / 3) + 1);
+            time_t t = 0;
+            if (sig == NULL) {
+                cu_audit_heads_free(h, n);
+                return cu_err_set(CU_E_NOMEM, "out of memory");
+            }
+            if (since != 0 && parse_time(h[i].at, &t) == 0 && t < since) {
+                free(sig);
+                continue;
+            }
+            EVP_EncodeBlock((unsigned char *)sig, h[i].sig, (int)h[i].sig_len);
+            hex(h[i].hash, 32, hh);
+            /* at and keyId come from the database: escaped like any text. */
+            printf("{\"signedHead\":{\"seq\":%llu,\"at\":", (unsigned long long)h[i].seq);
+            cu_cli_json_str(stdout, h[i].at);
+            printf(",\"hash\":\"%s\",\"keyId\":", hh);
+            cu_cli_json_str(stdout, h[i].key_id);
+            printf(",\"signature\":\"%s\"}}\n", sig);
+            free(sig);
+        }
+        if (n > 0)
+            from = h[n - 1].seq + 1;
+        cu_audit_heads_free(h, n);
+        if (n < 1000)
+            return CU_OK;
+    }
+}
+
 int cu_cmd_audit_export(int argc, char **argv)
 {
     const char *state = NULL, *since = NULL, *since_seq = NULL;
-    bool help = false;
+    bool help = false, heads = false;
     cu_store *st = NULL;
     time_t t = 0;
     unsigned long long seq = 0;
     cu_cli_opt opts[] = {
         {"--state", &state, NULL, NULL, NULL, 0},         {"--since", &since, NULL, NULL, NULL, 0},
-        {"--since-seq", &since_seq, NULL, NULL, NULL, 0}, {"--help", NULL, &help, NULL, NULL, 0},
-        {NULL, NULL, NULL, NULL, NULL, 0},
+        {"--since-seq", &since_seq, NULL, NULL, NULL, 0}, {"--heads", NULL, &heads, NULL, NULL, 0},
+        {"--help", NULL, &help, NULL, NULL, 0},           {NULL, NULL, NULL, NULL, NULL, 0},
     };
     int rc = cu_cli_parse("audit export", argc, argv, opts, NULL, 0, NULL);
     if (rc != CU_EXIT_OK)
         return rc;
     if (help) {
-        printf("usage: custos audit export [--state DIR] [--since TIME | --since-seq N]\n\n"
+        printf("usage: custos audit export [--state DIR] [--since TIME | --since-seq N] [--heads]\n\n"
                "Writes the audit log as JSON lines, one record a line, in chain order:\n"
                "{\"seq\",\"at\",\"type\",\"actor\",\"payload\",\"prev\",\"hash\"}. TIME is UTC:\n"
-               "2026-11-27, 2026-11-27T22:00:00Z (fractions allowed). N: from record N on.\n");
+               "2026-11-27, 2026-11-27T22:00:00Z (fractions allowed). N: from record N on.\n"
+               "--heads: the signed heads instead, {\"signedHead\":{\"seq\",\"at\",\"hash\",\"keyId\",\n"
+               "\"signature\"}} (base64), to keep outside the database.\n");
         return CU_EXIT_OK;
     }
     if (since != NULL && since_seq != NULL)
@@ -276,7 +352,7 @@ int cu_cmd_audit_export(int argc, char **argv)
     }
     if ((rc = open_log(state, false, &st)) != CU_EXIT_OK)
         return rc;
-    if (cu_audit_export(st, seq, t, print_line, NULL) != CU_OK)
+    if (heads ? export_heads(st, seq, t) != CU_OK : cu_audit_export(st, seq, t, print_line, NULL) != CU_OK)
         rc = cu_cli_fail("export: %s", cu_err_last()->msg);
     if (fflush(stdout) != 0)
         rc = cu_cli_fail("cannot write the export: %s", strerror(errno));

@@ -584,6 +584,7 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
     if (nh > 0) {
         rep->last_signed_seq = heads[nh - 1].seq;
         snprintf(rep->last_signed_at, sizeof rep->last_signed_at, "%s", heads[nh - 1].at);
+        memcpy(rep->last_signed_hash, heads[nh - 1].hash, 32);
     }
     for (;;) {
         cu_audit_record *r = NULL;
@@ -648,6 +649,7 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
             if (rc != CU_OK)
                 break;
             memcpy(prev, x->hash, 32);
+            memcpy(rep->last_hash, x->hash, 32);
             rep->last_seq = x->seq;
             expect++;
         }
@@ -669,5 +671,34 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
     }
 cleanup:
     cu_audit_heads_free(heads, nh);
+    return rc;
+}
+
+cu_rc cu_audit_check_kept_head(cu_store *s, uint64_t seq, const uint8_t hash[32], cu_audit_report *_rep)
+{
+    cu_prov__return_val_if_fail(s != NULL && hash != NULL && _rep != NULL && seq > 0, CU_E_INVALID_ARG);
+    cu_audit_record *r = NULL;
+    size_t n = 0;
+    char a[17], b[17];
+    cu_rc rc = cu_audit_read(s, seq, 1, &r, &n);
+    if (rc != CU_OK)
+        return rc;
+    if (n == 0 || r[0].seq != seq) {
+        /* _rep comes from cu_audit_verify: the log ends at last_seq. */
+        uint64_t first = _rep->last_seq < seq ? _rep->last_seq + 1 : seq;
+        rc = fault(_rep, CU_AUDIT_TRUNCATED, first,
+                   "the log ends at record %llu but a kept head names record %llu: records %llu to %llu (at "
+                   "least) were deleted, with the heads signed over them",
+                   (unsigned long long)_rep->last_seq, (unsigned long long)seq, (unsigned long long)first,
+                   (unsigned long long)seq);
+    } else if (CRYPTO_memcmp(r[0].hash, hash, 32) != 0) {
+        short_hex(hash, a);
+        short_hex(r[0].hash, b);
+        rc = fault(_rep, CU_AUDIT_HEAD_MISMATCH, seq,
+                   "the kept head says record %llu hashes to %s..., the log has %s...: records up to %llu were "
+                   "rewritten since",
+                   (unsigned long long)seq, a, b, (unsigned long long)seq);
+    }
+    cu_audit_records_free(r, n);
     return rc;
 }

@@ -97,6 +97,24 @@ n=$("$CUSTOS" audit export --state "$S" --since 2999-01-01T00:00:00Z | wc -l)
 "$CUSTOS" audit verify --state "$T/nowhere" >/dev/null 2>&1; [ $? != 0 ] && [ ! -d "$T/nowhere" ] &&
     ok "verify does not create a state" || ko "verify of a missing state"
 
+# A head kept from an earlier verify catches a tail deleted together with
+# the heads signed over it.
+kept=$("$CUSTOS" audit verify --state "$S" | sed -n 's/.*--head \([0-9]*:[0-9a-f]*\)$/\1/p')
+[ -n "$kept" ] && ok "verify prints a head to keep ($kept)" || ko "no head to keep"
+"$CUSTOS" audit verify --state "$S" --head "$kept" >/dev/null && ok "kept head found" || ko "kept head"
+D="$T/cut-with-heads"
+cp -r "$S" "$D"
+sqlite3 "$D/custos.db" "delete from audit_log where seq >= 9; delete from audit_heads"
+"$CUSTOS" audit verify --state "$D" >/dev/null && ok "tail and heads deleted: the log alone cannot tell" ||
+    ko "tail and heads deleted"
+out=$("$CUSTOS" audit verify --state "$D" --head "$kept")
+[ $? != 0 ] && echo "$out" | grep -q "first bad record: 9 (truncated)" && ok "... the kept head can" ||
+    ko "kept head after truncation: $out"
+"$CUSTOS" audit verify --state "$S" --head 10:abc >/dev/null 2>&1; [ $? = 2 ] && ok "bad --head: usage" ||
+    ko "bad --head"
+n=$("$CUSTOS" audit export --state "$S" --heads | grep -c '^{"signedHead":{"seq":10,"at":"[^"]*","hash":"[0-9a-f]\{64\}","keyId":"[0-9a-f]\{64\}","signature":"[A-Za-z0-9+/=]*"}}$')
+[ "$n" = 1 ] && ok "export --heads" || ko "export --heads: $n"
+
 # An auditor's copy of the database alone (no service keyring) verifies,
 # and verifying changes nothing (SQLite's own -wal/-shm of a reader aside).
 mkdir "$T/auditor"

@@ -149,13 +149,17 @@ typedef enum cu_audit_fault {
 
 const char *cu_audit_fault_str(cu_audit_fault f);
 
+
+
 typedef struct cu_audit_report {
     uint64_t records;          /* records read */
     uint64_t last_seq;         /* the last record's seq (0: empty) */
     uint64_t heads;            /* signed heads read */
     uint64_t heads_verified;   /* of those, signatures verified (0 without a key) */
+    uint8_t last_hash[32];     /* the last record's hash */
     uint64_t last_signed_seq;  /* the last signed head's seq (0: none) */
     char last_signed_at[32];
+    uint8_t last_signed_hash[32];
     cu_audit_fault fault;      /* the first failure, in seq order */
     uint64_t fault_seq;        /* the first record that does not verify */
     char what[512];            /* what is wrong there, in words */
@@ -169,6 +173,14 @@ typedef struct cu_audit_report {
  * @retval CU_E_VERIFY a failure, described in *_rep (fault, fault_seq, what)
  * @retval store errors (the check could not run) */
 cu_rc cu_audit_verify(struct cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit_report *_rep);
+
+/* After a verification, checks a head kept elsewhere (a previous verify's
+ * output, an export): the record seq must still be in the log with that
+ * hash. This catches what the log cannot show by itself: the tail cut off
+ * together with the heads signed over it. _rep must be the report of a
+ * cu_audit_verify of the same store that returned CU_OK.
+ * @retval CU_OK, CU_E_VERIFY (fault TRUNCATED or HEAD_MISMATCH in *_rep) */
+cu_rc cu_audit_check_kept_head(struct cu_store *s, uint64_t seq, const uint8_t hash[32], cu_audit_report *_rep);
 
 #ifdef __cplusplus
 }
