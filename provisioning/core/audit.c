@@ -164,8 +164,9 @@ static const char *sig_digest(EVP_PKEY *key)
     return EVP_PKEY_is_a(key, "ED25519") || EVP_PKEY_is_a(key, "ED448") ? NULL : "SHA256";
 }
 
-/* Signs the head (seq, hash) at time now, inside the caller's transaction. */
-static cu_rc sign_unlocked(cu_store *s, EVP_PKEY *key, uint64_t seq, const uint8_t hash[32])
+/* Signs the head (seq, hash) at time now, inside the caller's transaction.
+ * key_id: key's id, or NULL to compute it. */
+static cu_rc sign_unlocked(cu_store *s, EVP_PKEY *key, const char *key_id, uint64_t seq, const uint8_t hash[32])
 {
     void *b = NULL;
     const cu_store_backend *ops = cu_prov__store_backend(s, &b);
@@ -180,7 +181,11 @@ static cu_rc sign_unlocked(cu_store *s, EVP_PKEY *key, uint64_t seq, const uint8
     h.seq = seq;
     memcpy(h.hash, hash, 32);
     cu_prov__timestamp(h.at);
-    if ((rc = cu_audit_key_id(key, h.key_id)) != CU_OK || (rc = cu_audit_head_message(&h, &msg, &msg_len)) != CU_OK)
+    if (key_id != NULL)
+        snprintf(h.key_id, sizeof h.key_id, "%s", key_id);
+    else if ((rc = cu_audit_key_id(key, h.key_id)) != CU_OK)
+        goto cleanup;
+    if ((rc = cu_audit_head_message(&h, &msg, &msg_len)) != CU_OK)
         goto cleanup;
     if ((md = EVP_MD_CTX_new()) == NULL ||
         EVP_DigestSignInit_ex(md, NULL, sig_digest(key), NULL, NULL, key, NULL) != 1 ||
@@ -288,7 +293,7 @@ cu_rc cu_audit_append(cu_store *s, const char *type, const char *actor, const ch
         if ((rc = load_last_signed(s)) != CU_OK)
             goto cleanup;
         if (sign_due(cfg, r.seq, now)) {
-            cu_rc src = sign_unlocked(s, cfg->signer, r.seq, r.hash);
+            cu_rc src = sign_unlocked(s, cfg->signer, cfg->signer_id, r.seq, r.hash);
             if (src == CU_E_CRYPTO) {
                 /* The audit key failed (token logged out or gone): the
                  * change and its record stand, the head waits; retried in
@@ -315,10 +320,19 @@ cu_rc cu_audit_set_signer(cu_store *s, EVP_PKEY *key, unsigned every_n, unsigned
 {
     cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
     cu_prov__audit_cfg *cfg = cu_prov__store_audit_cfg(s);
+    char id[65] = "";
+    cu_rc rc;
+    if (key == cfg->signer && key != NULL) {
+        /* The same key again (new periods only): keep its id. */
+        snprintf(id, sizeof id, "%s", cfg->signer_id);
+    } else if (key != NULL && (rc = cu_audit_key_id(key, id)) != CU_OK) {
+        return rc;
+    }
     if (key != NULL && EVP_PKEY_up_ref(key) != 1)
         return cu_err_set(CU_E_CRYPTO, "cannot take a reference to the audit key");
     EVP_PKEY_free(cfg->signer);
     cfg->signer = key;
+    snprintf(cfg->signer_id, sizeof cfg->signer_id, "%s", id);
     cfg->every_n = every_n;
     cfg->every_secs = every_secs;
     cfg->signed_known = false;
@@ -352,7 +366,7 @@ cu_rc cu_audit_sign_head(cu_store *s, EVP_PKEY *key, uint64_t *_seq)
     if ((rc = ops->audit_heads_read(b, seq, 1, &h, &n)) != CU_OK)
         goto cleanup;
     if (n == 0 || h[0].seq != seq)
-        rc = sign_unlocked(s, key, seq, hash);
+        rc = sign_unlocked(s, key, key == cfg->signer ? cfg->signer_id : NULL, seq, hash);
     if (rc == CU_OK && _seq != NULL)
         *_seq = seq;
 cleanup:
@@ -534,13 +548,13 @@ static void short_hex(const uint8_t h[32], char out[17])
     cu_prov__hex(h, 8, out);
 }
 
-/* Checks one head's signature: CU_OK, or a fault. */
-static cu_rc check_sig(const cu_audit_head *h, EVP_PKEY *const *keys, size_t nkeys, cu_audit_report *rep)
+/* Checks one head's signature: CU_OK, or a fault. ids: the keys' ids. */
+static cu_rc check_sig(const cu_audit_head *h, EVP_PKEY *const *keys, char (*ids)[65], size_t nkeys,
+                       cu_audit_report *rep)
 {
     EVP_PKEY *key = NULL;
-    char id[65];
     for (size_t i = 0; i < nkeys && key == NULL; i++)
-        if (cu_audit_key_id(keys[i], id) == CU_OK && strcmp(id, h->key_id) == 0)
+        if (strcmp(ids[i], h->key_id) == 0)
             key = keys[i];
     if (key == NULL)
         return fault(rep, CU_AUDIT_HEAD_SIGNATURE, h->seq,
@@ -570,6 +584,7 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
 {
     cu_prov__return_val_if_fail(s != NULL && _rep != NULL && (nkeys == 0 || keys != NULL), CU_E_INVALID_ARG);
     cu_audit_report *rep = _rep;
+    char (*ids)[65] = NULL;
     cu_audit_head *heads = NULL;
     size_t nh = 0, hi = 0;
     uint64_t expect = 1, last_good_head = 0;
@@ -578,8 +593,17 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
     cu_rc rc;
 
     memset(rep, 0, sizeof *rep);
-    if ((rc = load_heads(s, &heads, &nh)) != CU_OK)
+    if (nkeys > 0 && (ids = calloc(nkeys, sizeof *ids)) == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < nkeys; i++)
+        if ((rc = cu_audit_key_id(keys[i], ids[i])) != CU_OK) {
+            free(ids);
+            return rc;
+        }
+    if ((rc = load_heads(s, &heads, &nh)) != CU_OK) {
+        free(ids);
         return rc;
+    }
     rep->heads = nh;
     if (nh > 0) {
         rep->last_signed_seq = heads[nh - 1].seq;
@@ -632,7 +656,7 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
             for (; hi < nh && heads[hi].seq <= x->seq && rc == CU_OK; hi++) {
                 if (heads[hi].seq < x->seq)
                     continue; /* unreachable: a gap was reported above */
-                if (nkeys > 0 && (rc = check_sig(&heads[hi], keys, nkeys, rep)) != CU_OK)
+                if (nkeys > 0 && (rc = check_sig(&heads[hi], keys, ids, nkeys, rep)) != CU_OK)
                     break;
                 if (CRYPTO_memcmp(heads[hi].hash, x->hash, 32) != 0) {
                     short_hex(heads[hi].hash, a);
@@ -661,7 +685,7 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
         goto cleanup;
     /* A signed head past the last record: the tail was cut off. */
     if (hi < nh) {
-        if (nkeys > 0 && (rc = check_sig(&heads[hi], keys, nkeys, rep)) != CU_OK)
+        if (nkeys > 0 && (rc = check_sig(&heads[hi], keys, ids, nkeys, rep)) != CU_OK)
             goto cleanup;
         rc = fault(rep, CU_AUDIT_TRUNCATED, rep->last_seq + 1,
                    "the log ends at record %llu but the head signed at %s covers record %llu: records %llu to "
@@ -671,6 +695,7 @@ cu_rc cu_audit_verify(cu_store *s, EVP_PKEY *const *keys, size_t nkeys, cu_audit
     }
 cleanup:
     cu_audit_heads_free(heads, nh);
+    free(ids);
     return rc;
 }
 
