@@ -92,12 +92,8 @@ static cu_rc evidence_get(cu_srv__req *r, evidence *ev)
             break;
         }
     }
-    if (rc == CU_OK) {
-        X509_up_ref(ev->leaf);
-        rc = cu_x509_chain_from_certs(ev->leaf, extra, &ev->chain);
-        if (rc != CU_OK)
-            X509_free(ev->leaf);
-    }
+    if (rc == CU_OK)
+        rc = cu_x509_chain_from_certs(ev->leaf, extra, &ev->chain); /* takes its own references */
     sk_X509_free(extra);
     return rc;
 }

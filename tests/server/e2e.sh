@@ -138,4 +138,5 @@ contains "$T/custosd.log" 'reqid=' "log lines carry request ids"
 
 # ---- graceful stop ----
 stop_server TERM
+if [ "$SRV_RC" = 0 ]; then ok "custosd exits 0 after SIGTERM"; else bad "custosd exit status $SRV_RC after SIGTERM"; fi
 contains "$T/custosd.log" 'custosd stopped' "SIGTERM stops custosd cleanly"

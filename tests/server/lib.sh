@@ -48,10 +48,11 @@ start_server() {
   SCOPE=$("$CUSTOS" service info --state "$state" --json | sed 's/.*"idScope":"\([^"]*\)".*/\1/')
 }
 
-stop_server() { # [signal]
+stop_server() { # [signal]: sets SRV_RC
   kill -"${1:-TERM}" "$SRV_PID" 2>/dev/null
-  wait "$SRV_PID" 2>/dev/null
+  wait "$SRV_PID" 2>/dev/null; SRV_RC=$?
   SRV_PID=
+  if grep -q 'Sanitizer' "$T/custosd.log"; then bad "custosd sanitizer report: $(grep -m3 -A5 Sanitizer "$T/custosd.log")"; fi
 }
 
 # http METHOD PATH [curl args...]: status in $T/status, body in $T/body,
