@@ -463,7 +463,10 @@ static void ca_route(cu_srv__req *r)
         const char *cert = json_string_value(json_object_get(j, "certificate"));
         if (cert == NULL)
             cu_srv__reply_error(r, 400, 400001, "expected {\"certificate\": \"<PEM>\"}");
-        else if ((rc = cu_store_ca_verify(r->w->store, name, if_match(r, im), cert, reason, sizeof reason)) != CU_OK)
+        else if ((rc = cu_store_ca_verify(r->w->store, name, if_match(r, im), cert, reason, sizeof reason)) ==
+                 CU_E_VERIFY) /* the proof does not hold: the caller's fault */
+            cu_srv__reply_error(r, 400, 400005, "%s", reason[0] ? reason : "verification failed");
+        else if (rc != CU_OK)
             store_refusal(r, rc, reason, 404204);
         else
             ca_reply(r, name, NULL);
