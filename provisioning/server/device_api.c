@@ -193,7 +193,30 @@ static void do_register(cu_srv__req *r, const char *regid)
     }
     cu_prov_request preq = {.registration_id = regid, .authorization = ev.authz,
                             .chain = ev.authz ? NULL : ev.chain, .payload_json = payload};
-    if (cu_prov_register(r->w->prov, &preq, &res) != CU_OK) {
+    /* One transaction for the record, its audit event and the operation
+     * (the engine's own transaction nests inside). */
+    pthread_mutex_lock(&srv->write_lock);
+    cu_rc prc = cu_store_begin(r->w->store);
+    if (prc == CU_OK)
+        prc = cu_prov_register(r->w->prov, &preq, &res);
+    if (prc == CU_OK && res.outcome == CU_PROV_PROVISION) {
+        memset(&op, 0, sizeof op);
+        cu_srv__op_new_id(res.record.registration_id, op.op_id);
+        snprintf(op.registration_id, sizeof op.registration_id, "%s", res.record.registration_id);
+        snprintf(op.attestation, sizeof op.attestation, "%s", res.record.attestation);
+        snprintf(op.etag, sizeof op.etag, "%s", res.record.etag);
+        if (ev.authz != NULL)
+            cu_srv__sha256_hex(ev.authz, strlen(ev.authz), op.auth);
+        else
+            memcpy(op.leaf, ev.leaf_sha, sizeof op.leaf);
+        prc = cu_srv__op_put(r->w->store, &op);
+    }
+    if (prc == CU_OK)
+        prc = cu_store_commit(r->w->store);
+    else
+        cu_store_rollback(r->w->store);
+    pthread_mutex_unlock(&srv->write_lock);
+    if (prc != CU_OK) {
         result = CU_RES_ERROR;
         store_failed(r, "register");
         goto out;
@@ -201,20 +224,6 @@ static void do_register(cu_srv__req *r, const char *regid)
     if (res.outcome != CU_PROV_PROVISION) {
         result = CU_RES_REFUSED;
         refuse(r, res.explain.reason);
-        goto out;
-    }
-    memset(&op, 0, sizeof op);
-    cu_srv__op_new_id(res.record.registration_id, op.op_id);
-    snprintf(op.registration_id, sizeof op.registration_id, "%s", res.record.registration_id);
-    snprintf(op.attestation, sizeof op.attestation, "%s", res.record.attestation);
-    snprintf(op.etag, sizeof op.etag, "%s", res.record.etag);
-    if (ev.authz != NULL)
-        cu_srv__sha256_hex(ev.authz, strlen(ev.authz), op.auth);
-    else
-        memcpy(op.leaf, ev.leaf_sha, sizeof op.leaf);
-    if (cu_srv__op_put(r->w->store, &op) != CU_OK) {
-        result = CU_RES_ERROR;
-        store_failed(r, "operation");
         goto out;
     }
     result = result_of(&res.record);

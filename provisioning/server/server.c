@@ -17,6 +17,7 @@
 #include <event2/thread.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,9 @@ static int bind_one(const char *spec, unsigned *port, char *err, size_t errlen)
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        /* Accepted sockets inherit it: replies leave in one go instead of
+         * waiting for the client's delayed ACK (40 ms per request). */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(errno));
         if (fd >= 0)
@@ -177,6 +181,7 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
     memset(&srv, 0, sizeof srv);
     srv.cfg = cfg;
     srv.st = st;
+    pthread_mutex_init(&srv.write_lock, NULL);
     if (n == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (unsigned)cpus : 1;
@@ -269,5 +274,6 @@ cleanup:
     free(ctx);
     cu_srv__limits_free(srv.limits);
     SSL_CTX_free(srv.ssl);
+    pthread_mutex_destroy(&srv.write_lock);
     return rc;
 }

@@ -111,6 +111,9 @@ struct cu_srv__srv {
     unsigned n_workers;
     atomic_bool stopping;
     atomic_int inflight;
+    /* SQLite takes one writer at a time and makes the others sleep-poll
+     * (busy timeout): taking turns here instead keeps latency flat. */
+    pthread_mutex_t write_lock;
 };
 
 /* ---- tls.c ---- */
