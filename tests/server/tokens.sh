@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Keys in tokens through the Custos OpenSSL provider: custosd's TLS key in
+# SoftHSM2; a device's TLS client key and a device's HMAC key in SoftHSM2,
+# used by `custos device register` by pkcs11: URI. Skipped (77) until the
+# provider is built (build/lib/ossl-modules/custos.so).
+BIN=${1:?usage: tokens.sh path/to/bin}
+MODS=$(cd "$BIN/../lib/ossl-modules" 2>/dev/null && pwd)
+if [ -z "$MODS" ] || [ ! -f "$MODS/custos.so" ]; then
+  echo "skipped: no provider at $BIN/../lib/ossl-modules/custos.so"; exit 77
+fi
+. "$(dirname "$0")/lib.sh"
+export OPENSSL_MODULES=$MODS CUSTOS_PIN=1234 CUSTOS_SO_PIN=12345678
+expect_rc 0 "a SoftHSM2 token" "$CUSTOS" token init --kind softhsm2 --label custosd --dir "$T/tok"
+export SOFTHSM2_CONF=$T/tok/softhsm2.conf
+expect_rc 0 "the server key, made in the token" "$CUSTOS" token keygen --dir "$T/tok" --type ec-p256 --label server
+SURI=$(tail -1 "$T/out")
+STATE=$T/var
+start_server "$STATE" "server-key = $SURI" "provider-path = $MODS" "retry-after = 1"
+expect_http 200 "custosd serves with its key in the token" GET /healthz
+openssl x509 -in "$STATE/server.crt" -noout -pubkey >"$T/certpub"
+openssl pkey -provider custos -provider default -in "$SURI" -pubout >"$T/tokpub" 2>/dev/null
+cmp -s "$T/certpub" "$T/tokpub" && ok "the server certificate is for the token's key" || bad "server certificate key differs from the token key"
+[ -e "$STATE/server.key" ] && bad "a server key file was written" || ok "no server key file"
+register() { "$CUSTOS" device register --scope "$SCOPE" --host "$HP" --ca "$CA" --timeout 30 "$@"; }
+
+# A symmetric-key device whose key sits in the token.
+head -c 32 /dev/urandom >"$T/dk.raw"; base64 -w0 "$T/dk.raw" >"$T/dk.b64"
+expect_rc 0 "the device HMAC key, imported into the token" "$CUSTOS" token hmac-import --dir "$T/tok" --key-file "$T/dk.raw" --label dev-hmac
+HURI=$(tail -1 "$T/out"); rm -f "$T/dk.raw"
+expect_rc 0 "its enrollment" "$CUSTOS" enrollment create tok-sym --attestation symmetricKey --primary-key-file "$T/dk.b64" --state "$STATE"
+expect_rc 0 "registration with the HMAC key in the token" register --symmetric-key "$HURI" --registration-id tok-sym
+expect_rc 3 "the same token key for another id is refused" register --symmetric-key "$HURI" --registration-id tok-other
+
+# An X.509 device whose TLS client key sits in the token.
+expect_rc 0 "the device key, made in the token" "$CUSTOS" token keygen --dir "$T/tok" --type ec-p256 --label dev-x509
+KURI=$(tail -1 "$T/out")
+"$CUSTOS" pki issue --cn tok-ca --ca --out "$T/ca" >/dev/null
+openssl req -new -provider custos -provider default -key "$KURI" -subj /CN=tok-x509 -out "$T/d.csr" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n' >"$T/ext"
+openssl x509 -req -in "$T/d.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 -extfile "$T/ext" -out "$T/d.pem" 2>/dev/null
+expect_rc 0 "a group on the device CA" "$CUSTOS" group create tok-grp --attestation x509 --cert "$T/ca.pem" --state "$STATE"
+expect_rc 0 "registration with the TLS key in the token" register --x509 --cert "$T/d.pem" --key "$KURI"
+contains "$T/out" "tok-x509 -> hub1.custos.local" "assigned to the hub"
+stop_server TERM
+[ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
