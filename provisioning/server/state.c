@@ -283,9 +283,14 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     if ((rc = add_name(st, "localhost")) != CU_OK || (rc = add_name(st, "127.0.0.1")) != CU_OK)
         goto fail;
 
-    if (cfg->keyring != NULL && strncmp(cfg->keyring, "pkcs11:", 7) == 0) {
+    /* The same rule as the command line (custos/state.h): a pkcs11: URI in
+     * the config or $CUSTOS_KEYRING_URI, else the software key file. */
+    const char *kuri = cfg->keyring;
+    if (kuri == NULL && getenv("CUSTOS_KEYRING_URI") != NULL && *getenv("CUSTOS_KEYRING_URI") != 0)
+        kuri = getenv("CUSTOS_KEYRING_URI");
+    if (kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0) {
         if ((rc = cu_srv__srv_provider_load(cfg->provider_path)) != CU_OK ||
-            (rc = cu_keyring_evp_mac_new(NULL, "provider=custos", cfg->keyring, &st->inner)) != CU_OK)
+            (rc = cu_keyring_evp_mac_new(NULL, "provider=custos", kuri, &st->inner)) != CU_OK)
             goto fail;
     } else {
         char kp[PATHLEN];
