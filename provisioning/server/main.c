@@ -3,6 +3,7 @@
 #include "srv_int.h"
 
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,10 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    /* Reads of the store through a memory map instead of a pread each
+     * (process-wide default; must precede the first connection). */
+    sqlite3_config(SQLITE_CONFIG_MMAP_SIZE, (sqlite3_int64)256 << 20, (sqlite3_int64)1 << 30);
 
     cu_srv_config_init(&cfg);
     cu_srv_config_init(&cli);
