@@ -8,6 +8,7 @@
 
 typedef struct cu_tok_target {
     cu_fixture *fixture; /* when opened through a token directory */
+    bool started;        /* this command started the token's swtpm: stop it again */
     cu_token *tok;
     char *pin;
     const char *uri;
@@ -18,6 +19,9 @@ typedef struct cu_tok_target {
  * exit status. */
 int cu_tok_target_open(const char *dir, const char *uri, const char *pin_source, bool need_pin, cu_tok_target *t);
 void cu_tok_target_free(cu_tok_target *t);
+
+/* Prints "label":…,"manufacturer":…,"model":…,"serial":… (no braces) to stdout. */
+void cu_tok_json_fields(const cu_token_desc *d);
 
 int cu_tok_parse_hex(const char *hex, uint8_t *out, size_t max, size_t *_len);
 /* Reads a PEM or DER certificate file into DER (caller frees); prints errors. */

@@ -22,6 +22,8 @@ int p11_backend_select(p11_backend *b, const char *kind)
     /* tpm2-pkcs11 makes secret keys only through tpm2_ptool (TOKENS.md). */
     b->hmac_keygen = b->hmac_import = k != CU_FIXTURE_TPM2;
     b->fork_ok = k != CU_FIXTURE_TPM2;
+    /* Debian registers these two with p11-kit (/usr/share/p11-kit/modules). */
+    b->p11kit_name = k == CU_FIXTURE_SOFTHSM2 ? "softhsm2" : k == CU_FIXTURE_TPM2 ? "tpm2_pkcs11" : NULL;
     return 0;
 }
 

@@ -12,6 +12,7 @@ typedef struct p11_backend {
     char uri[1024];        /* token URI with module-path, no PIN */
     char module[512];
     char quirks[128];      /* the fixture's named quirks for this module */
+    const char *p11kit_name; /* the module's p11-kit registration, or NULL */
     const char *label;
     const char *pin;
     bool hmac_keygen;      /* the token generates HMAC keys through PKCS#11 */

@@ -127,6 +127,19 @@ static void test_seals_and_wrapping(void)
     CU_ASSERT_FALSE(fx_has_record(&f, "dev-1"));
     free(tok);
     cu_sas_key_free(k, kl);
+    /* The operator repairs it by replacing or deleting the row. */
+    CU_ASSERT_EQUAL(put_sym(&f, "dev-1", false), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_OK);
+    cu_enr_free(e);
+    e = NULL;
+    db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char reason[512];
+    CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "dev-1", NULL, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_E_OBJECT_NOT_FOUND);
+
     /* Opening the store under another service key is refused. */
     cu_keyring *other = NULL;
     cu_store *s2 = NULL;

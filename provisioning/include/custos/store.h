@@ -33,6 +33,7 @@ typedef enum cu_store_kind {
     CU_KIND_CA = 3,
     CU_KIND_HUB = 4,
     CU_KIND_REGISTRATION = 5,
+    CU_KIND_TPM_CHALLENGE = 6,
 } cu_store_kind;
 
 /* ---- backend interface ---- */
@@ -149,6 +150,13 @@ cu_rc cu_store_hub_get(cu_store *s, const char *name, cu_hub *_hub);
 cu_rc cu_store_hub_delete(cu_store *s, const char *name);
 /* All hubs in name order (*_hubs freed with free()). */
 cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n);
+
+/* ---- TPM challenges ---- */
+/* Keeps the key K of the latest activation issued to a registration id
+ * (wrapped, sealed) with the SHA-256 of the EK it was made for. */
+cu_rc cu_store_tpm_key_put(cu_store *s, const char *registration_id, const uint8_t key[32],
+                           const char *ek_sha256_hex);
+cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key[32], char ek_sha256_hex[65]);
 
 /* ---- registration records ---- */
 cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec);
