@@ -36,11 +36,14 @@ static json_t *reg_state(const cu_reg_record *rec)
     return j;
 }
 
-static json_t *final_body(const char *op_id, const cu_reg_record *rec)
+static json_t *final_body(const char *op_id, const cu_reg_record *rec, const char *tpm_auth)
 {
     json_t *rs = reg_state(rec);
     if (rs == NULL)
         return NULL;
+    /* TPM: the second activation; both SDKs fail without it (§3.8). */
+    if (tpm_auth != NULL)
+        json_object_set_new(rs, "tpm", json_pack("{s:s}", "authenticationKey", tpm_auth));
     return json_pack("{s:s, s:s, s:o}", "operationId", op_id, "status", rec->status, "registrationState", rs);
 }
 
@@ -99,11 +102,25 @@ static cu_rc evidence_get(cu_srv__req *r, evidence *ev)
 }
 
 /* The DeviceRegistration body: an object; registrationId, if present, must
- * name the device of the URL; payload is handed on; TPM is not served yet. */
-static bool parse_body(cu_srv__req *r, const char *regid, char **_payload)
+ * name the device of the URL; payload and the TPM's keys are handed on. */
+typedef struct dev_body {
+    char *payload;   /* compact JSON or NULL */
+    char *tpm_ek;    /* tpm.endorsementKey or NULL */
+    char *tpm_srk;   /* tpm.storageRootKey or NULL */
+} dev_body;
+
+static void dev_body_clear(dev_body *b)
+{
+    free(b->payload);
+    free(b->tpm_ek);
+    free(b->tpm_srk);
+    memset(b, 0, sizeof *b);
+}
+
+static bool parse_body(cu_srv__req *r, const char *regid, dev_body *_b)
 {
     json_error_t e;
-    *_payload = NULL;
+    memset(_b, 0, sizeof *_b);
     if (r->body_len == 0)
         return true;
     if (!cu_srv__req_json_type(r)) {
@@ -117,17 +134,23 @@ static bool parse_body(cu_srv__req *r, const char *regid, char **_payload)
     }
     bool ok = false;
     json_t *id = json_object_get(j, "registrationId"), *pl = json_object_get(j, "payload");
+    json_t *tpm = json_object_get(j, "tpm");
+    json_t *ek = json_object_get(tpm, "endorsementKey"), *srk = json_object_get(tpm, "storageRootKey");
     if (!json_is_object(j)) {
         cu_srv__reply_error(r, 400, 400001, "the body must be a JSON object");
     } else if (id != NULL && !json_is_null(id) && (!json_is_string(id) || !cu_srv__ieq(json_string_value(id), regid))) {
         cu_srv__reply_error(r, 400, 400003, "registrationId in the body does not match the URL");
-    } else if (json_object_get(j, "tpm") != NULL) {
-        cu_srv__reply_error(r, 400, 400010, "TPM attestation is not enabled on this service");
+    } else if (tpm != NULL && !json_is_null(tpm) &&
+               (!json_is_object(tpm) || !json_is_string(ek) || (srk != NULL && !json_is_string(srk)))) {
+        cu_srv__reply_error(r, 400, 400001, "tpm must hold endorsementKey (and storageRootKey) strings");
     } else {
         ok = true;
-        if (pl != NULL && !json_is_null(pl) &&
-            (*_payload = json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+        if ((pl != NULL && !json_is_null(pl) &&
+             (_b->payload = json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) ||
+            (json_is_string(ek) && (_b->tpm_ek = strdup(json_string_value(ek))) == NULL) ||
+            (json_is_string(srk) && (_b->tpm_srk = strdup(json_string_value(srk))) == NULL)) {
             cu_srv__reply_error(r, 500, 500000, "out of memory");
+            dev_body_clear(_b);
             ok = false;
         }
     }
@@ -158,10 +181,21 @@ static int result_of(const cu_reg_record *rec)
     return !strcmp(rec->status, "assigned") ? CU_RES_ASSIGNED : CU_RES_FAILED;
 }
 
+/* The TPM challenge (PROTOCOL.md §3.2): 401 with the activation blob and
+ * no "status" field — the C SDK reads exactly that as "challenge". */
+static void tpm_challenge(cu_srv__req *r, const cu_prov_result *res)
+{
+    cu_srv__add_header(r, "x-ms-error-code", "401002");
+    cu_srv__reply_json(r, 401, json_pack("{s:s, s:s, s:s}", "message",
+                                         "Authorization required, resend request using supplied key",
+                                         "authenticationKey", res->tpm_authentication_key, "keyName",
+                                         "registration"));
+}
+
 static void do_register(cu_srv__req *r, const char *regid)
 {
     cu_srv__srv *srv = r->w->srv;
-    char *payload = NULL;
+    dev_body body;
     evidence ev;
     cu_prov_result res;
     cu_srv__op op;
@@ -169,6 +203,8 @@ static void do_register(cu_srv__req *r, const char *regid)
     int result = CU_RES_INVALID;
     memset(&res, 0, sizeof res);
     memset(&ev, 0, sizeof ev);
+    memset(&op, 0, sizeof op);
+    memset(&body, 0, sizeof body);
     r->route = "register";
 
     if ((wait = cu_srv__limits_device(srv->limits, regid)) != 0 || !cu_srv__limits_global(srv->limits)) {
@@ -178,21 +214,25 @@ static void do_register(cu_srv__req *r, const char *regid)
         result = CU_RES_THROTTLED;
         goto out;
     }
-    if (!parse_body(r, regid, &payload))
+    if (!parse_body(r, regid, &body))
         goto out;
     if (evidence_get(r, &ev) != CU_OK) {
         cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);
         result = CU_RES_ERROR;
         goto out;
     }
-    r->mech = ev.authz ? CU_MECH_SYMKEY : ev.chain ? CU_MECH_X509 : CU_MECH_NONE;
-    if (ev.authz == NULL && ev.chain == NULL) {
+    bool tpm = body.tpm_ek != NULL;
+    r->mech = tpm ? CU_MECH_TPM : ev.authz ? CU_MECH_SYMKEY : ev.chain ? CU_MECH_X509 : CU_MECH_NONE;
+    if (!tpm && ev.authz == NULL && ev.chain == NULL) {
         result = CU_RES_REFUSED;
         refuse(r, "no credentials: neither a SAS token nor a client certificate");
         goto out;
     }
+    /* One kind of evidence: a SAS (symmetric key, or TPM with its keys),
+     * else the certificate. */
     cu_prov_request preq = {.registration_id = regid, .authorization = ev.authz,
-                            .chain = ev.authz ? NULL : ev.chain, .payload_json = payload};
+                            .chain = ev.authz || tpm ? NULL : ev.chain, .payload_json = body.payload,
+                            .tpm_ek = body.tpm_ek, .tpm_srk = body.tpm_srk};
     /* One transaction for the record, its audit event and the operation
      * (the engine's own transaction nests inside). */
     pthread_mutex_lock(&srv->write_lock);
@@ -200,7 +240,6 @@ static void do_register(cu_srv__req *r, const char *regid)
     if (prc == CU_OK)
         prc = cu_prov_register(r->w->prov, &preq, &res);
     if (prc == CU_OK && res.outcome == CU_PROV_PROVISION) {
-        memset(&op, 0, sizeof op);
         cu_srv__op_new_id(res.record.registration_id, op.op_id);
         snprintf(op.registration_id, sizeof op.registration_id, "%s", res.record.registration_id);
         snprintf(op.attestation, sizeof op.attestation, "%s", res.record.attestation);
@@ -209,7 +248,9 @@ static void do_register(cu_srv__req *r, const char *regid)
             cu_srv__sha256_hex(ev.authz, strlen(ev.authz), op.auth);
         else
             memcpy(op.leaf, ev.leaf_sha, sizeof op.leaf);
+        op.tpm_auth = res.tpm_authentication_key; /* borrowed */
         prc = cu_srv__op_put(r->w->store, &op);
+        op.tpm_auth = NULL;
     }
     if (prc == CU_OK)
         prc = cu_store_commit(r->w->store);
@@ -221,8 +262,17 @@ static void do_register(cu_srv__req *r, const char *regid)
         store_failed(r, "register");
         goto out;
     }
+    if (res.outcome == CU_PROV_CHALLENGE && res.tpm_authentication_key != NULL) {
+        result = CU_RES_REFUSED; /* not yet: the device must come back with its SAS */
+        tpm_challenge(r, &res);
+        goto out;
+    }
     if (res.outcome != CU_PROV_PROVISION) {
         result = CU_RES_REFUSED;
+        if (res.http_status == 400) {
+            cu_srv__reply_error(r, 400, res.error_code ? res.error_code : 400001, "%s", res.explain.reason);
+            goto out;
+        }
         refuse(r, res.explain.reason);
         goto out;
     }
@@ -234,7 +284,7 @@ static void do_register(cu_srv__req *r, const char *regid)
         cu_srv__log(CU_LOG_INFO, "registration", f, 6);
     }
     if (srv->cfg->reply_final) {
-        cu_srv__reply_json(r, 200, final_body(op.op_id, &res.record));
+        cu_srv__reply_json(r, 200, final_body(op.op_id, &res.record, res.tpm_authentication_key));
     } else {
         char loc[600];
         const char *host = cu_srv__req_header(r, "Host");
@@ -246,7 +296,7 @@ static void do_register(cu_srv__req *r, const char *regid)
     }
 out:
     cu_srv__metrics_registration(r->mech, result, cu_srv__req_elapsed(r));
-    free(payload);
+    dev_body_clear(&body);
     evidence_clear(&ev);
     cu_prov_result_clear(&res);
 }
@@ -285,6 +335,7 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
     cu_srv__op op;
     cu_reg_record rec;
     unsigned wait;
+    memset(&op, 0, sizeof op);
     memset(&rec, 0, sizeof rec);
     memset(&ev, 0, sizeof ev);
     r->route = "operation";
@@ -322,8 +373,9 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
         store_failed(r, "registration");
         goto out;
     }
-    cu_srv__reply_json(r, 200, final_body(op.op_id, &rec));
+    cu_srv__reply_json(r, 200, final_body(op.op_id, &rec, op.tpm_auth));
 out:
+    cu_srv__op_clear(&op);
     evidence_clear(&ev);
     cu_reg_record_clear(&rec);
 }
@@ -332,7 +384,7 @@ out:
  * for the same evidence a registration would take; nothing is written. */
 static void do_status(cu_srv__req *r, const char *regid)
 {
-    char *payload = NULL;
+    dev_body body;
     evidence ev;
     cu_prov_explain ex;
     cu_reg_record rec;
@@ -340,14 +392,16 @@ static void do_status(cu_srv__req *r, const char *regid)
     memset(&rec, 0, sizeof rec);
     memset(&ev, 0, sizeof ev);
     r->route = "status";
-    if (!parse_body(r, regid, &payload))
+    memset(&body, 0, sizeof body);
+    if (!parse_body(r, regid, &body))
         goto out;
     if (evidence_get(r, &ev) != CU_OK) {
         cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);
         goto out;
     }
     cu_prov_request preq = {.registration_id = regid, .authorization = ev.authz,
-                            .chain = ev.authz ? NULL : ev.chain};
+                            .chain = ev.authz || body.tpm_ek ? NULL : ev.chain, .tpm_ek = body.tpm_ek,
+                            .tpm_srk = body.tpm_srk};
     if (ev.authz == NULL && ev.chain == NULL) {
         refuse(r, "no credentials");
         goto out;
@@ -368,7 +422,7 @@ static void do_status(cu_srv__req *r, const char *regid)
     else
         cu_srv__reply_json(r, 200, reg_state(&rec));
 out:
-    free(payload);
+    dev_body_clear(&body);
     evidence_clear(&ev);
     cu_prov_explain_clear(&ex);
     cu_reg_record_clear(&rec);

@@ -32,9 +32,9 @@ cu_rc cu_srv__op_put(cu_store *s, const cu_srv__op *op)
 {
     char key[160];
     key_of(op->registration_id, key);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "operationId", op->op_id, "registrationId",
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s*}", "operationId", op->op_id, "registrationId",
                           op->registration_id, "attestation", op->attestation, "leaf", op->leaf, "auth", op->auth,
-                          "etag", op->etag);
+                          "etag", op->etag, "tpmAuthenticationKey", op->tpm_auth);
     char *body = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     cu_rc rc = body ? cu_store_setting_put(s, key, body) : cu_err_set(CU_E_NOMEM, "out of memory");
     free(body);
@@ -67,6 +67,17 @@ cu_rc cu_srv__op_get(cu_store *s, const char *registration_id, cu_srv__op *_op)
     copy(_op->leaf, sizeof _op->leaf, j, "leaf");
     copy(_op->auth, sizeof _op->auth, j, "auth");
     copy(_op->etag, sizeof _op->etag, j, "etag");
+    const char *ta = json_string_value(json_object_get(j, "tpmAuthenticationKey"));
+    if (ta != NULL && (_op->tpm_auth = strdup(ta)) == NULL) {
+        json_decref(j);
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
     json_decref(j);
     return CU_OK;
+}
+
+void cu_srv__op_clear(cu_srv__op *op)
+{
+    free(op->tpm_auth);
+    memset(op, 0, sizeof *op);
 }

@@ -46,6 +46,12 @@ static void store_refusal(cu_srv__req *r, cu_rc rc, const char *reason, int not_
     case CU_E_OBJECT_NOT_FOUND:
         cu_srv__reply_error(r, 404, not_found, "%s", reason);
         break;
+    case CU_E_EXISTS:
+        cu_srv__reply_error(r, 409, 409001, "%s", reason);
+        break;
+    case CU_E_PRECONDITION:
+        cu_srv__reply_error(r, 412, 412001, "%s", reason);
+        break;
     case CU_E_STATE:
         if (cu_store_last_http_status() == 409)
             cu_srv__reply_error(r, 409, 409001, "%s", reason);
@@ -53,6 +59,7 @@ static void store_refusal(cu_srv__req *r, cu_rc rc, const char *reason, int not_
             cu_srv__reply_error(r, 412, 412001, "%s", reason);
         break;
     case CU_E_INVALID_ARG:
+    case CU_E_PARSE:
         cu_srv__reply_error(r, 400, 400001, "%s", reason);
         break;
     default: {
@@ -320,10 +327,12 @@ static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
                                       !strcmp(mode, "create") ? CU_STORE_CREATE : 0, reason, sizeof reason);
         }
         if (rc != CU_OK) {
-            int code = rc == CU_E_OBJECT_NOT_FOUND ? nf_code(kind)
-                       : rc == CU_E_STATE          ? (cu_store_last_http_status() == 409 ? 409001 : 412001)
-                       : rc == CU_E_INVALID_ARG    ? 400001
-                                                   : 500000;
+            int code = rc == CU_E_OBJECT_NOT_FOUND               ? nf_code(kind)
+                       : rc == CU_E_EXISTS                        ? 409001
+                       : rc == CU_E_PRECONDITION                  ? 412001
+                       : rc == CU_E_STATE                         ? (cu_store_last_http_status() == 409 ? 409001 : 412001)
+                       : rc == CU_E_INVALID_ARG || rc == CU_E_PARSE ? 400001
+                                                                  : 500000;
             json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", code,
                                                   "errorStatus", reason[0] ? reason : cu_err_last()->msg));
         }

@@ -85,7 +85,9 @@ typedef struct cu_srv__op {
     char leaf[65];        /* X.509: SHA-256 of the leaf that registered */
     char auth[65];        /* SAS: SHA-256 of the Authorization value */
     char etag[48];        /* the record's etag when written */
+    char *tpm_auth;       /* TPM: the second activation for the final answer (heap) or NULL */
 } cu_srv__op;
+void cu_srv__op_clear(cu_srv__op *op);
 void cu_srv__op_new_id(const char *registration_id, char out[96]);
 cu_rc cu_srv__op_put(cu_store *s, const cu_srv__op *op);
 cu_rc cu_srv__op_get(cu_store *s, const char *registration_id, cu_srv__op *_op);

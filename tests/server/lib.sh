@@ -1,6 +1,7 @@
 # Shared helpers of the custosd end-to-end tests (sourced). The caller sets
 # BIN (the build's bin directory) before sourcing.
 set -u
+BIN=$(cd "$BIN" && pwd)
 T=$(mktemp -d /tmp/cu-srv-XXXXXX)
 CUSTOS="$BIN/custos"
 CUSTOSD="$BIN/custosd"
@@ -39,7 +40,7 @@ start_server() {
     sleep 0.05
   done
   if [ ! -s "$state/endpoint" ]; then
-    echo "custosd did not start:"; cat "$T/custosd.log"; exit 1
+    bad "custosd did not start: $(cat "$T/custosd.log")"; exit 1
   fi
   EP=$(cat "$state/endpoint")
   HP=${EP#https://}

@@ -5,7 +5,7 @@
 # custosd is killed with SIGKILL once and restarted: every registration the
 # clients saw succeed is in the store.
 BIN=${1:?usage: load.sh BIN LOADGEN [SYM X509]}
-LOADGEN=${2:?}
+LOADGEN=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2")
 NSYM=${3:-20000}
 NX509=${4:-5000}
 . "$(dirname "$0")/lib.sh"
