@@ -28,8 +28,8 @@ report x509
 expect_rc 0 "every X.509 registration is in the store" "$LOADGEN" check "$STATE" x509- "$NX509" -
 
 # ---- the same load through a SIGKILL and a restart ----
-kill_during() { # mode count prefix
-  local mode=$1 count=$2 prefix=$3 succ="$T/succ-$3" lg
+kill_during() { # mode count prefix [signal]
+  local mode=$1 count=$2 prefix=$3 sig=${4:-KILL} succ="$T/succ-$3" lg
   : >"$succ"
   "$LOADGEN" run --state "$STATE" --json --mode "$mode" --count "$count" --concurrency 32 --prefix "$prefix" \
     --retry --max-seconds 240 --successes "$succ" >"$T/kill-$prefix.json" 2>&1 &
@@ -40,21 +40,26 @@ kill_during() { # mode count prefix
     sleep 0.05
   done
   local before; before=$(wc -l <"$succ")
-  kill -KILL "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=
-  ok "custosd killed (SIGKILL) after $before $mode registrations"
+  kill -"$sig" "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; local src=$?; SRV_PID=
+  ok "custosd stopped by SIG$sig after $before $mode registrations"
+  if [ "$sig" = TERM ]; then
+    [ "$src" = 0 ] && ok "SIGTERM under load: custosd exits 0" || bad "SIGTERM under load: exit status $src"
+  fi
   sleep 0.3
   "$CUSTOSD" --state "$STATE" --listen "127.0.0.1:$PORT" --config "$T/custosd.conf" >>"$T/custosd.log" 2>&1 &
   SRV_PID=$!
   wait "$lg"; local rc=$?
   cp "$T/kill-$prefix.json" "$T/out"
   if [ $rc = 0 ]; then ok "$mode: all $count assigned across the restart"; else bad "$mode across the restart: $(cat "$T/out")"; fi
-  report "$mode with a SIGKILL"
-  [ "$(field retries)" -gt 0 ] && ok "$mode: clients saw the outage and retried" || bad "$mode: no retries (was the kill felt?)"
+  report "$mode with a SIG$sig"
+  [ "$(field retries)" -gt 0 ] && ok "$mode: clients saw the outage and retried" || bad "$mode: no retries (was the stop felt?)"
   expect_rc 0 "$mode: every registration a client saw succeed is in the store" "$LOADGEN" check "$STATE" - 0 "$succ"
   [ "$(sort "$succ" | uniq -d | wc -l)" = 0 ] && ok "$mode: no registration reported twice" || bad "$mode: duplicates in the successes"
 }
 kill_during symmetric "$NSYM" ksym-
 kill_during x509 "$NX509" kx509-
+# A graceful stop under load loses nothing either.
+kill_during symmetric $((NSYM / 4)) tsym- TERM
 expect_http 200 "custosd healthy after the restarts" GET /healthz
 stop_server TERM
 [ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
