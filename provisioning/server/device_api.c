@@ -270,7 +270,7 @@ static void do_register(cu_srv__req *r, const char *regid)
     if (res.outcome != CU_PROV_PROVISION) {
         result = CU_RES_REFUSED;
         if (res.http_status == 400) {
-            cu_srv__reply_error(r, 400, res.error_code ? res.error_code : 400001, "%s", res.explain.reason);
+            cu_srv__reply_error(r, 400, 400006, "%s", res.explain.reason); /* TPM keys unusable */
             goto out;
         }
         refuse(r, res.explain.reason);
