@@ -280,6 +280,20 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     for (size_t i = 0; i < cfg->n_names; i++)
         if ((rc = add_name(st, cfg->names[i])) != CU_OK)
             goto fail;
+    if (!create && cfg->n_names == 0) {
+        /* A client of the state (service info, token, bench) uses the host
+         * name the running custosd announced. */
+        char ep[300] = "", host[256];
+        FILE *f = fopen(st->endpoint_file, "r");
+        if (f != NULL) {
+            if (fgets(ep, sizeof ep, f) != NULL && sscanf(ep, "https://%255[^:/]", host) == 1 &&
+                (rc = add_name(st, host)) != CU_OK) {
+                fclose(f);
+                goto fail;
+            }
+            fclose(f);
+        }
+    }
     if ((rc = add_name(st, "localhost")) != CU_OK || (rc = add_name(st, "127.0.0.1")) != CU_OK)
         goto fail;
 
