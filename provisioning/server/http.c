@@ -288,7 +288,9 @@ void cu_srv__http_handle(struct evhttp_request *req, void *arg)
         cu_srv__lf f[] = {CU_LF_S("reqid", r.id), CU_LF_S("method", mi < 9 ? M[mi] : "?"),
                       CU_LF_S("path", path ? path : ""), CU_LF_S("route", r.route ? r.route : ""),
                       CU_LF_N("status", r.status), CU_LF_N("ms", since(&r.t0) * 1000.0),
-                      CU_LF_S("peer", peer), CU_LF_N("worker", w->index)};
+                      CU_LF_S("peer", peer), CU_LF_N("worker", w->index),
+                      /* the Node SDK's own id per request, to correlate */
+                      CU_LF_S("clientRequestId", cu_srv__req_header(&r, "Request-Id"))};
         cu_srv__log(CU_LOG_INFO, "request", f, sizeof f / sizeof f[0]);
     }
     for (size_t i = 0; i < r.nsegs; i++)

@@ -294,7 +294,8 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
             fclose(f);
         }
     }
-    if ((rc = add_name(st, "localhost")) != CU_OK || (rc = add_name(st, "127.0.0.1")) != CU_OK)
+    if ((rc = add_name(st, "localhost")) != CU_OK || (rc = add_name(st, "127.0.0.1")) != CU_OK ||
+        (rc = add_name(st, "::1")) != CU_OK)
         goto fail;
 
     /* The same rule as the command line (custos/state.h): a pkcs11: URI in
