@@ -222,7 +222,6 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
             ctx[i].bound[ctx[i].n_bound++] = b;
         }
     }
-    srv.workers = NULL;
     srv.n_workers = n;
     /* Endpoint for `custos service info`, and say where we serve. */
     {

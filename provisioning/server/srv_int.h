@@ -109,7 +109,6 @@ struct cu_srv__srv {
     cu_srv_state *st;
     SSL_CTX *ssl;
     cu_srv__limits *limits;
-    cu_srv__worker *workers;
     unsigned n_workers;
     atomic_bool stopping;
     atomic_int inflight;
@@ -120,7 +119,7 @@ struct cu_srv__srv {
 
 /* ---- tls.c ---- */
 cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, SSL_CTX **_out);
-/* The client certificate and the intermediates sent with it, or NULL. */
+/* The TLS connection a request arrived on (NULL if none). */
 SSL *cu_srv__tls_of(struct evhttp_request *req);
 
 /* ---- http.c: request context and replies ---- */

@@ -101,9 +101,9 @@ typedef struct cu_srv_info {
 } cu_srv_info;
 cu_rc cu_srv_info_get(cu_srv_state *st, cu_srv_info *_info);
 
-/* Runs the service until SIGTERM/SIGINT (handled inside), then finishes the
- * requests in flight and returns. ready (if not NULL) is called once the
- * listeners are bound. */
+/* Runs the service until SIGTERM/SIGINT (waited for inside; block both in
+ * every thread before calling), then finishes the replies in flight and
+ * returns. Once the listeners are bound it writes STATE/endpoint. */
 cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st);
 
 #ifdef __cplusplus
