@@ -51,5 +51,17 @@ openssl x509 -req -in "$T/d.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateser
 expect_rc 0 "a group on the device CA" "$CUSTOS" group create tok-grp --attestation x509 --cert "$T/ca.pem" --state "$STATE"
 expect_rc 0 "registration with the TLS key in the token" register --x509 --cert "$T/d.pem" --key "$KURI"
 contains "$T/out" "tok-x509 -> hub1.custos.local" "assigned to the hub"
+
+# An X.509 device whose key sits in the software keystore (custos-soft).
+if [ -f "$BIN/../lib/pkcs11/custos-soft.so" ]; then
+  expect_rc 0 "a custos-soft token" "$CUSTOS" token init --kind soft --label dev-soft --dir "$T/soft"
+  export CUSTOS_SOFT_DIR=$T/soft/store
+  expect_rc 0 "the device key, made in the soft keystore" "$CUSTOS" token keygen --dir "$T/soft" --type ec-p256 --label dev
+  SKURI=$(tail -1 "$T/out")
+  $OSSL req -new -provider custos -provider default -key "$SKURI" -subj /CN=soft-x509 -out "$T/s.csr" 2>/dev/null
+  openssl x509 -req -in "$T/s.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 -extfile "$T/ext" -out "$T/s.pem" 2>/dev/null
+  expect_rc 0 "registration with the TLS key in the soft keystore" register --x509 --cert "$T/s.pem" --key "$SKURI"
+  contains "$T/out" "soft-x509 -> hub1.custos.local" "assigned to the hub"
+fi
 stop_server TERM
 [ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
