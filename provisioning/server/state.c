@@ -305,7 +305,7 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
         kuri = getenv("CUSTOS_KEYRING_URI");
     if (kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0) {
         if ((rc = cu_srv__srv_provider_load(cfg->provider_path)) != CU_OK ||
-            (rc = cu_keyring_evp_mac_new(NULL, "provider=custos", kuri, &st->inner)) != CU_OK)
+            (rc = cu_srv__keyring_token_new(kuri, &st->inner)) != CU_OK)
             goto fail;
     } else {
         char kp[PATHLEN];

@@ -46,7 +46,7 @@ start_server() {
   HP=${EP#https://}
   PORT=${HP##*:}
   CA="$state/ca.crt"
-  SCOPE=$("$CUSTOS" service info --state "$state" --json | sed 's/.*"idScope":"\([^"]*\)".*/\1/')
+  SCOPE=$("$CUSTOS" service info --state "$state" --config "$T/custosd.conf" --json | sed 's/.*"idScope":"\([^"]*\)".*/\1/')
 }
 
 stop_server() { # [signal]: sets SRV_RC
@@ -85,4 +85,4 @@ derive() {
   local hex; hex=$(printf '%s' "$1" | base64 -d | od -An -tx1 | tr -d ' \n')
   printf '%s' "$2" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hex" -binary | base64
 }
-svc_token() { "$CUSTOS" service token --state "$STATE"; }
+svc_token() { "$CUSTOS" service token --state "$STATE" --config "$T/custosd.conf"; }

@@ -63,5 +63,22 @@ if [ -f "$BIN/../lib/pkcs11/custos-soft.so" ]; then
   expect_rc 0 "registration with the TLS key in the soft keystore" register --x509 --cert "$T/s.pem" --key "$SKURI"
   contains "$T/out" "soft-x509 -> hub1.custos.local" "assigned to the hub"
 fi
+
+# The store's sealing key in the token too (keyring = pkcs11: URI).
+stop_server TERM
+head -c 32 /dev/urandom >"$T/kr.raw"
+expect_rc 0 "the store key, imported into the token" "$CUSTOS" token hmac-import --dir "$T/tok" --key-file "$T/kr.raw" --label store-seal
+KRURI=$(tail -1 "$T/out"); rm -f "$T/kr.raw"
+STATE=$T/var-kr
+start_server "$STATE" "server-key = $SURI" "keyring = $KRURI" "provider-path = $MODS" "retry-after = 1"
+[ -e "$STATE/keyring.key" ] && bad "a keyring key file was written" || ok "no keyring key file: the store is sealed by the token"
+K=$(openssl rand -base64 32)
+expect_http 200 "an enrollment through the service API" PUT "/enrollments/kr-1?api-version=2021-10-01" \
+  -H "Authorization: $("$CUSTOS" service token --state "$STATE" --config "$T/custosd.conf")" -H 'Content-Type: application/json' \
+  -d "{\"registrationId\":\"kr-1\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$K\"}}}"
+echo "$K" >"$T/kr-1.key"
+expect_rc 0 "a registration against a store sealed in the token" register --key-file "$T/kr-1.key" --registration-id kr-1
+expect_http 200 "metrics" GET /metrics
+if grep -q 'custos_token_operations_total{operation="keyring_mac"} [1-9]' "$T/body"; then ok "keyring MACs counted"; else bad "no keyring MACs counted"; fi
 stop_server TERM
 [ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
