@@ -1,6 +1,8 @@
 /* libFuzzer target: the custos-soft record decoder (object and token
  * records). Anything the decoder accepts must re-encode to the same bytes
- * and decode again: DER is canonical, and the digest must hold. */
+ * (DER is canonical) and decode again. Built with CUSTOS_FUZZING, which
+ * makes the decoder ignore the trailing digest (else no mutation would get
+ * past it); so the last DIGEST bytes are not compared. */
 #include "soft.h"
 
 #include <openssl/crypto.h>
@@ -19,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* re-encode without sealing: the stored secret is kept as is */
         if (cs_object_rec_encode(&r, NULL, NULL, 0, &der, &len) != CS_REC_OK)
             abort();
-        if (len != size || memcmp(der, data, size) != 0)
+        if (len != size || memcmp(der, data, size - 32) != 0)
             abort(); /* accepted input that is not canonical */
         cs_object_rec r2;
         if (cs_object_rec_decode(der, len, &r2) != CS_REC_OK)
@@ -39,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = 0;
         if (cs_token_rec_encode(&t, &der, &len) != CS_REC_OK)
             abort();
-        if (len != size || memcmp(der, data, size) != 0)
+        if (len != size || memcmp(der, data, size - 32) != 0)
             abort();
         OPENSSL_free(der);
         cs_token_rec_clear(&t);
