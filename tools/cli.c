@@ -136,3 +136,71 @@ void cu_cli_json_str(FILE *f, const char *s)
     }
     fputc('"', f);
 }
+
+int cu_cli_parse(const char *cmd, int argc, char **argv, const cu_cli_opt *opts, const char **pos,
+                 size_t max_pos, size_t *_npos)
+{
+    size_t npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) {
+            if (npos >= max_pos)
+                return cu_cli_usage(cmd, "unexpected argument '%s'", a);
+            pos[npos++] = a;
+            continue;
+        }
+        if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--so-pin", 8) == 0) {
+            if (strncmp(a, "--pin-source", 12) != 0 && strncmp(a, "--so-pin-source", 15) != 0)
+                return cu_cli_usage(cmd, "PINs are never taken from the command line: "
+                                         "use --pin-source FILE or CUSTOS_PIN");
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const cu_cli_opt *o = NULL;
+        for (const cu_cli_opt *p = opts; p && p->name; p++)
+            if (strlen(p->name) == nlen && strncmp(p->name, a, nlen) == 0)
+                o = p;
+        if (o == NULL)
+            return cu_cli_usage(cmd, "unknown option '%.*s'", (int)nlen, a);
+        if (o->flag) {
+            if (eq)
+                return cu_cli_usage(cmd, "%s takes no value", o->name);
+            *o->flag = true;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (v == NULL)
+            return cu_cli_usage(cmd, "%s needs a value", o->name);
+        if (o->list) {
+            if (*o->n_list >= o->max_list)
+                return cu_cli_usage(cmd, "too many %s options", o->name);
+            o->list[(*o->n_list)++] = v;
+        } else {
+            *o->value = v;
+        }
+    }
+    if (_npos)
+        *_npos = npos;
+    return CU_EXIT_OK;
+}
+
+int cu_cli_dispatch(const char *group, const char *usage, const cu_cli_group *cmds, size_t n, int argc,
+                    char **argv)
+{
+    if (argc < 2 || cu_cli_is_help(argv[1])) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        if (usage != NULL) {
+            fputs(usage, f);
+        } else {
+            fprintf(f, "usage: custos %s <command> [options]\n\ncommands:\n", group);
+            for (size_t i = 0; i < n; i++)
+                fprintf(f, "  %-12s %s\n", cmds[i].name, cmds[i].summary ? cmds[i].summary : "");
+            fputs("\nEvery command takes --help.\n", f);
+        }
+        return argc < 2 ? CU_EXIT_USAGE : CU_EXIT_OK;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].run(argc - 1, argv + 1);
+    return cu_cli_usage(group, "unknown %s command '%s'", group, argv[1]);
+}

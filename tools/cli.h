@@ -31,6 +31,29 @@ bool cu_cli_is_help(const char *arg);
 char *cu_cli_read_pin(const char *pin_source, const char *env, const char *prompt);
 void cu_cli_pin_free(char *pin);
 
+/* One option of a command: "--name VALUE", "--name=VALUE", or a flag. */
+typedef struct cu_cli_opt {
+    const char *name;    /* "--type" */
+    const char **value;  /* receives the value (NULL for a flag) */
+    bool *flag;          /* set for a flag (NULL for a valued option) */
+    const char **list;   /* repeatable: values appended here ... */
+    size_t *n_list;      /* ... up to max_list */
+    size_t max_list;
+} cu_cli_opt;
+
+/* Parses argv[1..] (argv[0] is the command name) against a NULL-terminated
+ * option table; other arguments are positional (at most max_pos). Refuses
+ * unknown options and any "--pin"/"--so-pin" option (PINs never come from
+ * argv). Returns CU_EXIT_OK or prints a usage error and returns CU_EXIT_USAGE. */
+int cu_cli_parse(const char *cmd, int argc, char **argv, const cu_cli_opt *opts, const char **pos,
+                 size_t max_pos, size_t *_npos);
+
+/* Runs `custos GROUP CMD ...`: argv[1] names one of cmds (n entries). With no
+ * command or --help it prints usage (or, when usage is NULL, the commands and
+ * their summaries). Returns the command's exit status. */
+int cu_cli_dispatch(const char *group, const char *usage, const cu_cli_group *cmds, size_t n, int argc,
+                    char **argv);
+
 /* JSON string output with escaping. */
 void cu_cli_json_str(FILE *f, const char *s);
 

@@ -38,9 +38,13 @@ enum {
     /* Do not copy keys into session objects for signing (the copy is the
      * fast path on SoftHSM2; some modules refuse C_CopyObject). */
     CU_QUIRK_NO_SESSION_COPY = 1u << 2,
+    /* The module cannot start afresh in a fork()ed child: its state holds
+     * the parent's connection and sessions (tpm2-pkcs11), which the child
+     * would corrupt. In a child the layer refuses it (CU_E_STATE) instead. */
+    CU_QUIRK_FORK_UNSAFE = 1u << 3,
 };
 
-/* Parses "no-finalize,init-retry,no-session-copy" (comma separated). */
+/* Parses "no-finalize,init-retry,no-session-copy,fork-unsafe" (comma separated). */
 cu_rc cu_quirks_parse(const char *s, unsigned *_quirks);
 
 /* ---- Modules ---- */
@@ -157,6 +161,9 @@ cu_key_type cu_object_key_type(const cu_object *o);
 const char *cu_object_label(const cu_object *o);
 const uint8_t *cu_object_id(const cu_object *o, size_t *_len);
 unsigned cu_object_bits(const cu_object *o); /* key size in bits; 0 if unknown */
+/* The raw CK_OBJECT_HANDLE, for benchmarks and diagnostics that call the
+ * module directly (cu_module_get0_functions). */
+unsigned long cu_object_get_handle(const cu_object *o);
 /* The object's full URI: token attributes, object=, id=, type=, module-path (caller frees). */
 char *cu_object_uri(const cu_object *o);
 
@@ -249,8 +256,10 @@ cu_rc cu_sign(cu_object *key, const cu_sig *s, const uint8_t *msg, size_t len,
  * hash NONE the input is signed as given: a DigestInfo or a TLS 1.0 MD5+SHA1). */
 cu_rc cu_sign_digest(cu_object *key, const cu_sig *s, const uint8_t *digest, size_t len,
                      uint8_t *out, size_t *_outlen);
-/* Verifies on the token (with the public twin, or the secret key for HMAC):
- * CU_OK, or CU_E_VERIFY when the signature is wrong. */
+/* Verifies a signature with the key's public half (read from the token and
+ * checked by OpenSSL: verification needs no secret), or an HMAC by computing
+ * it again in the token and comparing in constant time. CU_OK, or CU_E_VERIFY
+ * when the signature is wrong. */
 cu_rc cu_verify(cu_object *key, const cu_sig *s, const uint8_t *msg, size_t len,
                 const uint8_t *sig, size_t siglen);
 

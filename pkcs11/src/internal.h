@@ -1,0 +1,119 @@
+/* Token layer internals shared by the files of pkcs11/src (not installed). */
+#ifndef CU_P11_INTERNAL_H
+#define CU_P11_INTERNAL_H
+
+#include <custos/token.h>
+
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+/* Cross-file internal names carry a double underscore (cu__). */
+
+struct cu_module {
+    atomic_uint refs;
+    char *path;
+    CK_FUNCTION_LIST *f;
+    unsigned quirks;
+    unsigned long fork_gen; /* process generation the module was initialized in */
+    pthread_mutex_t lock;   /* guards re-initialization after fork */
+    bool finalized;         /* cu_p11_shutdown ran; calls fail cleanly */
+    struct cu_login *logins;/* slots this process logged in to (PIN digests) */
+    struct cu_module *next;
+};
+
+struct cu_token {
+    atomic_uint refs;
+    cu_module *mod;
+    CK_FUNCTION_LIST *f;      /* == mod->f, for short call sites */
+    CK_SLOT_ID slot;
+    cu_token_desc desc;
+    char *pin;                /* kept to log in again after fork; wiped on free */
+    bool login_required;
+    bool logged_in;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    CK_SESSION_HANDLE *idle;  /* free sessions, used as a stack */
+    size_t n_idle;
+    unsigned n_open, max_sessions;
+    /* Never closed: keeps the login state and owns session copies of keys. */
+    CK_SESSION_HANDLE keeper;
+    unsigned long fork_gen;
+    atomic_ulong epoch;       /* bumped when handles become invalid (fork) */
+
+    CK_MECHANISM_TYPE *mechs; /* sorted, for cu__token_has_mech */
+    size_t n_mechs;
+};
+
+struct cu_object {
+    cu_token *tok;
+    CK_OBJECT_HANDLE h;
+    CK_OBJECT_HANDLE fast;    /* session copy used for signing, or 0 */
+    unsigned long epoch;      /* token epoch h/fast belong to */
+    pthread_mutex_t lock;     /* guards h/fast refresh */
+    bool fast_tried;
+    CK_OBJECT_CLASS ckc;
+    CK_KEY_TYPE ckk;
+    cu_class cls;
+    cu_key_type kt;
+    char *label;
+    uint8_t *id;
+    size_t id_len;
+    unsigned bits;
+};
+
+extern atomic_ulong cu__fork_gen;
+
+/* Returns CU_OK when the module is usable in this process (re-initializing it
+ * in a fork()ed child). */
+cu_rc cu__module_ready(cu_module *m);
+cu_module *cu__module_ref(cu_module *m);
+/* Finalizes and initializes a module again after delay_us, when nothing
+ * else in the process holds it (init-retry quirk). */
+cu_rc cu__module_restart(cu_module *m, unsigned delay_us);
+/* Login state is per process and token, shared by every session: remember
+ * the PIN's digest so that a second open with another PIN is refused even
+ * though the module answers CKR_USER_ALREADY_LOGGED_IN. */
+void cu__module_note_login(cu_module *m, CK_SLOT_ID slot, const char *pin);
+bool cu__module_login_matches(cu_module *m, CK_SLOT_ID slot, const char *pin);
+void cu__token_desc_read(cu_module *m, CK_SLOT_ID id, cu_token_desc *d);
+const char *cu__mech_name(CK_MECHANISM_TYPE t);
+
+/* Session pool. get blocks when max_sessions are busy. */
+cu_rc cu__session_get(cu_token *t, CK_SESSION_HANDLE *_s);
+void cu__session_put(cu_token *t, CK_SESSION_HANDLE s);
+/* Drops a session that the module reported invalid. */
+void cu__session_drop(cu_token *t, CK_SESSION_HANDLE s);
+bool cu__token_has_mech(const cu_token *t, CK_MECHANISM_TYPE m);
+
+/* Describes a token for messages: "token 'L' (serial S)". */
+const char *cu__token_name(const cu_token *t, char *buf, size_t len);
+/* Describes an object for messages: "token 'L': private-key 'label' id 0a0b". */
+const char *cu__object_name(const cu_object *o, char *buf, size_t len);
+
+/* Reads object metadata into a new cu_object (takes a token reference). */
+cu_rc cu__object_new(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, cu_object **_out);
+/* Returns the handle to use for a signature (session copy when there is one),
+ * refreshing stale handles after fork. */
+cu_rc cu__object_handle(cu_object *o, CK_SESSION_HANDLE s, bool for_signing, CK_OBJECT_HANDLE *_h);
+/* Finds the public twin (same CKA_ID) of a private key. */
+cu_rc cu__object_public_twin(cu_object *o, cu_object **_pub);
+
+/* Parses a pkcs11: URI and rejects unknown attributes. */
+cu_rc cu__uri_parse(const char *uri, P11KitUri **_u);
+/* Clears the token-info fields a URI must not carry: the clock, and a field
+ * padded with NULs instead of blanks (tpm2-pkcs11's model), which would
+ * print as %00 runs. */
+void cu__uri_token_fields(CK_TOKEN_INFO *ti);
+/* Reads a PIN from a pin-source value ("file:/p", "file:///p" or "/p"). */
+cu_rc cu__pin_from_source(const char *src, char **_pin);
+void cu__secret_free(char *s);
+
+/* Trims the blank padding of a PKCS#11 fixed-size string into a C string. */
+void cu__trim_copy(char *dst, size_t dst_size, const unsigned char *src, size_t src_len);
+void cu__hex(const uint8_t *in, size_t len, char *out, size_t out_size);
+
+#endif

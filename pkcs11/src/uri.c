@@ -1,0 +1,81 @@
+/* pkcs11: URIs (RFC 7512) through p11-kit, and PIN sources. */
+#include "internal.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <p11-kit/uri.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+cu_rc cu__uri_parse(const char *uri, P11KitUri **_u)
+{
+    P11KitUri *u = NULL;
+    if (uri == NULL || _u == NULL)
+        return cu_err_set(CU_E_URI, "no pkcs11 URI given");
+    if (strncmp(uri, "pkcs11:", 7) != 0)
+        return cu_err_set(CU_E_URI, "'%.60s' is not a pkcs11: URI", uri);
+    if ((u = p11_kit_uri_new()) == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory parsing a URI");
+    int r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u);
+    if (r != P11_KIT_URI_OK) {
+        const char *why = p11_kit_uri_message(r);
+        p11_kit_uri_free(u);
+        return cu_err_set(CU_E_URI, "malformed pkcs11 URI: %s", why ? why : "parse error");
+    }
+    /* p11-kit drops attributes it does not know (and bad values such as
+     * type=bogus) but flags them: such a URI would match everything. */
+    if (p11_kit_uri_any_unrecognized(u)) {
+        p11_kit_uri_free(u);
+        return cu_err_set(CU_E_URI, "pkcs11 URI has an unknown attribute or an invalid value");
+    }
+    *_u = u;
+    return CU_OK;
+}
+
+cu_rc cu__pin_from_source(const char *src, char **_pin)
+{
+    char buf[256];
+    if (strncmp(src, "file://", 7) == 0)
+        src += 7;
+    else if (strncmp(src, "file:", 5) == 0)
+        src += 5;
+    if (*src != '/')
+        return cu_err_set(CU_E_URI, "pin-source must be an absolute file path");
+    FILE *f = fopen(src, "re");
+    if (f == NULL)
+        return cu_err_set_sys(CU_E_IO, errno, "cannot read the pin-source %s", src);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    if (n == 0)
+        return cu_err_set(CU_E_PIN_MISSING, "the pin-source %s is empty", src);
+    *_pin = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return *_pin ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
+}
+
+static void clear_if_nul_padded(unsigned char *field, size_t len)
+{
+    if (memchr(field, 0, len) != NULL)
+        memset(field, 0, len); /* an all-zero field is absent from the URI */
+}
+
+void cu__uri_token_fields(CK_TOKEN_INFO *ti)
+{
+    memset(ti->utcTime, 0, sizeof ti->utcTime);
+    clear_if_nul_padded(ti->label, sizeof ti->label);
+    clear_if_nul_padded(ti->manufacturerID, sizeof ti->manufacturerID);
+    clear_if_nul_padded(ti->model, sizeof ti->model);
+    clear_if_nul_padded(ti->serialNumber, sizeof ti->serialNumber);
+}
+
+void cu__secret_free(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}

@@ -1,0 +1,176 @@
+/* Custos: the store — enrollments, groups, CA certificates, hubs and
+ * registration records, behind one interface.
+ *
+ * A backend (SQLite here; PostgreSQL later) only keeps sealed documents and
+ * index keys: the common layer above it validates, stamps etags and
+ * timestamps, wraps enrollment secrets with the keyring and seals every row
+ * with it, and checks the seal of every row it reads. So someone who can
+ * write to the database can neither read a key nor add a trust anchor nor
+ * flip a status. */
+#ifndef CUSTOS_STORE_H
+#define CUSTOS_STORE_H
+
+#include <custos/enrollment.h>
+#include <custos/keyring.h>
+#include <custos/rc.h>
+#include <custos/record.h>
+
+#include <openssl/x509.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cu_store cu_store;
+
+/* What the store holds. The numbers are stored: never renumber. */
+typedef enum cu_store_kind {
+    CU_KIND_ENROLLMENT = 1,
+    CU_KIND_GROUP = 2,
+    CU_KIND_CA = 3,
+    CU_KIND_HUB = 4,
+    CU_KIND_REGISTRATION = 5,
+    CU_KIND_TPM_CHALLENGE = 6,
+} cu_store_kind;
+
+/* ---- backend interface ---- */
+
+/* Every function returns CU_OK or an error with cu_err set; "not found" is
+ * CU_E_OBJECT_NOT_FOUND. ids are already lower-cased by the common layer. */
+typedef struct cu_store_backend {
+    const char *name;
+    cu_rc (*begin)(void *b);
+    cu_rc (*commit)(void *b);
+    void (*rollback)(void *b);
+    /* *_body is a heap string; seal is 32 bytes. */
+    cu_rc (*get)(void *b, int kind, const char *id, char **_body, uint8_t seal[32]);
+    /* Insert or replace the document and replace its index keys. */
+    cu_rc (*put)(void *b, int kind, const char *id, const char *body, const uint8_t seal[32],
+                 const char *const *keys, size_t nkeys);
+    cu_rc (*del)(void *b, int kind, const char *id);
+    /* ids > after (NULL: from the start) in order, at most limit. */
+    cu_rc (*list)(void *b, int kind, const char *after, size_t limit, char ***_ids, size_t *_n);
+    /* ids > after (NULL: from the start) whose index keys include key, in
+     * order, at most limit. */
+    cu_rc (*find)(void *b, int kind, const char *key, const char *after, size_t limit, char ***_ids,
+                  size_t *_n);
+    cu_rc (*count)(void *b, int kind, uint64_t *_n);
+    cu_rc (*meta_get)(void *b, const char *name, char **_value);
+    cu_rc (*meta_put)(void *b, const char *name, const char *value);
+    cu_rc (*audit)(void *b, const char *event_json);
+    void (*close)(void *b);
+} cu_store_backend;
+
+/* Opens a store over a backend (takes b; the keyring is borrowed and must
+ * outlive the store). Refuses a keyring other than the one the store was
+ * created with. */
+cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr, cu_store **_out);
+/* SQLite at path (created, WAL, migrated to the current schema). */
+cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out);
+/* The state directory convention: DIR/custos.db (DIR created 0700). */
+cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out);
+void cu_store_close(cu_store *s);
+const char *cu_store_backend_name(const cu_store *s);
+/* Schema version of the SQLite backend. */
+#define CU_STORE_SCHEMA_VERSION 1
+
+/* Transactions nest (only the outermost commits). Use them around bulk
+ * imports; single operations open their own. */
+cu_rc cu_store_begin(cu_store *s);
+cu_rc cu_store_commit(cu_store *s);
+void cu_store_rollback(cu_store *s);
+
+/* Plain key/value settings (id scope, default allocation policy, ...),
+ * sealed too. */
+cu_rc cu_store_setting_get(cu_store *s, const char *name, char **_value);
+cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value);
+
+/* After a refusal with CU_E_STATE: the HTTP status it stands for, 409 (the
+ * entry exists, or is still referenced) or 412 (stale etag); 0 otherwise.
+ * The other refusals map directly: CU_E_OBJECT_NOT_FOUND 404,
+ * CU_E_INVALID_ARG 400, CU_E_VERIFY (a row failed its seal) 500. Per thread.
+ * (A distinct cu_rc for each would be better; see the report to the lead.) */
+int cu_store_last_http_status(void);
+
+/* ---- enrollments and groups ---- */
+
+enum {
+    CU_STORE_CREATE = 1 << 0,  /* fail with CU_E_STATE if the entry exists */
+    CU_STORE_REPLACE = 1 << 1, /* fail with CU_E_OBJECT_NOT_FOUND if it does not */
+};
+
+/* Writes an enrollment or group. if_match (NULL: none) must equal the stored
+ * etag (stale → CU_E_STATE, "412"). On success e carries its new etag and
+ * timestamps. Groups on caReferences need a verified CA of that name.
+ * Refusals write a reason and write nothing. */
+cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned flags,
+                       char *reason, size_t reason_len);
+cu_rc cu_store_enr_get(cu_store *s, cu_enr_kind kind, const char *id, cu_enr **_out);
+cu_rc cu_store_enr_delete(cu_store *s, cu_enr_kind kind, const char *id, const char *if_match,
+                          char *reason, size_t reason_len);
+
+/* Paging over ids in order: start with after = NULL, then the last id. */
+cu_rc cu_store_list(cu_store *s, cu_store_kind kind, const char *after, size_t limit,
+                    char ***_ids, size_t *_n);
+void cu_store_ids_free(char **ids, size_t n);
+cu_rc cu_store_count(cu_store *s, cu_store_kind kind, uint64_t *_n);
+
+/* Groups whose signing certificate (or referenced CA) is exactly cert. */
+cu_rc cu_store_groups_by_cert(cu_store *s, X509 *cert, char ***_ids, size_t *_n);
+/* Symmetric-key groups (to try the derived keys of each). */
+cu_rc cu_store_symkey_groups(cu_store *s, char ***_ids, size_t *_n);
+/* Pushes onto anchors every trusted certificate (group signing certificates
+ * and verified CAs, seals checked) whose subject is name (new references). */
+cu_rc cu_store_anchors_by_subject(cu_store *s, const X509_NAME *name, STACK_OF(X509) *anchors);
+
+/* ---- CA certificates (proof of possession) ---- */
+
+/* Registers a CA certificate under name; verified = "verified on upload". */
+cu_rc cu_store_ca_add(cu_store *s, const char *name, const char *cert_text, bool verified,
+                      char *reason, size_t reason_len);
+/* The CA as JSON (name, certificate, subject, thumbprint, isVerified, ...). */
+cu_rc cu_store_ca_get_json(cu_store *s, const char *name, char **_json);
+cu_rc cu_store_ca_get_cert(cu_store *s, const char *name, X509 **_cert, bool *_verified);
+/* Issues a fresh verification code (caller frees). */
+cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, char **_code,
+                           char *reason, size_t reason_len);
+/* Proof of possession: cert_text must be signed by the CA's key and carry
+ * the current verification code as its subject CN. */
+cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
+                         const char *cert_text, char *reason, size_t reason_len);
+cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, char *reason,
+                         size_t reason_len);
+
+/* ---- hubs ---- */
+cu_rc cu_store_hub_put(cu_store *s, const cu_hub *hub, char *reason, size_t reason_len);
+cu_rc cu_store_hub_get(cu_store *s, const char *name, cu_hub *_hub);
+cu_rc cu_store_hub_delete(cu_store *s, const char *name);
+/* All hubs in name order (*_hubs freed with free()). */
+cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n);
+
+/* ---- TPM challenges ---- */
+/* Keeps the key K of the latest activation issued to a registration id
+ * (wrapped, sealed) with the SHA-256 of the EK it was made for. */
+cu_rc cu_store_tpm_key_put(cu_store *s, const char *registration_id, const uint8_t key[32],
+                           const char *ek_sha256_hex);
+cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key[32], char ek_sha256_hex[65]);
+
+/* ---- registration records ---- */
+cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec);
+/* Writes the record (new etag, timestamps) and the audit event in one
+ * transaction. */
+cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json);
+/* Registration ids of the devices provisioned through a group, paged like
+ * cu_store_list (POST /registrations/{groupId}/query). */
+cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *after, size_t limit,
+                                 char ***_ids, size_t *_n);
+cu_rc cu_store_reg_delete(cu_store *s, const char *registration_id, const char *if_match,
+                          char *reason, size_t reason_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

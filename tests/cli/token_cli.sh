@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# custos token … end to end on a SoftHSM2 token in a private directory:
+# what a user types, what they see, and the exit statuses scripts rely on.
+set -u
+CUSTOS=${1:?usage: token_cli.sh path/to/custos}
+T=$(mktemp -d /tmp/cu-cli-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok()   { pass=$((pass+1)); echo "ok   - $1"; }
+bad()  { fail=$((fail+1)); echo "FAIL - $1"; }
+expect_rc() { # expected-rc description command...
+  local want=$1 what=$2; shift 2
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  if [ "$rc" = "$want" ]; then ok "$what"; else bad "$what (exit $rc, wanted $want): $(head -c 300 "$T/err")"; fi
+}
+contains() { # file text description
+  if grep -q -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(head -c 300 "$1")"; fi
+}
+
+export CUSTOS_PIN=4321 CUSTOS_SO_PIN=87654321
+D=$T/tok
+expect_rc 0 "init softhsm2 token" "$CUSTOS" token init --kind softhsm2 --label cli --dir "$D"
+contains "$T/out" "^pkcs11:.*token=cli" "init prints the token URI"
+contains "$T/out" "SOFTHSM2_CONF=$D" "init prints the environment line"
+expect_rc 1 "init refuses a directory that holds a token" "$CUSTOS" token init --kind softhsm2 --label cli --dir "$D"
+
+for type in ec-p256 ec-p384 rsa2048 hmac256; do
+  expect_rc 0 "keygen $type" "$CUSTOS" token keygen --dir "$D" --type "$type" --label "k-$type"
+  contains "$T/out" "object=k-$type" "keygen $type prints the key URI"
+done
+expect_rc 2 "keygen with an unknown type is a usage error" "$CUSTOS" token keygen --dir "$D" --type dsa --label x
+contains "$T/err" "unknown key type 'dsa'" "unknown type is named"
+expect_rc 2 "a PIN on argv is refused" "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label x --pin 1234
+contains "$T/err" "never taken from the command line" "PIN refusal says why"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/k.pem" \
+  -subj /CN=cli-device -days 1 -out "$T/c.pem" 2>/dev/null
+expect_rc 0 "import a PEM certificate" "$CUSTOS" token import --dir "$D" --cert "$T/c.pem" --label devcert
+echo garbage > "$T/junk.pem"
+expect_rc 1 "import of a non-certificate fails" "$CUSTOS" token import --dir "$D" --cert "$T/junk.pem"
+contains "$T/err" "not a PEM or DER X.509 certificate" "non-certificate is explained"
+
+expect_rc 0 "objects" "$CUSTOS" token objects --dir "$D"
+contains "$T/out" "devcert" "objects lists the certificate"
+contains "$T/out" "k-rsa2048" "objects lists the keys"
+
+expect_rc 0 "custody (json)" "$CUSTOS" token custody --dir "$D" --json
+python3 - "$T/out" <<'PY' && ok "custody JSON: every generated key sensitive, never extractable, local, unflagged" || bad "custody JSON fields"
+import json, sys
+d = json.load(open(sys.argv[1]))
+keys = {k["label"]: k for k in d["keys"]}
+assert set(keys) == {"k-ec-p256", "k-ec-p384", "k-rsa2048", "k-hmac256"}, keys.keys()
+for k in keys.values():
+    assert k["sensitive"] and not k["extractable"] and k["always_sensitive"], k
+    assert k["never_extractable"] and k["local"] and not k["flagged"], k
+assert keys["k-rsa2048"]["bits"] == 2048 and keys["k-ec-p384"]["bits"] == 384
+assert d["flagged"] == 0
+PY
+
+expect_rc 0 "list (json)" "$CUSTOS" token list --dir "$D" --json
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); t=[s for m in d['modules'] for s in m['slots'] if s.get('token',{}).get('label')=='cli']; assert t and 'CKM_ECDSA' in t[0]['mechanisms']" "$T/out" \
+  && ok "list shows the token and its mechanisms" || bad "list JSON"
+
+CUSTOS_PIN=0000 expect_rc 1 "a wrong PIN fails" "$CUSTOS" token objects --dir "$D"
+contains "$T/err" "CKR_PIN_INCORRECT" "wrong PIN is reported with the token's code"
+if grep -q 0000 "$T/err"; then bad "the wrong PIN appears in the message"; else ok "the PIN is not in the message"; fi
+expect_rc 1 "a missing token directory fails" "$CUSTOS" token objects --dir "$T/nope"
+expect_rc 1 "a token URI that matches nothing fails" "$CUSTOS" token objects \
+  "pkcs11:token=nope?module-path=/usr/lib/softhsm/libsofthsm2.so"
+contains "$T/err" "no initialized token" "token not found is explained"
+
+# Conformance report on a scratch SoftHSM2 configuration.
+mkdir -p "$T/scratch/tokens"
+printf 'directories.tokendir = %s/scratch/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$T" > "$T/scratch/softhsm2.conf"
+SOFTHSM2_CONF=$T/scratch/softhsm2.conf expect_rc 0 "check passes on SoftHSM2" \
+  "$CUSTOS" token check --module /usr/lib/softhsm/libsofthsm2.so --json
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['failed']==0 and d['passed']>=20, d" "$T/out" \
+  && ok "check JSON: no failure, every operation run" || bad "check JSON"
+expect_rc 1 "check of a missing module fails" "$CUSTOS" token check --module "$T/none.so"
+contains "$T/out" "FAIL" "the report names the failure"
+
+U=$("$CUSTOS" token objects --dir "$D" --json | python3 -c "import json,sys; print([o['uri'] for o in json.load(sys.stdin)['objects'] if o['label']=='k-ec-p256' and o['class']=='private-key'][0])")
+expect_rc 0 "bench sign" "$CUSTOS" bench sign --dir "$D" --uri "$U" --seconds 0.3 --json
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['custos']>0 and d['raw-C_Sign']>0, d" "$T/out" \
+  && ok "bench reports the layer beside raw C_Sign" || bad "bench JSON"
+
+# The custody report over the token directories of a state directory.
+S=$T/state
+expect_rc 0 "init a token under STATE/tokens" "$CUSTOS" token init --kind softhsm2 --label audit --dir "$S/tokens/a"
+K=$("$CUSTOS" token keygen --dir "$S/tokens/a" --type ec-p256 --label signer --id c0ffee)
+head -c 32 /dev/urandom > "$T/hmac.key"
+expect_rc 0 "import a known HMAC key" "$CUSTOS" token hmac-import --dir "$S/tokens/a" --key-file "$T/hmac.key" --label imported
+expect_rc 0 "store the signer's certificate under its id" "$CUSTOS" token import --dir "$S/tokens/a" --cert "$T/c.pem" --id c0ffee --label signer-cert
+expect_rc 0 "audit custody (json)" "$CUSTOS" audit custody --state "$S" --json
+python3 - "$T/out" <<'PY' && ok "custody report: imported key flagged, certificate named, summary right" || bad "custody report JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]
+assert s["tokens"] == 1 and s["keys"] == 2 and s["flagged"] == 1 and s["imported"] == 1, s
+k = {x["label"]: x for x in d["keys"]}
+assert k["imported"]["flags"] == ["imported"] and k["imported"]["local"] is False, k["imported"]
+assert k["signer"]["flags"] == [] and "cli-device" in k["signer"]["certificates"], k["signer"]
+assert k["signer"]["token"]["kind"] == "softhsm2" and k["signer"]["token"]["serial"], k["signer"]
+PY
+expect_rc 0 "audit custody (csv)" "$CUSTOS" audit custody --state "$S" --csv
+contains "$T/out" "^token_kind,token_label,manufacturer" "CSV has its header"
+[ "$(wc -l < "$T/out")" = 3 ] && ok "CSV has one line per key" || bad "CSV line count"
+expect_rc 0 "audit custody (html)" "$CUSTOS" audit custody --state "$S" --html
+contains "$T/out" "<strong>Flagged</strong></td><td><strong>1</strong>" "HTML summary counts the flagged key"
+if grep -Eq '(src|href)=' "$T/out"; then bad "HTML page loads something from outside"; else ok "HTML page is self-contained"; fi
+expect_rc 1 "audit custody without tokens fails" "$CUSTOS" audit custody --state "$T/empty"
+contains "$T/err" "no configured tokens" "no tokens is explained"
+CUSTOS_PIN=0000 expect_rc 1 "a token that cannot be read makes the report fail" "$CUSTOS" audit custody --state "$S"
+contains "$T/out" "could not be read" "the report says a token could not be read"
+
+echo
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

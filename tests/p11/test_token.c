@@ -1,0 +1,563 @@
+/* The token layer suite, run once per token kind (argv[1]): softhsm2, tpm2, soft.
+ * Every signature is verified by OpenSSL in software, every HMAC compared with
+ * OpenSSL's; the failure paths are asserted with their error codes. */
+#include "cu_test.h"
+#include "p11_backend.h"
+
+#include <CUnit/CUnit.h>
+#include <custos/token.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static p11_backend be;
+static cu_token *tok;
+static cu_object *ec256, *ec384, *rsa2048, *rsa3072, *hmac;
+
+static const uint8_t msg[] = "the quick brown fox jumps over the lazy dog";
+
+/* ---- software cross-checks ---- */
+
+static EVP_PKEY *public_key(cu_object *k)
+{
+    uint8_t *der = NULL;
+    size_t len = 0;
+    if (cu_object_public_der(k, &der, &len) != CU_OK)
+        return NULL;
+    const unsigned char *p = der;
+    EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)len);
+    free(der);
+    return pk;
+}
+
+/* Verifies sig (raw r||s for ECDSA) over msg with OpenSSL's default provider. */
+static int soft_verify(cu_object *k, const cu_sig *s, const uint8_t *m, size_t mlen, const uint8_t *sig, size_t slen)
+{
+    EVP_PKEY *pk = public_key(k);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    unsigned char *der = NULL;
+    int ok = 0;
+    const char *md = s->hash == CU_HASH_SHA384 ? "SHA384" : "SHA256";
+    if (pk == NULL || ctx == NULL || EVP_DigestVerifyInit_ex(ctx, &pctx, md, NULL, "provider=default", pk, NULL) != 1)
+        goto out;
+    const uint8_t *v = sig;
+    size_t vlen = slen;
+    if (s->alg == CU_SIG_ECDSA) {
+        ECDSA_SIG *es = ECDSA_SIG_new();
+        ECDSA_SIG_set0(es, BN_bin2bn(sig, (int)slen / 2, NULL), BN_bin2bn(sig + slen / 2, (int)slen / 2, NULL));
+        int n = i2d_ECDSA_SIG(es, &der);
+        ECDSA_SIG_free(es);
+        v = der;
+        vlen = (size_t)n;
+    } else if (s->alg == CU_SIG_RSA_PSS) {
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING);
+        EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, s->salt_len < 0 ? RSA_PSS_SALTLEN_DIGEST : s->salt_len);
+    }
+    ok = EVP_DigestVerify(ctx, v, vlen, m, mlen) == 1;
+out:
+    OPENSSL_free(der);
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pk);
+    return ok;
+}
+
+static int sign_and_check(cu_object *k, const cu_sig *s)
+{
+    uint8_t sig[512];
+    size_t slen = sizeof sig;
+    cu_rc rc = cu_sign(k, s, msg, sizeof msg, sig, &slen);
+    if (rc != CU_OK) {
+        fprintf(stderr, "sign: %s\n", cu_err_last()->msg);
+        return 0;
+    }
+    return soft_verify(k, s, msg, sizeof msg, sig, slen) && cu_verify(k, s, msg, sizeof msg, sig, slen) == CU_OK;
+}
+
+/* ---- suite set-up: one token with one key of each kind ---- */
+
+static int suite_init(void)
+{
+    if (p11_backend_create(&be) != 0)
+        return -1;
+    cu_token_opts o = {.pin = be.pin, .quirks = be.quirks};
+    if (cu_token_open(be.uri, &o, &tok) != CU_OK) {
+        fprintf(stderr, "open %s: %s\n", be.uri, cu_err_last()->msg);
+        return -1;
+    }
+    if (cu_token_keygen(tok, CU_KEYGEN_EC_P256, "ec256", (const uint8_t *)"\x01", 1, &ec256) != CU_OK ||
+        cu_token_keygen(tok, CU_KEYGEN_EC_P384, "ec384", (const uint8_t *)"\x02", 1, &ec384) != CU_OK ||
+        cu_token_keygen(tok, CU_KEYGEN_RSA2048, "rsa2048", (const uint8_t *)"\x03", 1, &rsa2048) != CU_OK ||
+        cu_token_keygen(tok, CU_KEYGEN_RSA3072, "rsa3072", (const uint8_t *)"\x04", 1, &rsa3072) != CU_OK) {
+        fprintf(stderr, "keygen: %s\n", cu_err_last()->msg);
+        return -1;
+    }
+    if (be.hmac_keygen) {
+        if (cu_token_keygen(tok, CU_KEYGEN_HMAC256, "hmac", (const uint8_t *)"\x05", 1, &hmac) != CU_OK)
+            return -1;
+    } else if (cu_token_find(tok, "pkcs11:object=hmac", CU_CLASS_SECRET_KEY, &hmac) != CU_OK) {
+        fprintf(stderr, "find hmac: %s\n", cu_err_last()->msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int suite_cleanup(void)
+{
+    cu_object_free(ec256);
+    cu_object_free(ec384);
+    cu_object_free(rsa2048);
+    cu_object_free(rsa3072);
+    cu_object_free(hmac);
+    cu_token_unref(tok);
+    cu_p11_shutdown();
+    p11_backend_destroy(&be);
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_keygen_custody(void)
+{
+    cu_object *keys[] = {ec256, ec384, rsa2048, rsa3072};
+    unsigned bits[] = {256, 384, 2048, 3072};
+    for (size_t i = 0; i < 4; i++) {
+        cu_custody c;
+        CU_ASSERT_EQUAL_FATAL(cu_object_custody(keys[i], &c), CU_OK);
+        CU_ASSERT_EQUAL(c.cls, CU_CLASS_PRIVATE_KEY);
+        CU_ASSERT_EQUAL(c.sensitive, 1);
+        CU_ASSERT_EQUAL(c.extractable, 0);
+        CU_ASSERT_EQUAL(c.always_sensitive, 1);
+        CU_ASSERT_EQUAL(c.never_extractable, 1);
+        CU_ASSERT_EQUAL(c.local, 1);
+        CU_ASSERT_FALSE(cu_custody_flagged(&c));
+        CU_ASSERT_EQUAL(cu_object_bits(keys[i]), bits[i]);
+    }
+    cu_custody c;
+    CU_ASSERT_EQUAL_FATAL(cu_object_custody(hmac, &c), CU_OK);
+    CU_ASSERT_EQUAL(c.cls, CU_CLASS_SECRET_KEY);
+    CU_ASSERT_EQUAL(c.type, CU_KEY_HMAC);
+    CU_ASSERT_EQUAL(c.sensitive, 1);
+    CU_ASSERT_EQUAL(c.extractable, 0);
+}
+
+static void test_hmac_keygen_support(void)
+{
+    cu_object *k = NULL;
+    cu_rc rc = cu_token_keygen(tok, CU_KEYGEN_HMAC256, "hmac-gen", NULL, 0, &k);
+    if (be.hmac_keygen) {
+        CU_ASSERT_EQUAL(rc, CU_OK);
+        CU_ASSERT_EQUAL(cu_object_destroy(k), CU_OK);
+    } else {
+        /* tpm2-pkcs11 has no secret-key generation through PKCS#11: say so. */
+        CU_ASSERT_EQUAL(rc, CU_E_UNSUPPORTED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "cannot generate"));
+    }
+    cu_object_free(k);
+}
+
+static void test_import_flagged(void)
+{
+    uint8_t key[32];
+    memset(key, 0x42, sizeof key);
+    cu_object *k = NULL;
+    cu_rc rc = cu_token_import_hmac(tok, key, sizeof key, "imported", NULL, 0, &k);
+    if (!be.hmac_import) {
+        CU_ASSERT_EQUAL(rc, CU_E_UNSUPPORTED);
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(rc, CU_OK);
+    cu_custody c;
+    CU_ASSERT_EQUAL(cu_object_custody(k, &c), CU_OK);
+    CU_ASSERT_EQUAL(c.local, 0);
+    CU_ASSERT_TRUE(cu_custody_flagged(&c));
+    CU_ASSERT_EQUAL(cu_object_destroy(k), CU_OK);
+    cu_object_free(k);
+}
+
+static void test_sign_ecdsa(void)
+{
+    cu_sig s256 = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    cu_sig s384 = {CU_SIG_ECDSA, CU_HASH_SHA384, 0, -1};
+    CU_ASSERT_TRUE(sign_and_check(ec256, &s256));
+    CU_ASSERT_TRUE(sign_and_check(ec384, &s384));
+    CU_ASSERT_TRUE(sign_and_check(ec384, &s256));
+}
+
+static void test_sign_rsa(void)
+{
+    cu_sig pkcs1 = {CU_SIG_RSA_PKCS1, CU_HASH_SHA256, 0, -1};
+    cu_sig pss = {CU_SIG_RSA_PSS, CU_HASH_SHA256, CU_HASH_SHA256, -1};
+    cu_sig pss384 = {CU_SIG_RSA_PSS, CU_HASH_SHA384, CU_HASH_SHA384, -1};
+    CU_ASSERT_TRUE(sign_and_check(rsa2048, &pkcs1));
+    CU_ASSERT_TRUE(sign_and_check(rsa3072, &pkcs1));
+    CU_ASSERT_TRUE(sign_and_check(rsa2048, &pss));
+    CU_ASSERT_TRUE(sign_and_check(rsa3072, &pss384));
+}
+
+static void test_sign_digest(void)
+{
+    uint8_t md[32], sig[512];
+    unsigned int mdlen;
+    EVP_Digest(msg, sizeof msg, md, &mdlen, EVP_sha256(), NULL);
+    cu_sig s = {CU_SIG_RSA_PKCS1, CU_HASH_SHA256, 0, -1};
+    size_t slen = sizeof sig;
+    CU_ASSERT_EQUAL_FATAL(cu_sign_digest(rsa2048, &s, md, mdlen, sig, &slen), CU_OK);
+    CU_ASSERT_TRUE(soft_verify(rsa2048, &s, msg, sizeof msg, sig, slen));
+    /* A digest of the wrong length is refused, not signed. */
+    slen = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign_digest(rsa2048, &s, md, 20, sig, &slen), CU_E_INVALID_ARG);
+}
+
+static void test_hmac(void)
+{
+    cu_sig s = {CU_SIG_HMAC, CU_HASH_SHA256, 0, 0};
+    uint8_t mac[32], mac2[32];
+    size_t len = sizeof mac;
+    CU_ASSERT_EQUAL_FATAL(cu_sign(hmac, &s, msg, sizeof msg, mac, &len), CU_OK);
+    CU_ASSERT_EQUAL(len, 32);
+    CU_ASSERT_EQUAL(cu_verify(hmac, &s, msg, sizeof msg, mac, len), CU_OK);
+    if (be.hmac_value_len > 0) {
+        unsigned int n = 0;
+        HMAC(EVP_sha256(), be.hmac_value, (int)be.hmac_value_len, msg, sizeof msg, mac2, &n);
+        CU_ASSERT_EQUAL(memcmp(mac, mac2, 32), 0);
+    }
+    mac[0] ^= 1;
+    CU_ASSERT_EQUAL(cu_verify(hmac, &s, msg, sizeof msg, mac, len), CU_E_VERIFY);
+    /* Streamed MAC equals the one-shot MAC. */
+    cu_sign_op *op = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_sign_init(hmac, &s, &op), CU_OK);
+    CU_ASSERT_EQUAL(cu_sign_update(op, msg, 10), CU_OK);
+    CU_ASSERT_EQUAL(cu_sign_update(op, msg + 10, sizeof msg - 10), CU_OK);
+    len = sizeof mac2;
+    CU_ASSERT_EQUAL(cu_sign_final(op, mac2, &len), CU_OK);
+    cu_sign_op_free(op);
+    mac[0] ^= 1;
+    CU_ASSERT_EQUAL(memcmp(mac, mac2, 32), 0);
+}
+
+static void test_streamed_ecdsa(void)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    cu_sign_op *op = NULL;
+    uint8_t sig[132];
+    size_t len = sizeof sig;
+    CU_ASSERT_EQUAL_FATAL(cu_sign_init(ec256, &s, &op), CU_OK);
+    CU_ASSERT_EQUAL(cu_sign_update(op, msg, 7), CU_OK);
+    CU_ASSERT_EQUAL(cu_sign_update(op, msg + 7, sizeof msg - 7), CU_OK);
+    CU_ASSERT_EQUAL(cu_sign_final(op, sig, &len), CU_OK);
+    cu_sign_op_free(op);
+    CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
+    /* An abandoned operation releases its session. */
+    CU_ASSERT_EQUAL_FATAL(cu_sign_init(hmac, &(cu_sig){CU_SIG_HMAC, CU_HASH_SHA256, 0, 0}, &op), CU_OK);
+    cu_sign_op_free(op);
+}
+
+static void test_wrong_key_type(void)
+{
+    cu_sig ecdsa = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    cu_sig rsa = {CU_SIG_RSA_PKCS1, CU_HASH_SHA256, 0, -1};
+    cu_sig mac = {CU_SIG_HMAC, CU_HASH_SHA256, 0, 0};
+    uint8_t sig[512];
+    size_t len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(rsa2048, &ecdsa, msg, sizeof msg, sig, &len), CU_E_KEY_TYPE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "rsa2048"));
+    CU_ASSERT_EQUAL(cu_sign(ec256, &rsa, msg, sizeof msg, sig, &len), CU_E_KEY_TYPE);
+    CU_ASSERT_EQUAL(cu_sign(ec256, &mac, msg, sizeof msg, sig, &len), CU_E_KEY_TYPE);
+    CU_ASSERT_EQUAL(cu_sign(hmac, &ecdsa, msg, sizeof msg, sig, &len), CU_E_KEY_TYPE);
+}
+
+static void test_buffer_too_small(void)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[512];
+    size_t len = 0;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, NULL, &len), CU_OK);
+    CU_ASSERT_EQUAL(len, 64);
+    len = 10;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_E_BUFFER_TOO_SMALL);
+    CU_ASSERT_EQUAL(len, 64);
+    cu_sig r = {CU_SIG_RSA_PKCS1, CU_HASH_SHA256, 0, -1};
+    len = 255;
+    CU_ASSERT_EQUAL(cu_sign(rsa2048, &r, msg, sizeof msg, sig, &len), CU_E_BUFFER_TOO_SMALL);
+    CU_ASSERT_EQUAL(len, 256);
+    /* The key still works after a refused call. */
+    len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
+}
+
+static void test_wrong_pin(void)
+{
+    cu_token *t = NULL;
+    cu_token_opts o = {.pin = "99999999"};
+    CU_ASSERT_EQUAL(cu_token_open(be.uri, &o, &t), CU_E_PIN_INCORRECT);
+    CU_ASSERT_PTR_NULL(t);
+    CU_ASSERT_PTR_NULL(strstr(cu_err_last()->msg, "99999999"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, be.label));
+    CU_ASSERT_EQUAL(cu_err_last()->ckr, 0xa0UL /* CKR_PIN_INCORRECT */);
+}
+
+static void test_pin_sources(void)
+{
+    char path[512], uri[2048];
+    snprintf(path, sizeof path, "%s/pinfile", be.dir);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fprintf(f, "%s\n", be.pin);
+    fclose(f);
+    snprintf(uri, sizeof uri, "%s&pin-source=file:%s", be.uri, path);
+    cu_token *t = NULL;
+    CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_OK);
+    CU_ASSERT_TRUE(cu_token_logged_in(t));
+    cu_token_unref(t);
+    t = NULL;
+    setenv("CUSTOS_PIN", be.pin, 1);
+    CU_ASSERT_EQUAL(cu_token_open(be.uri, NULL, &t), CU_OK);
+    CU_ASSERT_TRUE(cu_token_logged_in(t));
+    unsetenv("CUSTOS_PIN");
+    cu_token_unref(t);
+    t = NULL;
+    snprintf(uri, sizeof uri, "%s&pin-source=%s/missing", be.uri, be.dir);
+    CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_E_IO);
+}
+
+static void test_token_not_found(void)
+{
+    char uri[1024];
+    cu_token *t = NULL;
+    snprintf(uri, sizeof uri, "pkcs11:token=no-such-token?module-path=%s", be.module);
+    CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_E_TOKEN_NOT_FOUND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-token"));
+    CU_ASSERT_EQUAL(cu_token_open("pkcs11:token=x?module-path=/nonexistent/module.so", NULL, &t), CU_E_MODULE);
+}
+
+static void test_malformed_uris(void)
+{
+    static const char *bad[] = {
+        "", "pkcs11", "http://example.com", "PKCS#11:token=x", "pkcs11:token=%zz",
+        "pkcs11:foo=bar", "pkcs11:type=bogus", "pkcs11:token=a?module-path", "pkcs11:id=%1", "pkcs11:token=x",
+        NULL,
+    };
+    for (const char **u = bad; *u; u++) {
+        cu_token *t = NULL;
+        cu_rc rc = cu_token_open(*u, NULL, &t);
+        CU_ASSERT_EQUAL(rc, CU_E_URI);
+        if (rc != CU_E_URI)
+            fprintf(stderr, "URI '%s' gave %s\n", *u, cu_rc_str(rc));
+        CU_ASSERT_PTR_NULL(t);
+        CU_ASSERT_NOT_EQUAL(cu_err_last()->msg[0], '\0');
+    }
+    cu_object *o = NULL;
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256;bogus=1", CU_CLASS_ANY, &o), CU_E_URI);
+}
+
+static void test_find(void)
+{
+    cu_object *o = NULL;
+    if (cu_token_find(tok, "pkcs11:object=ec256;type=private", CU_CLASS_ANY, &o) != CU_OK)
+        fprintf(stderr, "find: %s\n", cu_err_last()->msg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(cu_object_key_type(o), CU_KEY_EC);
+    cu_object_free(o);
+    o = NULL;
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=no-such-key", CU_CLASS_PRIVATE_KEY, &o), CU_E_OBJECT_NOT_FOUND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-key"));
+    /* Private and public halves share the label: ambiguous without a type. */
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256", CU_CLASS_ANY, &o), CU_E_AMBIGUOUS);
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256", CU_CLASS_PUBLIC_KEY, &o), CU_OK);
+    cu_object_free(o);
+    o = NULL;
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256;type=cert", CU_CLASS_PRIVATE_KEY, &o),
+                    CU_E_OBJECT_NOT_FOUND);
+    /* A URI for another token does not match this one. */
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:token=other;object=ec256", CU_CLASS_ANY, &o), CU_E_TOKEN_NOT_FOUND);
+}
+
+static void test_object_uri_roundtrip(void)
+{
+    char *uri = cu_object_uri(rsa2048);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(uri);
+    CU_ASSERT_PTR_NULL(strstr(uri, "pin-value"));
+    cu_object *o = NULL;
+    cu_token_opts opts = {.pin = be.pin};
+    if (cu_object_open(uri, &opts, CU_CLASS_ANY, &o) != CU_OK)
+        fprintf(stderr, "open %s: %s\n", uri, cu_err_last()->msg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(cu_object_key_type(o), CU_KEY_RSA);
+    CU_ASSERT_STRING_EQUAL(cu_object_label(o), "rsa2048");
+    cu_object_free(o);
+    free(uri);
+}
+
+static void test_cert_import(void)
+{
+    EVP_PKEY *pk = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"dev", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pk);
+    X509_sign(x, pk, EVP_sha256());
+    unsigned char *der = NULL;
+    int len = i2d_X509(x, &der);
+    cu_object *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_token_import_cert(tok, der, (size_t)len, "devcert", NULL, 0, &c), CU_OK);
+    uint8_t *val = NULL;
+    size_t vlen = 0;
+    CU_ASSERT_EQUAL(cu_object_value(c, &val, &vlen), CU_OK);
+    CU_ASSERT_EQUAL(vlen, (size_t)len);
+    CU_ASSERT_TRUE(val && memcmp(val, der, vlen) == 0);
+    cu_object *found = NULL;
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=devcert", CU_CLASS_CERTIFICATE, &found), CU_OK);
+    cu_object_free(found);
+    found = NULL;
+    CU_ASSERT_EQUAL(cu_object_destroy(c), CU_OK);
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=devcert", CU_CLASS_CERTIFICATE, &found), CU_E_OBJECT_NOT_FOUND);
+    /* Garbage is not stored. */
+    cu_object *bad = NULL;
+    CU_ASSERT_EQUAL(cu_token_import_cert(tok, (const uint8_t *)"junk", 4, "junk", NULL, 0, &bad), CU_E_INVALID_ARG);
+    cu_object_free(found);
+    cu_object_free(c);
+    free(val);
+    OPENSSL_free(der);
+    X509_free(x);
+    EVP_PKEY_free(pk);
+}
+
+enum { THREADS = 8, PER_THREAD = 50 };
+
+static void *signer(void *arg)
+{
+    cu_object *k = arg;
+    cu_sig s = {cu_object_key_type(k) == CU_KEY_EC ? CU_SIG_ECDSA : CU_SIG_RSA_PSS, CU_HASH_SHA256, CU_HASH_SHA256, -1};
+    intptr_t good = 0;
+    for (int i = 0; i < PER_THREAD; i++) {
+        uint8_t m[16], sig[512];
+        size_t len = sizeof sig;
+        memcpy(m, &i, sizeof i);
+        memcpy(m + 4, &arg, sizeof arg);
+        if (cu_sign(k, &s, m, sizeof m, sig, &len) == CU_OK && soft_verify(k, &s, m, sizeof m, sig, len))
+            good++;
+    }
+    return (void *)good;
+}
+
+static void test_threads(void)
+{
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&th[i], NULL, signer, i % 2 ? rsa2048 : ec256);
+    intptr_t total = 0;
+    for (int i = 0; i < THREADS; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        total += (intptr_t)r;
+    }
+    CU_ASSERT_EQUAL(total, THREADS * PER_THREAD);
+}
+
+static void test_fork(void)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len = sizeof sig;
+    CU_ASSERT_EQUAL_FATAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0 && !be.fork_ok) {
+        /* The module cannot start afresh here: refused, not shared. */
+        len = sizeof sig;
+        cu_rc rc = cu_sign(ec256, &s, msg, sizeof msg, sig, &len);
+        _exit(rc == CU_E_STATE && strstr(cu_err_last()->msg, "fork-unsafe") ? 0 : 4);
+    }
+    if (pid == 0) {
+        int ok = 1;
+        for (int i = 0; i < 5; i++) {
+            len = sizeof sig;
+            ok &= cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
+        }
+        _exit(ok ? 0 : 3);
+    }
+    int st = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* The parent is undisturbed. */
+    len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
+    CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
+}
+
+static void test_module_by_name(void)
+{
+    char uri[1024];
+    cu_token *t = NULL;
+    cu_object *o = NULL;
+    if (be.p11kit_name == NULL)
+        return; /* not registered with p11-kit */
+    snprintf(uri, sizeof uri, "pkcs11:token=%s?module-name=%s", be.label, be.p11kit_name);
+    cu_token_opts opts = {.pin = be.pin, .quirks = be.quirks};
+    CU_ASSERT_EQUAL_FATAL(cu_token_open(uri, &opts, &t), CU_OK);
+    /* The same module instance as the one loaded by path. */
+    CU_ASSERT_PTR_EQUAL(cu_token_get0_module(t), cu_token_get0_module(tok));
+    CU_ASSERT_EQUAL(cu_token_find(t, "pkcs11:object=ec256;type=private", CU_CLASS_ANY, &o), CU_OK);
+    cu_object_free(o);
+    cu_token_unref(t);
+    CU_ASSERT_EQUAL(cu_token_open("pkcs11:token=x?module-name=no-such-module", NULL, &t), CU_E_MODULE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-module"));
+}
+
+static void test_quirks(void)
+{
+    unsigned q = 0;
+    CU_ASSERT_EQUAL(cu_quirks_parse("no-finalize,init-retry,fork-unsafe", &q), CU_OK);
+    CU_ASSERT_EQUAL(q, CU_QUIRK_NO_FINALIZE | CU_QUIRK_INIT_RETRY | CU_QUIRK_FORK_UNSAFE);
+    CU_ASSERT_EQUAL(cu_quirks_parse("no-such-quirk", &q), CU_E_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-quirk"));
+}
+
+static const cu_test_case cases[] = {
+    {"keygen and custody attributes", test_keygen_custody},
+    {"HMAC key generation support", test_hmac_keygen_support},
+    {"imported key is flagged", test_import_flagged},
+    {"ECDSA P-256/P-384 verified by OpenSSL", test_sign_ecdsa},
+    {"RSA PKCS#1 and PSS verified by OpenSSL", test_sign_rsa},
+    {"sign a digest", test_sign_digest},
+    {"HMAC-SHA256 equals OpenSSL", test_hmac},
+    {"streamed signatures", test_streamed_ecdsa},
+    {"wrong key type for mechanism", test_wrong_key_type},
+    {"too-small output buffer", test_buffer_too_small},
+    {"wrong PIN", test_wrong_pin},
+    {"PIN from pin-source and environment", test_pin_sources},
+    {"token not found", test_token_not_found},
+    {"malformed URIs", test_malformed_uris},
+    {"find: not found, ambiguous, type", test_find},
+    {"object URI round trip", test_object_uri_roundtrip},
+    {"certificate import", test_cert_import},
+    {"8 threads signing, all verified", test_threads},
+    {"forked child signs", test_fork},
+    {"module by p11-kit name", test_module_by_name},
+    {"named quirks", test_quirks},
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || p11_backend_select(&be, argv[1]) != 0) {
+        fprintf(stderr, "usage: %s softhsm2|tpm2|soft\n", argv[0]);
+        return 2;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "token layer on %s", argv[1]);
+    if (cu_test_add_suite(name, suite_init, suite_cleanup, cases) != 0)
+        return 2;
+    return cu_test_run();
+}

@@ -1,0 +1,162 @@
+#include "fixture.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/pem.h>
+
+int fx_open(fx *f, const char *tag)
+{
+    static const unsigned char key[32] = "custos-test-keyring-key-32bytes!";
+    memset(f, 0, sizeof *f);
+    if ((f->dir = cu_test_mkdtemp(tag)) == NULL)
+        return -1;
+    if (cu_keyring_software_new(key, sizeof key, &f->kr) != CU_OK)
+        return -1;
+    if (cu_store_open_dir(f->dir, f->kr, &f->store) != CU_OK) {
+        fprintf(stderr, "store: %s\n", cu_err_last()->msg);
+        return -1;
+    }
+    cu_prov_config cfg = {.id_scope = "0ne00000001", .sas_skew = 60, .webhook_timeout_ms = 800};
+    if (cu_prov_new(f->store, &cfg, &f->prov) != CU_OK)
+        return -1;
+    cu_hub h = {"hub1.example.net", 1, true};
+    return cu_store_hub_put(f->store, &h, NULL, 0) == CU_OK ? 0 : -1;
+}
+
+void fx_close(fx *f)
+{
+    cu_prov_free(f->prov);
+    cu_store_close(f->store);
+    cu_keyring_free(f->kr);
+    cu_test_rmtree(f->dir);
+    free(f->dir);
+    memset(f, 0, sizeof *f);
+}
+
+int tc_make(tcert *out, const char *cn, bool ca, const tcert *issuer, long nb, long na)
+{
+    memset(out, 0, sizeof *out);
+    if (cu_pki_keygen(&out->key) != CU_OK)
+        return -1;
+    cu_pki_spec s = {.cn = cn, .ca = ca, .pathlen = -1, .not_before = nb, .not_after = na,
+                     .client_auth = !ca};
+    return cu_pki_issue(&s, out->key, issuer ? issuer->cert : NULL, issuer ? issuer->key : out->key,
+                        &out->cert) == CU_OK ? 0 : -1;
+}
+
+void tc_free(tcert *t)
+{
+    X509_free(t->cert);
+    EVP_PKEY_free(t->key);
+    memset(t, 0, sizeof *t);
+}
+
+char *tc_pem(const tcert *t) { return cu_x509_to_pem(t->cert); }
+
+cu_x509_chain *tc_chain(const tcert *leaf, ...)
+{
+    STACK_OF(X509) *st = sk_X509_new_null();
+    va_list ap;
+    va_start(ap, leaf);
+    const tcert *c;
+    while ((c = va_arg(ap, const tcert *)) != NULL)
+        sk_X509_push(st, c->cert);
+    va_end(ap);
+    cu_x509_chain *ch = NULL;
+    if (cu_x509_chain_from_certs(leaf->cert, st, &ch) != CU_OK)
+        ch = NULL;
+    sk_X509_free(st); /* references were taken by the chain */
+    return ch;
+}
+
+cu_rc fx_put_json(fx *f, cu_enr_kind kind, char *reason, size_t rlen, const char *fmt, ...)
+{
+    char *js = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&js, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return CU_E_NOMEM;
+    cu_enr *e = NULL;
+    cu_rc rc = cu_enr_parse(kind, js, (size_t)n, &e, reason, rlen);
+    if (rc == CU_OK)
+        rc = cu_store_enr_put(f->store, e, NULL, 0, reason, rlen);
+    cu_enr_free(e);
+    free(js);
+    return rc;
+}
+
+static char *json_escape_pem(const char *pem)
+{
+    size_t n = strlen(pem);
+    char *o = malloc(2 * n + 1), *q = o;
+    for (const char *p = pem; *p; p++) {
+        if (*p == '\n') {
+            *q++ = '\\';
+            *q++ = 'n';
+        } else {
+            *q++ = *p;
+        }
+    }
+    *q = 0;
+    return o;
+}
+
+cu_rc fx_group_x509(fx *f, const char *id, const tcert *ca, bool enabled)
+{
+    char *pem = tc_pem(ca), *esc = json_escape_pem(pem);
+    char reason[512] = "";
+    cu_rc rc = fx_put_json(f, CU_ENR_GROUP, reason, sizeof reason,
+                           "{\"enrollmentGroupId\":\"%s\",\"provisioningStatus\":\"%s\","
+                           "\"attestation\":{\"type\":\"x509\",\"x509\":{\"signingCertificates\":"
+                           "{\"primary\":{\"certificate\":\"%s\"}}}}}",
+                           id, enabled ? "enabled" : "disabled", esc);
+    if (rc != CU_OK)
+        fprintf(stderr, "group %s: %s\n", id, reason);
+    free(pem);
+    free(esc);
+    return rc;
+}
+
+cu_rc fx_individual_x509(fx *f, const char *regid, const tcert *leaf, bool enabled)
+{
+    char *pem = tc_pem(leaf), *esc = json_escape_pem(pem);
+    char reason[512] = "";
+    cu_rc rc = fx_put_json(f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                           "{\"registrationId\":\"%s\",\"provisioningStatus\":\"%s\","
+                           "\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":"
+                           "{\"primary\":{\"certificate\":\"%s\"}}}}}",
+                           regid, enabled ? "enabled" : "disabled", esc);
+    if (rc != CU_OK)
+        fprintf(stderr, "individual %s: %s\n", regid, reason);
+    free(pem);
+    free(esc);
+    return rc;
+}
+
+cu_prov_outcome fx_register_x509(fx *f, const char *regid, const cu_x509_chain *chain, char *reason,
+                                 size_t rlen)
+{
+    cu_prov_request req = {.registration_id = regid, .chain = chain};
+    cu_prov_result res;
+    if (cu_prov_register(f->prov, &req, &res) != CU_OK) {
+        snprintf(reason, rlen, "error: %s", cu_err_last()->msg);
+        return CU_PROV_UNDECIDED;
+    }
+    snprintf(reason, rlen, "%s", res.explain.reason);
+    cu_prov_outcome o = res.outcome;
+    cu_prov_result_clear(&res);
+    return o;
+}
+
+bool fx_has_record(fx *f, const char *regid)
+{
+    cu_reg_record r;
+    bool have = cu_store_reg_get(f->store, regid, &r) == CU_OK;
+    cu_reg_record_clear(&r);
+    return have;
+}

@@ -1,0 +1,53 @@
+/* Shared fixtures of the provisioning tests: a temporary store under the
+ * software keyring, and test PKI. */
+#ifndef CU_PROV_FIXTURE_H
+#define CU_PROV_FIXTURE_H
+
+#include <custos/enrollment.h>
+#include <custos/keyring.h>
+#include <custos/pki.h>
+#include <custos/prov.h>
+#include <custos/store.h>
+#include <custos/x509.h>
+
+#include <cu_test.h>
+
+typedef struct fx {
+    char *dir;
+    cu_keyring *kr;
+    cu_store *store;
+    cu_prov *prov;
+} fx;
+
+/* Fresh directory, software keyring with a fixed test key, store, engine
+ * (id scope "0ne00000001", skew 60 s). Returns 0 on success. */
+int fx_open(fx *f, const char *tag);
+void fx_close(fx *f);
+
+/* A CA or device certificate with its key. */
+typedef struct tcert {
+    X509 *cert;
+    EVP_PKEY *key;
+} tcert;
+
+/* Issues: ca = CA:TRUE, else a client-auth end entity; issuer NULL = self. */
+int tc_make(tcert *out, const char *cn, bool ca, const tcert *issuer, long nb, long na);
+void tc_free(tcert *t);
+/* PEM of one certificate (caller frees). */
+char *tc_pem(const tcert *t);
+/* A chain of leaf + intermediates as cu_x509_chain (NULL-terminated list). */
+cu_x509_chain *tc_chain(const tcert *leaf, ...);
+
+/* Adds an enrollment from JSON (printf-style); returns the cu_rc. */
+cu_rc fx_put_json(fx *f, cu_enr_kind kind, char *reason, size_t rlen, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* An X.509 group / individual enrollment for cert with status. */
+cu_rc fx_group_x509(fx *f, const char *id, const tcert *ca, bool enabled);
+cu_rc fx_individual_x509(fx *f, const char *regid, const tcert *leaf, bool enabled);
+/* Registers a device by X.509 chain; returns the outcome. */
+cu_prov_outcome fx_register_x509(fx *f, const char *regid, const cu_x509_chain *chain, char *reason,
+                                 size_t rlen);
+/* True if a registration record exists for regid. */
+bool fx_has_record(fx *f, const char *regid);
+
+#endif

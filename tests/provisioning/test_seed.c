@@ -1,0 +1,249 @@
+/* The seed document's example, and bad X.509 inputs.
+ *
+ * Five devices: root -> A -> devices 1-3, root -> B -> devices 4-5.
+ * 1. One enabled group on the root: all five provision.
+ * 2. A disabled group on B: 4 and 5 are refused, 1-3 still provision.
+ * 3. A disabled individual enrollment for device 3: it is refused, 1 and 2
+ *    still provision. */
+#include "fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DAY 86400L
+
+static tcert root, ca_a, ca_b, dev[5];
+static cu_x509_chain *chain[5];
+static const char *ids[5] = {"device-1", "device-2", "device-3", "device-4", "device-5"};
+
+static int setup(void)
+{
+    if (tc_make(&root, "Custos Test Root", true, NULL, -DAY, 3650 * DAY) ||
+        tc_make(&ca_a, "Certificate A", true, &root, -DAY, 1000 * DAY) ||
+        tc_make(&ca_b, "Certificate B", true, &root, -DAY, 1000 * DAY))
+        return -1;
+    for (int i = 0; i < 5; i++) {
+        if (tc_make(&dev[i], ids[i], false, i < 3 ? &ca_a : &ca_b, -DAY, 365 * DAY))
+            return -1;
+        /* Devices send their leaf and the intermediate, not the root. */
+        if ((chain[i] = tc_chain(&dev[i], i < 3 ? &ca_a : &ca_b, NULL)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+static int teardown(void)
+{
+    for (int i = 0; i < 5; i++) {
+        cu_x509_chain_free(chain[i]);
+        tc_free(&dev[i]);
+    }
+    tc_free(&ca_a);
+    tc_free(&ca_b);
+    tc_free(&root);
+    return 0;
+}
+
+static void expect(fx *f, const bool want[5], const char *stage)
+{
+    for (int i = 0; i < 5; i++) {
+        char reason[512];
+        cu_prov_outcome o = fx_register_x509(f, ids[i], chain[i], reason, sizeof reason);
+        if ((o == CU_PROV_PROVISION) != want[i])
+            fprintf(stderr, "%s: %s: got %d (%s)\n", stage, ids[i], o, reason);
+        CU_ASSERT_EQUAL(o, want[i] ? CU_PROV_PROVISION : CU_PROV_REFUSE);
+    }
+}
+
+static void test_seed_example(void)
+{
+    fx f;
+    CU_ASSERT_FATAL(fx_open(&f, "seed") == 0);
+
+    /* Nothing enrolled: everyone is refused. */
+    const bool none[5] = {false, false, false, false, false};
+    expect(&f, none, "stage 0");
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_FALSE(fx_has_record(&f, ids[i]));
+
+    /* 1. One enabled group on the root. */
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &root, true), CU_OK);
+    const bool all[5] = {true, true, true, true, true};
+    expect(&f, all, "stage 1");
+    cu_reg_record r;
+    CU_ASSERT_EQUAL(cu_store_reg_get(f.store, "device-4", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "assigned");
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub1.example.net");
+    CU_ASSERT_STRING_EQUAL(r.device_id, "device-4");
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "root-group");
+    CU_ASSERT_STRING_EQUAL(r.substatus, "initialAssignment");
+    CU_ASSERT_EQUAL(strlen(r.created), 28); /* 2022-08-31T22:02:50.5163352Z */
+    CU_ASSERT_EQUAL(r.etag[0], '"');
+    cu_reg_record_clear(&r);
+
+    /* 2. B is compromised: a disabled group on B. */
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &ca_b, false), CU_OK);
+    const bool no_b[5] = {true, true, true, false, false};
+    expect(&f, no_b, "stage 2");
+
+    /* 3. Device 3 is compromised: a disabled individual enrollment. */
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &dev[2], false), CU_OK);
+    const bool no_3[5] = {true, true, false, false, false};
+    expect(&f, no_3, "stage 3");
+
+    /* The explanation names each candidate in precedence order. */
+    cu_prov_request req = {.registration_id = "device-4", .chain = chain[3]};
+    cu_prov_explain ex;
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL_FATAL(ex.n, 3);
+    CU_ASSERT_STRING_EQUAL(ex.cand[0].kind, "individual");
+    CU_ASSERT_FALSE(ex.cand[0].exists);
+    CU_ASSERT_STRING_EQUAL(ex.cand[1].id, "group-b");
+    CU_ASSERT_TRUE(ex.cand[1].decided);
+    CU_ASSERT_FALSE(ex.cand[1].enabled);
+    CU_ASSERT_STRING_EQUAL(ex.cand[2].id, "root-group");
+    CU_ASSERT_FALSE(ex.cand[2].decided);
+    CU_ASSERT_EQUAL(ex.decided, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ex.reason, "disabled"));
+    char *text = cu_prov_explain_to_text(&ex);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "<- decided"));
+    free(text);
+    cu_prov_explain_clear(&ex);
+
+    req.registration_id = "device-3";
+    req.chain = chain[2];
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.decided, 0);
+    CU_ASSERT_TRUE(ex.cand[0].matched);
+    CU_ASSERT_EQUAL(ex.outcome, CU_PROV_REFUSE);
+    cu_prov_explain_clear(&ex);
+
+    /* Re-enable B: 4 and 5 come back (the group on B is now enabled). */
+    fx_close(&f);
+}
+
+/* An individual enrollment must match the leaf itself, not only its CN: a
+ * different certificate with the same CN does not get the individual's
+ * decision. */
+static void test_individual_needs_same_cert(void)
+{
+    fx f;
+    tcert other;
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "seedcert") == 0);
+    CU_ASSERT_FATAL(tc_make(&other, "device-1", false, &ca_a, -DAY, 365 * DAY) == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-1", &other, true), CU_OK);
+    /* device-1's real certificate is not the enrolled one; no group: refused. */
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_FALSE(fx_has_record(&f, "device-1"));
+    /* The enrolled one (self-standing) provisions, even without a group. */
+    cu_x509_chain *ch = tc_chain(&other, &ca_a, NULL);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", ch, reason, sizeof reason), CU_PROV_PROVISION);
+    cu_x509_chain_free(ch);
+    tc_free(&other);
+    fx_close(&f);
+}
+
+/* A group on an intermediate works without the root being known. */
+static void test_group_on_intermediate(void)
+{
+    fx f;
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "seedint") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &ca_a, true), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", chain[3], reason, sizeof reason), CU_PROV_REFUSE);
+    fx_close(&f);
+}
+
+/* Bad X.509 inputs: each refused, with its reason, and nothing written. */
+static void test_bad_x509(void)
+{
+    fx f;
+    tcert expired, future, other_root, other_ca, other_dev, not_ca, under_not_ca, wrong_cn;
+    CU_ASSERT_FATAL(fx_open(&f, "seedbad") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &root, true), CU_OK);
+    CU_ASSERT_FATAL(tc_make(&expired, "dev-expired", false, &ca_a, -10 * DAY, -DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&future, "dev-future", false, &ca_a, DAY, 10 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&other_root, "Other Root", true, NULL, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&other_ca, "Other CA", true, &other_root, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&other_dev, "dev-other", false, &other_ca, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&not_ca, "Not A CA", false, &root, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&under_not_ca, "dev-notca", false, &not_ca, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&wrong_cn, "dev-cn", false, &ca_a, -DAY, 100 * DAY) == 0);
+
+    struct {
+        const char *regid;
+        const tcert *leaf, *inter;
+        const char *why; /* a word the reason must contain */
+    } cases[] = {
+        {"dev-expired", &expired, &ca_a, "expired"},
+        {"dev-future", &future, &ca_a, "not yet valid"},
+        {"dev-other", &other_dev, &other_ca, "unknown root"},
+        {"dev-notca", &under_not_ca, &not_ca, "CA"},
+        {"another-id", &wrong_cn, &ca_a, "is not the registration id"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char reason[512] = "";
+        cu_x509_chain *ch = tc_chain(cases[i].leaf, cases[i].inter, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+        cu_prov_outcome o = fx_register_x509(&f, cases[i].regid, ch, reason, sizeof reason);
+        bool has = strstr(reason, cases[i].why) != NULL;
+        if (getenv("CU_TEST_VERBOSE") || o != CU_PROV_REFUSE || !has)
+            fprintf(stderr, "case %s: outcome %d, reason '%s'\n", cases[i].regid, o, reason);
+        CU_ASSERT_EQUAL(o, CU_PROV_REFUSE);
+        CU_ASSERT_TRUE(has);
+        CU_ASSERT_FALSE(fx_has_record(&f, cases[i].regid));
+        cu_x509_chain_free(ch);
+    }
+    /* A group on a device (non-CA) certificate is refused at creation. */
+    CU_ASSERT_EQUAL(fx_group_x509(&f, "leaf-group", &wrong_cn, true), CU_E_INVALID_ARG);
+
+    /* The expired case through an individual enrollment says "expired" too. */
+    CU_ASSERT_EQUAL(fx_individual_x509(&f, "dev-expired", &expired, true), CU_OK);
+    char reason[512];
+    cu_x509_chain *ch = tc_chain(&expired, NULL);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "dev-expired", ch, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "expired"));
+    CU_ASSERT_FALSE(fx_has_record(&f, "dev-expired"));
+    cu_x509_chain_free(ch);
+
+    tcert *all[] = {&expired, &future, &other_root, &other_ca, &other_dev, &not_ca, &under_not_ca, &wrong_cn};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        tc_free(all[i]);
+    fx_close(&f);
+}
+
+/* PEM bundles as a device sends them: leaf first. */
+static void test_chain_pem(void)
+{
+    char *a = tc_pem(&dev[0]), *b = tc_pem(&ca_a), bundle[8192];
+    snprintf(bundle, sizeof bundle, "%s%s", a, b);
+    cu_x509_chain *ch = NULL;
+    CU_ASSERT_EQUAL(cu_x509_chain_from_pem(bundle, strlen(bundle), &ch), CU_OK);
+    CU_ASSERT_EQUAL(X509_cmp(cu_x509_chain_get0_leaf(ch), dev[0].cert), 0);
+    CU_ASSERT_EQUAL(sk_X509_num(cu_x509_chain_get0_extra(ch)), 1);
+    cu_x509_chain_free(ch);
+    CU_ASSERT_NOT_EQUAL(cu_x509_chain_from_pem("garbage", 7, &ch), CU_OK);
+    const char *key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+    CU_ASSERT_NOT_EQUAL(cu_x509_chain_from_pem(key, strlen(key), &ch), CU_OK);
+    free(a);
+    free(b);
+}
+
+int main(void)
+{
+    static const cu_test_case cases[] = {
+        {"seed five-device example", test_seed_example},
+        {"individual must match the leaf itself", test_individual_needs_same_cert},
+        {"group on an intermediate", test_group_on_intermediate},
+        {"bad X.509 inputs refused, nothing written", test_bad_x509},
+        {"PEM chain input", test_chain_pem},
+        {NULL, NULL},
+    };
+    if (cu_test_add_suite("prov_seed", setup, teardown, cases) != 0)
+        return 2;
+    return cu_test_run();
+}

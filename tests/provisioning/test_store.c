@@ -1,0 +1,381 @@
+/* The store: etags, seals, wrapped secrets, CA proof of possession, and
+ * symmetric-key registrations end to end through the engine. */
+#include "fixture.h"
+
+#include <custos/sas.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *KEY_B64 = "c3ltbWV0cmljLWtleS1mb3ItdGVzdHMtb25seS0zMmI=";
+
+static cu_rc put_sym(fx *f, const char *id, bool enabled)
+{
+    char reason[512];
+    cu_rc rc = fx_put_json(f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                           "{\"registrationId\":\"%s\",\"provisioningStatus\":\"%s\",\"attestation\":"
+                           "{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"%s\"}}}",
+                           id, enabled ? "enabled" : "disabled", KEY_B64);
+    if (rc != CU_OK)
+        fprintf(stderr, "put %s: %s\n", id, reason);
+    return rc;
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    size_t m = strlen(needle);
+    for (size_t i = 0; i + m <= n; i++)
+        if (memcmp(buf + i, needle, m) == 0)
+            return true;
+    return false;
+}
+
+static void test_etag_and_create(void)
+{
+    fx f;
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "etag") == 0);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-1", true), CU_OK);
+    cu_enr *e = NULL, *e2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "DEV-1", &e), CU_OK);
+    char etag[64];
+    snprintf(etag, sizeof etag, "%s", cu_enr_get0_etag(e));
+    CU_ASSERT_EQUAL(etag[0], '"');
+    CU_ASSERT_EQUAL(strlen(etag), 38);
+    CU_ASSERT_EQUAL(strlen(cu_enr_get0_created(e)), 28);
+    CU_ASSERT_STRING_EQUAL(cu_enr_get0_symkey(e, CU_ENR_PRIMARY), KEY_B64);
+    /* Update with the right etag. */
+    CU_ASSERT_EQUAL(cu_enr_set_enabled(e, false), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_put(f.store, e, etag, CU_STORE_REPLACE, reason, sizeof reason), CU_OK);
+    CU_ASSERT_STRING_NOT_EQUAL(cu_enr_get0_etag(e), etag);
+    /* Stale etag: refused, nothing written. */
+    CU_ASSERT_EQUAL(cu_enr_set_enabled(e, true), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_put(f.store, e, etag, 0, reason, sizeof reason), CU_E_STATE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "stale etag"));
+    CU_ASSERT_EQUAL(cu_store_last_http_status(), 412);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e2), CU_OK);
+    CU_ASSERT_FALSE(cu_enr_is_enabled(e2));
+    cu_enr_free(e2);
+    /* Create on an existing entry; replace a missing one; delete stale. */
+    CU_ASSERT_EQUAL(cu_store_enr_put(f.store, e, NULL, CU_STORE_CREATE, reason, sizeof reason), CU_E_STATE);
+    CU_ASSERT_EQUAL(cu_store_last_http_status(), 409);
+    CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "dev-1", etag, reason, sizeof reason), CU_E_STATE);
+    CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "nope", NULL, reason, sizeof reason), CU_E_OBJECT_NOT_FOUND);
+    cu_enr_free(e);
+    /* Paging. */
+    for (int i = 0; i < 25; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "page-%02d", i);
+        CU_ASSERT_EQUAL(put_sym(&f, id, true), CU_OK);
+    }
+    char **ids = NULL;
+    size_t n = 0, total = 0;
+    char after[160] = "";
+    do {
+        CU_ASSERT_EQUAL_FATAL(cu_store_list(f.store, CU_KIND_ENROLLMENT, after[0] ? after : NULL, 10, &ids, &n), CU_OK);
+        total += n;
+        if (n)
+            snprintf(after, sizeof after, "%s", ids[n - 1]);
+        cu_store_ids_free(ids, n);
+    } while (n == 10);
+    CU_ASSERT_EQUAL(total, 26);
+    uint64_t cnt = 0;
+    CU_ASSERT_EQUAL(cu_store_count(f.store, CU_KIND_ENROLLMENT, &cnt), CU_OK);
+    CU_ASSERT_EQUAL(cnt, 26);
+    fx_close(&f);
+}
+
+static void test_seals_and_wrapping(void)
+{
+    fx f;
+    char path[512], wal[520];
+    CU_ASSERT_FATAL(fx_open(&f, "seal") == 0);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-1", false), CU_OK);
+    snprintf(path, sizeof path, "%s/custos.db", f.dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    /* The key is not at rest in clear. */
+    CU_ASSERT_FALSE(file_contains(path, KEY_B64));
+    CU_ASSERT_FALSE(file_contains(wal, KEY_B64));
+    /* Someone with write access to the database flips the status. */
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1", NULL, NULL, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+    cu_enr *e = NULL;
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_E_VERIFY);
+    CU_ASSERT_PTR_NULL(e);
+    /* The engine refuses to act on it (store error, no record). */
+    char *tok = NULL;
+    uint8_t *k = NULL;
+    size_t kl = 0;
+    CU_ASSERT_EQUAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL(cu_sas_sign(k, kl, "0ne00000001", "dev-1", (uint64_t)time(NULL) + 600, "registration", &tok), CU_OK);
+    cu_prov_request req = {.registration_id = "dev-1", .authorization = tok};
+    cu_prov_result res;
+    CU_ASSERT_NOT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    cu_prov_result_clear(&res);
+    CU_ASSERT_FALSE(fx_has_record(&f, "dev-1"));
+    free(tok);
+    cu_sas_key_free(k, kl);
+    /* The operator repairs it by replacing or deleting the row. */
+    CU_ASSERT_EQUAL(put_sym(&f, "dev-1", false), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_OK);
+    cu_enr_free(e);
+    e = NULL;
+    db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char reason[512];
+    CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "dev-1", NULL, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_E_OBJECT_NOT_FOUND);
+
+    /* Opening the store under another service key is refused. */
+    cu_keyring *other = NULL;
+    cu_store *s2 = NULL;
+    static const uint8_t k2[32] = "another-service-key-32-bytes!!!";
+    CU_ASSERT_EQUAL(cu_keyring_software_new(k2, sizeof k2, &other), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_open_dir(f.dir, other, &s2), CU_E_VERIFY);
+    CU_ASSERT_PTR_NULL(s2);
+    cu_keyring_free(other);
+    fx_close(&f);
+}
+
+static cu_prov_outcome reg_sas(fx *f, const char *regid, const uint8_t *key, size_t kl, const char *scope,
+                               const char *signed_id, long ttl, char *reason, size_t rlen)
+{
+    char *tok = NULL;
+    cu_prov_outcome o = CU_PROV_UNDECIDED;
+    if (cu_sas_sign(key, kl, scope, signed_id, (uint64_t)(time(NULL) + ttl), "registration", &tok) != CU_OK)
+        return o;
+    cu_prov_request req = {.registration_id = regid, .authorization = tok};
+    cu_prov_result res;
+    if (cu_prov_register(f->prov, &req, &res) == CU_OK) {
+        o = res.outcome;
+        snprintf(reason, rlen, "%s", res.explain.reason);
+    } else {
+        snprintf(reason, rlen, "error %.400s", cu_err_last()->msg);
+    }
+    cu_prov_result_clear(&res);
+    free(tok);
+    return o;
+}
+
+static void test_symmetric_registration(void)
+{
+    fx f;
+    char reason[512];
+    uint8_t *k = NULL, dk[32];
+    size_t kl = 0;
+    CU_ASSERT_FATAL(fx_open(&f, "sym") == 0);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-1", true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-1", k, kl, "0ne00000001", "dev-1", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-1", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "assigned");
+    CU_ASSERT_STRING_EQUAL(r.attestation, "symmetricKey");
+    char *js = cu_reg_record_to_json(&r, true);
+    CU_ASSERT_PTR_NOT_NULL(strstr(js, "\"assignedHub\":\"hub1.example.net\""));
+    free(js);
+    cu_reg_record_clear(&r);
+
+    /* A group: the device key is derived from the group key. */
+    char greason[512];
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, greason, sizeof greason,
+                                      "{\"enrollmentGroupId\":\"sym-group\",\"attestation\":{\"type\":\"symmetricKey\","
+                                      "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}", KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL(cu_sas_derive_key(k, kl, "grp-dev-7", dk), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "grp-dev-7", dk, 32, "0ne00000001", "grp-dev-7", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "grp-dev-7", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "sym-group");
+    cu_reg_record_clear(&r);
+    char **ids = NULL;
+    size_t nids = 0;
+    CU_ASSERT_EQUAL(cu_store_reg_list_by_group(f.store, "SYM-GROUP", NULL, 10, &ids, &nids), CU_OK);
+    CU_ASSERT_EQUAL(nids, 1);
+    if (nids == 1)
+        CU_ASSERT_STRING_EQUAL(ids[0], "grp-dev-7");
+    cu_store_ids_free(ids, nids);
+    /* The group key itself cannot be used directly. */
+    CU_ASSERT_EQUAL(reg_sas(&f, "grp-dev-8", k, kl, "0ne00000001", "grp-dev-8", 600, reason, sizeof reason), CU_PROV_REFUSE);
+
+    /* Bad tokens: refused with a reason, nothing written. */
+    struct {
+        const char *regid, *scope, *signed_id, *why;
+        const uint8_t *key;
+        size_t kl;
+        long ttl;
+    } cases[] = {
+        {"dev-2", "0ne00000001", "dev-2", "expired", NULL, 0, -3600},
+        {"dev-2", "0ne99999999", "dev-2", "not for", NULL, 0, 600},
+        {"dev-2", "0ne00000001", "dev-9", "not for", NULL, 0, 600},
+        {"dev-2", "0ne00000001", "dev-2", "does not verify", dk, 32, 600},
+    };
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-2", true), CU_OK);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        reason[0] = 0;
+        cu_prov_outcome o = reg_sas(&f, cases[i].regid, cases[i].key ? cases[i].key : k,
+                                    cases[i].key ? cases[i].kl : kl, cases[i].scope, cases[i].signed_id,
+                                    cases[i].ttl, reason, sizeof reason);
+        bool has = strstr(reason, cases[i].why) != NULL;
+        if (o != CU_PROV_REFUSE || !has)
+            fprintf(stderr, "sas case %zu: %d '%s'\n", i, o, reason);
+        CU_ASSERT_EQUAL(o, CU_PROV_REFUSE);
+        CU_ASSERT_TRUE(has);
+        CU_ASSERT_FALSE(fx_has_record(&f, "dev-2"));
+    }
+    /* Missing fields. */
+    cu_prov_request req = {.registration_id = "dev-2", .authorization = "SharedAccessSignature sr=x&se=1"};
+    cu_prov_result res;
+    CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "missing"));
+    cu_prov_result_clear(&res);
+    CU_ASSERT_FALSE(fx_has_record(&f, "dev-2"));
+
+    /* Disabled individual enrollment: refused, nothing written. */
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-3", false), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-3", k, kl, "0ne00000001", "dev-3", 600, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "disabled"));
+    CU_ASSERT_FALSE(fx_has_record(&f, "dev-3"));
+    cu_sas_key_free(k, kl);
+    fx_close(&f);
+}
+
+static void test_reprovision(void)
+{
+    fx f;
+    char reason[512];
+    uint8_t *k = NULL;
+    size_t kl = 0;
+    CU_ASSERT_FATAL(fx_open(&f, "reprov") == 0);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-1", true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-1", k, kl, "0ne00000001", "dev-1", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    /* hub1 stops taking devices; hub2 appears. */
+    cu_hub h1 = {"hub1.example.net", 1, false}, h2 = {"hub2.example.net", 5, true};
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h1, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-1", k, kl, "0ne00000001", "dev-1", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-1", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub2.example.net");
+    CU_ASSERT_STRING_EQUAL(r.substatus, "deviceDataMigrated");
+    cu_reg_record_clear(&r);
+    /* Back to the first hub: reprovisionedToInitialAssignment. */
+    h1.apply = true;
+    h2.apply = false;
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h1, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-1", k, kl, "0ne00000001", "dev-1", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-1", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub1.example.net");
+    CU_ASSERT_STRING_EQUAL(r.substatus, "reprovisionedToInitialAssignment");
+    cu_reg_record_clear(&r);
+    /* Never re-provision: stays on hub1 although only hub2 takes devices. */
+    CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                "{\"registrationId\":\"dev-1\",\"reprovisionPolicy\":{\"updateHubAssignment\":false},"
+                                "\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"%s\"}}}",
+                                KEY_B64), CU_OK);
+    h1.apply = false;
+    h2.apply = true;
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h1, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-1", k, kl, "0ne00000001", "dev-1", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-1", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub1.example.net");
+    cu_reg_record_clear(&r);
+    /* No hub at all: a failed record with 400208. */
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-2", true), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_delete(f.store, "hub2.example.net"), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-2", k, kl, "0ne00000001", "dev-2", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-2", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "failed");
+    CU_ASSERT_EQUAL(r.error_code, 400208);
+    cu_reg_record_clear(&r);
+    cu_sas_key_free(k, kl);
+    fx_close(&f);
+}
+
+static void test_ca_proof_of_possession(void)
+{
+    fx f;
+    tcert ca, impostor, dev;
+    char reason[512], *code = NULL;
+    CU_ASSERT_FATAL(fx_open(&f, "ca") == 0);
+    CU_ASSERT_FATAL(tc_make(&ca, "Factory CA", true, NULL, -100, 86400 * 30) == 0);
+    CU_ASSERT_FATAL(tc_make(&impostor, "Factory CA", true, NULL, -100, 86400 * 30) == 0);
+    CU_ASSERT_FATAL(tc_make(&dev, "ca-dev-1", false, &ca, -100, 86400 * 30) == 0);
+    char *pem = tc_pem(&ca);
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_add(f.store, "factory", pem, false, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_ca_add(f.store, "factory", pem, false, reason, sizeof reason), CU_E_STATE);
+    /* A group may not reference an unverified CA. */
+    const char *grp = "{\"enrollmentGroupId\":\"by-ref\",\"attestation\":{\"type\":\"x509\",\"x509\":"
+                      "{\"caReferences\":{\"primary\":\"factory\"}}}}";
+    CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, "%s", grp), CU_E_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "not verified"));
+    /* Verify with a proof signed by another key: refused. */
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_gen_code(f.store, "factory", NULL, &code, reason, sizeof reason), CU_OK);
+    tcert proof;
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &impostor, -100, 86400) == 0);
+    char *ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_E_VERIFY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "not signed by"));
+    free(ppem);
+    tc_free(&proof);
+    /* A proof with the wrong CN: refused. */
+    CU_ASSERT_FATAL(tc_make(&proof, "not-the-code", false, &ca, -100, 86400) == 0);
+    ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_E_VERIFY);
+    free(ppem);
+    tc_free(&proof);
+    /* The owner's proof. */
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, -100, 86400) == 0);
+    ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_OK);
+    free(ppem);
+    tc_free(&proof);
+    free(code);
+    bool verified = false;
+    X509 *x = NULL;
+    CU_ASSERT_EQUAL(cu_store_ca_get_cert(f.store, "factory", &x, &verified), CU_OK);
+    CU_ASSERT_TRUE(verified);
+    X509_free(x);
+    CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, "%s", grp), CU_OK);
+    cu_x509_chain *ch = tc_chain(&dev, NULL);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "ca-dev-1", ch, reason, sizeof reason), CU_PROV_PROVISION);
+    cu_x509_chain_free(ch);
+    /* A referenced CA cannot be deleted. */
+    CU_ASSERT_EQUAL(cu_store_ca_delete(f.store, "factory", NULL, reason, sizeof reason), CU_E_STATE);
+    free(pem);
+    tc_free(&ca);
+    tc_free(&impostor);
+    tc_free(&dev);
+    fx_close(&f);
+}
+
+int main(void)
+{
+    static const cu_test_case cases[] = {
+        {"etags, create/replace, paging", test_etag_and_create},
+        {"seals and wrapped secrets", test_seals_and_wrapping},
+        {"symmetric-key registrations and bad tokens", test_symmetric_registration},
+        {"reprovisioning and substatus", test_reprovision},
+        {"CA proof of possession", test_ca_proof_of_possession},
+        {NULL, NULL},
+    };
+    if (cu_test_add_suite("prov_store", NULL, NULL, cases) != 0)
+        return 2;
+    return cu_test_run();
+}

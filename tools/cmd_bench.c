@@ -1,0 +1,351 @@
+/* custos bench sign: signatures per second through the token layer, side by
+ * side with a raw C_Sign loop on the same key (token object and session copy),
+ * in one run, so that ratios compare like with like. */
+#include "cli.h"
+#include "token_util.h"
+
+#include <custos/token.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <p11-kit/pkcs11.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int cu_cmd_bench(int argc, char **argv);
+
+typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE__N } mode;
+static const char *mode_names[MODE__N] = {"custos", "raw-C_Sign", "raw-C_Sign-copy"};
+
+typedef struct bench {
+    cu_object *key;
+    cu_sig sig;
+    uint8_t input[64];   /* a SHA-256 digest, or the HMAC message */
+    size_t input_len;
+    CK_MECHANISM mech;   /* the raw mechanism, for the raw loops */
+    uint8_t raw_in[64 + 19];
+    size_t raw_in_len;
+    CK_OBJECT_HANDLE raw_handle;
+    double seconds;
+    mode m;
+    atomic_bool failed;
+    char err[600];
+} bench;
+
+typedef struct worker {
+    bench *b;
+    unsigned long count;
+} worker;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void fail(bench *b, const char *msg)
+{
+    if (!atomic_exchange(&b->failed, true))
+        snprintf(b->err, sizeof b->err, "%s", msg);
+}
+
+static void *run_worker(void *p)
+{
+    worker *w = p;
+    bench *b = w->b;
+    uint8_t sig[1024];
+    double end = now() + b->seconds;
+    CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(cu_object_get0_token(b->key)));
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    if (b->m != MODE_LAYER &&
+        f->C_OpenSession(cu_token_get0_desc(cu_object_get0_token(b->key))->slot_id, CKF_SERIAL_SESSION, NULL, NULL,
+                         &s) != CKR_OK) {
+        fail(b, "C_OpenSession failed");
+        return NULL;
+    }
+    while (!atomic_load(&b->failed)) {
+        for (int i = 0; i < 16; i++) {
+            size_t len = sizeof sig;
+            if (b->m == MODE_LAYER) {
+                cu_rc rc = b->sig.alg == CU_SIG_HMAC ? cu_sign(b->key, &b->sig, b->input, b->input_len, sig, &len)
+                                                     : cu_sign_digest(b->key, &b->sig, b->input, b->input_len, sig, &len);
+                if (rc != CU_OK) {
+                    fail(b, cu_err_last()->msg);
+                    break;
+                }
+            } else {
+                CK_ULONG l = sizeof sig;
+                CK_RV rv = f->C_SignInit(s, &b->mech, b->raw_handle);
+                if (rv == CKR_OK)
+                    rv = f->C_Sign(s, b->raw_in, b->raw_in_len, sig, &l);
+                if (rv != CKR_OK) {
+                    char m[96];
+                    snprintf(m, sizeof m, "raw C_SignInit/C_Sign failed (%s)", cu_ckr_str(rv));
+                    fail(b, m);
+                    break;
+                }
+            }
+            w->count++;
+        }
+        if (now() >= end)
+            break;
+    }
+    if (s != CK_INVALID_HANDLE)
+        f->C_CloseSession(s);
+    return NULL;
+}
+
+static double run_mode(bench *b, mode m, int threads)
+{
+    pthread_t th[64];
+    worker w[64];
+    b->m = m;
+    double t0 = now();
+    for (int i = 0; i < threads; i++) {
+        w[i] = (worker){b, 0};
+        pthread_create(&th[i], NULL, run_worker, &w[i]);
+    }
+    unsigned long total = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        total += w[i].count;
+    }
+    double dt = now() - t0;
+    return atomic_load(&b->failed) ? -1 : (double)total / dt;
+}
+
+/* Runs P copies of this command (one process each) and sums their rates. */
+static int run_processes(int argc, char **argv, int procs, bool json)
+{
+    char *args[64];
+    int n = 0;
+    for (int i = 0; i < argc && n < 60; i++) {
+        if (strcmp(argv[i], "--processes") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(argv[i], "--processes=", 12) == 0 || strcmp(argv[i], "--json") == 0)
+            continue;
+        args[n++] = argv[i];
+    }
+    args[n++] = "--json";
+    args[n++] = "--quiet-header";
+    args[n] = NULL;
+    char *full[70];
+    full[0] = "custos";
+    full[1] = "bench";
+    memcpy(full + 2, args, sizeof(char *) * (size_t)(n + 1));
+    pid_t pids[16];
+    FILE *outs[16];
+    for (int p = 0; p < procs; p++) {
+        int fds[2];
+        posix_spawn_file_actions_t fa;
+        if (pipe(fds) != 0)
+            return cu_cli_fail("pipe: %s", strerror(errno));
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+        posix_spawn_file_actions_addclose(&fa, fds[0]);
+        int e = posix_spawn(&pids[p], "/proc/self/exe", &fa, NULL, full, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(fds[1]);
+        if (e != 0)
+            return cu_cli_fail("cannot start a benchmark process: %s", strerror(e));
+        outs[p] = fdopen(fds[0], "r");
+    }
+    double sum[MODE__N] = {0};
+    int bad = 0;
+    for (int p = 0; p < procs; p++) {
+        char line[1024] = "";
+        if (fgets(line, sizeof line, outs[p]) == NULL)
+            bad++;
+        for (int m = 0; m < MODE__N; m++) {
+            char keyname[64];
+            snprintf(keyname, sizeof keyname, "\"%s\":", mode_names[m]);
+            char *at = strstr(line, keyname);
+            if (at != NULL)
+                sum[m] += strtod(at + strlen(keyname), NULL);
+        }
+        fclose(outs[p]);
+        int st = 0;
+        waitpid(pids[p], &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            bad++;
+    }
+    if (bad)
+        return cu_cli_fail("%d benchmark process(es) failed", bad);
+    if (json) {
+        printf("{\"processes\":%d", procs);
+        for (int m = 0; m < MODE__N; m++)
+            printf(",\"%s\":%.1f", mode_names[m], sum[m]);
+        printf("}\n");
+    } else {
+        printf("%d processes, total signatures per second:\n", procs);
+        for (int m = 0; m < MODE__N; m++)
+            if (sum[m] > 0)
+                printf("  %-16s %10.0f/s\n", mode_names[m], sum[m]);
+        if (sum[MODE_RAW] > 0)
+            printf("  custos / raw C_Sign: %.3f\n", sum[MODE_LAYER] / sum[MODE_RAW]);
+    }
+    return CU_EXIT_OK;
+}
+
+static int bench_sign(int argc, char **argv)
+{
+    const char *uri = NULL, *dir = NULL, *pin_source = NULL, *secs = "3", *thr = "1", *procs = "1";
+    bool json = false, help = false, quiet = false, layer_only = false;
+    cu_cli_opt opts[] = {
+        {"--uri", &uri, NULL, NULL, NULL, 0},         {"--dir", &dir, NULL, NULL, NULL, 0},
+        {"--pin-source", &pin_source, NULL, NULL, NULL, 0},
+        {"--seconds", &secs, NULL, NULL, NULL, 0},    {"--threads", &thr, NULL, NULL, NULL, 0},
+        {"--processes", &procs, NULL, NULL, NULL, 0}, {"--layer-only", NULL, &layer_only, NULL, NULL, 0},
+        {"--json", NULL, &json, NULL, NULL, 0},       {"--quiet-header", NULL, &quiet, NULL, NULL, 0},
+        {"--help", NULL, &help, NULL, NULL, 0},       {NULL, NULL, NULL, NULL, NULL, 0},
+    };
+    int rc = cu_cli_parse("bench sign", argc, argv, opts, NULL, 0, NULL);
+    if (rc != CU_EXIT_OK)
+        return rc;
+    if (help) {
+        printf("usage: custos bench sign --uri URI [--dir TOKEN_DIR] [--pin-source FILE]\n"
+               "                         [--seconds S] [--threads T] [--processes P] [--layer-only] [--json]\n\n"
+               "Signatures per second with the key the URI names (EC: ECDSA over a SHA-256\n"
+               "digest; RSA: PKCS#1 v1.5 SHA-256; HMAC: HMAC-SHA256 of 64 bytes), through\n"
+               "the token layer and, in the same run, through a raw C_SignInit+C_Sign loop\n"
+               "on the token object and on a session copy of it. T threads per process;\n"
+               "P processes (each its own copy of this command), rates summed.\n");
+        return CU_EXIT_OK;
+    }
+    double seconds = strtod(secs, NULL);
+    int threads = atoi(thr), nproc = atoi(procs);
+    if (seconds <= 0 || seconds > 600 || threads < 1 || threads > 64 || nproc < 1 || nproc > 16)
+        return cu_cli_usage("bench sign", "--seconds 0..600, --threads 1..64, --processes 1..16");
+    if (uri == NULL && dir == NULL)
+        return cu_cli_usage("bench sign", "--uri URI is required");
+    if (nproc > 1)
+        return run_processes(argc, argv, nproc, json);
+
+    cu_tok_target t;
+    if ((rc = cu_tok_target_open(dir, uri, pin_source, true, &t)) != CU_EXIT_OK)
+        return rc;
+    bench *b = calloc(1, sizeof *b);
+    cu_object *key = NULL;
+    if (b == NULL || cu_token_find(t.tok, uri, CU_CLASS_ANY, &key) != CU_OK) {
+        rc = cu_cli_fail("%s", b ? cu_err_last()->msg : "out of memory");
+        goto out;
+    }
+    b->key = key;
+    b->seconds = seconds;
+    b->raw_handle = cu_object_get_handle(key);
+    unsigned int mdlen = 0;
+    EVP_Digest("custos bench", 12, b->input, &mdlen, EVP_sha256(), NULL);
+    b->input_len = mdlen;
+    memcpy(b->raw_in, b->input, mdlen);
+    b->raw_in_len = mdlen;
+    switch (cu_object_key_type(key)) {
+    case CU_KEY_EC:
+        b->sig = (cu_sig){CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+        b->mech.mechanism = CKM_ECDSA;
+        break;
+    case CU_KEY_RSA: {
+        static const uint8_t prefix[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                         0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+        b->sig = (cu_sig){CU_SIG_RSA_PKCS1, CU_HASH_SHA256, 0, -1};
+        b->mech.mechanism = CKM_RSA_PKCS;
+        memcpy(b->raw_in, prefix, sizeof prefix);
+        memcpy(b->raw_in + sizeof prefix, b->input, mdlen);
+        b->raw_in_len = sizeof prefix + mdlen;
+        break;
+    }
+    case CU_KEY_HMAC:
+        b->sig = (cu_sig){CU_SIG_HMAC, CU_HASH_SHA256, 0, 0};
+        b->mech.mechanism = CKM_SHA256_HMAC;
+        memset(b->input, 0x5a, 64);
+        memset(b->raw_in, 0x5a, 64);
+        b->input_len = b->raw_in_len = 64;
+        break;
+    default:
+        rc = cu_cli_fail("the URI names no EC, RSA or HMAC key");
+        goto out;
+    }
+    const cu_token_desc *d = cu_token_get0_desc(t.tok);
+    double rate[MODE__N] = {0};
+    /* Warm up (first use makes the session copy), then measure each mode. */
+    {
+        uint8_t sig[1024];
+        size_t len = sizeof sig;
+        cu_rc w = b->sig.alg == CU_SIG_HMAC ? cu_sign(key, &b->sig, b->input, b->input_len, sig, &len)
+                                            : cu_sign_digest(key, &b->sig, b->input, b->input_len, sig, &len);
+        if (w != CU_OK) {
+            rc = cu_cli_fail("%s", cu_err_last()->msg);
+            goto out;
+        }
+    }
+    rate[MODE_LAYER] = run_mode(b, MODE_LAYER, threads);
+    if (!layer_only && rate[MODE_LAYER] > 0) {
+        rate[MODE_RAW] = run_mode(b, MODE_RAW, threads);
+        /* A session copy made by a session this benchmark keeps open. */
+        CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(t.tok));
+        CK_SESSION_HANDLE keep;
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof no}};
+        CK_OBJECT_HANDLE copy;
+        if (f->C_OpenSession(d->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &keep) == CKR_OK) {
+            if (f->C_CopyObject(keep, b->raw_handle, tmpl, 1, &copy) == CKR_OK) {
+                b->raw_handle = copy;
+                rate[MODE_COPY] = run_mode(b, MODE_COPY, threads);
+            }
+            f->C_CloseSession(keep);
+        }
+    }
+    if (atomic_load(&b->failed)) {
+        rc = cu_cli_fail("benchmark failed: %s", b->err);
+        goto out;
+    }
+    if (json) {
+        printf("{\"token\":");
+        cu_cli_json_str(stdout, d->label);
+        printf(",\"manufacturer\":");
+        cu_cli_json_str(stdout, d->manufacturer);
+        printf(",\"key\":\"%s-%u\",\"threads\":%d,\"seconds\":%.1f", cu_key_type_str(cu_object_key_type(key)),
+               cu_object_bits(key), threads, seconds);
+        for (int m = 0; m < MODE__N; m++)
+            printf(",\"%s\":%.1f", mode_names[m], rate[m]);
+        printf("}\n");
+    } else {
+        if (!quiet)
+            printf("token '%s' (%s), key %s-%u '%s', %d thread(s), %.1f s per mode\n", d->label, d->manufacturer,
+                   cu_key_type_str(cu_object_key_type(key)), cu_object_bits(key), cu_object_label(key), threads,
+                   seconds);
+        for (int m = 0; m < MODE__N; m++)
+            if (rate[m] > 0)
+                printf("  %-16s %10.0f signatures/s\n", mode_names[m], rate[m]);
+        if (rate[MODE_RAW] > 0)
+            printf("  custos / raw C_Sign: %.3f", rate[MODE_LAYER] / rate[MODE_RAW]);
+        if (rate[MODE_COPY] > 0)
+            printf("   custos / raw C_Sign on a session copy: %.3f", rate[MODE_LAYER] / rate[MODE_COPY]);
+        printf("\n");
+    }
+out:
+    cu_object_free(key);
+    free(b);
+    cu_tok_target_free(&t);
+    return rc;
+}
+
+int cu_cmd_bench(int argc, char **argv)
+{
+    static const cu_cli_group cmds[] = {
+        {"sign", "signatures per second: the token layer beside raw C_Sign", bench_sign},
+    };
+    int rc = cu_cli_dispatch("bench", NULL, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
+    cu_p11_shutdown();
+    return rc;
+}

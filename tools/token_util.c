@@ -1,0 +1,52 @@
+#include "token_util.h"
+
+#include "cli.h"
+
+#include <errno.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cu_tok_read_cert(const char *path, uint8_t **_der, size_t *_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        cu_cli_fail("cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    if (x == NULL) {
+        rewind(f);
+        x = d2i_X509_fp(f, NULL);
+    }
+    fclose(f);
+    if (x == NULL) {
+        cu_cli_fail("%s is not a PEM or DER X.509 certificate", path);
+        return -1;
+    }
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    X509_free(x);
+    if (n <= 0 || (*_der = malloc((size_t)n)) == NULL) {
+        OPENSSL_free(der);
+        cu_cli_fail("cannot encode %s", path);
+        return -1;
+    }
+    memcpy(*_der, der, (size_t)n);
+    *_len = (size_t)n;
+    OPENSSL_free(der);
+    return 0;
+}
+
+void cu_tok_json_fields(const cu_token_desc *d)
+{
+    printf("\"label\":");
+    cu_cli_json_str(stdout, d->label);
+    printf(",\"manufacturer\":");
+    cu_cli_json_str(stdout, d->manufacturer);
+    printf(",\"model\":");
+    cu_cli_json_str(stdout, d->model);
+    printf(",\"serial\":");
+    cu_cli_json_str(stdout, d->serial);
+}

@@ -1,0 +1,30 @@
+/* Helpers shared by the token commands of the CLI. */
+#ifndef CU_TOKEN_UTIL_H
+#define CU_TOKEN_UTIL_H
+
+#include <custos/fixture.h>
+#include <custos/token.h>
+#include <stdbool.h>
+
+typedef struct cu_tok_target {
+    cu_fixture *fixture; /* when opened through a token directory */
+    bool started;        /* this command started the token's swtpm: stop it again */
+    cu_token *tok;
+    char *pin;
+    const char *uri;
+} cu_tok_target;
+
+/* Opens the token a URI and/or token directory names, with a PIN from
+ * pin_source, CUSTOS_PIN, the URI, or a prompt. Prints errors; returns an
+ * exit status. */
+int cu_tok_target_open(const char *dir, const char *uri, const char *pin_source, bool need_pin, cu_tok_target *t);
+void cu_tok_target_free(cu_tok_target *t);
+
+/* Prints "label":…,"manufacturer":…,"model":…,"serial":… (no braces) to stdout. */
+void cu_tok_json_fields(const cu_token_desc *d);
+
+int cu_tok_parse_hex(const char *hex, uint8_t *out, size_t max, size_t *_len);
+/* Reads a PEM or DER certificate file into DER (caller frees); prints errors. */
+int cu_tok_read_cert(const char *path, uint8_t **_der, size_t *_len);
+
+#endif
