@@ -27,6 +27,4 @@ printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR
 export SOFTHSM2_CONF=$T/softhsm2.conf
 softhsm2-util --init-token --free --label bench --so-pin 12345678 --pin 1234 >/dev/null
 keys "$HSM"
-"$BENCH" "$SOFT" bench 1234 "$S"
-"$BENCH" "$HSM" bench 1234 "$S"
-"$BENCH" --openssl "$S"
+"$BENCH" "$S" "$SOFT" "$HSM"
