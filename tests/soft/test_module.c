@@ -801,7 +801,18 @@ static void test_info_and_mechanisms(void)
     CK_INFO info;
     CK_SLOT_ID slot;
     CU_ASSERT_EQUAL(p11->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
+    /* C_Initialize arguments: reserved must be NULL, mutex callbacks all or
+     * none, and callbacks without CKF_OS_LOCKING_OK cannot be honoured */
+    CK_C_INITIALIZE_ARGS bad = {.pReserved = &info};
+    CU_ASSERT_EQUAL(p11->C_Initialize(&bad), CKR_ARGUMENTS_BAD);
+    CK_C_INITIALIZE_ARGS part = {.CreateMutex = (CK_CREATEMUTEX)1};
+    CU_ASSERT_EQUAL(p11->C_Initialize(&part), CKR_ARGUMENTS_BAD);
+    CK_C_INITIALIZE_ARGS cbs = {.CreateMutex = (CK_CREATEMUTEX)1, .DestroyMutex = (CK_DESTROYMUTEX)1,
+                                .LockMutex = (CK_LOCKMUTEX)1, .UnlockMutex = (CK_UNLOCKMUTEX)1};
+    CU_ASSERT_EQUAL(p11->C_Initialize(&cbs), CKR_CANT_LOCK);
+    CU_ASSERT_EQUAL(p11->C_Finalize(NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
     CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_EQUAL(p11->C_Finalize(&info), CKR_ARGUMENTS_BAD);
     CU_ASSERT_EQUAL(p11->C_GetInfo(&info), CKR_OK);
     CU_ASSERT_EQUAL(info.cryptokiVersion.major, 2);
     CU_ASSERT_EQUAL(info.cryptokiVersion.minor, 40);
