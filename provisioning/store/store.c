@@ -131,6 +131,12 @@ cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr
     s->b = b;
     s->kr = kr;
     default_actor(s);
+#ifdef CUSTOS_AUDIT_BENCH_SWITCH
+    /* Benchmark builds only (cmake -DCMAKE_C_FLAGS=-DCUSTOS_AUDIT_BENCH_SWITCH):
+     * registrations without the audit log, to measure what it costs. Never
+     * in a normal build: the log cannot be switched off. */
+    s->audit.off = getenv("CUSTOS_BENCH_AUDIT_OFF") != NULL;
+#endif
     /* A store is bound to its service key: opening it with another would
      * fail every seal later, so say it now. */
     if ((rc = cu_keyring_seal(kr, "keyring-check", (const uint8_t *)"custos", 6, mac)) != CU_OK)
