@@ -508,7 +508,9 @@ static cu_rc open_sq(const char *path, bool readonly, sq **_q)
                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
         {&q->aread, "SELECT seq, at, type, actor, payload, prev, hash FROM audit_log"
                     " WHERE seq >= ?1 ORDER BY seq LIMIT ?2"},
-        {&q->hput, "INSERT OR REPLACE INTO audit_heads(seq, at, hash, key_id, sig) VALUES(?1, ?2, ?3, ?4, ?5)"},
+        /* Never replaces a head: one that names another hash at this seq is
+         * the evidence of a rewritten tail. */
+        {&q->hput, "INSERT OR IGNORE INTO audit_heads(seq, at, hash, key_id, sig) VALUES(?1, ?2, ?3, ?4, ?5)"},
         {&q->hread, "SELECT seq, at, hash, key_id, sig FROM audit_heads WHERE seq >= ?1 ORDER BY seq LIMIT ?2"},
     };
     for (size_t i = 0; i < sizeof prep / sizeof prep[0]; i++)

@@ -221,11 +221,14 @@ cu_rc cu_store_commit(cu_store *s)
         return CU_OK;
     if (s->failed) {
         s->ops->rollback(s->b);
+        s->audit.signed_known = false;
         return cu_err_set(CU_E_STATE, "a step of the transaction failed; nothing was written");
     }
     cu_rc rc = s->ops->commit(s->b);
-    if (rc != CU_OK)
+    if (rc != CU_OK) {
         s->ops->rollback(s->b);
+        s->audit.signed_known = false;
+    }
     return rc;
 }
 
@@ -242,6 +245,8 @@ void cu_store_rollback(cu_store *s)
         return;
     }
     s->ops->rollback(s->b);
+    /* A head signed in the rolled-back transaction is gone: reread. */
+    s->audit.signed_known = false;
 }
 
 /* Ends an operation's own transaction: commit on success, else roll back. */

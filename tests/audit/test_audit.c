@@ -169,6 +169,57 @@ static void test_chain_and_signed_heads(void)
     fx_close(&f);
 }
 
+/* The tail deleted, and the service appends and signs on: the new head at
+ * the same seq never replaces the old one, which stays as the evidence. */
+static void test_head_kept_after_truncation(void)
+{
+    fx f;
+    EVP_PKEY *key = ec_key();
+    cu_audit_report rep;
+    char path[4096];
+    sqlite3 *db = NULL;
+    CU_ASSERT_FATAL(fx_open(&f, "autrunc") == 0 && key != NULL);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{\"v\":1}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_sign_head(f.store, key, NULL), CU_OK); /* head at 6 */
+    snprintf(path, sizeof path, "%s/custos.db", f.dir);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "DELETE FROM audit_log WHERE seq >= 5", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(rep.fault, CU_AUDIT_TRUNCATED);
+    CU_ASSERT_EQUAL(rep.fault_seq, 5);
+    /* Appends go on at 5 and 6; the head at 6 is signed again. */
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 2, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{\"v\":2}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{\"v\":2}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(rep.fault, CU_AUDIT_HEAD_MISMATCH);
+    CU_ASSERT_EQUAL(rep.fault_seq, 6);
+    EVP_PKEY_free(key);
+    fx_close(&f);
+}
+
+/* A head signed in a transaction that rolls back is gone: the next
+ * append signs again rather than trusting a cached "signed at seq". */
+static void test_sign_rolled_back(void)
+{
+    fx f;
+    EVP_PKEY *key = ec_key();
+    cu_audit_report rep;
+    CU_ASSERT_FATAL(fx_open(&f, "aurollb") == 0 && key != NULL);
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 1, 0), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_begin(f.store), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK); /* 2, signed */
+    cu_store_rollback(f.store);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK); /* 2 again */
+    CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_OK);
+    CU_ASSERT_EQUAL(rep.last_signed_seq, 2);
+    CU_ASSERT_EQUAL(rep.heads_verified, 1);
+    EVP_PKEY_free(key);
+    fx_close(&f);
+}
+
 /* Ed25519 heads (no separate digest) verify too. */
 static void test_ed25519_head(void)
 {
@@ -717,6 +768,8 @@ int main(void)
         {"canonical form", test_canonical},
         {"chain, signed heads, a re-chained rewrite", test_chain_and_signed_heads},
         {"Ed25519 head", test_ed25519_head},
+        {"a truncated tail's head is never replaced", test_head_kept_after_truncation},
+        {"a head signed in a rolled-back transaction", test_sign_rolled_back},
         {"a change and its record in one transaction", test_same_transaction},
         {"seed example: who decided, from the log", test_seed_from_log},
         {"no secret in the database", test_no_secrets},

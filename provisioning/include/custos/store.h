@@ -81,6 +81,8 @@ typedef struct cu_store_backend {
      * not of its form is still returned (zero-filled where it is not), for
      * the verifier to name. */
     cu_rc (*audit_read)(void *b, uint64_t from, size_t limit, cu_audit_record **_r, size_t *_n);
+    /* Keeps an existing head at h->seq (never replaces one: a head that
+     * names another hash there is the evidence of a rewritten tail). */
     cu_rc (*audit_head_put)(void *b, const cu_audit_head *h);
     cu_rc (*audit_heads_read)(void *b, uint64_t from, size_t limit, cu_audit_head **_h, size_t *_n);
 } cu_store_backend;
