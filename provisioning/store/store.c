@@ -358,8 +358,15 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
-    if (rc == CU_OK) {
-        json_t *before = old ? json_string(old) : NULL, *after = json_string(value);
+    if (rc == CU_OK && strncmp(name, "op:", 3) != 0) {
+        /* Operation state ("op:<id>", written with every registration,
+         * which has its own record) is no configuration change. Secrets
+         * (service policy keys, any wrapped value) show only that they
+         * changed. */
+        bool secret = strncmp(name, "policy:", 7) == 0 || strncmp(value, "cw1:", 4) == 0 ||
+                      (old != NULL && strncmp(old, "cw1:", 4) == 0);
+        json_t *before = old ? json_string(secret ? "(secret)" : old) : NULL;
+        json_t *after = json_string(secret ? "(secret)" : value);
         rc = cu_prov__audit_change(s, "setting.update", name, before, after);
         json_decref(before);
         json_decref(after);

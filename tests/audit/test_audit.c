@@ -478,6 +478,13 @@ static void test_no_secrets(void)
     CU_ASSERT_EQUAL(res.outcome, CU_PROV_PROVISION);
     cu_prov_result_clear(&res);
     CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "sym-1", NULL, reason, sizeof reason), CU_OK);
+    /* Settings: a service policy key (wrapped) shows only that it changed;
+     * operation state is not audited. */
+    char *wrapped = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_keyring_wrap(f.kr, (const uint8_t *)"POLICYKEYSECRET!", 16, "policy:owner", &wrapped),
+                          CU_OK);
+    CU_ASSERT_EQUAL(cu_store_setting_put(f.store, "policy:owner", wrapped), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_setting_put(f.store, "op:grp-dev-1", "{\"operationId\":\"x\"}"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use(f.store, "pkcs11:token=svc;object=policy?pin-value=PINVALUESECRET"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
     cu_rc trc = cu_audit_token_event(f.dir, "cli:root@host", "keygen", "soft 'svc'",
@@ -498,10 +505,16 @@ static void test_no_secrets(void)
                  strcmp(r[i].type, "token.keygen") == 0;
         if (strcmp(r[i].type, "enrollment.create") == 0)
             CU_ASSERT_PTR_NOT_NULL(strstr(r[i].payload, "https://alloc.example.net/api/x?(redacted)"));
-        if (strcmp(r[i].type, "token.keygen") == 0)
+        if (strcmp(r[i].type, "setting.update") == 0 && strstr(r[i].payload, "policy:owner") != NULL) {
+            CU_ASSERT_STRING_EQUAL(r[i].payload, "{\"id\":\"policy:owner\",\"before\":null,\"after\":\"(secret)\"}");
+            found++;
+        }
+        CU_ASSERT_PTR_NULL(strstr(r[i].payload, "op:grp-dev-1"));
+        CU_ASSERT_PTR_NULL(strstr(r[i].payload, "cw1:"));
+                if (strcmp(r[i].type, "token.keygen") == 0)
             CU_ASSERT_PTR_NOT_NULL(strstr(r[i].payload, "\"key\":\"pkcs11:token=svc;object=audit\""));
     }
-    CU_ASSERT_EQUAL(found, 7);
+    CU_ASSERT_EQUAL(found, 8);
     cu_audit_records_free(r, n);
     cu_store_close(f.store); /* checkpoints the WAL into the file */
     f.store = NULL;
@@ -509,7 +522,7 @@ static void test_no_secrets(void)
     f.prov = NULL;
 
     /* ... and no secret is in the database file, anywhere. */
-    const char *secrets[] = {K1, K2, K3, G1, dk, token, "WEBHOOKFUNCTIONKEY", "PINVALUESECRET"};
+    const char *secrets[] = {K1, K2, K3, G1, dk, token, "WEBHOOKFUNCTIONKEY", "PINVALUESECRET", "POLICYKEYSECRET"};
     snprintf(path, sizeof path, "%s/custos.db", f.dir);
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
         bool in = file_contains(path, secrets[i]);
@@ -524,6 +537,7 @@ static void test_no_secrets(void)
     snprintf(sigv, sizeof sigv, "%.40s", sig + 4);
     CU_ASSERT_FALSE(file_contains(path, sigv));
     cu_sas_key_free(raw, rl);
+    free(wrapped);
     free(dk);
     free(token);
     fx_close(&f);
