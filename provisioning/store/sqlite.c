@@ -484,7 +484,16 @@ static cu_rc open_sq(const char *path, bool readonly, sq **_q)
                             path, version, (int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]));
             goto cleanup;
         }
-    } else if ((rc = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")) !=
+    } else if ((rc = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                             /* A checkpoint (and its fdatasync) runs in the
+                              * committing writer, under custosd's write
+                              * lock: every 4000 pages (16 MB of WAL), not
+                              * SQLite's 1000, so that the audit record's
+                              * page in every registration does not make
+                              * them 1.5x as frequent. The file is cut back
+                              * to 64 MB after a checkpoint that had to let
+                              * it grow past that. */
+                             "PRAGMA wal_autocheckpoint=4000; PRAGMA journal_size_limit=67108864;")) !=
                    CU_OK ||
                (rc = migrate(q)) != CU_OK) {
         goto cleanup;
