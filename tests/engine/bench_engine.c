@@ -11,7 +11,8 @@
  *     raw copy   the same on a session copy of the key (C_CopyObject)
  *     libp11     the libp11 engine (libengine-pkcs11-openssl), same EVP calls
  *     other      another provider's module (--other-provider), same EVP calls
- *   HMAC-SHA256 of 64 bytes: CUSTOS-HMAC vs raw C_SignInit + C_Sign.
+ *   HMAC-SHA256 of 64 bytes: CUSTOS-HMAC vs raw C_SignInit + C_Sign (object
+ *   and session copy).
  *   TLS 1.3 full handshakes (in-process client, P-256 server key in a file vs
  *   in the token): handshakes/s and server CPU per handshake.
  * Every mode runs in its own child process, so no two PKCS#11 users share a
@@ -559,8 +560,8 @@ int main(int argc, char **argv)
             modes[nm++] = "software";
         modes[nm++] = "custos";
         modes[nm++] = "raw";
+        modes[nm++] = "raw copy";
         if (a < 2) {
-            modes[nm++] = "raw copy";
             if (!no_engine)
                 modes[nm++] = "libp11";
             if (other_provider)
