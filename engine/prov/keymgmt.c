@@ -179,19 +179,21 @@ static const OSSL_PARAM *rsa_settable_params(void *provctx)
     return EVP_KEYMGMT_settable_params(((cu_prov_ctx *)provctx)->sw_rsa);
 }
 
+/* Other operations (ECDH, RSA encryption) are the default provider's: a
+ * software key exports to it; a token key's private half does not. */
 static const char *ec_query_operation_name(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? "ECDSA" : NULL;
+    return operation_id == OSSL_OP_SIGNATURE ? CU_PROV_SIG_ECDSA : operation_id == OSSL_OP_KEYEXCH ? "ECDH" : NULL;
 }
 
 static const char *rsa_query_operation_name(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? "RSA" : NULL;
+    return operation_id == OSSL_OP_SIGNATURE ? CU_PROV_SIG_RSA : NULL;
 }
 
-/* Imports public parts (e.g. a certificate's key, for match). A private key
- * is refused: it would have to live in software here, and refusing it makes
- * OpenSSL use the default provider for software keys. */
+/* Imports a software key: public parts (a certificate's key, for match) or a
+ * whole key pair (EVP_PKEY_fromdata on "EC" or "RSA" when custos was met
+ * first). It lives in the private library context and works in software. */
 static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
 {
     cu_prov_key *k = keydata;
@@ -201,18 +203,19 @@ static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
 
     if (k == NULL || k->obj != NULL)
         return 0;
-    if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL
-        || OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL)
-        return 0;
-    int sel = (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? EVP_PKEY_PUBLIC_KEY : EVP_PKEY_KEY_PARAMETERS;
+    bool priv = (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY)
+                && (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL
+                    || OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL);
+    int sel = priv ? EVP_PKEY_KEYPAIR
+              : (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? EVP_PKEY_PUBLIC_KEY : EVP_PKEY_KEY_PARAMETERS;
     ctx = EVP_PKEY_CTX_new_from_name(k->pc->sw, cu_prov_key_type_name(k->type), NULL);
     if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0
         || EVP_PKEY_fromdata(ctx, &pk, sel, (OSSL_PARAM *)params) <= 0)
         goto out;
     if (!cu_prov_key_set_pub(k, pk))
         goto out;
-    k->has_public = (sel == EVP_PKEY_PUBLIC_KEY);
-    k->soft_private = false;
+    k->has_public = (sel != EVP_PKEY_KEY_PARAMETERS);
+    k->soft_private = priv;
     ok = 1;
 out:
     EVP_PKEY_free(pk);

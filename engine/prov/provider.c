@@ -649,9 +649,12 @@ static const OSSL_ALGORITHM keymgmts[] = {
     { NULL, NULL, NULL, NULL },
 };
 
+/* Signatures have names of their own, which only our key managers name for
+ * signing (query_operation_name): a software key of the default provider then
+ * never detours through custos, whatever the order of the providers. */
 static const OSSL_ALGORITHM signatures[] = {
-    { "ECDSA", CU_PROV_PROPS, cu_prov_ecdsa_signature_functions, "ECDSA in PKCS#11 tokens" },
-    { "RSA:rsaEncryption:1.2.840.113549.1.1.1", CU_PROV_PROPS, cu_prov_rsa_signature_functions,
+    { CU_PROV_SIG_ECDSA, CU_PROV_PROPS, cu_prov_ecdsa_signature_functions, "ECDSA in PKCS#11 tokens" },
+    { CU_PROV_SIG_RSA, CU_PROV_PROPS, cu_prov_rsa_signature_functions,
       "RSA PKCS#1 v1.5 and PSS in PKCS#11 tokens" },
     { NULL, NULL, NULL, NULL },
 };

@@ -16,6 +16,8 @@
 
 #define CU_PROV_NAME "custos"
 #define CU_PROV_PROPS "provider=custos"
+#define CU_PROV_SIG_ECDSA "CUSTOS-ECDSA"
+#define CU_PROV_SIG_RSA "CUSTOS-RSA"
 
 /* Reason codes: 1..CU_E__COUNT-1 are the token layer's cu_rc values, so a
  * token error keeps its meaning in OpenSSL's queue; the rest are ours. */

@@ -386,6 +386,48 @@ static void test_fork(void)
     EVP_PKEY_free(ec);
 }
 
+/* Software keys in a context where custos is met before default: generated,
+ * built from data, signing, verifying and deriving as usual. */
+static void test_software_keys(void)
+{
+    EVP_PKEY *a = EVP_PKEY_Q_keygen(lib, NULL, "EC", "P-256"), *b = EVP_PKEY_Q_keygen(lib, NULL, "EC", "P-256");
+    CU_ASSERT_FATAL(a != NULL && b != NULL);
+    CU_ASSERT(sign_verify(a, "SHA256", 0));
+    /* The same key pair through EVP_PKEY_fromdata. */
+    OSSL_PARAM *data = NULL;
+    EVP_PKEY *c = NULL;
+    EVP_PKEY_CTX *fc = EVP_PKEY_CTX_new_from_name(lib, "EC", NULL);
+    CU_ASSERT(EVP_PKEY_todata(a, EVP_PKEY_KEYPAIR, &data) == 1);
+    CU_ASSERT(fc != NULL && EVP_PKEY_fromdata_init(fc) == 1 && EVP_PKEY_fromdata(fc, &c, EVP_PKEY_KEYPAIR, data) == 1);
+    CU_ASSERT(c != NULL && sign_verify(c, "SHA384", 0) && EVP_PKEY_eq(a, c) == 1);
+    /* ECDH both ways gives one secret. */
+    unsigned char s1[64], s2[64];
+    size_t l1 = sizeof s1, l2 = sizeof s2;
+    EVP_PKEY_CTX *d1 = EVP_PKEY_CTX_new_from_pkey(lib, a, NULL), *d2 = EVP_PKEY_CTX_new_from_pkey(lib, b, NULL);
+    CU_ASSERT(EVP_PKEY_derive_init(d1) == 1 && EVP_PKEY_derive_set_peer(d1, b) == 1 && EVP_PKEY_derive(d1, s1, &l1) == 1);
+    CU_ASSERT(EVP_PKEY_derive_init(d2) == 1 && EVP_PKEY_derive_set_peer(d2, a) == 1 && EVP_PKEY_derive(d2, s2, &l2) == 1);
+    CU_ASSERT(l1 == 32 && l1 == l2 && memcmp(s1, s2, l1) == 0);
+    /* RSA encryption with a software key (the default provider's). */
+    EVP_PKEY *r = EVP_PKEY_Q_keygen(lib, NULL, "RSA", (size_t)2048);
+    unsigned char ct[256], pt[256];
+    size_t cl = sizeof ct, pl = sizeof pt;
+    EVP_PKEY_CTX *e = EVP_PKEY_CTX_new_from_pkey(lib, r, NULL), *dd = EVP_PKEY_CTX_new_from_pkey(lib, r, NULL);
+    CU_ASSERT(e != NULL && EVP_PKEY_encrypt_init(e) == 1 && EVP_PKEY_encrypt(e, ct, &cl, (const unsigned char *)msg, 16) == 1);
+    CU_ASSERT(dd != NULL && EVP_PKEY_decrypt_init(dd) == 1 && EVP_PKEY_decrypt(dd, pt, &pl, ct, cl) == 1 && pl == 16
+              && memcmp(pt, msg, 16) == 0);
+    ERR_print_errors_fp(stderr);
+    EVP_PKEY_CTX_free(e);
+    EVP_PKEY_CTX_free(dd);
+    EVP_PKEY_free(r);
+    EVP_PKEY_CTX_free(d1);
+    EVP_PKEY_CTX_free(d2);
+    EVP_PKEY_CTX_free(fc);
+    OSSL_PARAM_free(data);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+    EVP_PKEY_free(c);
+}
+
 /* Loading the URI fails and the error queue says why. */
 static int load_fails_with(cu_fixture *f, const char *attrs, const char *pinfile, int expect, const char *text)
 {
@@ -500,6 +542,7 @@ IN_OWN_CONTEXT(test_match_and_certificate)
 IN_OWN_CONTEXT(test_hmac)
 IN_OWN_CONTEXT(test_keygen)
 IN_OWN_CONTEXT(test_fork)
+IN_OWN_CONTEXT(test_software_keys)
 IN_OWN_CONTEXT(test_bad_input)
 IN_OWN_CONTEXT(test_tpm_removed)
 IN_OWN_CONTEXT(test_module_finalized)
@@ -510,6 +553,7 @@ static const cu_test_case cases[] = {
     { "CUSTOS-HMAC equals HMAC-SHA256 on both tokens", test_hmac_case },
     { "EVP_PKEY_generate with pkcs11-uri", test_keygen_case },
     { "fork()ed child signs", test_fork_case },
+    { "software keys with custos met first", test_software_keys_case },
     { "bad input: clear errors", test_bad_input_case },
     { "TPM removed under a loaded key", test_tpm_removed_case },
     { "module finalized under a loaded key", test_module_finalized_case },
