@@ -97,7 +97,7 @@ if [ "$KIND" != tpm2 ]; then # tpm2-pkcs11 makes HMAC keys only with tpm2_ptool 
     HM=$(keygen hmac256 hmac1 04)
     check "openssl mac CUSTOS-HMAC" ossl mac "${PROV[@]}" -propquery provider=custos -macopt "key-uri:$HM" \
         -in msg -out mac.hex CUSTOS-HMAC
-    pkcs11-tool --module "$MODULE" --token-label "cli-$KIND" --login --pin "$(cat "$W/pin")" \
+    preloaded pkcs11-tool --module "$MODULE" --token-label "cli-$KIND" --login --pin "$(cat "$W/pin")" \
         --sign --mechanism SHA256-HMAC --id 04 -i msg -o mac.bin >/dev/null 2>&1
     check "  equals C_Sign(CKM_SHA256_HMAC) on the token" test "$(tr -d '\n' <mac.hex | tr A-F a-f)" = "$(xxd -p -c 64 mac.bin)"
 fi

@@ -45,6 +45,16 @@ ossl() {
     fi
 }
 
+# Any other uninstrumented tool that loads an ASan-built module (pkcs11-tool
+# with custos-soft.so).
+preloaded() {
+    if [ -n "${CUSTOS_OSSL_PRELOAD:-}" ]; then
+        LD_PRELOAD="$CUSTOS_OSSL_PRELOAD" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 "$@"
+    else
+        "$@"
+    fi
+}
+
 # check NAME CMD...: the command must succeed.
 check() {
     local name=$1
