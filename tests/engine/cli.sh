@@ -25,6 +25,11 @@ check "req -new -x509 RSA" ossl req "${PROV[@]}" -new -x509 -key "$RSA" -subj /C
 check "req -new -x509 RSA-PSS" ossl req "${PROV[@]}" -new -x509 -key "$RSA" -sigopt rsa_padding_mode:pss \
     -sigopt rsa_pss_saltlen:digest -subj /CN=pss -days 2 -out pss.crt
 check "EC certificate verifies (default provider)" openssl verify -CAfile ec1.crt ec1.crt
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -subj /CN=leaf \
+    -out leaf.csr 2>/dev/null
+check "x509 -req -CAkey: the token key as a CA" ossl x509 "${PROV[@]}" -req -in leaf.csr -CA ec1.crt \
+    -CAkey "$EC" -CAcreateserial -days 1 -out leaf.crt
+check "  leaf verifies" openssl verify -CAfile ec1.crt leaf.crt
 check "RSA certificate verifies" openssl verify -CAfile rsa1.crt rsa1.crt
 check "RSA-PSS certificate verifies" openssl verify -CAfile pss.crt pss.crt
 check "certificate key equals pkey -pubout" cmp <(openssl x509 -in ec1.crt -noout -pubkey) ec1.pub
