@@ -542,7 +542,7 @@ int main(int argc, char **argv)
                             : strcmp(m, "software") == 0 ? mode_software(alg)
                             : strcmp(m, "libp11") == 0 ? mode_libp11(alg)
                             : mode_raw(alg, strcmp(m, "rawcopy") == 0);
-        printf("%s %s: %.0f/s%s\n", m, alg, r, cpu > 0 ? "" : "");
+        printf("%s %s: %.0f/s, %.1f us CPU/op\n", m, alg, r, loop_cpu_us);
         if (cpu > 0)
             printf("server CPU %.0f us/handshake\n", cpu);
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
