@@ -195,7 +195,12 @@ static int search(store_ctx *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     case OSSL_STORE_INFO_PKEY: find_priv = t_priv; break;
     case OSSL_STORE_INFO_PUBKEY: find_pub = t_pub; priv_for_pub = t_priv; break;
     case OSSL_STORE_INFO_CERT: want_cert = t_cert; break;
-    case 0: find_priv = t_priv; find_pub = t_pub; want_cert = t_cert; break;
+    case 0:
+        /* A search by subject name is for certificates (X509_LOOKUP_store). */
+        find_priv = t_priv && s->subject == NULL;
+        find_pub = t_pub && s->subject == NULL;
+        want_cert = t_cert;
+        break;
     default: ok = 1; goto out; /* parameters, CRLs, names: none here */
     }
     bool named = cu_prov_uri_attr(s->uri, "object", &tmp, &tl);

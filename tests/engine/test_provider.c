@@ -19,6 +19,7 @@
 #include <openssl/rsa.h>
 #include <openssl/store.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <p11-kit/pkcs11.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,12 +304,56 @@ static void test_match_and_certificate(void)
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_set_subject_name(x, n);
     X509_set_issuer_name(x, n);
+    X509_EXTENSION *bc = X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE");
+    X509_add_ext(x, bc, -1);
+    X509_EXTENSION_free(bc);
     CU_ASSERT(X509_set_pubkey(x, ec) == 1);
     CU_ASSERT(X509_sign(x, ec, EVP_sha256()) > 0);
     CU_ASSERT(X509_verify(x, twin) == 1);
     CU_ASSERT(X509_check_private_key(x, ec) == 1);
     CU_ASSERT(X509_check_private_key(x, other) != 1);
     ERR_clear_error();
+
+    /* The certificate as a trust anchor in the token, found by subject
+     * through X509_STORE_load_store (as the provisioning engine does). */
+    unsigned char *der = NULL;
+    int dl = i2d_X509(x, &der);
+    cu_token *t = NULL;
+    cu_object *o = NULL;
+    uint8_t id = 0x21;
+    CU_ASSERT_FATAL(dl > 0 && cu_fixture_token_open(hsm, PIN, &t) == CU_OK);
+    CU_ASSERT(cu_token_import_cert(t, der, (size_t)dl, "anchor", &id, 1, &o) == CU_OK);
+    cu_object_free(o);
+    cu_token_unref(t);
+    OPENSSL_free(der);
+    EVP_PKEY *lk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *leaf = X509_new();
+    X509_NAME *ln = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(ln, "CN", MBSTRING_ASC, (const unsigned char *)"leaf", -1, -1, 0);
+    X509_set_version(leaf, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(leaf), 8);
+    X509_gmtime_adj(X509_getm_notBefore(leaf), 0);
+    X509_gmtime_adj(X509_getm_notAfter(leaf), 3600);
+    X509_set_subject_name(leaf, ln);
+    X509_set_issuer_name(leaf, n);
+    X509_set_pubkey(leaf, lk);
+    CU_ASSERT(X509_sign(leaf, ec, EVP_sha256()) > 0);
+    char *store_uri = key_uri(hsm, "type=cert", pin_file);
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *vc = X509_STORE_CTX_new_ex(lib, NULL);
+    CU_ASSERT(X509_STORE_load_store_ex(st, store_uri, lib, NULL) == 1);
+    CU_ASSERT(X509_STORE_CTX_init(vc, st, leaf, NULL) == 1);
+    int vr = X509_verify_cert(vc);
+    if (vr != 1)
+        fprintf(stderr, "verify: %s\n", X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc)));
+    CU_ASSERT(vr == 1);
+    ERR_clear_error();
+    X509_STORE_CTX_free(vc);
+    X509_STORE_free(st);
+    free(store_uri);
+    X509_NAME_free(ln);
+    X509_free(leaf);
+    EVP_PKEY_free(lk);
     X509_NAME_free(n);
     X509_free(x);
     EVP_PKEY_free(twin);
