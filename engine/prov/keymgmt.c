@@ -283,7 +283,8 @@ typedef struct gen_ctx {
     cu_prov_ctx *pc;
     cu_key_type type;
     int selection;
-    char *uri;          /* pkcs11-uri: generate on this token */
+    char *uri;          /* pkcs11-uri: generate on this token (no pin-value) */
+    char *pin;          /* its pin-value, if it had one */
     char *group;        /* EC curve name */
     size_t bits;        /* RSA modulus size */
     EVP_PKEY_CTX *sw;   /* software generation when there is no URI */
@@ -352,8 +353,14 @@ static int km_gen_set_params(void *genctx, const OSSL_PARAM params[])
             CU_PROV_RAISE(g->pc, CU_PROV_R_NOT_A_PKCS11_URI, "%s must be a pkcs11: URI", KEYGEN_URI_PARAM);
             return 0;
         }
-        if (!set_str(&g->uri, s))
+        char *clean = NULL, *pin = NULL;
+        if (!cu_prov_uri_split_pin(s, &clean, &pin))
             return 0;
+        OPENSSL_free(g->uri);
+        g->uri = clean;
+        if (g->pin != NULL)
+            OPENSSL_clear_free(g->pin, strlen(g->pin));
+        g->pin = pin;
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL) {
         if (!OSSL_PARAM_get_utf8_string_ptr(p, &s) || !set_str(&g->group, s))
@@ -437,7 +444,7 @@ static void *gen_on_token(gen_ctx *g)
         return NULL;
     (void)cu_prov_uri_attr(g->uri, "object", &label, &label_len);
     (void)cu_prov_uri_attr(g->uri, "id", &id, &id_len);
-    if ((rc = cu_prov_token(g->pc, g->uri, NULL, &tok)) != CU_OK) {
+    if ((rc = cu_prov_token(g->pc, g->uri, g->pin, &tok)) != CU_OK) {
         CU_PROV_RAISE_RC(g->pc, rc, "opening the token for key generation");
         goto out;
     }
@@ -487,6 +494,8 @@ static void km_gen_cleanup(void *genctx)
         return;
     EVP_PKEY_CTX_free(g->sw);
     OPENSSL_free(g->uri);
+    if (g->pin != NULL)
+        OPENSSL_clear_free(g->pin, strlen(g->pin));
     OPENSSL_free(g->group);
     OPENSSL_free(g);
 }

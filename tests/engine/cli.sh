@@ -162,4 +162,11 @@ fi
 check_fails "no such token" "no .*token|TOKEN|not found" ossl pkey "${PROV[@]}" \
     -in "pkcs11:token=nosuchtoken;object=ec1?$Q" -pubout
 
+no_pin_in_errors() {
+    ossl pkey "${PROV[@]}" -in "pkcs11:token=nosuchtoken;object=ec1?${TOKEN_URI#*\?}&pin-value=S3CRETPIN" -pubout \
+        >"$W/pinout" 2>&1
+    grep -q "custos:" "$W/pinout" && ! grep "custos:" "$W/pinout" | grep -q S3CRETPIN
+}
+check "a pin-value never appears in custos's errors" no_pin_in_errors
+
 finish
