@@ -66,6 +66,10 @@ check "pkeyutl raw sign RSA-PSS" ossl pkeyutl "${PROV[@]}" -sign -inkey "$RSA" -
     -pkeyopt digest:sha256 -in msg.sha256 -out raw3.sig
 check "  verifies" openssl pkeyutl -verify -pubin -inkey rsa1.pub -pkeyopt rsa_padding_mode:pss \
     -pkeyopt digest:sha256 -in msg.sha256 -sigfile raw3.sig
+head -c 36 /dev/urandom >md5sha1 # the TLS 1.0/1.1 MD5+SHA-1 input, signed as given
+check "pkeyutl raw RSA PKCS#1 sign without digest (TLS 1.0 style)" ossl pkeyutl "${PROV[@]}" -sign -inkey "$RSA" \
+    -in md5sha1 -out raw4.sig
+check "  recovers the input" cmp <(openssl pkeyutl -verifyrecover -pubin -inkey rsa1.pub -in raw4.sig) md5sha1
 check "dgst -verify with the token's key (software verify in custos)" ossl dgst "${PROV[@]}" -sha256 \
     -verify "$EC" -signature ec.sig big
 
