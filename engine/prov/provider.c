@@ -138,8 +138,23 @@ const char *cu_prov_hash_name(cu_hash h)
 
 cu_hash cu_prov_hash_from_name(const cu_prov_ctx *pc, const char *name)
 {
+    /* The usual spellings first: EVP_MD_is_a takes a lock per call, and this
+     * runs for every digest-sign (TLS names the digest each time). */
+    static const struct {
+        const char *name;
+        cu_hash h;
+    } fast[] = {
+        { "SHA256", CU_HASH_SHA256 }, { "SHA2-256", CU_HASH_SHA256 }, { "SHA-256", CU_HASH_SHA256 },
+        { "SHA384", CU_HASH_SHA384 }, { "SHA2-384", CU_HASH_SHA384 }, { "SHA-384", CU_HASH_SHA384 },
+        { "SHA512", CU_HASH_SHA512 }, { "SHA2-512", CU_HASH_SHA512 }, { "SHA-512", CU_HASH_SHA512 },
+        { "SHA224", CU_HASH_SHA224 }, { "SHA2-224", CU_HASH_SHA224 }, { "SHA-224", CU_HASH_SHA224 },
+        { "SHA1", CU_HASH_SHA1 },     { "SHA-1", CU_HASH_SHA1 },
+    };
     if (name == NULL)
         return CU_HASH_NONE;
+    for (size_t i = 0; i < sizeof fast / sizeof fast[0]; i++)
+        if (OPENSSL_strcasecmp(name, fast[i].name) == 0)
+            return fast[i].h;
     for (int h = CU_HASH_SHA1; h < CU_PROV_N_HASH; h++)
         if (pc->md[h] != NULL && EVP_MD_is_a(pc->md[h], name))
             return (cu_hash)h;
