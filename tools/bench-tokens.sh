@@ -2,7 +2,7 @@
 # Reproduces the token-layer rows of docs/benchmarks.md: `custos bench sign`
 # on ECDSA P-256 and RSA-2048 keys in a SoftHSM2 and a tpm2-pkcs11 token,
 # 1 thread, 2 threads and 2 processes, RUNS times each (median printed).
-# Usage: tools/bench-tokens.sh BUILD_DIR [SECONDS] [RUNS]
+# Usage: [KINDS="softhsm2 tpm2 soft"] tools/bench-tokens.sh BUILD_DIR [SECONDS] [RUNS]
 set -euo pipefail
 B=${1:-build}/bin/custos
 SECS=${2:-2}
@@ -14,7 +14,7 @@ export CUSTOS_PIN=bench-pin CUSTOS_SO_PIN=bench-so-pin
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-for kind in softhsm2 tpm2; do
+for kind in ${KINDS:-softhsm2 tpm2}; do
   "$B" token init --kind "$kind" --label bench --dir "$T/$kind" >/dev/null
   for type in ec-p256 rsa2048; do
     uri=$("$B" token keygen --dir "$T/$kind" --type "$type" --label "b-$type")

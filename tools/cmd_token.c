@@ -14,6 +14,7 @@
 int cu_cmd_token_init(int argc, char **argv);
 int cu_cmd_token_start(int argc, char **argv);
 int cu_cmd_token_stop(int argc, char **argv);
+int cu_cmd_token_hmac_import(int argc, char **argv);
 int cu_cmd_token_check(int argc, char **argv);
 
 static const char token_usage[] =
@@ -25,6 +26,7 @@ static const char token_usage[] =
     "  list      modules, slots, tokens and their mechanisms\n"
     "  keygen    generate a key on a token\n"
     "  import    store a certificate on a token\n"
+    "  hmac-import  import a known HMAC key (also on tpm2, via tpm2_ptool)\n"
     "  objects   list the objects of a token\n"
     "  custody   custody attributes of every key of a token\n"
     "  check     conformance report for a PKCS#11 module\n\n"
@@ -543,7 +545,7 @@ int cu_cmd_token(int argc, char **argv)
         {"stop", NULL, cu_cmd_token_stop},     {"list", NULL, cmd_list},
         {"keygen", NULL, cmd_keygen},          {"import", NULL, cmd_import},
         {"objects", NULL, cmd_objects},        {"custody", NULL, cmd_custody},
-        {"check", NULL, cu_cmd_token_check},
+        {"check", NULL, cu_cmd_token_check},   {"hmac-import", NULL, cu_cmd_token_hmac_import},
     };
     if (argc < 2 || cu_cli_is_help(argv[1])) {
         fputs(token_usage, argc < 2 ? stderr : stdout);

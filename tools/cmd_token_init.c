@@ -20,20 +20,24 @@ int cu_cmd_token_hmac_import(int argc, char **argv);
 
 static const char init_help[] =
     "usage: custos token init --kind softhsm2|tpm2|soft --label LABEL --dir DIR\n"
-    "                         [--pin-source FILE] [--so-pin-source FILE] [--json]\n"
+    "                         [--pin-source FILE] [--so-pin-source FILE]\n"
+    "                         [--no-resource-manager] [--json]\n"
     "\n"
     "Creates one token in the token directory DIR (created if missing) and prints\n"
     "its pkcs11: URI, then the environment lines (NAME=VALUE) another PKCS#11\n"
     "application needs to see it. DIR/custos-token.conf describes the token.\n"
     "\n"
     "  --kind KIND           softhsm2: SoftHSM2 with a private configuration\n"
-    "                        tpm2: tpm2-pkcs11 on a swtpm on 127.0.0.1 (left running;\n"
+    "                        tpm2: tpm2-pkcs11 on a swtpm on 127.0.0.1, behind its own\n"
+    "                              tpm2-abrmd on a private D-Bus (left running;\n"
     "                              see custos token stop)\n"
     "                        soft: the Custos software keystore (custos-soft.so)\n"
     "  --label LABEL         token label (1..32 bytes)\n"
     "  --dir DIR             token directory; refused if it already holds a token\n"
     "  --pin-source FILE     user PIN from FILE (else $CUSTOS_PIN, else a prompt)\n"
     "  --so-pin-source FILE  SO PIN from FILE (else $CUSTOS_SO_PIN, else a prompt)\n"
+    "  --no-resource-manager tpm2: no tpm2-abrmd; the TCTI goes straight to the swtpm,\n"
+    "                        which holds 3 objects: a process can use about 2 keys\n"
     "  --json                JSON output\n"
     "\n"
     "PINs never come from the command line.\n";
@@ -71,7 +75,7 @@ static const char hmac_help[] =
 
 typedef struct opts {
     const char *kind, *label, *dir, *pin_source, *so_pin_source, *key_file, *id;
-    bool json;
+    bool json, no_rm;
 } opts;
 
 enum { CMD_INIT, CMD_START_STOP, CMD_HMAC };
@@ -102,6 +106,10 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, opts 
         }
         if (strcmp(a, "--json") == 0) {
             o->json = true;
+            continue;
+        }
+        if (which == CMD_INIT && strcmp(a, "--no-resource-manager") == 0) {
+            o->no_rm = true;
             continue;
         }
         size_t k;
@@ -149,8 +157,9 @@ static void print_swtpm_json(const cu_fixture *f)
         return;
     }
     bool up = cu_fixture_tpm_running(f);
-    printf("\"swtpm\":{\"running\":%s,\"pid\":%d,\"port\":%d}", up ? "true" : "false",
-           up ? (int)cu_fixture_tpm_pid(f) : 0, cu_fixture_tpm_port(f));
+    printf("\"swtpm\":{\"running\":%s,\"pid\":%d,\"port\":%d,\"resource_manager\":\"%s\"}",
+           up ? "true" : "false", up ? (int)cu_fixture_tpm_pid(f) : 0, cu_fixture_tpm_port(f),
+           cu_fixture_tpm_has_rm(f) ? "abrmd" : "none");
 }
 
 static void print_fixture_json(const cu_fixture *f)
@@ -208,7 +217,13 @@ int cu_cmd_token_init(int argc, char **argv)
     pin = cu_cli_read_pin(o.pin_source, "CUSTOS_PIN", "User PIN for the new token");
     if (pin == NULL)
         goto cleanup;
-    if (cu_fixture_create(kind, o.dir, o.label, so_pin, pin, NULL, &f) != CU_OK) {
+    if (o.no_rm && kind != CU_FIXTURE_TPM2) {
+        cu_cli_usage(cmd, "--no-resource-manager is for --kind tpm2");
+        ret = CU_EXIT_USAGE;
+        goto cleanup;
+    }
+    cu_fixture_opts fo = {.tpm_direct = o.no_rm};
+    if (cu_fixture_create(kind, o.dir, o.label, so_pin, pin, &fo, &f) != CU_OK) {
         cu_cli_fail("cannot create %s token '%s' in %s: %s", o.kind, o.label, o.dir,
                     cu_err_last()->msg);
         goto cleanup;
@@ -222,9 +237,10 @@ int cu_cmd_token_init(int argc, char **argv)
             printf("%s=%s\n", cu_fixture_env_name(f, i), cu_fixture_env_value(f, i));
         if (kind == CU_FIXTURE_TPM2)
             fprintf(stderr,
-                    "custos: swtpm for token '%s' runs as pid %d on 127.0.0.1:%d; "
+                    "custos: swtpm for token '%s' runs as pid %d on 127.0.0.1:%d%s; "
                     "stop it with: custos token stop --dir %s\n",
                     o.label, (int)cu_fixture_tpm_pid(f), cu_fixture_tpm_port(f),
+                    cu_fixture_tpm_has_rm(f) ? ", behind tpm2-abrmd" : "",
                     cu_fixture_get0_dir(f));
     }
     ret = CU_EXIT_OK;
@@ -266,11 +282,13 @@ static int start_or_stop(int argc, char **argv, bool start)
         printf("nothing to %s: a %s token has no process\n", start ? "start" : "stop",
                cu_fixture_kind_str(cu_fixture_get_kind(f)));
     } else if (start) {
-        printf("swtpm %s: pid %d on 127.0.0.1:%d\n", before ? "already running" : "started",
-               (int)cu_fixture_tpm_pid(f), cu_fixture_tpm_port(f));
+        printf("swtpm %s: pid %d on 127.0.0.1:%d%s\n", before ? "already running" : "started",
+               (int)cu_fixture_tpm_pid(f), cu_fixture_tpm_port(f),
+               cu_fixture_tpm_has_rm(f) ? ", behind tpm2-abrmd" : "");
     } else {
         if (before)
-            printf("swtpm stopped (pid %d)\n", (int)before);
+            printf("swtpm stopped (pid %d)%s\n", (int)before,
+                   cu_fixture_tpm_has_rm(f) ? ", and its tpm2-abrmd" : "");
         else
             printf("swtpm was not running\n");
     }

@@ -5,10 +5,22 @@
 #include <string.h>
 
 int cu_cmd_token(int argc, char **argv);
+int cu_cmd_pki(int argc, char **argv);
+int cu_cmd_enrollment(int argc, char **argv);
+int cu_cmd_group(int argc, char **argv);
+int cu_cmd_ca(int argc, char **argv);
+int cu_cmd_hub(int argc, char **argv);
+int cu_cmd_registration(int argc, char **argv);
 int cu_cmd_bench(int argc, char **argv);
 
 static const cu_cli_group groups[] = {
     {"token", "PKCS#11 tokens: init, list, keygen, import, objects, custody, check", cu_cmd_token},
+    {"pki", "test certificate chains (root, factory, line, devices)", cu_cmd_pki},
+    {"enrollment", "individual enrollments: create, show, list, update, delete, import, explain", cu_cmd_enrollment},
+    {"group", "enrollment groups", cu_cmd_group},
+    {"ca", "CA certificates and their proof of possession", cu_cmd_ca},
+    {"hub", "hubs and their allocation weights", cu_cmd_hub},
+    {"registration", "registration records", cu_cmd_registration},
     {"bench", "benchmarks: sign", cu_cmd_bench},
 };
 

@@ -2,7 +2,7 @@
 # make demo: one token of each kind under ./var/tokens/ (SoftHSM2, tpm2-pkcs11
 # on a swtpm, and the Custos software keystore when custos-soft.so is built),
 # keys generated on each, then `custos token list` and the custody report of
-# each token. Every swtpm this script starts is stopped again on exit.
+# each token. Every swtpm (and tpm2-abrmd) this script starts is stopped on exit.
 #
 # usage: tools/demo.sh BUILD_DIR        (make demo runs: tools/demo.sh build)
 # PINs come from files under var/pins/ (mode 0600), never from argv.
@@ -121,5 +121,5 @@ done
 
 step "Done"
 echo "Tokens are in $TOKENS (see docs/tokens.md); PIN files in $PINS."
-echo "The tpm2 token's swtpm is stopped; start it again with:"
+echo "The tpm2 token's swtpm and tpm2-abrmd are stopped; start them again with:"
 echo "  $CUSTOS token start --dir $TOKENS/tpm2"

@@ -104,6 +104,10 @@ cu_rc cu__object_public_twin(cu_object *o, cu_object **_pub);
 
 /* Parses a pkcs11: URI and rejects unknown attributes. */
 cu_rc cu__uri_parse(const char *uri, P11KitUri **_u);
+/* Clears the token-info fields a URI must not carry: the clock, and a field
+ * padded with NULs instead of blanks (tpm2-pkcs11's model), which would
+ * print as %00 runs. */
+void cu__uri_token_fields(CK_TOKEN_INFO *ti);
 /* Reads a PIN from a pin-source value ("file:/p", "file:///p" or "/p"). */
 cu_rc cu__pin_from_source(const char *src, char **_pin);
 void cu__secret_free(char *s);

@@ -44,6 +44,7 @@ cu_rc cu_quirks_parse(const char *s, unsigned *_quirks)
         {"no-finalize", CU_QUIRK_NO_FINALIZE},
         {"init-retry", CU_QUIRK_INIT_RETRY},
         {"no-session-copy", CU_QUIRK_NO_SESSION_COPY},
+        {"fork-unsafe", CU_QUIRK_FORK_UNSAFE},
     };
     unsigned q = 0;
     if (_quirks == NULL)
@@ -59,7 +60,7 @@ cu_rc cu_quirks_parse(const char *s, unsigned *_quirks)
         }
         if (n > 0 && !found)
             return cu_err_set(CU_E_INVALID_ARG,
-                              "unknown quirk '%.*s' (known: no-finalize, init-retry, no-session-copy)",
+                              "unknown quirk '%.*s' (known: no-finalize, init-retry, no-session-copy, fork-unsafe)",
                               (int)n, s);
         s += n;
         s += strspn(s, ", ");
@@ -112,9 +113,15 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     pthread_once(&atfork_once, install_atfork);
 
     if (strchr(path_or_name, '/') != NULL) {
-        path = realpath(path_or_name, NULL);
-        if (path == NULL)
+        char *real = realpath(path_or_name, NULL);
+        if (real == NULL)
             return cu_err_set_sys(CU_E_MODULE, errno, "cannot load PKCS#11 module %s", path_or_name);
+        /* Keep the name the user gave (a versioned file behind a symlink
+         * changes on upgrades); compare instances by the real file. */
+        free(real);
+        path = path_or_name[0] == '/' ? strdup(path_or_name) : realpath(path_or_name, NULL);
+        if (path == NULL)
+            return cu_err_set(CU_E_NOMEM, "out of memory");
     } else {
         path = path_for_name(path_or_name);
         if (path == NULL)
@@ -122,8 +129,12 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     }
 
     pthread_mutex_lock(&registry_lock);
+    char *real = realpath(path, NULL);
     for (m = registry; m != NULL; m = m->next) {
-        if (strcmp(m->path, path) == 0) {
+        char *mreal = realpath(m->path, NULL);
+        bool same = strcmp(m->path, path) == 0 || (real && mreal && strcmp(real, mreal) == 0);
+        free(mreal);
+        if (same) {
             atomic_fetch_add(&m->refs, 1);
             m->quirks |= quirks;
             goto out;
@@ -156,6 +167,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     registry = m;
 
 out:
+    free(real);
     if (rc != CU_OK) {
         free(m);
         m = NULL;
@@ -251,6 +263,11 @@ cu_rc cu__module_ready(cu_module *m)
         return cu_err_set(CU_E_MODULE, "PKCS#11 module %s was finalized", m->path);
     if (m->fork_gen == gen)
         return CU_OK;
+    if (m->quirks & CU_QUIRK_FORK_UNSAFE)
+        return cu_err_set(CU_E_STATE,
+                          "%s cannot be used in a fork()ed child (quirk fork-unsafe): it would share the "
+                          "parent's connection and sessions; open the token in a new process instead",
+                          m->path);
     pthread_mutex_lock(&m->lock);
     cu_rc rc = CU_OK;
     if (m->fork_gen != gen) {
@@ -376,23 +393,32 @@ cu_rc cu_module_init_token(cu_module *m, unsigned long slot_id, const char *labe
                               rv, "cannot initialize the token in slot %lu of %s", slot_id, m->path);
 
     /* SoftHSM2 moves a freshly initialized token to a new slot id: find it
-     * again by label among initialized tokens without a user PIN. */
+     * again by label. Prefer the one without a user PIN yet (older tokens may
+     * carry the same label); tpm2-pkcs11 reports CKF_USER_PIN_INITIALIZED at
+     * once, so a single token with the label is taken as well. */
     cu_token_desc *slots = NULL;
-    size_t n = 0;
+    size_t n = 0, fresh = 0, named = 0;
     if ((rc = cu_module_slots(m, &slots, &n)) != CU_OK)
         return rc;
-    CK_SLOT_ID target = slot_id;
-    bool found = false;
-    for (size_t i = 0; i < n && !found; i++) {
-        if (slots[i].initialized && strcmp(slots[i].label, label) == 0 &&
-            !(slots[i].flags & CKF_USER_PIN_INITIALIZED)) {
+    CK_SLOT_ID target = slot_id, any = slot_id;
+    for (size_t i = 0; i < n; i++) {
+        if (!slots[i].initialized || strcmp(slots[i].label, label) != 0)
+            continue;
+        named++;
+        any = slots[i].slot_id;
+        if (!(slots[i].flags & CKF_USER_PIN_INITIALIZED)) {
+            fresh++;
             target = slots[i].slot_id;
-            found = true;
         }
     }
     free(slots);
-    if (!found)
-        return cu_err_set(CU_E_TOKEN_NOT_FOUND, "token '%s' not found after C_InitToken in %s", label, m->path);
+    if (fresh != 1 && named == 1) {
+        fresh = 1;
+        target = any;
+    }
+    if (fresh != 1)
+        return cu_err_set(fresh ? CU_E_AMBIGUOUS : CU_E_TOKEN_NOT_FOUND,
+                          "token '%s': %zu candidate tokens after C_InitToken in %s", label, fresh, m->path);
 
     rv = m->f->C_OpenSession(target, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
     if (rv != CKR_OK)

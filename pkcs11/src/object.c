@@ -367,7 +367,7 @@ char *cu_object_uri(const cu_object *o)
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
     cu_token *t = o->tok;
     if (t->f->C_GetTokenInfo(t->slot, ti) == CKR_OK) {
-        memset(ti->utcTime, 0, sizeof ti->utcTime);
+        cu__uri_token_fields(ti);
         CK_ATTRIBUTE attrs[3];
         CK_ULONG n = 0;
         attrs[n++] = (CK_ATTRIBUTE){CKA_CLASS, (void *)&o->ckc, sizeof o->ckc};

@@ -375,7 +375,7 @@ char *cu_token_uri(const cu_token *t)
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
     if (t->f->C_GetTokenInfo(t->slot, ti) == CKR_OK) {
         /* Only the identifying fields; the rest must not constrain matching. */
-        memset(ti->utcTime, 0, sizeof ti->utcTime);
+        cu__uri_token_fields(ti);
         p11_kit_uri_set_module_path(u, t->mod->path);
         if (p11_kit_uri_format(u, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_MODULE, &out) != P11_KIT_URI_OK)
             out = NULL;

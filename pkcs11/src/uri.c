@@ -57,6 +57,21 @@ cu_rc cu__pin_from_source(const char *src, char **_pin)
     return *_pin ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
 }
 
+static void clear_if_nul_padded(unsigned char *field, size_t len)
+{
+    if (memchr(field, 0, len) != NULL)
+        memset(field, 0, len); /* an all-zero field is absent from the URI */
+}
+
+void cu__uri_token_fields(CK_TOKEN_INFO *ti)
+{
+    memset(ti->utcTime, 0, sizeof ti->utcTime);
+    clear_if_nul_padded(ti->label, sizeof ti->label);
+    clear_if_nul_padded(ti->manufacturerID, sizeof ti->manufacturerID);
+    clear_if_nul_padded(ti->model, sizeof ti->model);
+    clear_if_nul_padded(ti->serialNumber, sizeof ti->serialNumber);
+}
+
 void cu__secret_free(char *s)
 {
     if (s != NULL) {

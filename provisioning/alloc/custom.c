@@ -41,7 +41,7 @@ static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 cu_rc cu_alloc_custom(const char *url, const char *request_json, long timeout_ms, char **_response,
                       char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(url != NULL && request_json != NULL && _response != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(url != NULL && request_json != NULL && _response != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     CURL *c = NULL;
     struct curl_slist *hdr = NULL;
@@ -70,22 +70,22 @@ cu_rc cu_alloc_custom(const char *url, const char *request_json, long timeout_ms
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     CURLcode cr = curl_easy_perform(c);
     if (cr != CURLE_OK) {
-        rc = cu__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook %s: %s", url,
+        rc = cu_prov__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook %s: %s", url,
                         b.overflow ? "answer larger than 96 KiB" : curl_easy_strerror(cr));
         goto cleanup;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
-        rc = cu__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook answered HTTP %ld", status);
+        rc = cu_prov__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook answered HTTP %ld", status);
         goto cleanup;
     }
     if (b.p == NULL || (j = json_loadb(b.p, b.n, JSON_REJECT_DUPLICATES, &je)) == NULL || !json_is_object(j)) {
-        rc = cu__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook: answer is not a JSON object%s%s",
+        rc = cu_prov__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook: answer is not a JSON object%s%s",
                         j == NULL && b.p ? ": " : "", j == NULL && b.p ? je.text : "");
         goto cleanup;
     }
     if (!json_is_string(json_object_get(j, "iotHubHostName"))) {
-        rc = cu__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook: answer has no iotHubHostName");
+        rc = cu_prov__refuse(CU_E_IO, reason, reason_len, "custom allocation webhook: answer has no iotHubHostName");
         goto cleanup;
     }
     *_response = b.p;

@@ -14,7 +14,7 @@ static double unit_hash(const char *id, const char *hub)
 {
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     unsigned char md[32];
-    char *a = cu__lower_dup(id), *b = cu__lower_dup(hub);
+    char *a = cu_prov__lower_dup(id), *b = cu_prov__lower_dup(hub);
     double u = 0.5;
     if (c && a && b && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
         EVP_DigestUpdate(c, a, strlen(a) + 1) == 1 && EVP_DigestUpdate(c, b, strlen(b)) == 1 &&
@@ -32,7 +32,7 @@ static double unit_hash(const char *id, const char *hub)
 
 cu_rc cu_alloc_hashed(const cu_hub *hubs, size_t n, const char *registration_id, size_t *_idx)
 {
-    cu__return_val_if_fail((hubs != NULL || n == 0) && registration_id != NULL && _idx != NULL,
+    cu_prov__return_val_if_fail((hubs != NULL || n == 0) && registration_id != NULL && _idx != NULL,
                            CU_E_INVALID_ARG);
     double best = -1.0;
     size_t which = (size_t)-1;

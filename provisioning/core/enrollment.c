@@ -79,11 +79,11 @@ static cu_rc check_obj(json_t *obj, const field *fields, const char *path, char 
         while (f->name != NULL && strcmp(f->name, key) != 0)
             f++;
         if (f->name == NULL)
-            return cu__refuse(CU_E_INVALID_ARG, reason, rlen, "%s%s%.64s: unknown field", path,
+            return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen, "%s%s%.64s: unknown field", path,
                               *path ? "." : "", key);
         snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
         if (!type_ok(v, f->type))
-            return cu__refuse(CU_E_INVALID_ARG, reason, rlen, "%s: must be %s", sub, type_name(f->type));
+            return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen, "%s: must be %s", sub, type_name(f->type));
         cu_rc rc;
         if (f->type == F_OBJ && (rc = check_obj(v, f->sub, sub, reason, rlen)) != CU_OK)
             return rc;
@@ -92,7 +92,7 @@ static cu_rc check_obj(json_t *obj, const field *fields, const char *path, char 
     }
     for (const field *f = fields; f->name != NULL; f++)
         if (f->required && json_object_get(obj, f->name) == NULL)
-            return cu__refuse(CU_E_INVALID_ARG, reason, rlen, "%s%s%s: required", path,
+            return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen, "%s%s%s: required", path,
                               *path ? "." : "", f->name);
     return CU_OK;
 }
@@ -102,7 +102,7 @@ static cu_rc enum_check(json_t *v, const char *path, const char *const *allowed,
     for (const char *const *a = allowed; *a; a++)
         if (strcmp(json_string_value(v), *a) == 0)
             return CU_OK;
-    return cu__refuse(CU_E_INVALID_ARG, reason, rlen, "%s: '%.40s' is not one of the allowed values",
+    return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen, "%s: '%.40s' is not one of the allowed values",
                       path, json_string_value(v));
 }
 
@@ -126,8 +126,8 @@ static cu_rc chk_atype(json_t *v, const char *path, char *r, size_t rl)
 
 static cu_rc chk_regid(json_t *v, const char *path, char *r, size_t rl)
 {
-    if (!cu__regid_valid(json_string_value(v)))
-        return cu__refuse(CU_E_INVALID_ARG, r, rl,
+    if (!cu_prov__regid_valid(json_string_value(v)))
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl,
                           "%s: '%.64s' is not a valid id (1-128 of A-Z a-z 0-9 - . _ :, "
                           "alphanumeric first and last)", path, json_string_value(v));
     return CU_OK;
@@ -138,7 +138,7 @@ static cu_rc chk_symkey(json_t *v, const char *path, char *r, size_t rl)
     uint8_t *k = NULL;
     size_t n = 0;
     if (cu_sas_key_decode(json_string_value(v), &k, &n) != CU_OK)
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "%s: %s", path, cu_err_last()->msg);
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "%s: %s", path, cu_err_last()->msg);
     cu_sas_key_free(k, n);
     return CU_OK;
 }
@@ -148,8 +148,8 @@ static cu_rc chk_tpm_ek(json_t *v, const char *path, char *r, size_t rl)
     uint8_t *k = NULL;
     size_t n = 0;
     const char *s = json_string_value(v);
-    if (cu__b64_decode(s, strlen(s), &k, &n) != CU_OK || n < 4)
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "%s: not a base64 TPM2B_PUBLIC", path);
+    if (cu_prov__b64_decode(s, strlen(s), &k, &n) != CU_OK || n < 4)
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "%s: not a base64 TPM2B_PUBLIC", path);
     OPENSSL_clear_free(k, n + 1);
     return CU_OK;
 }
@@ -166,13 +166,13 @@ static cu_rc chk_cert_slot(json_t *v, const char *path, char *r, size_t rl)
     if (c == NULL) {
         if (json_object_get(v, "info") != NULL) /* an output form: info only */
             return CU_OK;
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "%s.certificate: required", path);
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "%s.certificate: required", path);
     }
     if ((rc = cu_x509_decode(json_string_value(c), json_string_length(c), &x)) != CU_OK) {
-        rc = cu__refuse(CU_E_INVALID_ARG, r, rl, "%s.certificate: %s", path, cu_err_last()->msg);
+        rc = cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "%s.certificate: %s", path, cu_err_last()->msg);
         goto cleanup;
     }
-    if ((pem = cu_x509_to_pem(x)) == NULL || (info = cu__x509_info(x)) == NULL ||
+    if ((pem = cu_x509_to_pem(x)) == NULL || (info = cu_prov__x509_info(x)) == NULL ||
         json_object_set_new(v, "certificate", json_string(pem)) != 0 ||
         json_object_set(v, "info", info) != 0) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
@@ -251,7 +251,7 @@ static cu_rc gen_key(json_t *sym, const char *name)
     uint8_t k[64];
     if (RAND_bytes(k, sizeof k) != 1)
         return cu_err_set(CU_E_CRYPTO, "no randomness for a symmetric key");
-    char *b = cu__b64_encode(k, sizeof k);
+    char *b = cu_prov__b64_encode(k, sizeof k);
     OPENSSL_cleanse(k, sizeof k);
     if (b == NULL || json_object_set_new(sym, name, json_string(b)) != 0) {
         free(b);
@@ -272,38 +272,38 @@ static cu_rc check_semantics(cu_enr_kind kind, json_t *j, char *r, size_t rl)
     cu_rc rc;
 
     if (strcmp(type, "none") == 0)
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "attestation.type: 'none' cannot provision a device");
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.type: 'none' cannot provision a device");
     if ((x509 && strcmp(type, "x509")) || (sym && strcmp(type, "symmetricKey")) ||
         (tpm && strcmp(type, "tpm")))
-        return cu__refuse(CU_E_INVALID_ARG, r, rl,
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl,
                           "attestation: carries a mechanism other than its type '%s'", type);
     if (strcmp(type, "tpm") == 0) {
         if (kind == CU_ENR_GROUP)
-            return cu__refuse(CU_E_INVALID_ARG, r, rl, "attestation.type: an enrollment group cannot use tpm");
+            return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.type: an enrollment group cannot use tpm");
         if (tpm == NULL)
-            return cu__refuse(CU_E_INVALID_ARG, r, rl, "attestation.tpm: required");
+            return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.tpm: required");
     } else if (strcmp(type, "x509") == 0) {
         if (x509 == NULL)
-            return cu__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509: required");
+            return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509: required");
         json_t *client = json_object_get(x509, "clientCertificates");
         json_t *signing = json_object_get(x509, "signingCertificates");
         json_t *refs = json_object_get(x509, "caReferences");
         if (kind == CU_ENR_INDIVIDUAL) {
             if (signing || refs)
-                return cu__refuse(CU_E_INVALID_ARG, r, rl,
+                return cu_prov__refuse(CU_E_INVALID_ARG, r, rl,
                                   "attestation.x509: an individual enrollment takes clientCertificates only");
             if (client == NULL || json_object_get(client, "primary") == NULL)
-                return cu__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509.clientCertificates.primary: required");
+                return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509.clientCertificates.primary: required");
         } else {
             if (client)
-                return cu__refuse(CU_E_INVALID_ARG, r, rl,
+                return cu_prov__refuse(CU_E_INVALID_ARG, r, rl,
                                   "attestation.x509: an enrollment group takes signingCertificates or caReferences");
             if ((signing == NULL) == (refs == NULL))
-                return cu__refuse(CU_E_INVALID_ARG, r, rl,
+                return cu_prov__refuse(CU_E_INVALID_ARG, r, rl,
                                   "attestation.x509: exactly one of signingCertificates and caReferences");
             json_t *set = signing ? signing : refs;
             if (json_object_get(set, "primary") == NULL)
-                return cu__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509.%s.primary: required",
+                return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509.%s.primary: required",
                                   signing ? "signingCertificates" : "caReferences");
         }
     } else { /* symmetricKey: generate what is missing, as the service does */
@@ -320,16 +320,16 @@ static cu_rc check_semantics(cu_enr_kind kind, json_t *j, char *r, size_t rl)
     size_t nhubs = json_array_size(json_object_get(j, "iotHubs"));
     if (pol && strcmp(pol, "static") == 0 && nhubs != 1 &&
         !(nhubs == 0 && json_object_get(j, "iotHubHostName")))
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "allocationPolicy 'static' needs exactly one hub in iotHubs");
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "allocationPolicy 'static' needs exactly one hub in iotHubs");
     if (pol && strcmp(pol, "custom") == 0 && json_object_get(j, "customAllocationDefinition") == NULL)
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "allocationPolicy 'custom' needs customAllocationDefinition");
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "allocationPolicy 'custom' needs customAllocationDefinition");
     const char *url = json_string_value(json_object_get(json_object_get(j, "customAllocationDefinition"), "webhookUrl"));
     if (url && strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
-        return cu__refuse(CU_E_INVALID_ARG, r, rl, "customAllocationDefinition.webhookUrl: not an http(s) URL");
+        return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "customAllocationDefinition.webhookUrl: not an http(s) URL");
     if (kind == CU_ENR_INDIVIDUAL) {
         const char *dev = json_string_value(json_object_get(j, "deviceId"));
         if (dev && (strlen(dev) == 0 || strlen(dev) > 128))
-            return cu__refuse(CU_E_INVALID_ARG, r, rl, "deviceId: 1 to 128 characters");
+            return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "deviceId: 1 to 128 characters");
     }
     /* Read-only fields are the service's to set. */
     json_object_del(j, "registrationState");
@@ -339,7 +339,7 @@ static cu_rc check_semantics(cu_enr_kind kind, json_t *j, char *r, size_t rl)
 cu_rc cu_enr_parse(cu_enr_kind kind, const char *json, size_t len, cu_enr **_out, char *reason,
                    size_t reason_len)
 {
-    cu__return_val_if_fail(json != NULL && _out != NULL &&
+    cu_prov__return_val_if_fail(json != NULL && _out != NULL &&
                                (kind == CU_ENR_INDIVIDUAL || kind == CU_ENR_GROUP), CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     json_error_t err;
@@ -347,32 +347,32 @@ cu_rc cu_enr_parse(cu_enr_kind kind, const char *json, size_t len, cu_enr **_out
 
     *_out = NULL;
     if (len > CU_ENR_MAX_JSON) {
-        rc = cu__refuse(CU_E_INVALID_ARG, reason, reason_len, "enrollment JSON larger than %d bytes",
+        rc = cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "enrollment JSON larger than %d bytes",
                         CU_ENR_MAX_JSON);
         goto cleanup;
     }
     j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
     if (j == NULL) {
-        rc = cu__refuse(CU_E_INVALID_ARG, reason, reason_len, "malformed JSON at line %d column %d (byte %d): %s",
+        rc = cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "malformed JSON at line %d column %d (byte %d): %s",
                         err.line, err.column, err.position, err.text);
         goto cleanup;
     }
     if (!json_is_object(j)) {
-        rc = cu__refuse(CU_E_INVALID_ARG, reason, reason_len, "an enrollment must be a JSON object");
+        rc = cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "an enrollment must be a JSON object");
         goto cleanup;
     }
     if ((rc = check_obj(j, kind == CU_ENR_INDIVIDUAL ? F_INDIVIDUAL : F_GROUP, "", reason, reason_len)) != CU_OK)
         goto cleanup;
     if ((rc = check_semantics(kind, j, reason, reason_len)) != CU_OK)
         goto cleanup;
-    rc = cu__enr_wrap(kind, j, _out);
+    rc = cu_prov__enr_wrap(kind, j, _out);
     j = NULL;
 cleanup:
     json_decref(j);
     return rc;
 }
 
-cu_rc cu__enr_wrap(int kind, json_t *j, cu_enr **_out)
+cu_rc cu_prov__enr_wrap(int kind, json_t *j, cu_enr **_out)
 {
     cu_enr *e = calloc(1, sizeof *e);
     if (e == NULL) {
@@ -390,7 +390,7 @@ void cu_enr_free(cu_enr *e)
     if (e == NULL)
         return;
     /* Wipe key strings before jansson frees them. */
-    json_t *sym = cu__enr_symkey_obj(e);
+    json_t *sym = cu_prov__enr_symkey_obj(e);
     const char *k;
     json_t *v;
     if (sym != NULL)
@@ -402,21 +402,21 @@ void cu_enr_free(cu_enr *e)
 
 cu_rc cu_enr_dup(const cu_enr *e, cu_enr **_out)
 {
-    cu__return_val_if_fail(e != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(e != NULL && _out != NULL, CU_E_INVALID_ARG);
     json_t *c = json_deep_copy(e->j);
     if (c == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
-    return cu__enr_wrap(e->kind, c, _out);
+    return cu_prov__enr_wrap(e->kind, c, _out);
 }
 
-json_t *cu__enr_json(const cu_enr *e) { return e->j; }
+json_t *cu_prov__enr_json(const cu_enr *e) { return e->j; }
 
-json_t *cu__enr_symkey_obj(const cu_enr *e)
+json_t *cu_prov__enr_symkey_obj(const cu_enr *e)
 {
     return json_object_get(json_object_get(e->j, "attestation"), "symmetricKey");
 }
 
-cu_rc cu__enr_set_str(cu_enr *e, const char *key, const char *val)
+cu_rc cu_prov__enr_set_str(cu_enr *e, const char *key, const char *val)
 {
     if (val == NULL) {
         json_object_del(e->j, key);
@@ -427,7 +427,7 @@ cu_rc cu__enr_set_str(cu_enr *e, const char *key, const char *val)
     return CU_OK;
 }
 
-void cu__strip_keys(json_t *enr)
+void cu_prov__strip_keys(json_t *enr)
 {
     json_t *sym = json_object_get(json_object_get(enr, "attestation"), "symmetricKey");
     if (sym != NULL) {
@@ -444,7 +444,7 @@ char *cu_enr_to_json(const cu_enr *e, unsigned flags)
     if (c == NULL)
         return NULL;
     if (!(flags & CU_ENR_JSON_SHOW_KEYS))
-        cu__strip_keys(c);
+        cu_prov__strip_keys(c);
     char *s = json_dumps(c, JSON_PRESERVE_ORDER | (flags & CU_ENR_JSON_COMPACT ? JSON_COMPACT : JSON_INDENT(2)));
     json_decref(c);
     return s;
@@ -494,8 +494,8 @@ bool cu_enr_is_enabled(const cu_enr *e)
 
 cu_rc cu_enr_set_enabled(cu_enr *e, bool enabled)
 {
-    cu__return_val_if_fail(e != NULL, CU_E_INVALID_ARG);
-    return cu__enr_set_str(e, "provisioningStatus", enabled ? "enabled" : "disabled");
+    cu_prov__return_val_if_fail(e != NULL, CU_E_INVALID_ARG);
+    return cu_prov__enr_set_str(e, "provisioningStatus", enabled ? "enabled" : "disabled");
 }
 
 const char *cu_enr_get0_etag(const cu_enr *e) { return str_at(e, "etag"); }
@@ -563,7 +563,7 @@ const char *cu_enr_get0_ca_ref(const cu_enr *e, cu_enr_slot slot)
 
 const char *cu_enr_get0_symkey(const cu_enr *e, cu_enr_slot slot)
 {
-    return json_string_value(json_object_get(cu__enr_symkey_obj(e),
+    return json_string_value(json_object_get(cu_prov__enr_symkey_obj(e),
                                              slot == CU_ENR_SECONDARY ? "secondaryKey" : "primaryKey"));
 }
 
@@ -573,4 +573,4 @@ const char *cu_enr_get0_tpm_ek(const cu_enr *e)
                                              "endorsementKey"));
 }
 
-bool cu_enr_regid_valid(const char *registration_id) { return cu__regid_valid(registration_id); }
+bool cu_enr_regid_valid(const char *registration_id) { return cu_prov__regid_valid(registration_id); }

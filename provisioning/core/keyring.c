@@ -27,7 +27,7 @@ static const char WRAP_PREFIX[] = "cw1:";
 
 cu_rc cu_keyring_new(const cu_keyring_ops *ops, void *ctx, cu_keyring **_out)
 {
-    cu__return_val_if_fail(ops != NULL && ops->mac != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(ops != NULL && ops->mac != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_keyring *kr = calloc(1, sizeof *kr);
     if (kr == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
@@ -56,14 +56,14 @@ const char *cu_keyring_name(const cu_keyring *kr)
 
 cu_rc cu_keyring_mac(cu_keyring *kr, const uint8_t *data, size_t len, uint8_t out[32])
 {
-    cu__return_val_if_fail(kr != NULL && (data != NULL || len == 0) && out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(kr != NULL && (data != NULL || len == 0) && out != NULL, CU_E_INVALID_ARG);
     return kr->ops->mac(kr->ctx, data, len, out);
 }
 
 cu_rc cu_keyring_seal(cu_keyring *kr, const char *domain, const uint8_t *data, size_t len,
                       uint8_t out[32])
 {
-    cu__return_val_if_fail(kr != NULL && domain != NULL && (data != NULL || len == 0), CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(kr != NULL && domain != NULL && (data != NULL || len == 0), CU_E_INVALID_ARG);
     size_t dl = strlen(domain);
     uint8_t *buf = malloc(dl + 1 + len);
     if (buf == NULL)
@@ -106,7 +106,7 @@ static cu_rc wrap_key(cu_keyring *kr, uint8_t key[32])
 cu_rc cu_keyring_wrap(cu_keyring *kr, const uint8_t *secret, size_t len, const char *aad,
                       char **_out)
 {
-    cu__return_val_if_fail(kr != NULL && secret != NULL && aad != NULL && _out != NULL &&
+    cu_prov__return_val_if_fail(kr != NULL && secret != NULL && aad != NULL && _out != NULL &&
                                len <= 4096, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     EVP_CIPHER_CTX *c = NULL;
@@ -131,7 +131,7 @@ cu_rc cu_keyring_wrap(cu_keyring *kr, const uint8_t *secret, size_t len, const c
         rc = cu_err_set(CU_E_CRYPTO, "AES-256-GCM wrap failed");
         goto cleanup;
     }
-    if ((b64 = cu__b64_encode(buf, blen)) == NULL ||
+    if ((b64 = cu_prov__b64_encode(buf, blen)) == NULL ||
         (*_out = malloc(strlen(b64) + sizeof WRAP_PREFIX)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
@@ -149,7 +149,7 @@ cleanup:
 cu_rc cu_keyring_unwrap(cu_keyring *kr, const char *wrapped, const char *aad, uint8_t **_out,
                         size_t *_len)
 {
-    cu__return_val_if_fail(kr != NULL && wrapped != NULL && aad != NULL && _out != NULL &&
+    cu_prov__return_val_if_fail(kr != NULL && wrapped != NULL && aad != NULL && _out != NULL &&
                                _len != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     EVP_CIPHER_CTX *c = NULL;
@@ -164,7 +164,7 @@ cu_rc cu_keyring_unwrap(cu_keyring *kr, const char *wrapped, const char *aad, ui
         goto cleanup;
     }
     wrapped += sizeof WRAP_PREFIX - 1;
-    if ((rc = cu__b64_decode(wrapped, strlen(wrapped), &raw, &rawlen)) != CU_OK ||
+    if ((rc = cu_prov__b64_decode(wrapped, strlen(wrapped), &raw, &rawlen)) != CU_OK ||
         rawlen < 12 + 16 + 1) {
         rc = cu_err_set(CU_E_VERIFY, "a wrapped secret is malformed");
         goto cleanup;
@@ -273,13 +273,13 @@ cleanup:
 
 cu_rc cu_keyring_software_new(const uint8_t *key, size_t len, cu_keyring **_out)
 {
-    cu__return_val_if_fail(key != NULL && len >= 16 && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(key != NULL && len >= 16 && _out != NULL, CU_E_INVALID_ARG);
     return mac_keyring(NULL, "provider=default", key, len, NULL, &software_ops, _out);
 }
 
 cu_rc cu_keyring_evp_mac_new(void *libctx, const char *propq, const char *key_uri,
                              cu_keyring **_out)
 {
-    cu__return_val_if_fail(key_uri != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(key_uri != NULL && _out != NULL, CU_E_INVALID_ARG);
     return mac_keyring(libctx, propq, NULL, 0, key_uri, &provider_ops, _out);
 }

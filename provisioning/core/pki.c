@@ -17,7 +17,7 @@
 
 cu_rc cu_pki_keygen(EVP_PKEY **_key)
 {
-    cu__return_val_if_fail(_key != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(_key != NULL, CU_E_INVALID_ARG);
     *_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     if (*_key == NULL)
         return cu_err_set(CU_E_CRYPTO, "EC key generation failed");
@@ -40,7 +40,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 cu_rc cu_pki_issue(const cu_pki_spec *spec, EVP_PKEY *subject_key, X509 *issuer,
                    EVP_PKEY *issuer_key, X509 **_cert)
 {
-    cu__return_val_if_fail(spec != NULL && spec->cn != NULL && subject_key != NULL &&
+    cu_prov__return_val_if_fail(spec != NULL && spec->cn != NULL && subject_key != NULL &&
                                issuer_key != NULL && _cert != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     X509 *x = X509_new();
@@ -90,7 +90,7 @@ cu_rc cu_pki_issue(const cu_pki_spec *spec, EVP_PKEY *subject_key, X509 *issuer,
 
 cu_rc cu_pki_write_cert(const char *path, X509 *cert, bool append)
 {
-    cu__return_val_if_fail(path != NULL && cert != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(path != NULL && cert != NULL, CU_E_INVALID_ARG);
     FILE *f = fopen(path, append ? "a" : "w");
     if (f == NULL)
         return cu_err_set_sys(CU_E_IO, errno, "cannot write %s", path);
@@ -102,7 +102,7 @@ cu_rc cu_pki_write_cert(const char *path, X509 *cert, bool append)
 
 cu_rc cu_pki_write_key(const char *path, EVP_PKEY *key)
 {
-    cu__return_val_if_fail(path != NULL && key != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(path != NULL && key != NULL, CU_E_INVALID_ARG);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
         return cu_err_set_sys(CU_E_IO, errno, "cannot write %s", path);
@@ -119,7 +119,7 @@ cu_rc cu_pki_write_key(const char *path, EVP_PKEY *key)
 
 cu_rc cu_pki_read_key(const char *path, EVP_PKEY **_key)
 {
-    cu__return_val_if_fail(path != NULL && _key != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(path != NULL && _key != NULL, CU_E_INVALID_ARG);
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return cu_err_set_sys(CU_E_IO, errno, "cannot read %s", path);
@@ -134,7 +134,7 @@ cu_rc cu_pki_read_key(const char *path, EVP_PKEY **_key)
 
 cu_rc cu_pki_read_cert(const char *path, X509 **_cert)
 {
-    cu__return_val_if_fail(path != NULL && _cert != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(path != NULL && _cert != NULL, CU_E_INVALID_ARG);
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return cu_err_set_sys(CU_E_IO, errno, "cannot read %s", path);

@@ -12,8 +12,8 @@
 
 cu_rc cu_prov_new(cu_store *store, const cu_prov_config *cfg, cu_prov **_out)
 {
-    cu__return_val_if_fail(store != NULL && cfg != NULL && _out != NULL, CU_E_INVALID_ARG);
-    cu__return_val_if_fail(cfg->id_scope == NULL || strlen(cfg->id_scope) < 64, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(store != NULL && cfg != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(cfg->id_scope == NULL || strlen(cfg->id_scope) < 64, CU_E_INVALID_ARG);
     cu_prov *p = calloc(1, sizeof *p);
     if (p == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
@@ -39,10 +39,10 @@ void cu_prov_result_clear(cu_prov_result *res)
 
 cu_rc cu_prov_explain_request(cu_prov *p, const cu_prov_request *req, cu_prov_explain *_ex)
 {
-    cu__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _ex != NULL,
+    cu_prov__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _ex != NULL,
                            CU_E_INVALID_ARG);
     cu_enr *e = NULL;
-    cu_rc rc = cu__resolve(p, req, _ex, &e);
+    cu_rc rc = cu_prov__resolve(p, req, _ex, &e);
     cu_enr_free(e);
     return rc;
 }
@@ -73,7 +73,7 @@ static cu_rc candidate_hubs(cu_prov *p, const cu_enr *e, cu_hub **_hubs, size_t 
         out[i].weight = 1;
         out[i].apply = true;
         for (size_t j = 0; j < nl; j++)
-            if (cu__ieq(linked[j].name, name))
+            if (cu_prov__ieq(linked[j].name, name))
                 out[i] = linked[j];
     }
     free(linked);
@@ -85,13 +85,13 @@ static cu_rc candidate_hubs(cu_prov *p, const cu_enr *e, cu_hub **_hubs, size_t 
 static json_t *webhook_request(const cu_enr *e, const cu_prov_request *req, const cu_reg_record *old,
                                const char *att, const cu_hub *hubs, size_t n)
 {
-    json_t *enr = json_deep_copy(cu__enr_json(e));
+    json_t *enr = json_deep_copy(cu_prov__enr_json(e));
     json_t *ctx = json_pack("{s:s}", "registrationId", req->registration_id);
     json_t *linked = json_array();
     json_t *j = NULL;
     if (enr == NULL || ctx == NULL || linked == NULL)
         goto fail;
-    cu__strip_keys(enr); /* never send secrets to a webhook */
+    cu_prov__strip_keys(enr); /* never send secrets to a webhook */
     if (old != NULL && old->assigned_hub[0]) {
         json_object_set_new(ctx, "currentIotHubHostName", json_string(old->assigned_hub));
         json_object_set_new(ctx, "currentDeviceId", json_string(old->device_id));
@@ -125,7 +125,7 @@ static cu_rc allocate(cu_prov *p, const cu_enr *e, const cu_prov_request *req, c
     char *policy_setting = NULL, *resp = NULL, *reqjs = NULL, why[512];
     json_t *rj = NULL, *r = NULL;
     cu_rc rc;
-    const char *policy = json_string_value(json_object_get(cu__enr_json(e), "allocationPolicy"));
+    const char *policy = json_string_value(json_object_get(cu_prov__enr_json(e), "allocationPolicy"));
 
     if (policy == NULL && cu_store_setting_get(p->store, "defaultAllocationPolicy", &policy_setting) == CU_OK)
         policy = policy_setting;
@@ -155,7 +155,7 @@ static cu_rc allocate(cu_prov *p, const cu_enr *e, const cu_prov_request *req, c
         const char *hub = json_string_value(json_object_get(rj, "iotHubHostName"));
         bool known = false;
         for (size_t i = 0; hub != NULL && i < n; i++)
-            known = known || cu__ieq(hubs[i].name, hub);
+            known = known || cu_prov__ieq(hubs[i].name, hub);
         if (!known) {
             snprintf(rec->error_message, sizeof rec->error_message,
                      "custom allocation webhook chose '%.100s', which is not a linked hub", hub ? hub : "");
@@ -192,9 +192,9 @@ static void set_substatus(const cu_enr *e, const cu_reg_record *old, cu_reg_reco
 {
     const char *sub = "initialAssignment";
     if (old != NULL && strcmp(old->status, "assigned") == 0 && old->assigned_hub[0]) {
-        if (cu__ieq(old->assigned_hub, rec->assigned_hub))
+        if (cu_prov__ieq(old->assigned_hub, rec->assigned_hub))
             sub = old->substatus[0] ? old->substatus : "initialAssignment";
-        else if (old->initial_hub[0] && cu__ieq(old->initial_hub, rec->assigned_hub))
+        else if (old->initial_hub[0] && cu_prov__ieq(old->initial_hub, rec->assigned_hub))
             sub = "reprovisionedToInitialAssignment";
         else
             sub = cu_enr_reprovision_migrate(e) ? "deviceDataMigrated" : "deviceDataReset";
@@ -206,7 +206,7 @@ static void set_substatus(const cu_enr *e, const cu_reg_record *old, cu_reg_reco
 
 cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_res)
 {
-    cu__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _res != NULL,
+    cu_prov__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _res != NULL,
                            CU_E_INVALID_ARG);
     cu_enr *e = NULL;
     cu_reg_record old, *rec = &_res->record;
@@ -217,7 +217,7 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
 
     memset(_res, 0, sizeof *_res);
     memset(&old, 0, sizeof old);
-    if ((rc = cu__resolve(p, req, &_res->explain, &e)) != CU_OK)
+    if ((rc = cu_prov__resolve(p, req, &_res->explain, &e)) != CU_OK)
         goto cleanup;
     _res->outcome = _res->explain.outcome;
     if (_res->outcome != CU_PROV_PROVISION) {

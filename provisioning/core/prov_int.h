@@ -1,4 +1,4 @@
-/* Internal helpers shared by the files of libcustos_prov (cu__ prefix: not
+/* Internal helpers shared by the files of libcustos_prov (cu_prov__ prefix: not
  * part of the public API, never declared in include/custos/). */
 #ifndef CU_PROV_INT_H
 #define CU_PROV_INT_H
@@ -12,7 +12,7 @@
 #include <time.h>
 
 /* Precondition check: records the failed expression and returns rc. */
-#define cu__return_val_if_fail(expr, rc)                                              \
+#define cu_prov__return_val_if_fail(expr, rc)                                              \
     do {                                                                               \
         if (!(expr))                                                                   \
             return cu_err_set((rc), "%s: precondition failed: %s", __func__, #expr);   \
@@ -20,39 +20,39 @@
 
 /* Strict base64 (RFC 4648, padding required, no whitespace). *out is
  * NUL-terminated for convenience (caller frees with OPENSSL_clear_free). */
-cu_rc cu__b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen);
+cu_rc cu_prov__b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen);
 /* Base64 with padding; returns a heap string or NULL. */
-char *cu__b64_encode(const uint8_t *data, size_t len);
+char *cu_prov__b64_encode(const uint8_t *data, size_t len);
 
 /* Percent-decoding with case-insensitive hex; '+' stays '+'. Rejects a '%'
  * not followed by two hex digits and decoded NULs. */
-cu_rc cu__pct_decode(const char *s, size_t len, char **out);
+cu_rc cu_prov__pct_decode(const char *s, size_t len, char **out);
 
 /* Lower-case hex of data into out (2*len+1 bytes). */
-void cu__hex(const uint8_t *data, size_t len, char *out);
+void cu_prov__hex(const uint8_t *data, size_t len, char *out);
 
 /* "2022-08-31T22:02:50.5163352Z" for the current time (or t_override if
  * non-zero, for tests). out must hold 32 bytes. */
-void cu__timestamp(char out[32]);
+void cu_prov__timestamp(char out[32]);
 /* Parses the same form (1 to 7 fractional digits optional). */
-cu_rc cu__timestamp_parse(const char *s, time_t *out);
+cu_rc cu_prov__timestamp_parse(const char *s, time_t *out);
 
 /* A fresh quoted GUID-like etag: "\"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\"". */
-void cu__etag_new(char out[48]);
+void cu_prov__etag_new(char out[48]);
 
 /* Writes a refusal reason into buf (if not NULL) and records it as the
  * thread's error; returns rc. */
-cu_rc cu__refuse(cu_rc rc, char *buf, size_t len, const char *fmt, ...)
+cu_rc cu_prov__refuse(cu_rc rc, char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* ASCII case-insensitive equality. */
-bool cu__ieq(const char *a, const char *b);
+bool cu_prov__ieq(const char *a, const char *b);
 /* Lower-cased heap copy. */
-char *cu__lower_dup(const char *s);
+char *cu_prov__lower_dup(const char *s);
 
 /* Registration ids: <= 128 chars of [A-Za-z0-9-._:], first and last char
  * alphanumeric (last may be '-'). */
-bool cu__regid_valid(const char *s);
+bool cu_prov__regid_valid(const char *s);
 
 #endif
 
@@ -60,27 +60,27 @@ bool cu__regid_valid(const char *s);
 #include <jansson.h>
 struct cu_enr;
 /* The enrollment's JSON (borrowed; the store edits etag and timestamps). */
-json_t *cu__enr_json(const struct cu_enr *e);
+json_t *cu_prov__enr_json(const struct cu_enr *e);
 /* Wraps stored JSON that has already been validated once (takes j). */
-cu_rc cu__enr_wrap(int kind, json_t *j, struct cu_enr **_out);
+cu_rc cu_prov__enr_wrap(int kind, json_t *j, struct cu_enr **_out);
 /* Sets (or with val NULL removes) a top-level string field. */
-cu_rc cu__enr_set_str(struct cu_enr *e, const char *key, const char *val);
+cu_rc cu_prov__enr_set_str(struct cu_enr *e, const char *key, const char *val);
 /* Borrowed attestation.symmetricKey object or NULL. */
-json_t *cu__enr_symkey_obj(const struct cu_enr *e);
+json_t *cu_prov__enr_symkey_obj(const struct cu_enr *e);
 /* Removes key material from a copy of an enrollment JSON (for output). */
-void cu__strip_keys(json_t *enr);
+void cu_prov__strip_keys(json_t *enr);
 
 /* ---- x509 internals (x509.c) ---- */
 #include <openssl/x509.h>
 /* X509CertificateInfo JSON of the public API (new reference). */
-json_t *cu__x509_info(X509 *cert);
+json_t *cu_prov__x509_info(X509 *cert);
 
 /* ---- store/record internals ---- */
 #include <custos/record.h>
 struct cu_store;
 /* DeviceRegistrationState JSON; internal=true adds the bookkeeping fields. */
-json_t *cu__reg_record_json(const cu_reg_record *r, bool internal);
-cu_rc cu__store_audit(struct cu_store *s, const char *event_json);
+json_t *cu_prov__reg_record_json(const cu_reg_record *r, bool internal);
+cu_rc cu_prov__store_audit(struct cu_store *s, const char *event_json);
 
 /* ---- engine internals (resolve.c / prov.c) ---- */
 #include <custos/prov.h>
@@ -93,4 +93,4 @@ struct cu_prov {
 };
 /* Runs attestation and precedence; on PROVISION *_enr is the deciding entry
  * (caller frees). Never writes. */
-cu_rc cu__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, struct cu_enr **_enr);
+cu_rc cu_prov__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, struct cu_enr **_enr);

@@ -18,7 +18,7 @@ char *cu_reg_record_to_json(const cu_reg_record *r, bool compact)
 {
     if (r == NULL)
         return NULL;
-    json_t *j = cu__reg_record_json(r, false);
+    json_t *j = cu_prov__reg_record_json(r, false);
     char *s = j ? json_dumps(j, JSON_PRESERVE_ORDER | (compact ? JSON_COMPACT : JSON_INDENT(2))) : NULL;
     json_decref(j);
     return s;

@@ -146,7 +146,7 @@ static cu_rc resolve_x509(cu_prov *p, const cu_prov_request *req, cu_prov_explai
         refuse(ex, "the device certificate: %s", cu_err_last()->msg);
         goto cleanup;
     }
-    if (!cu__ieq(cn, req->registration_id)) {
+    if (!cu_prov__ieq(cn, req->registration_id)) {
         refuse(ex, "the device certificate's CN '%.128s' is not the registration id '%.128s'", cn,
                req->registration_id);
         goto cleanup;
@@ -449,13 +449,13 @@ static cu_rc resolve_none(cu_prov *p, const cu_prov_request *req, cu_prov_explai
     return rc;
 }
 
-cu_rc cu__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_enr **_enr)
+cu_rc cu_prov__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_enr **_enr)
 {
     memset(ex, 0, sizeof *ex);
     ex->decided = -1;
     *_enr = NULL;
     snprintf(ex->registration_id, sizeof ex->registration_id, "%s", req->registration_id);
-    if (!cu__regid_valid(req->registration_id)) {
+    if (!cu_prov__regid_valid(req->registration_id)) {
         refuse(ex, "'%.128s' is not a valid registration id", req->registration_id);
         return CU_OK;
     }

@@ -59,8 +59,8 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: duplicate 'sr'");
         if (vlen == 0)
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: empty 'sr'");
-        if ((rc = cu__pct_decode(v, vlen, &dec)) != CU_OK)
-            return cu__refuse(rc, NULL, 0, "SAS token: 'sr': %s", cu_err_last()->msg);
+        if ((rc = cu_prov__pct_decode(v, vlen, &dec)) != CU_OK)
+            return cu_prov__refuse(rc, NULL, 0, "SAS token: 'sr': %s", cu_err_last()->msg);
         if ((sas->sr = dupn(v, vlen)) == NULL) {
             free(dec);
             return cu_err_set(CU_E_NOMEM, "out of memory");
@@ -84,9 +84,9 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
         if (*seen_sig)
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: duplicate 'sig'");
         *seen_sig = true;
-        if ((rc = cu__pct_decode(v, vlen, &dec)) != CU_OK)
-            return cu__refuse(rc, NULL, 0, "SAS token: 'sig': %s", cu_err_last()->msg);
-        rc = cu__b64_decode(dec, strlen(dec), &raw, &rawlen);
+        if ((rc = cu_prov__pct_decode(v, vlen, &dec)) != CU_OK)
+            return cu_prov__refuse(rc, NULL, 0, "SAS token: 'sig': %s", cu_err_last()->msg);
+        rc = cu_prov__b64_decode(dec, strlen(dec), &raw, &rawlen);
         free(dec);
         if (rc != CU_OK)
             return cu_err_set(rc, "SAS token: 'sig' is not base64");
@@ -100,8 +100,8 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
     } else if (KEY_IS("skn")) {
         if (sas->skn != NULL)
             return cu_err_set(CU_E_INVALID_ARG, "SAS token: duplicate 'skn'");
-        if ((rc = cu__pct_decode(v, vlen, &dec)) != CU_OK)
-            return cu__refuse(rc, NULL, 0, "SAS token: 'skn': %s", cu_err_last()->msg);
+        if ((rc = cu_prov__pct_decode(v, vlen, &dec)) != CU_OK)
+            return cu_prov__refuse(rc, NULL, 0, "SAS token: 'skn': %s", cu_err_last()->msg);
         sas->skn = dec;
     } else {
         return cu_err_set(CU_E_INVALID_ARG, "SAS token: unknown field '%.*s'", (int)(klen > 32 ? 32 : klen), k);
@@ -112,7 +112,7 @@ static cu_rc take_pair(cu_sas *sas, const char *k, size_t klen, const char *v, s
 
 cu_rc cu_sas_parse(const char *token, size_t len, cu_sas **_out)
 {
-    cu__return_val_if_fail(token != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(token != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     cu_sas *sas = NULL;
     bool seen_sig = false;
@@ -183,7 +183,7 @@ static cu_rc hmac256(const uint8_t *key, size_t klen, const void *msg, size_t ml
 cu_rc cu_sas_verify(const cu_sas *sas, const cu_sas_check *chk, const cu_sas_key *keys,
                     size_t nkeys, size_t *_matched, char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(sas != NULL && chk != NULL && chk->id_scope != NULL &&
+    cu_prov__return_val_if_fail(sas != NULL && chk != NULL && chk->id_scope != NULL &&
                                chk->registration_id != NULL && (keys != NULL || nkeys == 0),
                            CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
@@ -195,12 +195,12 @@ cu_rc cu_sas_verify(const cu_sas *sas, const cu_sas_check *chk, const cu_sas_key
     if (_matched != NULL)
         *_matched = (size_t)-1;
     if (chk->key_name != NULL && sas->skn != NULL && strcmp(sas->skn, chk->key_name) != 0) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len, "SAS token names key '%.64s', expected '%s'",
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len, "SAS token names key '%.64s', expected '%s'",
                         sas->skn, chk->key_name);
         goto cleanup;
     }
     if (nkeys == 0) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len, "no key to verify the SAS token with");
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len, "no key to verify the SAS token with");
         goto cleanup;
     }
     if ((msg = malloc(mlen + 1)) == NULL) {
@@ -220,7 +220,7 @@ cu_rc cu_sas_verify(const cu_sas *sas, const cu_sas_check *chk, const cu_sas_key
         OPENSSL_cleanse(mac, sizeof mac);
     }
     if (!ok) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len,
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "SAS token signature does not verify with the %s key%s", keys[0].label ? keys[0].label : "enrollment",
                         nkeys > 1 ? " nor the other keys of the enrollment" : "");
         goto cleanup;
@@ -231,7 +231,7 @@ cu_rc cu_sas_verify(const cu_sas *sas, const cu_sas_check *chk, const cu_sas_key
         *_matched = which;
     time_t now = chk->now ? chk->now : time(NULL);
     if (sas->expiry + chk->skew <= (uint64_t)now) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len,
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "SAS token expired at %llu (now %lld, skew %us)",
                         (unsigned long long)sas->expiry, (long long)now, chk->skew);
         goto cleanup;
@@ -242,8 +242,8 @@ cu_rc cu_sas_verify(const cu_sas *sas, const cu_sas_check *chk, const cu_sas_key
         goto cleanup;
     }
     snprintf(want, wl, "%s/registrations/%s", chk->id_scope, chk->registration_id);
-    if (!cu__ieq(sas->sr_decoded, want)) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len,
+    if (!cu_prov__ieq(sas->sr_decoded, want)) {
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "SAS token is for '%.200s', not for '%.200s'", sas->sr_decoded, want);
         goto cleanup;
     }
@@ -256,8 +256,8 @@ cleanup:
 
 cu_rc cu_sas_key_decode(const char *b64, uint8_t **_key, size_t *_len)
 {
-    cu__return_val_if_fail(b64 != NULL && _key != NULL && _len != NULL, CU_E_INVALID_ARG);
-    cu_rc rc = cu__b64_decode(b64, strlen(b64), _key, _len);
+    cu_prov__return_val_if_fail(b64 != NULL && _key != NULL && _len != NULL, CU_E_INVALID_ARG);
+    cu_rc rc = cu_prov__b64_decode(b64, strlen(b64), _key, _len);
     if (rc != CU_OK)
         return cu_err_set(rc, "symmetric key is not valid base64");
     if (*_len < 16 || *_len > 64) {
@@ -279,14 +279,14 @@ void cu_sas_key_free(uint8_t *key, size_t len)
 cu_rc cu_sas_derive_key(const uint8_t *group_key, size_t len, const char *registration_id,
                         uint8_t out[32])
 {
-    cu__return_val_if_fail(group_key != NULL && registration_id != NULL && out != NULL,
+    cu_prov__return_val_if_fail(group_key != NULL && registration_id != NULL && out != NULL,
                            CU_E_INVALID_ARG);
     return hmac256(group_key, len, registration_id, strlen(registration_id), out);
 }
 
 cu_rc cu_sas_derive_key_b64(const char *group_key_b64, const char *registration_id, char **_out)
 {
-    cu__return_val_if_fail(group_key_b64 != NULL && registration_id != NULL && _out != NULL,
+    cu_prov__return_val_if_fail(group_key_b64 != NULL && registration_id != NULL && _out != NULL,
                            CU_E_INVALID_ARG);
     uint8_t *gk = NULL, dk[32];
     size_t gl = 0;
@@ -296,7 +296,7 @@ cu_rc cu_sas_derive_key_b64(const char *group_key_b64, const char *registration_
         goto cleanup;
     if ((rc = cu_sas_derive_key(gk, gl, registration_id, dk)) != CU_OK)
         goto cleanup;
-    if ((*_out = cu__b64_encode(dk, sizeof dk)) == NULL)
+    if ((*_out = cu_prov__b64_encode(dk, sizeof dk)) == NULL)
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
 cleanup:
     OPENSSL_cleanse(dk, sizeof dk);
@@ -331,7 +331,7 @@ cu_rc cu_sas_sign(const uint8_t *key, size_t len, const char *id_scope,
                   const char *registration_id, uint64_t expiry, const char *key_name,
                   char **_token)
 {
-    cu__return_val_if_fail(key != NULL && id_scope != NULL && registration_id != NULL &&
+    cu_prov__return_val_if_fail(key != NULL && id_scope != NULL && registration_id != NULL &&
                                _token != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     char *res = NULL, *sr = NULL, *msg = NULL, *b64 = NULL, *sig = NULL, *tok = NULL;
@@ -351,7 +351,7 @@ cu_rc cu_sas_sign(const uint8_t *key, size_t len, const char *id_scope,
     snprintf(msg, n, "%s\n%llu", sr, (unsigned long long)expiry);
     if ((rc = hmac256(key, len, msg, strlen(msg), mac)) != CU_OK)
         goto cleanup;
-    if ((b64 = cu__b64_encode(mac, sizeof mac)) == NULL || (sig = url_encode(b64)) == NULL)
+    if ((b64 = cu_prov__b64_encode(mac, sizeof mac)) == NULL || (sig = url_encode(b64)) == NULL)
         goto nomem;
     n = strlen(sr) + strlen(sig) + (key_name ? strlen(key_name) : 0) + 80;
     if ((tok = malloc(n)) == NULL)

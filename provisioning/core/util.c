@@ -24,9 +24,9 @@ static int b64_val(unsigned char c)
     return -1;
 }
 
-cu_rc cu__b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen)
+cu_rc cu_prov__b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen)
 {
-    cu__return_val_if_fail(s != NULL && out != NULL && outlen != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && out != NULL && outlen != NULL, CU_E_INVALID_ARG);
     *out = NULL;
     *outlen = 0;
     if (len == 0 || len % 4 != 0)
@@ -68,7 +68,7 @@ cu_rc cu__b64_decode(const char *s, size_t len, uint8_t **out, size_t *outlen)
     return CU_OK;
 }
 
-char *cu__b64_encode(const uint8_t *data, size_t len)
+char *cu_prov__b64_encode(const uint8_t *data, size_t len)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char *out = malloc((len + 2) / 3 * 4 + 1);
@@ -100,9 +100,9 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-cu_rc cu__pct_decode(const char *s, size_t len, char **out)
+cu_rc cu_prov__pct_decode(const char *s, size_t len, char **out)
 {
-    cu__return_val_if_fail(s != NULL && out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && out != NULL, CU_E_INVALID_ARG);
     *out = NULL;
     char *buf = malloc(len + 1);
     if (buf == NULL)
@@ -133,7 +133,7 @@ cu_rc cu__pct_decode(const char *s, size_t len, char **out)
     return CU_OK;
 }
 
-void cu__hex(const uint8_t *data, size_t len, char *out)
+void cu_prov__hex(const uint8_t *data, size_t len, char *out)
 {
     static const char d[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
@@ -143,7 +143,7 @@ void cu__hex(const uint8_t *data, size_t len, char *out)
     out[2 * len] = 0;
 }
 
-void cu__timestamp(char out[32])
+void cu_prov__timestamp(char out[32])
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -154,9 +154,9 @@ void cu__timestamp(char out[32])
     snprintf(out, 32, "%.19s.%07ldZ", date, (long)(ts.tv_nsec / 100) % 10000000);
 }
 
-cu_rc cu__timestamp_parse(const char *s, time_t *out)
+cu_rc cu_prov__timestamp_parse(const char *s, time_t *out)
 {
-    cu__return_val_if_fail(s != NULL && out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && out != NULL, CU_E_INVALID_ARG);
     struct tm tm = {0};
     int n = 0;
     if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
@@ -178,7 +178,7 @@ cu_rc cu__timestamp_parse(const char *s, time_t *out)
     return CU_OK;
 }
 
-void cu__etag_new(char out[48])
+void cu_prov__etag_new(char out[48])
 {
     uint8_t r[16];
     char h[33];
@@ -188,11 +188,11 @@ void cu__etag_new(char out[48])
         clock_gettime(CLOCK_REALTIME, &ts);
         memcpy(r, &ts, sizeof ts < sizeof r ? sizeof ts : sizeof r);
     }
-    cu__hex(r, sizeof r, h);
+    cu_prov__hex(r, sizeof r, h);
     snprintf(out, 48, "\"%.8s-%.4s-%.4s-%.4s-%.12s\"", h, h + 8, h + 12, h + 16, h + 20);
 }
 
-cu_rc cu__refuse(cu_rc rc, char *buf, size_t len, const char *fmt, ...)
+cu_rc cu_prov__refuse(cu_rc rc, char *buf, size_t len, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -204,7 +204,7 @@ cu_rc cu__refuse(cu_rc rc, char *buf, size_t len, const char *fmt, ...)
     return cu_err_set(rc, "%s", tmp);
 }
 
-bool cu__ieq(const char *a, const char *b)
+bool cu_prov__ieq(const char *a, const char *b)
 {
     if (a == NULL || b == NULL)
         return false;
@@ -214,7 +214,7 @@ bool cu__ieq(const char *a, const char *b)
     return *a == *b;
 }
 
-char *cu__lower_dup(const char *s)
+char *cu_prov__lower_dup(const char *s)
 {
     size_t n = strlen(s);
     char *o = malloc(n + 1);
@@ -225,7 +225,7 @@ char *cu__lower_dup(const char *s)
     return o;
 }
 
-bool cu__regid_valid(const char *s)
+bool cu_prov__regid_valid(const char *s)
 {
     if (s == NULL)
         return false;

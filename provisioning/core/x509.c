@@ -64,7 +64,7 @@ cleanup:
 
 cu_rc cu_x509_decode(const char *text, size_t len, X509 **_out)
 {
-    cu__return_val_if_fail(text != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(text != NULL && _out != NULL, CU_E_INVALID_ARG);
     uint8_t *raw = NULL;
     size_t rawlen = 0;
     cu_rc rc = CU_OK;
@@ -83,7 +83,7 @@ cu_rc cu_x509_decode(const char *text, size_t len, X509 **_out)
         if (text[i] != '\n' && text[i] != '\r')
             flat[n++] = text[i];
     flat[n] = 0;
-    if (cu__b64_decode(flat, n, &raw, &rawlen) != CU_OK) {
+    if (cu_prov__b64_decode(flat, n, &raw, &rawlen) != CU_OK) {
         rc = cu_err_set(CU_E_INVALID_ARG, "certificate is neither PEM nor base64");
         goto cleanup;
     }
@@ -127,7 +127,7 @@ cu_rc cu_x509_sha256_hex(X509 *cert, char out[65])
     unsigned int n = 0;
     if (cert == NULL || X509_digest(cert, EVP_sha256(), md, &n) != 1 || n != 32)
         return cu_err_set(CU_E_CRYPTO, "cannot hash the certificate");
-    cu__hex(md, 32, out);
+    cu_prov__hex(md, 32, out);
     return CU_OK;
 }
 
@@ -137,7 +137,7 @@ cu_rc cu_x509_sha1_hex_upper(X509 *cert, char out[41])
     unsigned int n = 0;
     if (cert == NULL || X509_digest(cert, EVP_sha1(), md, &n) != 1 || n != 20)
         return cu_err_set(CU_E_CRYPTO, "cannot hash the certificate");
-    cu__hex(md, 20, out);
+    cu_prov__hex(md, 20, out);
     for (char *p = out; *p; p++)
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 'a' + 'A');
@@ -152,13 +152,13 @@ cu_rc cu_x509_name_key(const X509_NAME *name, char out[65])
     if (name == NULL || X509_NAME_get0_der((X509_NAME *)name, &der, &dlen) != 1 ||
         EVP_Digest(der, dlen, md, NULL, EVP_sha256(), NULL) != 1)
         return cu_err_set(CU_E_CRYPTO, "cannot hash a certificate name");
-    cu__hex(md, 32, out);
+    cu_prov__hex(md, 32, out);
     return CU_OK;
 }
 
 cu_rc cu_x509_subject_cn(X509 *cert, char **_cn)
 {
-    cu__return_val_if_fail(cert != NULL && _cn != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(cert != NULL && _cn != NULL, CU_E_INVALID_ARG);
     X509_NAME *n = X509_get_subject_name(cert);
     int i = X509_NAME_get_index_by_NID(n, NID_commonName, -1);
     *_cn = NULL;
@@ -204,7 +204,7 @@ static void asn1_time_str(const ASN1_TIME *t, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-json_t *cu__x509_info(X509 *cert)
+json_t *cu_prov__x509_info(X509 *cert)
 {
     char sha1[41], sha256[65], nb[32], na[32];
     char *subj = cu_x509_name_str(X509_get_subject_name(cert));
@@ -231,7 +231,7 @@ json_t *cu__x509_info(X509 *cert)
 
 cu_rc cu_x509_chain_from_pem(const char *pem, size_t len, cu_x509_chain **_out)
 {
-    cu__return_val_if_fail(pem != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(pem != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     BIO *b = NULL;
     cu_x509_chain *c = NULL;
@@ -303,7 +303,7 @@ cleanup:
 
 cu_rc cu_x509_chain_from_certs(X509 *leaf, STACK_OF(X509) *extra, cu_x509_chain **_out)
 {
-    cu__return_val_if_fail(leaf != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(leaf != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_x509_chain *c = calloc(1, sizeof *c);
     if (c == NULL || (c->extra = sk_X509_new_null()) == NULL)
         goto nomem;
@@ -348,10 +348,10 @@ cu_rc cu_x509_check_time(X509 *cert, time_t now, char *reason, size_t reason_len
     char *subj = cu_x509_name_str(X509_get_subject_name(cert));
     cu_rc rc = CU_OK;
     if (X509_cmp_time(X509_get0_notBefore(cert), &t) >= 0)
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len, "certificate '%s' is not yet valid",
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len, "certificate '%s' is not yet valid",
                         subj ? subj : "?");
     else if (X509_cmp_time(X509_get0_notAfter(cert), &t) <= 0)
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len, "certificate '%s' has expired", subj ? subj : "?");
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len, "certificate '%s' has expired", subj ? subj : "?");
     free(subj);
     return rc;
 }
@@ -359,14 +359,14 @@ cu_rc cu_x509_check_time(X509 *cert, time_t now, char *reason, size_t reason_len
 cu_rc cu_x509_verify(const cu_x509_chain *chain, STACK_OF(X509) *anchors, time_t now,
                      STACK_OF(X509) **_path, char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(chain != NULL && _path != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(chain != NULL && _path != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     X509_STORE *st = NULL;
     X509_STORE_CTX *ctx = NULL;
 
     *_path = NULL;
     if (sk_X509_num(anchors) == 0) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len,
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "no enrollment group or verified CA certificate is an issuer of this chain "
                         "(unknown root or missing intermediates)");
         goto cleanup;
@@ -395,7 +395,7 @@ cu_rc cu_x509_verify(const cu_x509_chain *chain, STACK_OF(X509) *anchors, time_t
         int depth = X509_STORE_CTX_get_error_depth(ctx);
         X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
         char *subj = bad ? cu_x509_name_str(X509_get_subject_name(bad)) : NULL;
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len, "certificate chain does not verify: %s "
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len, "certificate chain does not verify: %s "
                         "(depth %d%s%s)", X509_verify_cert_error_string(err), depth,
                         subj ? ", " : "", subj ? subj : "");
         free(subj);

@@ -278,7 +278,7 @@ static cu_rc migrate(sq *q)
 
 cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out)
 {
-    cu__return_val_if_fail(path != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(path != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
     cu_rc rc = CU_OK;
     sq *q = calloc(1, sizeof *q);
     *_out = NULL;

@@ -21,7 +21,9 @@ struct cu_store {
     void *b;
     cu_keyring *kr;
     int depth; /* transaction nesting */
-    bool failed; /* an inner step failed: the outermost commit rolls back */
+    bool failed; /* an inner step failed after writing: the outermost commit rolls back */
+    unsigned long writes;     /* writes so far */
+    unsigned long wmark[16];  /* writes when each nesting level began */
 };
 
 static const char *kind_domain(int kind)
@@ -90,7 +92,7 @@ cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr
      * fail every seal later, so say it now. */
     if ((rc = cu_keyring_seal(kr, "keyring-check", (const uint8_t *)"custos", 6, mac)) != CU_OK)
         goto cleanup;
-    cu__hex(mac, 32, hex);
+    cu_prov__hex(mac, 32, hex);
     rc = ops->meta_get(b, KEYRING_CHECK, &have);
     if (rc == CU_E_OBJECT_NOT_FOUND) {
         rc = ops->meta_put(b, KEYRING_CHECK, hex);
@@ -110,7 +112,7 @@ cleanup:
 
 cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out)
 {
-    cu__return_val_if_fail(state_dir != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(state_dir != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
     char path[4096];
     if (mkdir(state_dir, 0700) != 0 && errno != EEXIST)
         return cu_err_set_sys(CU_E_IO, errno, "cannot create the state directory %s", state_dir);
@@ -131,7 +133,8 @@ const char *cu_store_backend_name(const cu_store *s) { return s ? s->ops->name :
 
 cu_rc cu_store_begin(cu_store *s)
 {
-    cu__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && s->depth < 16, CU_E_INVALID_ARG);
+    s->wmark[s->depth] = s->writes;
     if (s->depth++ > 0)
         return CU_OK;
     s->failed = false;
@@ -143,7 +146,7 @@ cu_rc cu_store_begin(cu_store *s)
 
 cu_rc cu_store_commit(cu_store *s)
 {
-    cu__return_val_if_fail(s != NULL && s->depth > 0, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && s->depth > 0, CU_E_INVALID_ARG);
     if (--s->depth > 0)
         return CU_OK;
     if (s->failed) {
@@ -161,7 +164,11 @@ void cu_store_rollback(cu_store *s)
     if (s == NULL || s->depth == 0)
         return;
     if (--s->depth > 0) {
-        s->failed = true;
+        /* A nested step refused before writing anything (a bad line in an
+         * import) leaves the outer transaction intact; one that failed
+         * half-way poisons it. */
+        if (s->writes != s->wmark[s->depth])
+            s->failed = true;
         return;
     }
     s->ops->rollback(s->b);
@@ -181,7 +188,7 @@ static cu_rc finish(cu_store *s, cu_rc rc)
 static cu_rc doc_get(cu_store *s, int kind, const char *id, char **_body)
 {
     uint8_t seal[32];
-    char *lid = cu__lower_dup(id), *body = NULL;
+    char *lid = cu_prov__lower_dup(id), *body = NULL;
     cu_rc rc;
     *_body = NULL;
     if (lid == NULL)
@@ -202,10 +209,11 @@ static cu_rc doc_put(cu_store *s, int kind, const char *id, const char *body,
                      const char *const *keys, size_t nkeys)
 {
     uint8_t seal[32];
-    char *lid = cu__lower_dup(id);
+    char *lid = cu_prov__lower_dup(id);
     cu_rc rc;
     if (lid == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
+    s->writes++;
     if ((rc = seal_row(s, kind, lid, body, seal)) == CU_OK)
         rc = s->ops->put(s->b, kind, lid, body, seal, keys, nkeys);
     free(lid);
@@ -214,9 +222,10 @@ static cu_rc doc_put(cu_store *s, int kind, const char *id, const char *body,
 
 static cu_rc doc_del(cu_store *s, int kind, const char *id)
 {
-    char *lid = cu__lower_dup(id);
+    char *lid = cu_prov__lower_dup(id);
     if (lid == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
+    s->writes++;
     cu_rc rc = s->ops->del(s->b, kind, lid);
     if (rc == CU_E_OBJECT_NOT_FOUND)
         rc = cu_err_set(rc, "no %s '%s'", kind_domain(kind), id);
@@ -226,7 +235,7 @@ static cu_rc doc_del(cu_store *s, int kind, const char *id)
 
 cu_rc cu_store_setting_get(cu_store *s, const char *name, char **_value)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && _value != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && _value != NULL, CU_E_INVALID_ARG);
     char *v = NULL, *seal_hex = NULL, key[160];
     uint8_t mac[32];
     char hex[65];
@@ -241,7 +250,7 @@ cu_rc cu_store_setting_get(cu_store *s, const char *name, char **_value)
     }
     if ((rc = cu_keyring_seal(s->kr, name, (const uint8_t *)v, strlen(v), mac)) != CU_OK)
         goto cleanup;
-    cu__hex(mac, 32, hex);
+    cu_prov__hex(mac, 32, hex);
     if (strlen(seal_hex) != 64 || CRYPTO_memcmp(hex, seal_hex, 64) != 0) {
         rc = cu_err_set(CU_E_VERIFY, "setting '%s' fails its seal", name);
         goto cleanup;
@@ -256,7 +265,7 @@ cleanup:
 
 cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && value != NULL && strlen(name) < 100,
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && value != NULL && strlen(name) < 100,
                            CU_E_INVALID_ARG);
     char key[160], hex[65];
     uint8_t mac[32];
@@ -264,9 +273,10 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     snprintf(key, sizeof key, "seal:%s", name);
     if ((rc = cu_keyring_seal(s->kr, name, (const uint8_t *)value, strlen(value), mac)) != CU_OK)
         return rc;
-    cu__hex(mac, 32, hex);
+    cu_prov__hex(mac, 32, hex);
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
+    s->writes++;
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
@@ -315,7 +325,7 @@ static cu_rc cert_keys(keyset *ks, X509 *x, bool anchor)
     const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(x);
     if (ski != NULL && ASN1_STRING_length(ski) <= 32) {
         char sk[65];
-        cu__hex(ASN1_STRING_get0_data(ski), (size_t)ASN1_STRING_length(ski), sk);
+        cu_prov__hex(ASN1_STRING_get0_data(ski), (size_t)ASN1_STRING_length(ski), sk);
         rc = keyset_add(ks, "ski:", sk);
     }
     return rc;
@@ -367,17 +377,17 @@ static cu_rc enr_keys(cu_store *s, cu_enr *e, keyset *ks, char *reason, size_t r
             if (ref != NULL) {
                 json_t *ca = NULL;
                 if ((rc = ca_load(s, ref, &ca)) != CU_OK)
-                    return cu__refuse(rc == CU_E_OBJECT_NOT_FOUND ? CU_E_INVALID_ARG : rc, reason, rlen,
+                    return cu_prov__refuse(rc == CU_E_OBJECT_NOT_FOUND ? CU_E_INVALID_ARG : rc, reason, rlen,
                                       "caReferences: %s", cu_err_last()->msg);
                 bool verified = json_is_true(json_object_get(ca, "isVerified"));
                 const char *capem = json_string_value(json_object_get(ca, "certificate"));
                 if (!verified || capem == NULL) {
                     json_decref(ca);
-                    return cu__refuse(CU_E_INVALID_ARG, reason, rlen,
+                    return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen,
                                       "caReferences: CA certificate '%s' is not verified (proof of possession)", ref);
                 }
                 rc = pem_keys(ks, capem, true);
-                char *lref = cu__lower_dup(ref);
+                char *lref = cu_prov__lower_dup(ref);
                 if (rc == CU_OK)
                     rc = lref ? keyset_add(ks, "ca:", lref) : cu_err_set(CU_E_NOMEM, "out of memory");
                 free(lref);
@@ -396,7 +406,7 @@ static cu_rc enr_keys(cu_store *s, cu_enr *e, keyset *ks, char *reason, size_t r
         unsigned char md[32];
         char hex[65];
         if (ek && EVP_Digest(ek, strlen(ek), md, NULL, EVP_sha256(), NULL) == 1) {
-            cu__hex(md, 32, hex);
+            cu_prov__hex(md, 32, hex);
             rc = keyset_add(ks, "ek:", hex);
         }
         break;
@@ -411,7 +421,7 @@ static cu_rc enr_keys(cu_store *s, cu_enr *e, keyset *ks, char *reason, size_t r
 static cu_rc enr_body(cu_store *s, cu_enr *e, char **_body)
 {
     cu_rc rc = CU_OK;
-    json_t *c = json_deep_copy(cu__enr_json(e));
+    json_t *c = json_deep_copy(cu_prov__enr_json(e));
     json_t *sym = json_object_get(json_object_get(c, "attestation"), "symmetricKey");
     char aad[200];
     *_body = NULL;
@@ -464,7 +474,7 @@ static cu_rc enr_unwrap(cu_store *s, int kind, const char *id, json_t *j)
 
 cu_rc cu_store_enr_get(cu_store *s, cu_enr_kind kind, const char *id, cu_enr **_out)
 {
-    cu__return_val_if_fail(s != NULL && id != NULL && _out != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && id != NULL && _out != NULL, CU_E_INVALID_ARG);
     char *body = NULL;
     json_t *j = NULL;
     json_error_t e;
@@ -478,7 +488,7 @@ cu_rc cu_store_enr_get(cu_store *s, cu_enr_kind kind, const char *id, cu_enr **_
     }
     if ((rc = enr_unwrap(s, enr_kind(kind), id, j)) != CU_OK)
         goto cleanup;
-    rc = cu__enr_wrap(kind, j, _out);
+    rc = cu_prov__enr_wrap(kind, j, _out);
     j = NULL;
 cleanup:
     json_decref(j);
@@ -490,7 +500,7 @@ cleanup:
 cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned flags,
                        char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && e != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && e != NULL, CU_E_INVALID_ARG);
     cu_rc rc;
     cu_enr *old = NULL;
     keyset ks = {{0}, 0};
@@ -503,28 +513,28 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
     rc = cu_store_enr_get(s, cu_enr_get_kind(e), id, &old);
     if (rc == CU_E_OBJECT_NOT_FOUND) {
         if (flags & CU_STORE_REPLACE) {
-            rc = cu__refuse(CU_E_OBJECT_NOT_FOUND, reason, reason_len, "no %s '%s' to update",
+            rc = cu_prov__refuse(CU_E_OBJECT_NOT_FOUND, reason, reason_len, "no %s '%s' to update",
                             kind_domain(kind), id);
             goto cleanup;
         }
         if (if_match != NULL && strcmp(if_match, "*") != 0) {
-            rc = cu__refuse(CU_E_STATE, reason, reason_len,
+            rc = cu_prov__refuse(CU_E_STATE, reason, reason_len,
                             "etag %s given but %s '%s' does not exist (412)", if_match, kind_domain(kind), id);
             goto cleanup;
         }
         rc = CU_OK;
     } else if (rc != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     } else {
         if (flags & CU_STORE_CREATE) {
-            rc = cu__refuse(CU_E_STATE, reason, reason_len, "%s '%s' already exists (409)",
+            rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "%s '%s' already exists (409)",
                             kind_domain(kind), id);
             goto cleanup;
         }
         const char *cur = cu_enr_get0_etag(old);
         if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(if_match, cur) != 0)) {
-            rc = cu__refuse(CU_E_STATE, reason, reason_len,
+            rc = cu_prov__refuse(CU_E_STATE, reason, reason_len,
                             "stale etag: %s '%s' is at %s, not %s (412 precondition failed)",
                             kind_domain(kind), id, cur ? cur : "(none)", if_match);
             goto cleanup;
@@ -532,11 +542,11 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
     }
     if ((rc = enr_keys(s, e, &ks, reason, reason_len)) != CU_OK)
         goto cleanup;
-    cu__etag_new(etag);
-    cu__timestamp(now);
-    if ((rc = cu__enr_set_str(e, "etag", etag)) != CU_OK ||
-        (rc = cu__enr_set_str(e, "createdDateTimeUtc", old && cu_enr_get0_created(old) ? cu_enr_get0_created(old) : now)) != CU_OK ||
-        (rc = cu__enr_set_str(e, "lastUpdatedDateTimeUtc", now)) != CU_OK)
+    cu_prov__etag_new(etag);
+    cu_prov__timestamp(now);
+    if ((rc = cu_prov__enr_set_str(e, "etag", etag)) != CU_OK ||
+        (rc = cu_prov__enr_set_str(e, "createdDateTimeUtc", old && cu_enr_get0_created(old) ? cu_enr_get0_created(old) : now)) != CU_OK ||
+        (rc = cu_prov__enr_set_str(e, "lastUpdatedDateTimeUtc", now)) != CU_OK)
         goto cleanup;
     if ((rc = cu_enr_set_enabled(e, cu_enr_is_enabled(e))) != CU_OK)
         goto cleanup;
@@ -555,18 +565,18 @@ cleanup:
 cu_rc cu_store_enr_delete(cu_store *s, cu_enr_kind kind, const char *id, const char *if_match,
                           char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && id != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && id != NULL, CU_E_INVALID_ARG);
     cu_enr *old = NULL;
     cu_rc rc;
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     if ((rc = cu_store_enr_get(s, kind, id, &old)) != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     }
     const char *cur = cu_enr_get0_etag(old);
     if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(cur, if_match) != 0)) {
-        rc = cu__refuse(CU_E_STATE, reason, reason_len, "stale etag: '%s' is at %s, not %s (412)", id,
+        rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "stale etag: '%s' is at %s, not %s (412)", id,
                         cur ? cur : "(none)", if_match);
         goto cleanup;
     }
@@ -579,8 +589,8 @@ cleanup:
 cu_rc cu_store_list(cu_store *s, cu_store_kind kind, const char *after, size_t limit,
                     char ***_ids, size_t *_n)
 {
-    cu__return_val_if_fail(s != NULL && _ids != NULL && _n != NULL && limit > 0, CU_E_INVALID_ARG);
-    char *la = after ? cu__lower_dup(after) : NULL;
+    cu_prov__return_val_if_fail(s != NULL && _ids != NULL && _n != NULL && limit > 0, CU_E_INVALID_ARG);
+    char *la = after ? cu_prov__lower_dup(after) : NULL;
     cu_rc rc = s->ops->list(s->b, kind, la, limit, _ids, _n);
     free(la);
     return rc;
@@ -597,13 +607,13 @@ void cu_store_ids_free(char **ids, size_t n)
 
 cu_rc cu_store_count(cu_store *s, cu_store_kind kind, uint64_t *_n)
 {
-    cu__return_val_if_fail(s != NULL && _n != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && _n != NULL, CU_E_INVALID_ARG);
     return s->ops->count(s->b, kind, _n);
 }
 
 cu_rc cu_store_groups_by_cert(cu_store *s, X509 *cert, char ***_ids, size_t *_n)
 {
-    cu__return_val_if_fail(s != NULL && cert != NULL && _ids != NULL && _n != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && cert != NULL && _ids != NULL && _n != NULL, CU_E_INVALID_ARG);
     char hex[65], key[72];
     cu_rc rc = cu_x509_sha256_hex(cert, hex);
     if (rc != CU_OK)
@@ -614,7 +624,7 @@ cu_rc cu_store_groups_by_cert(cu_store *s, X509 *cert, char ***_ids, size_t *_n)
 
 cu_rc cu_store_symkey_groups(cu_store *s, char ***_ids, size_t *_n)
 {
-    cu__return_val_if_fail(s != NULL && _ids != NULL && _n != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && _ids != NULL && _n != NULL, CU_E_INVALID_ARG);
     return s->ops->find(s->b, CU_KIND_GROUP, "att:symmetricKey", 1000000, _ids, _n);
 }
 
@@ -643,7 +653,7 @@ static cu_rc push_anchor_pem(STACK_OF(X509) *anchors, const char *pem, const cha
 
 cu_rc cu_store_anchors_by_subject(cu_store *s, const X509_NAME *name, STACK_OF(X509) *anchors)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && anchors != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && anchors != NULL, CU_E_INVALID_ARG);
     char hex[65], key[72];
     char **ids = NULL;
     size_t n = 0;
@@ -693,8 +703,8 @@ static cu_rc ca_save(cu_store *s, const char *name, json_t *ca)
     keyset ks = {{0}, 0};
     char etag[48], now[32], *body = NULL;
     cu_rc rc;
-    cu__etag_new(etag);
-    cu__timestamp(now);
+    cu_prov__etag_new(etag);
+    cu_prov__timestamp(now);
     json_object_set_new(ca, "etag", json_string(etag));
     json_object_set_new(ca, "updated", json_string(now));
     if (json_object_get(ca, "created") == NULL)
@@ -716,28 +726,28 @@ cleanup:
 cu_rc cu_store_ca_add(cu_store *s, const char *name, const char *cert_text, bool verified,
                       char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && cert_text != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && cert_text != NULL, CU_E_INVALID_ARG);
     X509 *x = NULL;
     json_t *ca = NULL, *info = NULL, *old = NULL;
     char *pem = NULL;
     cu_rc rc;
 
-    if (!cu__regid_valid(name))
-        return cu__refuse(CU_E_INVALID_ARG, reason, reason_len, "CA name '%.64s' is not valid", name);
+    if (!cu_prov__regid_valid(name))
+        return cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "CA name '%.64s' is not valid", name);
     if ((rc = cu_x509_decode(cert_text, strlen(cert_text), &x)) != CU_OK)
-        return cu__refuse(rc, reason, reason_len, "CA certificate: %s", cu_err_last()->msg);
+        return cu_prov__refuse(rc, reason, reason_len, "CA certificate: %s", cu_err_last()->msg);
     if (X509_check_ca(x) == 0) {
-        rc = cu__refuse(CU_E_INVALID_ARG, reason, reason_len,
+        rc = cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len,
                         "'%s' is not a CA certificate (no CA basic constraint or keyCertSign)", name);
         goto cleanup2;
     }
     if ((rc = cu_store_begin(s)) != CU_OK)
         goto cleanup2;
     if (ca_load(s, name, &old) == CU_OK) {
-        rc = cu__refuse(CU_E_STATE, reason, reason_len, "CA certificate '%s' already exists (409)", name);
+        rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "CA certificate '%s' already exists (409)", name);
         goto cleanup;
     }
-    if ((pem = cu_x509_to_pem(x)) == NULL || (info = cu__x509_info(x)) == NULL) {
+    if ((pem = cu_x509_to_pem(x)) == NULL || (info = cu_prov__x509_info(x)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -763,7 +773,7 @@ cleanup2:
 
 cu_rc cu_store_ca_get_json(cu_store *s, const char *name, char **_json)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && _json != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && _json != NULL, CU_E_INVALID_ARG);
     json_t *ca = NULL;
     cu_rc rc = ca_load(s, name, &ca);
     *_json = NULL;
@@ -775,7 +785,7 @@ cu_rc cu_store_ca_get_json(cu_store *s, const char *name, char **_json)
 
 cu_rc cu_store_ca_get_cert(cu_store *s, const char *name, X509 **_cert, bool *_verified)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && _cert != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && _cert != NULL, CU_E_INVALID_ARG);
     json_t *ca = NULL;
     cu_rc rc = ca_load(s, name, &ca);
     *_cert = NULL;
@@ -793,7 +803,7 @@ static cu_rc etag_ok(json_t *doc, const char *if_match, char *reason, size_t rle
 {
     const char *cur = json_string_value(json_object_get(doc, "etag"));
     if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(cur, if_match) != 0))
-        return cu__refuse(CU_E_STATE, reason, rlen, "stale etag: at %s, not %s (412)", cur ? cur : "(none)",
+        return cu_prov__refuse(CU_E_STATE, reason, rlen, "stale etag: at %s, not %s (412)", cur ? cur : "(none)",
                           if_match);
     return CU_OK;
 }
@@ -801,7 +811,7 @@ static cu_rc etag_ok(json_t *doc, const char *if_match, char *reason, size_t rle
 cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, char **_code,
                            char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && _code != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && _code != NULL, CU_E_INVALID_ARG);
     json_t *ca = NULL;
     uint8_t r[24];
     char hex[49];
@@ -810,7 +820,7 @@ cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, 
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     if ((rc = ca_load(s, name, &ca)) != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     }
     if ((rc = etag_ok(ca, if_match, reason, reason_len)) != CU_OK)
@@ -819,7 +829,7 @@ cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, 
         rc = cu_err_set(CU_E_CRYPTO, "no randomness");
         goto cleanup;
     }
-    cu__hex(r, sizeof r, hex);
+    cu_prov__hex(r, sizeof r, hex);
     for (char *p = hex; *p; p++)
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 32);
@@ -834,7 +844,7 @@ cleanup:
 cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
                          const char *cert_text, char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && cert_text != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && cert_text != NULL, CU_E_INVALID_ARG);
     json_t *ca = NULL;
     X509 *cax = NULL, *proof = NULL;
     EVP_PKEY *pub = NULL;
@@ -843,7 +853,7 @@ cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     if ((rc = ca_load(s, name, &ca)) != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     }
     if ((rc = etag_ok(ca, if_match, reason, reason_len)) != CU_OK)
@@ -851,23 +861,23 @@ cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
     const char *code = json_string_value(json_object_get(ca, "verificationCode"));
     const char *pem = json_string_value(json_object_get(ca, "certificate"));
     if (code == NULL) {
-        rc = cu__refuse(CU_E_STATE, reason, reason_len, "no verification code was issued for '%s'", name);
+        rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "no verification code was issued for '%s'", name);
         goto cleanup;
     }
     if ((rc = cu_x509_decode(pem, strlen(pem), &cax)) != CU_OK)
         goto cleanup;
     if ((rc = cu_x509_decode(cert_text, strlen(cert_text), &proof)) != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "verification certificate: %s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "verification certificate: %s", cu_err_last()->msg);
         goto cleanup;
     }
     if ((rc = cu_x509_subject_cn(proof, &cn)) != CU_OK || strcmp(cn, code) != 0) {
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len,
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "the verification certificate's subject CN is not the verification code");
         goto cleanup;
     }
     if ((pub = X509_get_pubkey(cax)) == NULL || X509_verify(proof, pub) != 1) {
         ERR_clear_error();
-        rc = cu__refuse(CU_E_VERIFY, reason, reason_len,
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "the verification certificate is not signed by the key of CA '%s'", name);
         goto cleanup;
     }
@@ -886,7 +896,7 @@ cleanup:
 cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, char *reason,
                          size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL, CU_E_INVALID_ARG);
     json_t *ca = NULL;
     char **ids = NULL, *lname = NULL, key[160];
     size_t n = 0;
@@ -894,12 +904,12 @@ cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, ch
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     if ((rc = ca_load(s, name, &ca)) != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     }
     if ((rc = etag_ok(ca, if_match, reason, reason_len)) != CU_OK)
         goto cleanup;
-    if ((lname = cu__lower_dup(name)) == NULL) {
+    if ((lname = cu_prov__lower_dup(name)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -907,7 +917,7 @@ cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, ch
     if ((rc = s->ops->find(s->b, CU_KIND_GROUP, key, 1, &ids, &n)) != CU_OK)
         goto cleanup;
     if (n > 0) {
-        rc = cu__refuse(CU_E_STATE, reason, reason_len, "CA '%s' is referenced by enrollment group '%s'",
+        rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "CA '%s' is referenced by enrollment group '%s'",
                         name, ids[0]);
         goto cleanup;
     }
@@ -923,11 +933,11 @@ cleanup:
 
 cu_rc cu_store_hub_put(cu_store *s, const cu_hub *hub, char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && hub != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && hub != NULL, CU_E_INVALID_ARG);
     if (hub->name[0] == 0 || strlen(hub->name) >= sizeof hub->name || strchr(hub->name, '/') != NULL)
-        return cu__refuse(CU_E_INVALID_ARG, reason, reason_len, "hub name must be a host name");
+        return cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "hub name must be a host name");
     if (hub->weight < 1 || hub->weight > 1000)
-        return cu__refuse(CU_E_INVALID_ARG, reason, reason_len, "allocationWeight must be 1..1000");
+        return cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "allocationWeight must be 1..1000");
     json_t *j = json_pack("{s:s, s:i, s:b}", "name", hub->name, "allocationWeight", (int)hub->weight,
                           "applyAllocationPolicy", hub->apply);
     char *body = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -956,7 +966,7 @@ static cu_rc hub_from_json(const char *body, cu_hub *h)
 
 cu_rc cu_store_hub_get(cu_store *s, const char *name, cu_hub *_hub)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL && _hub != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL && _hub != NULL, CU_E_INVALID_ARG);
     char *body = NULL;
     cu_rc rc = doc_get(s, CU_KIND_HUB, name, &body);
     if (rc == CU_OK)
@@ -967,13 +977,13 @@ cu_rc cu_store_hub_get(cu_store *s, const char *name, cu_hub *_hub)
 
 cu_rc cu_store_hub_delete(cu_store *s, const char *name)
 {
-    cu__return_val_if_fail(s != NULL && name != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && name != NULL, CU_E_INVALID_ARG);
     return doc_del(s, CU_KIND_HUB, name);
 }
 
 cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n)
 {
-    cu__return_val_if_fail(s != NULL && _hubs != NULL && _n != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && _hubs != NULL && _n != NULL, CU_E_INVALID_ARG);
     char **ids = NULL;
     size_t n = 0;
     cu_hub *hubs = NULL;
@@ -1017,7 +1027,7 @@ static const struct {
     {"initialHub", offsetof(cu_reg_record, initial_hub), sizeof(((cu_reg_record *)0)->initial_hub)},
 };
 
-json_t *cu__reg_record_json(const cu_reg_record *r, bool internal)
+json_t *cu_prov__reg_record_json(const cu_reg_record *r, bool internal)
 {
     json_t *j = json_object();
     if (j == NULL)
@@ -1069,7 +1079,7 @@ static cu_rc reg_from_json(const char *body, cu_reg_record *r)
 
 cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec)
 {
-    cu__return_val_if_fail(s != NULL && registration_id != NULL && _rec != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && _rec != NULL, CU_E_INVALID_ARG);
     char *body = NULL;
     memset(_rec, 0, sizeof *_rec);
     cu_rc rc = doc_get(s, CU_KIND_REGISTRATION, registration_id, &body);
@@ -1081,7 +1091,7 @@ cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *
 
 cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json)
 {
-    cu__return_val_if_fail(s != NULL && rec != NULL && rec->registration_id[0] != 0, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && rec != NULL && rec->registration_id[0] != 0, CU_E_INVALID_ARG);
     cu_reg_record old;
     char now[32], *body = NULL;
     json_t *j = NULL;
@@ -1090,28 +1100,30 @@ cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json)
 
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
-    cu__timestamp(now);
+    cu_prov__timestamp(now);
     rc = cu_store_reg_get(s, rec->registration_id, &old);
     snprintf(rec->created, sizeof rec->created, "%s", rc == CU_OK && old.created[0] ? old.created : now);
     cu_reg_record_clear(&old);
     snprintf(rec->updated, sizeof rec->updated, "%s", now);
-    cu__etag_new(rec->etag);
+    cu_prov__etag_new(rec->etag);
     if (rec->enrollment_group_id[0]) {
-        char *lg = cu__lower_dup(rec->enrollment_group_id);
+        char *lg = cu_prov__lower_dup(rec->enrollment_group_id);
         rc = lg ? keyset_add(&ks, "grp:", lg) : cu_err_set(CU_E_NOMEM, "out of memory");
         free(lg);
         if (rc != CU_OK)
             goto cleanup;
     }
-    if ((j = cu__reg_record_json(rec, true)) == NULL ||
+    if ((j = cu_prov__reg_record_json(rec, true)) == NULL ||
         (body = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
     if ((rc = doc_put(s, CU_KIND_REGISTRATION, rec->registration_id, body, (const char *const *)ks.k, ks.n)) != CU_OK)
         goto cleanup;
-    if (audit_json != NULL)
+    if (audit_json != NULL) {
+        s->writes++;
         rc = s->ops->audit(s->b, audit_json);
+    }
 cleanup:
     keyset_clear(&ks);
     free(body);
@@ -1122,17 +1134,17 @@ cleanup:
 cu_rc cu_store_reg_delete(cu_store *s, const char *registration_id, const char *if_match,
                           char *reason, size_t reason_len)
 {
-    cu__return_val_if_fail(s != NULL && registration_id != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL, CU_E_INVALID_ARG);
     cu_reg_record old;
     cu_rc rc;
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     if ((rc = cu_store_reg_get(s, registration_id, &old)) != CU_OK) {
-        rc = cu__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
+        rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     }
     if (if_match != NULL && strcmp(if_match, "*") != 0 && strcmp(if_match, old.etag) != 0) {
-        rc = cu__refuse(CU_E_STATE, reason, reason_len, "stale etag: record is at %s, not %s (412)", old.etag,
+        rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "stale etag: record is at %s, not %s (412)", old.etag,
                         if_match);
         goto cleanup;
     }
@@ -1142,7 +1154,7 @@ cleanup:
     return finish(s, rc);
 }
 
-cu_rc cu__store_audit(cu_store *s, const char *event_json)
+cu_rc cu_prov__store_audit(cu_store *s, const char *event_json)
 {
     return s->ops->audit(s->b, event_json);
 }

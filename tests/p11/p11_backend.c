@@ -21,6 +21,9 @@ int p11_backend_select(p11_backend *b, const char *kind)
     b->pin = "12345678";
     /* tpm2-pkcs11 makes secret keys only through tpm2_ptool (TOKENS.md). */
     b->hmac_keygen = b->hmac_import = k != CU_FIXTURE_TPM2;
+    b->fork_ok = k != CU_FIXTURE_TPM2;
+    /* Debian registers these two with p11-kit (/usr/share/p11-kit/modules). */
+    b->p11kit_name = k == CU_FIXTURE_SOFTHSM2 ? "softhsm2" : k == CU_FIXTURE_TPM2 ? "tpm2_pkcs11" : NULL;
     return 0;
 }
 
@@ -39,6 +42,7 @@ int p11_backend_create(p11_backend *b)
     b->priv = f;
     snprintf(b->module, sizeof b->module, "%s", cu_fixture_get0_module(f));
     snprintf(b->uri, sizeof b->uri, "%s", cu_fixture_get0_uri(f));
+    snprintf(b->quirks, sizeof b->quirks, "%s", cu_fixture_get0_quirks(f));
     if (k == CU_FIXTURE_TPM2) {
         /* A known HMAC key, so MACs can be compared with OpenSSL's. */
         for (size_t i = 0; i < sizeof b->hmac_value; i++)
@@ -48,6 +52,9 @@ int p11_backend_create(p11_backend *b)
             fprintf(stderr, "tpm2 HMAC import: %s\n", cu_err_last()->msg);
             return -1;
         }
+        /* tpm2-pkcs11 reads a token's objects at C_Initialize: start it
+         * again so that it sees the key tpm2_ptool just added. */
+        cu_p11_shutdown();
     }
     return 0;
 }

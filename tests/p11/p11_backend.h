@@ -11,10 +11,13 @@ typedef struct p11_backend {
     char *dir;             /* private directory, removed at the end */
     char uri[1024];        /* token URI with module-path, no PIN */
     char module[512];
+    char quirks[128];      /* the fixture's named quirks for this module */
+    const char *p11kit_name; /* the module's p11-kit registration, or NULL */
     const char *label;
     const char *pin;
     bool hmac_keygen;      /* the token generates HMAC keys through PKCS#11 */
     bool hmac_import;      /* C_CreateObject of a secret key works */
+    bool fork_ok;          /* the module starts afresh in a fork()ed child */
     uint8_t hmac_value[32];/* the value of the pre-made key "hmac" (if !hmac_keygen) */
     size_t hmac_value_len;
     void *priv;

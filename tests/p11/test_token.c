@@ -86,7 +86,7 @@ static int suite_init(void)
 {
     if (p11_backend_create(&be) != 0)
         return -1;
-    cu_token_opts o = {.pin = be.pin};
+    cu_token_opts o = {.pin = be.pin, .quirks = be.quirks};
     if (cu_token_open(be.uri, &o, &tok) != CU_OK) {
         fprintf(stderr, "open %s: %s\n", be.uri, cu_err_last()->msg);
         return -1;
@@ -473,6 +473,12 @@ static void test_fork(void)
     CU_ASSERT_EQUAL_FATAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
     fflush(NULL);
     pid_t pid = fork();
+    if (pid == 0 && !be.fork_ok) {
+        /* The module cannot start afresh here: refused, not shared. */
+        len = sizeof sig;
+        cu_rc rc = cu_sign(ec256, &s, msg, sizeof msg, sig, &len);
+        _exit(rc == CU_E_STATE && strstr(cu_err_last()->msg, "fork-unsafe") ? 0 : 4);
+    }
     if (pid == 0) {
         int ok = 1;
         for (int i = 0; i < 5; i++) {
@@ -490,11 +496,30 @@ static void test_fork(void)
     CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
 }
 
+static void test_module_by_name(void)
+{
+    char uri[1024];
+    cu_token *t = NULL;
+    cu_object *o = NULL;
+    if (be.p11kit_name == NULL)
+        return; /* not registered with p11-kit */
+    snprintf(uri, sizeof uri, "pkcs11:token=%s?module-name=%s", be.label, be.p11kit_name);
+    cu_token_opts opts = {.pin = be.pin, .quirks = be.quirks};
+    CU_ASSERT_EQUAL_FATAL(cu_token_open(uri, &opts, &t), CU_OK);
+    /* The same module instance as the one loaded by path. */
+    CU_ASSERT_PTR_EQUAL(cu_token_get0_module(t), cu_token_get0_module(tok));
+    CU_ASSERT_EQUAL(cu_token_find(t, "pkcs11:object=ec256;type=private", CU_CLASS_ANY, &o), CU_OK);
+    cu_object_free(o);
+    cu_token_unref(t);
+    CU_ASSERT_EQUAL(cu_token_open("pkcs11:token=x?module-name=no-such-module", NULL, &t), CU_E_MODULE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-module"));
+}
+
 static void test_quirks(void)
 {
     unsigned q = 0;
-    CU_ASSERT_EQUAL(cu_quirks_parse("no-finalize,init-retry", &q), CU_OK);
-    CU_ASSERT_EQUAL(q, CU_QUIRK_NO_FINALIZE | CU_QUIRK_INIT_RETRY);
+    CU_ASSERT_EQUAL(cu_quirks_parse("no-finalize,init-retry,fork-unsafe", &q), CU_OK);
+    CU_ASSERT_EQUAL(q, CU_QUIRK_NO_FINALIZE | CU_QUIRK_INIT_RETRY | CU_QUIRK_FORK_UNSAFE);
     CU_ASSERT_EQUAL(cu_quirks_parse("no-such-quirk", &q), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-quirk"));
 }
@@ -519,6 +544,7 @@ static const cu_test_case cases[] = {
     {"certificate import", test_cert_import},
     {"8 threads signing, all verified", test_threads},
     {"forked child signs", test_fork},
+    {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
     {NULL, NULL},
 };

@@ -38,9 +38,13 @@ enum {
     /* Do not copy keys into session objects for signing (the copy is the
      * fast path on SoftHSM2; some modules refuse C_CopyObject). */
     CU_QUIRK_NO_SESSION_COPY = 1u << 2,
+    /* The module cannot start afresh in a fork()ed child: its state holds
+     * the parent's connection and sessions (tpm2-pkcs11), which the child
+     * would corrupt. In a child the layer refuses it (CU_E_STATE) instead. */
+    CU_QUIRK_FORK_UNSAFE = 1u << 3,
 };
 
-/* Parses "no-finalize,init-retry,no-session-copy" (comma separated). */
+/* Parses "no-finalize,init-retry,no-session-copy,fork-unsafe" (comma separated). */
 cu_rc cu_quirks_parse(const char *s, unsigned *_quirks);
 
 /* ---- Modules ---- */
