@@ -321,11 +321,11 @@ cu_rc cu_tpm_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpm
         return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_challenge_new: NULL argument");
     *_blob_b64 = NULL;
     if ((rc = cu_tpm_pub_parse_b64(ek_b64, &ek)) != CU_OK) {
-        rc = cu_err_set(rc, "tpm.endorsementKey: %s", cu_err_last()->msg);
+        rc = cu_tpm__err_wrap(rc, "tpm.endorsementKey");
         goto cleanup;
     }
     if ((rc = cu_tpm_pub_parse_b64(srk_b64, &srk)) != CU_OK) {
-        rc = cu_err_set(rc, "tpm.storageRootKey: %s", cu_err_last()->msg);
+        rc = cu_tpm__err_wrap(rc, "tpm.storageRootKey");
         goto cleanup;
     }
     if ((rc = cu_tpm__random(opts, key, CU_TPM_ID_KEY_LEN)) != CU_OK ||

@@ -6,6 +6,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,4 +196,15 @@ char *cu_tpm__b64_encode(const uint8_t *data, size_t len)
     if (out != NULL)
         EVP_EncodeBlock((unsigned char *)out, data, (int)len);
     return out;
+}
+
+cu_rc cu_tpm__err_wrap(cu_rc rc, const char *fmt, ...)
+{
+    char saved[sizeof(((cu_err *)0)->msg)], prefix[256];
+    snprintf(saved, sizeof saved, "%s", cu_err_last()->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    return cu_err_set(rc, "%s: %s", prefix, saved);
 }

@@ -202,7 +202,7 @@ cu_rc cu_tpm_pub_parse_b64(const char *b64, cu_tpm_pub **_out)
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: too long");
     cu_rc rc = cu_tpm__b64_decode(b64, &raw, &len);
     if (rc != CU_OK)
-        return cu_err_set(rc, "TPM public area: %s", cu_err_last()->msg);
+        return cu_tpm__err_wrap(rc, "TPM public area");
     rc = cu_tpm_pub_parse(raw, len, _out);
     free(raw);
     return rc;
@@ -288,7 +288,7 @@ cu_rc cu_tpm_pub_check(const cu_tpm_pub *pub, cu_tpm_role role)
         cu_rc rc = cu_tpm__pub_pkey(pub, &k);
         EVP_PKEY_free(k);
         if (rc != CU_OK)
-            return cu_err_set(CU_E_INVALID_ARG, "%s: %s", who, cu_err_last()->msg);
+            return cu_tpm__err_wrap(CU_E_INVALID_ARG, "%s", who);
     } else {
         return cu_err_set(CU_E_KEY_TYPE, "%s: object type 0x%04x is not RSA or ECC", who,
                           pub->type);
@@ -402,11 +402,11 @@ cu_rc cu_tpm_ek_match(const char *enrolled_b64, const char *presented_b64, bool 
     *_match = false;
     cu_rc rc = cu_tpm_pub_parse_b64(enrolled_b64, &a);
     if (rc != CU_OK) {
-        rc = cu_err_set(rc, "enrollment's endorsement key: %s", cu_err_last()->msg);
+        rc = cu_tpm__err_wrap(rc, "enrollment's endorsement key");
         goto cleanup;
     }
     if ((rc = cu_tpm_pub_parse_b64(presented_b64, &b)) != CU_OK) {
-        rc = cu_err_set(rc, "device's endorsement key: %s", cu_err_last()->msg);
+        rc = cu_tpm__err_wrap(rc, "device's endorsement key");
         goto cleanup;
     }
     *_match = cu_tpm_pub_same_key(a, b);

@@ -1,0 +1,406 @@
+/* TPM attestation end to end at the library level, against real swtpms
+ * started through the token fixture (custos/fixture.h):
+ *   device reads EK/SRK -> service builds the challenge -> device activates
+ *   and imports -> device signs a SAS token in the TPM -> the service
+ *   verifies it with the key it issued (custos/sas.h);
+ * the second blob (assignment), HMAC sequences, a tampered blob refused by
+ * the TPM (TPM_RC_INTEGRITY), a second swtpm (another EK) that cannot use
+ * the first device's challenge, ECC endorsement keys, and the tpm2-pkcs11
+ * token living on the same swtpm. */
+#include "cu_test.h"
+
+#include <custos/fixture.h>
+#include <custos/sas.h>
+#include <custos/token.h>
+#include <custos/tpm.h>
+#include <custos/tpmdev.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SO_PIN "so-pin-1234"
+#define USER_PIN "user-pin-1234"
+#define SCOPE "0ne0012AB34"
+
+/* Like CU_ASSERT_EQUAL on a cu_rc, printing the recorded reason on failure. */
+#define CHECK_RC(expr, want)                                                                     \
+    do {                                                                                         \
+        cu_rc got_ = (expr);                                                                     \
+        if (got_ != (want))                                                                      \
+            printf("\n    %s -> %s: %s\n", #expr, cu_rc_str(got_), cu_err_last()->msg);         \
+        CU_ASSERT_EQUAL(got_, want);                                                             \
+    } while (0)
+
+static char *base;
+static cu_fixture *fx;    /* the device's swtpm, shared with a tpm2-pkcs11 token */
+static cu_fixture *other; /* a second TPM (another EK) */
+static char tcti[128], tcti_other[128];
+
+static int suite_init(void)
+{
+    setenv("TSS2_LOG", "all+none", 0); /* negative tests make tpm2-tss chatty */
+    base = cu_test_mkdtemp("tpmdev");
+    if (base == NULL)
+        return -1;
+    char d[512];
+    /* A process can load one tpm2-pkcs11 store: the second TPM's fixture
+     * is made by a child; its swtpm daemon outlives the child. */
+    snprintf(d, sizeof d, "%s/other", base);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        cu_fixture *g = NULL;
+        cu_rc rc = cu_fixture_create(CU_FIXTURE_TPM2, d, "other-tpm", SO_PIN, USER_PIN, NULL, &g);
+        if (rc != CU_OK)
+            fprintf(stderr, "second swtpm: %s\n", cu_err_last()->msg);
+        cu_fixture_free(g);
+        _exit(rc == CU_OK ? 0 : 1);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return -1;
+    if (cu_fixture_load(d, &other) != CU_OK)
+        return -1;
+    snprintf(d, sizeof d, "%s/dev", base);
+    if (cu_fixture_create(CU_FIXTURE_TPM2, d, "custos-tpm", SO_PIN, USER_PIN, NULL, &fx) != CU_OK) {
+        fprintf(stderr, "swtpm fixture: %s\n", cu_err_last()->msg);
+        return -1;
+    }
+    snprintf(tcti, sizeof tcti, "swtpm:host=127.0.0.1,port=%d", cu_fixture_tpm_port(fx));
+    snprintf(tcti_other, sizeof tcti_other, "swtpm:host=127.0.0.1,port=%d",
+             cu_fixture_tpm_port(other));
+    return 0;
+}
+
+static int suite_cleanup(void)
+{
+    if (fx != NULL)
+        cu_fixture_destroy(fx);
+    if (other != NULL)
+        cu_fixture_destroy(other);
+    cu_fixture_free(fx);
+    cu_fixture_free(other);
+    cu_test_rmtree(base);
+    free(base);
+    return 0;
+}
+
+static cu_tpmdev *open_dev(const char *t, cu_tpmdev_ek_kind kind, size_t chunk)
+{
+    cu_tpmdev_opts o = {.ek = kind, .hmac_chunk = chunk};
+    cu_tpmdev *dev = NULL;
+    if (cu_tpmdev_open(t, &o, &dev) != CU_OK)
+        fprintf(stderr, "tpmdev: %s\n", cu_err_last()->msg);
+    return dev;
+}
+
+/* The service's side of the second PUT: verify the device's SAS token with
+ * the identity key it issued. */
+static cu_rc service_verify(const char *token, const char *regid, const uint8_t *key, time_t now)
+{
+    cu_sas *sas = NULL;
+    cu_rc rc = cu_sas_parse(token, strlen(token), &sas);
+    if (rc != CU_OK)
+        return rc;
+    cu_sas_check chk = {.id_scope = SCOPE, .registration_id = regid, .key_name = "registration",
+                        .now = now, .skew = 30};
+    cu_sas_key k = {.key = key, .len = CU_TPM_ID_KEY_LEN, .label = "tpm identity"};
+    char reason[256] = "";
+    size_t matched = 0;
+    rc = cu_sas_verify(sas, &chk, &k, 1, &matched, reason, sizeof reason);
+    cu_sas_free(sas);
+    return rc;
+}
+
+/* One registration: identity, challenge, import, SAS, verify. */
+static void register_once(cu_tpmdev_ek_kind kind)
+{
+    cu_tpmdev *dev = open_dev(tcti, kind, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+    char *ek = NULL, *srk = NULL, regid[CU_TPM_REGID_LEN + 1];
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek, &srk, regid), CU_OK);
+
+    /* Service: the 401 challenge. */
+    uint8_t key[CU_TPM_ID_KEY_LEN];
+    char *blob = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_challenge_new(ek, srk, NULL, key, &blob), CU_OK);
+
+    /* Device: activate, import, sign. */
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob(dev, blob), CU_OK);
+    uint64_t exp = (uint64_t)time(NULL) + 2400;
+    char *token = NULL;
+    CHECK_RC(cu_tpmdev_sas_token(dev, SCOPE, regid, exp, "registration", &token), CU_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(token);
+    CU_ASSERT_PTR_NOT_NULL(strstr(token, "sr=" SCOPE "%2fregistrations%2f"));
+
+    /* Service: the second PUT verifies with the issued key ... */
+    CU_ASSERT_EQUAL(service_verify(token, regid, key, 0), CU_OK);
+    /* ... not with another key, not after expiry, not for another id. */
+    uint8_t wrong[CU_TPM_ID_KEY_LEN];
+    memcpy(wrong, key, sizeof wrong);
+    wrong[0] ^= 1;
+    CU_ASSERT_EQUAL(service_verify(token, regid, wrong, 0), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(service_verify(token, regid, key, (time_t)exp + 3600), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(service_verify(token, "someone-else", key, 0), CU_E_VERIFY);
+
+    /* The assignment's second blob (the hub key) replaces the key. */
+    uint8_t hub[32], mac[32], want[32];
+    RAND_bytes(hub, sizeof hub);
+    char *blob2 = NULL;
+    cu_tpm_pub *ekp = NULL, *srkp = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(ek, &ekp), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(srk, &srkp), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build_b64(ekp, srkp, hub, sizeof hub, NULL, &blob2), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob(dev, blob2), CU_OK);
+    static const uint8_t msg[] = "myhub.azure-devices.net/devices/dev1\n1999999999";
+    CHECK_RC(cu_tpmdev_hmac(dev, msg, sizeof msg - 1, mac), CU_OK);
+    EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, hub, sizeof hub, msg, sizeof msg - 1, want, 32,
+              NULL);
+    CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
+
+    cu_tpm_pub_free(ekp);
+    cu_tpm_pub_free(srkp);
+    free(blob2);
+    free(token);
+    free(blob);
+    free(ek);
+    free(srk);
+    cu_tpmdev_close(dev);
+}
+
+static void test_identity_stable(void)
+{
+    cu_tpmdev *dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+    char *ek1 = NULL, *ek2 = NULL, *srk1 = NULL, *srk2 = NULL;
+    char id1[CU_TPM_REGID_LEN + 1], id2[CU_TPM_REGID_LEN + 1];
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek1, &srk1, id1), CU_OK);
+    cu_tpmdev_close(dev);
+    dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek2, &srk2, id2), CU_OK);
+    CU_ASSERT_STRING_EQUAL(ek1, ek2);
+    CU_ASSERT_STRING_EQUAL(srk1, srk2);
+    CU_ASSERT_STRING_EQUAL(id1, id2);
+    CU_ASSERT_EQUAL(strlen(id1), 52);
+    /* What the service sees: an RSA-2048 TCG EK and a usable SRK. */
+    cu_tpm_pub *e = NULL, *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(ek1, &e), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(srk1, &s), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpm_pub_attributes(e), 0x000300B2);
+    CU_ASSERT_EQUAL(cu_tpm_pub_check(e, CU_TPM_ROLE_EK), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpm_pub_check(s, CU_TPM_ROLE_SRK), CU_OK);
+    char id3[CU_TPM_REGID_LEN + 1];
+    CU_ASSERT_EQUAL(cu_tpm_registration_id(e, id3), CU_OK);
+    CU_ASSERT_STRING_EQUAL(id1, id3);
+    cu_tpm_pub_free(e);
+    cu_tpm_pub_free(s);
+    free(ek1);
+    free(ek2);
+    free(srk1);
+    free(srk2);
+    cu_tpmdev_close(dev);
+}
+
+static void test_register_rsa(void) { register_once(CU_TPMDEV_EK_RSA); }
+static void test_register_ecc(void) { register_once(CU_TPMDEV_EK_ECC); }
+
+static void test_hmac_sequence(void)
+{
+    uint8_t key[32], msg[3000], mac[32], want[32];
+    RAND_bytes(key, sizeof key);
+    for (size_t i = 0; i < sizeof msg; i++)
+        msg[i] = (uint8_t)(i * 7);
+    cu_tpmdev *dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+    uint8_t *ek = NULL, *srk = NULL;
+    size_t el = 0, sl = 0;
+    cu_tpm_pub *e = NULL, *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(dev, &ek, &el), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_srk(dev, &srk, &sl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek, el, &e), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(srk, sl, &s), CU_OK);
+    uint8_t *blob = NULL;
+    size_t bl = 0;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build(e, s, key, sizeof key, NULL, &blob, &bl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob_raw(dev, blob, bl), CU_OK);
+    cu_tpmdev_close(dev);
+    /* TPM input buffer (1024 on swtpm): 0, 1, 1024 in one TPM2_HMAC,
+     * 1025 and 3000 through HMAC_Start/SequenceUpdate/SequenceComplete;
+     * and a 64-byte chunk to exercise many updates. */
+    size_t chunks[] = {0, 64};
+    size_t lens[] = {0, 1, 64, 65, 1024, 1025, 2048, 3000};
+    for (size_t c = 0; c < 2; c++) {
+        dev = open_dev(tcti, CU_TPMDEV_EK_RSA, chunks[c]);
+        for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+            memset(mac, 0, sizeof mac);
+            CU_ASSERT_EQUAL(cu_tpmdev_hmac(dev, msg, lens[i], mac), CU_OK);
+            EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, sizeof key, msg, lens[i], want,
+                      32, NULL);
+            CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
+        }
+        cu_tpmdev_close(dev);
+    }
+    free(blob);
+    free(ek);
+    free(srk);
+    cu_tpm_pub_free(e);
+    cu_tpm_pub_free(s);
+}
+
+/* Builds a challenge for the device on `t` (raw). */
+static uint8_t *challenge_for(const char *t, uint8_t *key, size_t *_len)
+{
+    cu_tpmdev *dev = open_dev(t, CU_TPMDEV_EK_RSA, 0);
+    uint8_t *ek = NULL, *srk = NULL, *blob = NULL;
+    size_t el = 0, sl = 0;
+    cu_tpm_pub *e = NULL, *s = NULL;
+    if (dev && cu_tpmdev_ek(dev, &ek, &el) == CU_OK && cu_tpmdev_srk(dev, &srk, &sl) == CU_OK &&
+        cu_tpm_pub_parse(ek, el, &e) == CU_OK && cu_tpm_pub_parse(srk, sl, &s) == CU_OK)
+        cu_tpm_blob_build(e, s, key, 32, NULL, &blob, _len);
+    free(ek);
+    free(srk);
+    cu_tpm_pub_free(e);
+    cu_tpm_pub_free(s);
+    cu_tpmdev_close(dev);
+    return blob;
+}
+
+static void test_tampered_blob(void)
+{
+    uint8_t key[32], mac[32], want[32];
+    RAND_bytes(key, sizeof key);
+    size_t len = 0;
+    uint8_t *blob = challenge_for(tcti, key, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
+    cu_tpm_blob_fields f;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_split(blob, len, &f), CU_OK);
+    cu_tpmdev *dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+
+    /* The duplicate's outer HMAC altered: Import says TPM_RC_INTEGRITY. */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, blob, len);
+    bad[(size_t)(f.dup_private - blob) + 4 + 5] ^= 0x01;
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(dev, bad, len), CU_E_VERIFY);
+    CU_ASSERT_TRUE(cu_tpmdev_rc_is_integrity(cu_tpmdev_last_tpm_rc(dev)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "Esys_Import"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "integrity"));
+    printf("\n    tampered duplicate: %s\n", cu_err_last()->msg);
+
+    /* The credential's HMAC altered: ActivateCredential refuses. */
+    memcpy(bad, blob, len);
+    bad[(size_t)(f.id_object - blob) + 4 + 3] ^= 0x80;
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(dev, bad, len), CU_E_VERIFY);
+    CU_ASSERT_TRUE(cu_tpmdev_rc_is_integrity(cu_tpmdev_last_tpm_rc(dev)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "Esys_ActivateCredential"));
+    printf("    tampered credential: %s\n", cu_err_last()->msg);
+
+    /* Structure broken: refused before the TPM sees it. */
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(dev, blob, len - 1), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob(dev, "not base64"), CU_E_INVALID_ARG);
+
+    /* Nothing leaked (3 object slots, no resource manager): the genuine
+     * blob still goes through, more than three times. */
+    for (int i = 0; i < 4; i++)
+        CHECK_RC(cu_tpmdev_import_blob_raw(dev, blob, len), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmdev_hmac(dev, (const uint8_t *)"x", 1, mac), CU_OK);
+    EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, 32, (const uint8_t *)"x", 1, want, 32, NULL);
+    CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
+    free(bad);
+    free(blob);
+    cu_tpmdev_close(dev);
+}
+
+static void test_other_tpm(void)
+{
+    uint8_t key[32];
+    RAND_bytes(key, sizeof key);
+    size_t len = 0;
+    uint8_t *blob = challenge_for(tcti, key, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
+    cu_tpmdev *a = open_dev(tcti, CU_TPMDEV_EK_RSA, 0), *b = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    char *ek_a = NULL, *ek_b = NULL, id_a[CU_TPM_REGID_LEN + 1], id_b[CU_TPM_REGID_LEN + 1];
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(a, &ek_a, NULL, id_a), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(b, &ek_b, NULL, id_b), CU_OK);
+    CU_ASSERT_STRING_NOT_EQUAL(id_a, id_b);
+    /* The enrollment of device A does not match TPM B's EK ... */
+    bool m = true;
+    CU_ASSERT_EQUAL(cu_tpm_ek_match(ek_a, ek_b, &m), CU_OK);
+    CU_ASSERT_FALSE(m);
+    /* ... and B cannot use A's challenge even if the service sent it. */
+    cu_rc rc = cu_tpmdev_import_blob_raw(b, blob, len);
+    CU_ASSERT_NOT_EQUAL(rc, CU_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "Esys_ActivateCredential"));
+    printf("\n    other TPM: %s\n", cu_err_last()->msg);
+    /* B is still a working TPM: its own challenge goes through. */
+    size_t blen = 0;
+    uint8_t *own = challenge_for(tcti_other, key, &blen);
+    CU_ASSERT_PTR_NOT_NULL(own);
+    if (own != NULL)
+        CHECK_RC(cu_tpmdev_import_blob_raw(b, own, blen), CU_OK);
+    free(own);
+    free(ek_a);
+    free(ek_b);
+    free(blob);
+    cu_tpmdev_close(a);
+    cu_tpmdev_close(b);
+}
+
+/* The tpm2-pkcs11 token on the same swtpm still works next to the
+ * attestation keys (both flush what they load). */
+static void test_shared_with_token(void)
+{
+    cu_token *t = NULL;
+    cu_object *k = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_fixture_token_open(fx, USER_PIN, &t), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_token_keygen(t, CU_KEYGEN_EC_P256, "after-attestation", NULL, 0, &k),
+                          CU_OK);
+    cu_sig s = {.alg = CU_SIG_ECDSA, .hash = CU_HASH_SHA256};
+    uint8_t sig[132];
+    size_t sl = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(k, &s, (const uint8_t *)"m", 1, sig, &sl), CU_OK);
+    CU_ASSERT_EQUAL(sl, 64);
+    cu_object_free(k);
+    cu_token_unref(t);
+    /* ... and the attestation key is still there. */
+    cu_tpmdev *dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    uint8_t mac[32];
+    CU_ASSERT_EQUAL(cu_tpmdev_hmac(dev, (const uint8_t *)"x", 1, mac), CU_OK);
+    cu_tpmdev_close(dev);
+}
+
+static void test_bad_tcti(void)
+{
+    cu_tpmdev *dev = NULL;
+    CU_ASSERT_EQUAL(cu_tpmdev_open("swtpm:host=127.0.0.1,port=1", NULL, &dev), CU_E_IO);
+    CU_ASSERT_PTR_NULL(dev);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no TPM"));
+    cu_tpmdev_opts o = {.ek = (cu_tpmdev_ek_kind)7};
+    CU_ASSERT_EQUAL(cu_tpmdev_open(tcti, &o, &dev), CU_E_INVALID_ARG);
+}
+
+static const cu_test_case cases[] = {
+    {"identity is stable and what the service expects", test_identity_stable},
+    {"register: RSA EK, challenge, import, TPM SAS, verify, 2nd blob", test_register_rsa},
+    {"register: ECC P-256 EK (extension)", test_register_ecc},
+    {"HMAC in one command and as a sequence", test_hmac_sequence},
+    {"tampered blob: TPM_RC_INTEGRITY, reported, nothing leaked", test_tampered_blob},
+    {"second swtpm cannot use the first device's challenge", test_other_tpm},
+    {"tpm2-pkcs11 token shares the swtpm", test_shared_with_token},
+    {"no TPM / bad options", test_bad_tcti},
+    {NULL, NULL},
+};
+
+int main(void)
+{
+    if (cu_test_add_suite("tpm_device", suite_init, suite_cleanup, cases) != 0)
+        return 2;
+    return cu_test_run();
+}
