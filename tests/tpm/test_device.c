@@ -119,9 +119,9 @@ static cu_rc service_verify(const char *token, const char *regid, const uint8_t 
 }
 
 /* One registration: identity, challenge, import, SAS, verify. */
-static void register_once(cu_tpmdev_ek_kind kind)
+static void register_once(const char *t, cu_tpmdev_ek_kind kind)
 {
-    cu_tpmdev *dev = open_dev(tcti, kind, 0);
+    cu_tpmdev *dev = open_dev(t, kind, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
     char *ek = NULL, *srk = NULL, regid[CU_TPM_REGID_LEN + 1];
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek, &srk, regid), CU_OK);
@@ -207,8 +207,19 @@ static void test_identity_stable(void)
     cu_tpmdev_close(dev);
 }
 
-static void test_register_rsa(void) { register_once(CU_TPMDEV_EK_RSA); }
-static void test_register_ecc(void) { register_once(CU_TPMDEV_EK_ECC); }
+static void test_register_rsa(void) { register_once(tcti, CU_TPMDEV_EK_RSA); }
+static void test_register_ecc(void) { register_once(tcti, CU_TPMDEV_EK_ECC); }
+
+/* The same through the token fixture's resource manager (tpm2-abrmd on its
+ * private D-Bus, whose address the fixture put in the environment). */
+static void test_register_rm(void)
+{
+    if (!cu_fixture_tpm_has_rm(fx)) {
+        printf("(fixture without resource manager: skipped) ");
+        return;
+    }
+    register_once("tabrmd:bus_type=session", CU_TPMDEV_EK_RSA);
+}
 
 static void test_hmac_sequence(void)
 {
@@ -390,6 +401,7 @@ static const cu_test_case cases[] = {
     {"identity is stable and what the service expects", test_identity_stable},
     {"register: RSA EK, challenge, import, TPM SAS, verify, 2nd blob", test_register_rsa},
     {"register: ECC P-256 EK (extension)", test_register_ecc},
+    {"register through tpm2-abrmd, the token's resource manager", test_register_rm},
     {"HMAC in one command and as a sequence", test_hmac_sequence},
     {"tampered blob: TPM_RC_INTEGRITY, reported, nothing leaked", test_tampered_blob},
     {"second swtpm cannot use the first device's challenge", test_other_tpm},
