@@ -397,6 +397,67 @@ static void test_bad_tcti(void)
     CU_ASSERT_EQUAL(cu_tpmdev_open(tcti, &o, &dev), CU_E_INVALID_ARG);
 }
 
+/* Extension: the EK certificate. swtpm_setup manufactures the second TPM
+ * anew (its state directory, swtpm stopped) with an EK certificate in NV,
+ * issued by a private swtpm_localca CA; the device reads it, the service
+ * checks it against that CA's root and the device's EK. */
+static void test_ek_cert(void)
+{
+    if (cu_test_sh("command -v swtpm_setup >/dev/null && command -v swtpm_localca >/dev/null") != 0) {
+        printf("(swtpm_setup not installed: skipped) ");
+        return;
+    }
+    const char *d = cu_fixture_get0_dir(other);
+    CU_ASSERT_EQUAL_FATAL(cu_fixture_stop(other), CU_OK);
+    int rc = cu_test_sh(
+        "cd '%s' && mkdir -p ca && "
+        "printf 'create_certs_tool = /usr/bin/swtpm_localca\\ncreate_certs_tool_config = %s/localca.conf\\n"
+        "create_certs_tool_options = /etc/swtpm-localca.options\\nactive_pcr_banks = sha256\\n' > setup.conf && "
+        "printf 'statedir = %s/ca\\nsigningkey = %s/ca/signkey.pem\\nissuercert = %s/ca/issuercert.pem\\n"
+        "certserial = %s/ca/certserial\\n' > localca.conf && "
+        "swtpm_setup --tpm2 --tpmstate '%s/tpm' --create-ek-cert --config setup.conf --overwrite "
+        ">setup.log 2>&1",
+        d, d, d, d, d, d, d);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL_FATAL(cu_fixture_start(other), CU_OK);
+    snprintf(tcti_other, sizeof tcti_other, "swtpm:host=127.0.0.1,port=%d",
+             cu_fixture_tpm_port(other));
+    if (rc != 0)
+        return;
+
+    cu_tpmdev *dev = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0), *mine = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+    uint8_t *der = NULL, *ek = NULL, *ek2 = NULL;
+    size_t dl = 0, el = 0, el2 = 0;
+    CHECK_RC(cu_tpmdev_ek_cert(dev, &der, &dl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(dev, &ek, &el), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(mine, &ek2, &el2), CU_OK);
+    cu_tpm_pub *p = NULL, *q = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek, el, &p), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek2, el2, &q), CU_OK);
+    char root[600], inter[600];
+    snprintf(root, sizeof root, "%s/ca/swtpm-localca-rootca-cert.pem", d);
+    snprintf(inter, sizeof inter, "%s/ca/issuercert.pem", d);
+    if (der != NULL) {
+        CHECK_RC(cu_tpm_ekcert_verify(p, der, dl, root, NULL, inter), CU_OK);
+        /* Another TPM's EK is not what the certificate certifies. */
+        CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(q, der, dl, root, NULL, inter), CU_E_VERIFY);
+        /* Without the issuing CA the chain does not reach the root. */
+        CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(p, der, dl, root, NULL, NULL), CU_E_VERIFY);
+    }
+    /* The first TPM has no EK certificate. */
+    uint8_t *none = NULL;
+    size_t nl = 0;
+    CU_ASSERT_EQUAL(cu_tpmdev_ek_cert(mine, &none, &nl), CU_E_OBJECT_NOT_FOUND);
+    cu_tpm_pub_free(p);
+    cu_tpm_pub_free(q);
+    free(der);
+    free(ek);
+    free(ek2);
+    cu_tpmdev_close(dev);
+    cu_tpmdev_close(mine);
+}
+
 static const cu_test_case cases[] = {
     {"identity is stable and what the service expects", test_identity_stable},
     {"register: RSA EK, challenge, import, TPM SAS, verify, 2nd blob", test_register_rsa},
@@ -407,6 +468,7 @@ static const cu_test_case cases[] = {
     {"second swtpm cannot use the first device's challenge", test_other_tpm},
     {"tpm2-pkcs11 token shares the swtpm", test_shared_with_token},
     {"no TPM / bad options", test_bad_tcti},
+    {"EK certificate from NV, chain to the manufacturer root", test_ek_cert},
     {NULL, NULL},
 };
 
