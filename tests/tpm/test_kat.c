@@ -6,6 +6,7 @@
 #include "cu_test.h"
 #include "kat_rng.h"
 
+#include <custos/keyring.h>
 #include <custos/tpm.h>
 
 #include <openssl/bn.h>
@@ -602,6 +603,54 @@ static void test_ekcert(void)
     free(d);
 }
 
+/* ---- the pending challenge (custosd between the 401 and the 2nd PUT) ---- */
+static void test_pending(void)
+{
+    static const uint8_t mk[32] = "service keyring key for the test";
+    cu_keyring *kr = NULL, *kr2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_keyring_software_new(mk, sizeof mk, &kr), CU_OK);
+    uint8_t other_mk[32] = {1};
+    CU_ASSERT_EQUAL_FATAL(cu_keyring_software_new(other_mk, sizeof other_mk, &kr2), CU_OK);
+    size_t en = 0, on = 0;
+    uint8_t *e = slurp("ek-rsa.pub", &en), *o = slurp("ek-ecc.pub", &on);
+    char ek[600], ek2[600];
+    EVP_EncodeBlock((unsigned char *)ek, e, (int)en);
+    EVP_EncodeBlock((unsigned char *)ek2, o, (int)on);
+    uint8_t key[CU_TPM_ID_KEY_LEN], back[CU_TPM_ID_KEY_LEN];
+    for (int i = 0; i < CU_TPM_ID_KEY_LEN; i++)
+        key[i] = (uint8_t)(i * 3);
+    const time_t t0 = 1900000000;
+    char *sealed = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_challenge_seal(kr, "0ne00AB", "Dev-1", ek, t0 + 300, key, &sealed),
+                          CU_OK);
+    CU_ASSERT_EQUAL(strncmp(sealed, "tpmc1:1900000300:cw1:", 21), 0);
+    CU_ASSERT_PTR_NULL(strstr(sealed, "AAECAwQF")); /* no plaintext key */
+    /* Opens for the same scope/id (any case) and EK, before expiry. */
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0NE00ab", "dev-1", ek, t0 + 10, sealed, back), CU_OK);
+    CU_ASSERT_EQUAL(memcmp(key, back, sizeof key), 0);
+    /* Refused: expired, other id, other scope, other EK, other keyring,
+     * expiry edited, garbage. */
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0 + 300, sealed, back),
+                    CU_E_VERIFY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "expired"));
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-2", ek, t0, sealed, back), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AC", "Dev-1", ek, t0, sealed, back), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek2, t0, sealed, back), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr2, "0ne00AB", "Dev-1", ek, t0, sealed, back), CU_E_VERIFY);
+    char *edited = strdup(sealed);
+    edited[15] = '9'; /* 1900000300 -> 1900000900 */
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, edited, back), CU_E_VERIFY);
+    free(edited);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, "cw1:xx", back),
+                    CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_seal(kr, "a|b", "Dev-1", ek, t0, key, &edited), CU_E_INVALID_ARG);
+    free(sealed);
+    free(e);
+    free(o);
+    cu_keyring_free(kr);
+    cu_keyring_free(kr2);
+}
+
 static const cu_test_case cases[] = {
     {"KDFa equals SP 800-108 KBKDF", test_kdfa},
     {"TPM2B_PUBLIC parse, Name, roles, refusals", test_pub_parse},
@@ -613,6 +662,7 @@ static const cu_test_case cases[] = {
     {"blob split refuses short and trailing", test_blob_split_refuses},
     {"challenge: fresh key, refusals name the field", test_challenge},
     {"EK certificate chain and key", test_ekcert},
+    {"pending challenge: sealed, bound, expiring", test_pending},
     {NULL, NULL},
 };
 

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -71,6 +72,8 @@ extern "C" {
 #define CU_TPM_KEY_MAX 128
 /* The default registration id: 52 characters of base32 + NUL. */
 #define CU_TPM_REGID_LEN 52
+
+struct cu_keyring; /* custos/keyring.h */
 
 /* A parsed TPM2B_PUBLIC (opaque). */
 typedef struct cu_tpm_pub cu_tpm_pub;
@@ -225,9 +228,29 @@ cu_rc cu_tpm_blob_build_b64(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const u
  * and SRK of the request, generates a fresh identity key (written to key,
  * CU_TPM_ID_KEY_LEN bytes: keep it, wrapped, to verify the device's SAS
  * token with cu_sas_verify, then cleanse it) and returns the base64
- * `authenticationKey` (caller frees). */
+ * `authenticationKey` (caller frees). RNG draws: the key, then those of
+ * cu_tpm_blob_build. */
 cu_rc cu_tpm_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpm_blob_opts *opts,
                            uint8_t key[CU_TPM_ID_KEY_LEN], char **_blob_b64);
+
+/* The pending challenge as custosd keeps it between the 401 and the second
+ * PUT (and the polls that reuse the same SAS token): the identity key
+ * wrapped (AES-256-GCM) by the service's keyring, whose key stays in the
+ * service's token, bound to the id scope, the registration id (both
+ * case-insensitive), the EK bytes the device presented and the expiry.
+ * *_sealed is one self-contained string ("tpmc1:<expiry>:cw1:...", caller
+ * frees) to store with the registration attempt. */
+cu_rc cu_tpm_challenge_seal(struct cu_keyring *kr, const char *id_scope,
+                            const char *registration_id, const char *ek_b64, uint64_t expires,
+                            const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed);
+/* Recovers the identity key for the second PUT. now = 0: the current time.
+ * @retval CU_OK
+ * @retval CU_E_VERIFY expired, or another scope / registration id / EK, or
+ *                     altered (the reason is recorded)
+ * @retval CU_E_INVALID_ARG not a sealed challenge */
+cu_rc cu_tpm_challenge_open(struct cu_keyring *kr, const char *id_scope,
+                            const char *registration_id, const char *ek_b64, time_t now,
+                            const char *sealed, uint8_t key[CU_TPM_ID_KEY_LEN]);
 
 /* ---- extension: EK certificate ---- */
 
