@@ -353,6 +353,11 @@ static void test_other_tpm(void)
     CU_ASSERT_NOT_EQUAL(rc, CU_OK);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "Esys_ActivateCredential"));
     printf("\n    other TPM: %s\n", cu_err_last()->msg);
+    /* B has made no ECC EK: said plainly, before the TPM is asked. */
+    cu_tpmdev *b_ecc = open_dev(tcti_other, CU_TPMDEV_EK_ECC, 0);
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(b_ecc, blob, len), CU_E_OBJECT_NOT_FOUND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no endorsement key at 0x81010002"));
+    cu_tpmdev_close(b_ecc);
     /* B is still a working TPM: its own challenge goes through. */
     size_t blen = 0;
     uint8_t *own = challenge_for(tcti_other, key, &blen);

@@ -354,6 +354,21 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
     UNMARSHAL(TPM2B_ENCRYPTED_SECRET, f.sym_seed, f.sym_seed_len, &seed, "encrypted seed");
     UNMARSHAL(TPM2B_PUBLIC, f.key_public, f.key_public_len, &key_pub, "key public area");
 
+    /* Both keys were read (or made) when the device sent them. */
+    TPM2_HANDLE ek_handle = dev->opts.ek == CU_TPMDEV_EK_RSA ? CU_TPMDEV_EK_RSA_HANDLE
+                                                            : CU_TPMDEV_EK_ECC_HANDLE;
+    bool have_srk = false, have_ek = false;
+    if ((rc = persistent_exists(dev, CU_TPMDEV_SRK_HANDLE, &have_srk)) != CU_OK ||
+        (rc = persistent_exists(dev, ek_handle, &have_ek)) != CU_OK)
+        goto cleanup;
+    if (!have_srk || !have_ek) {
+        rc = cu_err_set(CU_E_OBJECT_NOT_FOUND,
+                        "this TPM has no %s at 0x%08x: the challenge was made for the keys the "
+                        "device sent, read them first (cu_tpmdev_identity)",
+                        have_srk ? "endorsement key" : "storage root key",
+                        have_srk ? (unsigned)ek_handle : CU_TPMDEV_SRK_HANDLE);
+        goto cleanup;
+    }
     if ((rc = tr_from(dev, CU_TPMDEV_SRK_HANDLE, &srk)) != CU_OK ||
         (rc = tr_from(dev,
                       dev->opts.ek == CU_TPMDEV_EK_RSA ? CU_TPMDEV_EK_RSA_HANDLE
