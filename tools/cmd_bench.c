@@ -84,9 +84,13 @@ static void *run_worker(void *p)
                 }
             } else {
                 CK_ULONG l = sizeof sig;
-                if (f->C_SignInit(s, &b->mech, b->raw_handle) != CKR_OK ||
-                    f->C_Sign(s, b->raw_in, b->raw_in_len, sig, &l) != CKR_OK) {
-                    fail(b, "raw C_SignInit/C_Sign failed");
+                CK_RV rv = f->C_SignInit(s, &b->mech, b->raw_handle);
+                if (rv == CKR_OK)
+                    rv = f->C_Sign(s, b->raw_in, b->raw_in_len, sig, &l);
+                if (rv != CKR_OK) {
+                    char m[96];
+                    snprintf(m, sizeof m, "raw C_SignInit/C_Sign failed (%s)", cu_ckr_str(rv));
+                    fail(b, m);
                     break;
                 }
             }

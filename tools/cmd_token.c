@@ -39,6 +39,12 @@ static const char token_usage[] =
 void cu_tok_target_free(cu_tok_target *t)
 {
     cu_token_unref(t->tok);
+    if (t->started) {
+        /* Leave the token as we found it: finalize tpm2-pkcs11 while its
+         * TPM still answers, then stop the processes this command started. */
+        cu_p11_shutdown();
+        cu_fixture_stop(t->fixture);
+    }
     cu_fixture_free(t->fixture);
     cu_cli_pin_free(t->pin);
     memset(t, 0, sizeof *t);
@@ -61,8 +67,15 @@ int cu_tok_target_open(const char *dir, const char *uri, const char *pin_source,
     memset(t, 0, sizeof *t);
     cu_token_opts o = {0};
     if (dir != NULL) {
+        cu_fixture *probe = NULL;
+        bool was_running = false;
+        if (cu_fixture_load(dir, &probe) == CU_OK) {
+            was_running = cu_fixture_get_kind(probe) != CU_FIXTURE_TPM2 || cu_fixture_tpm_running(probe);
+            cu_fixture_free(probe);
+        }
         if (cu_fixture_open(dir, &t->fixture) != CU_OK)
             return cu_cli_fail("%s", cu_err_last()->msg);
+        t->started = !was_running && cu_fixture_get_kind(t->fixture) == CU_FIXTURE_TPM2;
         if (uri == NULL)
             uri = cu_fixture_get0_uri(t->fixture);
         o.quirks = cu_fixture_get0_quirks(t->fixture);

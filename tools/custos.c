@@ -11,6 +11,7 @@ int cu_cmd_group(int argc, char **argv);
 int cu_cmd_ca(int argc, char **argv);
 int cu_cmd_hub(int argc, char **argv);
 int cu_cmd_registration(int argc, char **argv);
+int cu_cmd_audit(int argc, char **argv);
 int cu_cmd_bench(int argc, char **argv);
 
 static const cu_cli_group groups[] = {
@@ -21,6 +22,7 @@ static const cu_cli_group groups[] = {
     {"ca", "CA certificates and their proof of possession", cu_cmd_ca},
     {"hub", "hubs and their allocation weights", cu_cmd_hub},
     {"registration", "registration records", cu_cmd_registration},
+    {"audit", "custody report", cu_cmd_audit},
     {"bench", "benchmarks: sign", cu_cmd_bench},
 };
 

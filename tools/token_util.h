@@ -8,6 +8,7 @@
 
 typedef struct cu_tok_target {
     cu_fixture *fixture; /* when opened through a token directory */
+    bool started;        /* this command started the token's swtpm: stop it again */
     cu_token *tok;
     char *pin;
     const char *uri;

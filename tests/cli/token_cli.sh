@@ -84,6 +84,35 @@ expect_rc 0 "bench sign" "$CUSTOS" bench sign --dir "$D" --uri "$U" --seconds 0.
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['custos']>0 and d['raw-C_Sign']>0, d" "$T/out" \
   && ok "bench reports the layer beside raw C_Sign" || bad "bench JSON"
 
+# The custody report over the token directories of a state directory.
+S=$T/state
+expect_rc 0 "init a token under STATE/tokens" "$CUSTOS" token init --kind softhsm2 --label audit --dir "$S/tokens/a"
+K=$("$CUSTOS" token keygen --dir "$S/tokens/a" --type ec-p256 --label signer --id c0ffee)
+head -c 32 /dev/urandom > "$T/hmac.key"
+expect_rc 0 "import a known HMAC key" "$CUSTOS" token hmac-import --dir "$S/tokens/a" --key-file "$T/hmac.key" --label imported
+expect_rc 0 "store the signer's certificate under its id" "$CUSTOS" token import --dir "$S/tokens/a" --cert "$T/c.pem" --id c0ffee --label signer-cert
+expect_rc 0 "audit custody (json)" "$CUSTOS" audit custody --state "$S" --json
+python3 - "$T/out" <<'PY' && ok "custody report: imported key flagged, certificate named, summary right" || bad "custody report JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]
+assert s["tokens"] == 1 and s["keys"] == 2 and s["flagged"] == 1 and s["imported"] == 1, s
+k = {x["label"]: x for x in d["keys"]}
+assert k["imported"]["flags"] == ["imported"] and k["imported"]["local"] is False, k["imported"]
+assert k["signer"]["flags"] == [] and "cli-device" in k["signer"]["certificates"], k["signer"]
+assert k["signer"]["token"]["kind"] == "softhsm2" and k["signer"]["token"]["serial"], k["signer"]
+PY
+expect_rc 0 "audit custody (csv)" "$CUSTOS" audit custody --state "$S" --csv
+contains "$T/out" "^token_kind,token_label,manufacturer" "CSV has its header"
+[ "$(wc -l < "$T/out")" = 3 ] && ok "CSV has one line per key" || bad "CSV line count"
+expect_rc 0 "audit custody (html)" "$CUSTOS" audit custody --state "$S" --html
+contains "$T/out" "<strong>Flagged</strong></td><td><strong>1</strong>" "HTML summary counts the flagged key"
+if grep -Eq '(src|href)=' "$T/out"; then bad "HTML page loads something from outside"; else ok "HTML page is self-contained"; fi
+expect_rc 1 "audit custody without tokens fails" "$CUSTOS" audit custody --state "$T/empty"
+contains "$T/err" "no configured tokens" "no tokens is explained"
+CUSTOS_PIN=0000 expect_rc 1 "a token that cannot be read makes the report fail" "$CUSTOS" audit custody --state "$S"
+contains "$T/out" "could not be read" "the report says a token could not be read"
+
 echo
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
