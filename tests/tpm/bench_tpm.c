@@ -73,7 +73,8 @@ static int bench_register(double secs)
     cu_fixture *fx = NULL;
     cu_fixture_opts fo = {.tpm_direct = true};
     int ret = 1;
-    if (cu_fixture_create(CU_FIXTURE_TPM2, d, "bench", "so-pin-1", "user-pin-1", &fo, &fx) != CU_OK) {
+    if (cu_fixture_create(CU_FIXTURE_TPM2, d, "bench", "so-pin-1", "user-pin-1", &fo, &fx) !=
+        CU_OK) {
         fprintf(stderr, "%s\n", cu_err_last()->msg);
         goto out;
     }
@@ -94,7 +95,8 @@ static int bench_register(double secs)
         if (rc == CU_OK)
             rc = cu_tpmdev_import_blob(dev, blob);
         if (rc == CU_OK)
-            rc = cu_tpmdev_sas_token(dev, "0ne00BENCH", regid, (uint64_t)time(NULL) + 60, NULL, &tok);
+            rc = cu_tpmdev_sas_token(dev, "0ne00BENCH", regid, (uint64_t)time(NULL) + 60, NULL,
+                                     &tok);
         if (rc == CU_OK)
             rc = cu_sas_parse(tok, strlen(tok), &sas);
         if (rc == CU_OK) {

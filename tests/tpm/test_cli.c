@@ -21,8 +21,8 @@ static int suite_init(void)
     base = cu_test_mkdtemp("tpmcli");
     char d[512];
     snprintf(d, sizeof d, "%s/tok", base);
-    if (base == NULL ||
-        cu_fixture_create(CU_FIXTURE_TPM2, d, "cli-tpm", "so-pin-1", "user-pin-1", NULL, &fx) != CU_OK) {
+    if (base == NULL || cu_fixture_create(CU_FIXTURE_TPM2, d, "cli-tpm", "so-pin-1", "user-pin-1",
+                                          NULL, &fx) != CU_OK) {
         fprintf(stderr, "fixture: %s\n", cu_err_last()->msg);
         return -1;
     }

@@ -338,7 +338,8 @@ static void test_other_tpm(void)
     size_t len = 0;
     uint8_t *blob = challenge_for(tcti, key, &len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
-    cu_tpmdev *a = open_dev(tcti, CU_TPMDEV_EK_RSA, 0), *b = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0);
+    cu_tpmdev *a = open_dev(tcti, CU_TPMDEV_EK_RSA, 0),
+              *b = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     char *ek_a = NULL, *ek_b = NULL, id_a[CU_TPM_REGID_LEN + 1], id_b[CU_TPM_REGID_LEN + 1];
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(a, &ek_a, NULL, id_a), CU_OK);
@@ -411,7 +412,8 @@ static void test_bad_tcti(void)
  * checks it against that CA's root and the device's EK. */
 static void test_ek_cert(void)
 {
-    if (cu_test_sh("command -v swtpm_setup >/dev/null && command -v swtpm_localca >/dev/null") != 0) {
+    if (cu_test_sh("command -v swtpm_setup >/dev/null && command -v swtpm_localca >/dev/null") !=
+        0) {
         printf("(swtpm_setup not installed: skipped) ");
         return;
     }
@@ -419,9 +421,12 @@ static void test_ek_cert(void)
     CU_ASSERT_EQUAL_FATAL(cu_fixture_stop(other), CU_OK);
     int rc = cu_test_sh(
         "cd '%s' && mkdir -p ca && "
-        "printf 'create_certs_tool = /usr/bin/swtpm_localca\\ncreate_certs_tool_config = %s/localca.conf\\n"
-        "create_certs_tool_options = /etc/swtpm-localca.options\\nactive_pcr_banks = sha256\\n' > setup.conf && "
-        "printf 'statedir = %s/ca\\nsigningkey = %s/ca/signkey.pem\\nissuercert = %s/ca/issuercert.pem\\n"
+        "printf 'create_certs_tool = /usr/bin/swtpm_localca\\ncreate_certs_tool_config = "
+        "%s/localca.conf\\n"
+        "create_certs_tool_options = /etc/swtpm-localca.options\\nactive_pcr_banks = sha256\\n' > "
+        "setup.conf && "
+        "printf 'statedir = %s/ca\\nsigningkey = %s/ca/signkey.pem\\nissuercert = "
+        "%s/ca/issuercert.pem\\n"
         "certserial = %s/ca/certserial\\n' > localca.conf && "
         "swtpm_setup --tpm2 --tpmstate '%s/tpm' --create-ek-cert --config setup.conf --overwrite "
         ">setup.log 2>&1",
@@ -433,7 +438,8 @@ static void test_ek_cert(void)
     if (rc != 0)
         return;
 
-    cu_tpmdev *dev = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0), *mine = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    cu_tpmdev *dev = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0),
+              *mine = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
     uint8_t *der = NULL, *ek = NULL, *ek2 = NULL;
     size_t dl = 0, el = 0, el2 = 0;

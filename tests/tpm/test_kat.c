@@ -135,7 +135,8 @@ static void test_kdfa(void)
         EVP_KDF_free(kdf);
     }
     uint8_t out[32];
-    CU_ASSERT_EQUAL(cu_tpm_kdfa(0x1234, key, 32, "X", NULL, 0, NULL, 0, 128, out), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpm_kdfa(0x1234, key, 32, "X", NULL, 0, NULL, 0, 128, out),
+                    CU_E_INVALID_ARG);
     CU_ASSERT_EQUAL(cu_tpm_kdfa(CU_TPM_ALG_SHA256, key, 32, "X", NULL, 0, NULL, 0, 12, out),
                     CU_E_INVALID_ARG);
 }
@@ -286,7 +287,8 @@ static void test_regid_match(void)
 static void mgf1_xor(const uint8_t *seed, size_t sl, uint8_t *buf, size_t len)
 {
     for (uint32_t i = 0, done = 0; done < len; i++) {
-        uint8_t c[4] = {(uint8_t)(i >> 24), (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i}, t[32];
+        uint8_t c[4] = {(uint8_t)(i >> 24), (uint8_t)(i >> 16), (uint8_t)(i >> 8), (uint8_t)i},
+                t[32];
         EVP_MD_CTX *m = EVP_MD_CTX_new();
         EVP_DigestInit_ex(m, EVP_sha256(), NULL);
         EVP_DigestUpdate(m, seed, sl);
@@ -438,8 +440,8 @@ static void test_credential_ecc(void)
     /* ... and ours opens the same way. */
     uint8_t *io = NULL, *es = NULL;
     size_t il = 0, el = 0;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_make_credential(ek, name, nn, secret, sn, NULL, &io, &il, &es, &el),
-                          CU_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        cu_tpm_make_credential(ek, name, nn, secret, sn, NULL, &io, &il, &es, &el), CU_OK);
     CU_ASSERT_EQUAL(el, 2 + 2 + 32 + 2 + 32);
     memset(out, 0, sizeof out);
     CU_ASSERT_EQUAL(ecc_activate(k, ek, name, nn, io, il, es, out), (int)sn);
@@ -505,7 +507,10 @@ static void check_blob(const char *kind)
     CU_ASSERT_EQUAL(fl.key_public_len, 2 + 48);
     CU_ASSERT_EQUAL(fl.uri_data_len, 2);
     CU_ASSERT_EQUAL(fl.enc_secret_len, strcmp(kind, "rsa") == 0 ? 2u + 256 : 2u + 68);
-    CU_ASSERT_EQUAL(memcmp(fl.key_public, "\x00\x30\x00\x08\x00\x0b\x00\x04\x04\x40\x00\x00\x00\x05\x00\x0b\x00\x20", 18), 0);
+    CU_ASSERT_EQUAL(
+        memcmp(fl.key_public,
+               "\x00\x30\x00\x08\x00\x0b\x00\x04\x04\x40\x00\x00\x00\x05\x00\x0b\x00\x20", 18),
+        0);
 
     free(blob);
     free(want);
@@ -626,24 +631,31 @@ static void test_pending(void)
     CU_ASSERT_EQUAL(strncmp(sealed, "tpmc1:1900000300:cw1:", 21), 0);
     CU_ASSERT_PTR_NULL(strstr(sealed, "AAECAwQF")); /* no plaintext key */
     /* Opens for the same scope/id (any case) and EK, before expiry. */
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0NE00ab", "dev-1", ek, t0 + 10, sealed, back), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0NE00ab", "dev-1", ek, t0 + 10, sealed, back),
+                    CU_OK);
     CU_ASSERT_EQUAL(memcmp(key, back, sizeof key), 0);
     /* Refused: expired, other id, other scope, other EK, other keyring,
      * expiry edited, garbage. */
     CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0 + 300, sealed, back),
                     CU_E_VERIFY);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "expired"));
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-2", ek, t0, sealed, back), CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AC", "Dev-1", ek, t0, sealed, back), CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek2, t0, sealed, back), CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr2, "0ne00AB", "Dev-1", ek, t0, sealed, back), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-2", ek, t0, sealed, back),
+                    CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AC", "Dev-1", ek, t0, sealed, back),
+                    CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek2, t0, sealed, back),
+                    CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr2, "0ne00AB", "Dev-1", ek, t0, sealed, back),
+                    CU_E_VERIFY);
     char *edited = strdup(sealed);
     edited[15] = '9'; /* 1900000300 -> 1900000900 */
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, edited, back), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, edited, back),
+                    CU_E_VERIFY);
     free(edited);
     CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, "cw1:xx", back),
                     CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_seal(kr, "a|b", "Dev-1", ek, t0, key, &edited), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpm_challenge_seal(kr, "a|b", "Dev-1", ek, t0, key, &edited),
+                    CU_E_INVALID_ARG);
     free(sealed);
     free(e);
     free(o);

@@ -68,7 +68,8 @@ cu_rc cu_tpm__hmac2(uint16_t hash_alg, const uint8_t *key, size_t key_len, const
         OSSL_PARAM_construct_end()};
     size_t n = 0;
     int ok = ctx != NULL && EVP_MAC_init(ctx, key, key_len, params) == 1 &&
-             EVP_MAC_update(ctx, a, a_len) == 1 && (b_len == 0 || EVP_MAC_update(ctx, b, b_len) == 1) &&
+             EVP_MAC_update(ctx, a, a_len) == 1 &&
+             (b_len == 0 || EVP_MAC_update(ctx, b, b_len) == 1) &&
              EVP_MAC_final(ctx, out, &n, (size_t)EVP_MD_get_size(md)) == 1;
     EVP_MAC_CTX_free(ctx);
     EVP_MAC_free(mac);
@@ -113,8 +114,8 @@ cu_rc cu_tpm_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const c
             EVP_MAC_update(ctx, (const uint8_t *)label, strlen(label) + 1) != 1 ||
             (ctx_u_len && EVP_MAC_update(ctx, ctx_u, ctx_u_len) != 1) ||
             (ctx_v_len && EVP_MAC_update(ctx, ctx_v, ctx_v_len) != 1) ||
-            EVP_MAC_update(ctx, lbits, 4) != 1 || EVP_MAC_final(ctx, block, &n, sizeof block) != 1 ||
-            n != hlen) {
+            EVP_MAC_update(ctx, lbits, 4) != 1 ||
+            EVP_MAC_final(ctx, block, &n, sizeof block) != 1 || n != hlen) {
             rc = cu_err_set(CU_E_CRYPTO, "KDFa: HMAC failed");
             break;
         }
@@ -172,7 +173,8 @@ cu_rc cu_tpm__b64_decode(const char *s, uint8_t **_out, size_t *_len)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '+' || c == '/' || (c == '=' && i >= n - 2 && (i == n - 1 || s[n - 1] == '='));
+                  c == '+' || c == '/' ||
+                  (c == '=' && i >= n - 2 && (i == n - 1 || s[n - 1] == '='));
         if (!ok)
             return cu_err_set(CU_E_INVALID_ARG, "not base64 (character %zu)", i);
     }

@@ -173,8 +173,8 @@ cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
         goto cleanup;
     }
     if (r.off != len) {
-        rc = cu_err_set(CU_E_INVALID_ARG, "TPM public area: %zu trailing bytes after the unique field",
-                        len - r.off);
+        rc = cu_err_set(CU_E_INVALID_ARG,
+                        "TPM public area: %zu trailing bytes after the unique field", len - r.off);
         goto cleanup;
     }
     *_out = p;
@@ -219,7 +219,9 @@ unsigned cu_tpm_pub_key_bits(const cu_tpm_pub *pub)
     if (pub->type == CU_TPM_ALG_RSA)
         return pub->rsa_bits;
     if (pub->type == CU_TPM_ALG_ECC)
-        return pub->curve == CU_TPM_ECC_NIST_P256 ? 256 : pub->curve == CU_TPM_ECC_NIST_P384 ? 384 : 0;
+        return pub->curve == CU_TPM_ECC_NIST_P256   ? 256
+               : pub->curve == CU_TPM_ECC_NIST_P384 ? 384
+                                                    : 0;
     return 0;
 }
 
@@ -273,14 +275,17 @@ cu_rc cu_tpm_pub_check(const cu_tpm_pub *pub, cu_tpm_role role)
         if (e < 3 || !(e & 1))
             return cu_err_set(CU_E_INVALID_ARG, "%s: bad RSA exponent %u", who, e);
     } else if (pub->type == CU_TPM_ALG_ECC) {
-        size_t fl = pub->curve == CU_TPM_ECC_NIST_P256 ? 32 : pub->curve == CU_TPM_ECC_NIST_P384 ? 48 : 0;
+        size_t fl = pub->curve == CU_TPM_ECC_NIST_P256   ? 32
+                    : pub->curve == CU_TPM_ECC_NIST_P384 ? 48
+                                                         : 0;
         if (fl == 0)
             return cu_err_set(CU_E_KEY_TYPE,
                               "%s: ECC curve 0x%04x is not supported (NIST P-256, P-384)", who,
                               pub->curve);
         if (pub->x_len != fl || pub->y_len != fl)
-            return cu_err_set(CU_E_INVALID_ARG, "%s: ECC point of %zu/%zu bytes on a %zu-byte curve",
-                              who, pub->x_len, pub->y_len, fl);
+            return cu_err_set(CU_E_INVALID_ARG,
+                              "%s: ECC point of %zu/%zu bytes on a %zu-byte curve", who, pub->x_len,
+                              pub->y_len, fl);
         if (pub->kdf != CU_TPM_ALG_NULL)
             return cu_err_set(CU_E_INVALID_ARG, "%s: ECC kdf must be NULL", who);
         /* The point must be on the curve: OpenSSL checks it on import. */

@@ -127,7 +127,8 @@ static cu_rc ecc_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blo
     }
     if (!BN_bin2bn(to->x, (int)fl, x) || !BN_bin2bn(to->y, (int)fl, y) ||
         !EC_POINT_set_affine_coordinates(g, qs, x, y, bn) || EC_POINT_is_on_curve(g, qs, bn) != 1) {
-        rc = cu_err_set(CU_E_INVALID_ARG, "ECC secret sharing: the key's point is not on the curve");
+        rc =
+            cu_err_set(CU_E_INVALID_ARG, "ECC secret sharing: the key's point is not on the curve");
         goto cleanup;
     }
     /* Ephemeral private key in [1, n-1], drawn from the RNG. */

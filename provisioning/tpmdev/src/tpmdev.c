@@ -301,7 +301,8 @@ cu_rc cu_tpmdev_identity(cu_tpmdev *dev, char **_ek_b64, char **_srk_b64, char *
         goto cleanup;
     if (regid != NULL && (rc = cu_tpm_registration_id_raw(ek, ek_len, regid)) != CU_OK)
         goto cleanup;
-    if ((_ek_b64 && (e = b64(ek, ek_len)) == NULL) || (_srk_b64 && (s = b64(srk, srk_len)) == NULL)) {
+    if ((_ek_b64 && (e = b64(ek, ek_len)) == NULL) ||
+        (_srk_b64 && (s = b64(srk, srk_len)) == NULL)) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
@@ -414,7 +415,8 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
         rc = err_wrap(rc, "the TPM refused the challenge's key (altered or not for this SRK)");
         goto cleanup;
     }
-    r = Esys_Load(dev->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &key_pub, &key);
+    r = Esys_Load(dev->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &key_pub,
+                  &key);
     if (r != TSS2_RC_SUCCESS) {
         rc = tss_fail(dev, r, "Esys_Load");
         goto cleanup;

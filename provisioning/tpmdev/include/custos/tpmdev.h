@@ -90,7 +90,8 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
 cu_rc cu_tpmdev_hmac(cu_tpmdev *dev, const uint8_t *msg, size_t len, uint8_t mac[32]);
 
 /* The SAS token of the C SDK (PROTOCOL.md §3.7):
- *   SharedAccessSignature sr=<enc(scope/registrations/regid)>&sig=<enc(b64)>&se=<expiry>&skn=<key_name>
+ *   SharedAccessSignature sr=<enc(scope/registrations/regid)>&sig=<enc(b64)>
+ *                         &se=<expiry>&skn=<key_name>        (one line)
  * signed over sr-as-sent + "\n" + se inside the TPM. key_name NULL means
  * "registration". Caller frees *_token. */
 cu_rc cu_tpmdev_sas_token(cu_tpmdev *dev, const char *id_scope, const char *registration_id,
