@@ -470,8 +470,9 @@ static void check_blob(const char *kind)
     snprintf(f, sizeof f, "tpm-hmac-%s.bin", kind);
     uint8_t *tpm_mac = slurp(f, &hn);
     uint8_t *msg = slurp("msg.bin", &mn);
-    snprintf(f, sizeof f, "ek-%s.pub", kind);
-    cu_tpm_pub *ek = load_pub(f), *srk = load_pub("srk.pub");
+    bool ecc_srk = strcmp(kind, "rsa-eccsrk") == 0;
+    snprintf(f, sizeof f, "ek-%s.pub", ecc_srk ? "rsa" : kind);
+    cu_tpm_pub *ek = load_pub(f), *srk = load_pub(ecc_srk ? "srk-ecc.pub" : "srk.pub");
     CU_ASSERT_PTR_NOT_NULL_FATAL(want);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ek);
     uint8_t key[32];
@@ -503,10 +504,10 @@ static void check_blob(const char *kind)
     CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_split(blob, len, &fl), CU_OK);
     CU_ASSERT_EQUAL(fl.id_object_len, 2 + 52);
     CU_ASSERT_EQUAL(fl.dup_private_len, 2 + 142);
-    CU_ASSERT_EQUAL(fl.sym_seed_len, 2 + 256);
+    CU_ASSERT_EQUAL(fl.sym_seed_len, ecc_srk ? 2u + 68 : 2u + 256);
     CU_ASSERT_EQUAL(fl.key_public_len, 2 + 48);
     CU_ASSERT_EQUAL(fl.uri_data_len, 2);
-    CU_ASSERT_EQUAL(fl.enc_secret_len, strcmp(kind, "rsa") == 0 ? 2u + 256 : 2u + 68);
+    CU_ASSERT_EQUAL(fl.enc_secret_len, strcmp(kind, "ecc") != 0 ? 2u + 256 : 2u + 68);
     CU_ASSERT_EQUAL(
         memcmp(fl.key_public,
                "\x00\x30\x00\x08\x00\x0b\x00\x04\x04\x40\x00\x00\x00\x05\x00\x0b\x00\x20", 18),
@@ -522,6 +523,7 @@ static void check_blob(const char *kind)
 }
 static void test_blob_rsa(void) { check_blob("rsa"); }
 static void test_blob_ecc(void) { check_blob("ecc"); }
+static void test_blob_ecc_srk(void) { check_blob("rsa-eccsrk"); }
 
 static void test_blob_split_refuses(void)
 {
@@ -671,6 +673,7 @@ static const cu_test_case cases[] = {
     {"MakeCredential ECC opens like tpm2_makecredential's", test_credential_ecc},
     {"blob to RSA EK: swtpm-verified known answer", test_blob_rsa},
     {"blob to ECC EK: swtpm-verified known answer", test_blob_ecc},
+    {"blob to an ECC SRK: swtpm-verified known answer", test_blob_ecc_srk},
     {"blob split refuses short and trailing", test_blob_split_refuses},
     {"challenge: fresh key, refusals name the field", test_challenge},
     {"EK certificate chain and key", test_ekcert},

@@ -25,6 +25,11 @@ tpm2_createprimary -C o -g sha256 -G rsa2048:aes128cfb \
   -a "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt" -c srk.ctx >/dev/null; F
 tpm2_evictcontrol -C o -c srk.ctx 0x81000001 >/dev/null; F
 tpm2_readpublic -c 0x81000001 -o "$OUT/srk.pub" -n "$OUT/srk.name" >/dev/null; F
+# An ECC P-256 SRK too (extension), at 0x81000002.
+tpm2_createprimary -C o -g sha256 -G ecc256:aes128cfb \
+  -a "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt" -c srk2.ctx >/dev/null; F
+tpm2_evictcontrol -C o -c srk2.ctx 0x81000002 >/dev/null; F
+tpm2_readpublic -c 0x81000002 -o "$OUT/srk-ecc.pub" >/dev/null; F
 
 # Vector A: tpm2_makecredential -T none to software keys whose private
 # halves are here (test keys, never used for anything else).
@@ -44,17 +49,19 @@ tpm2_makecredential -T none -G ecc -u soft-ecc.pub.pem -s "$OUT/secret.bin" -n "
 # and computes an HMAC with the key it received.
 KEY=202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f
 printf 'custos known answer' > "$OUT/msg.bin"
-for kind in rsa ecc; do
+for kind in rsa ecc rsa-eccsrk; do
   handle=0x81010001; [ $kind = ecc ] && handle=0x81010002
-  "$TOOL" blob "$OUT/ek-$kind.pub" "$OUT/srk.pub" "$KEY" "blob-$kind"
+  srk=0x81000001 srkpub="$OUT/srk.pub"
+  [ $kind = rsa-eccsrk ] && srk=0x81000002 srkpub="$OUT/srk-ecc.pub"
+  "$TOOL" blob "$OUT/ek-${kind%-eccsrk}.pub" "$srkpub" "$KEY" "blob-$kind"
   cp "blob-$kind.blob" "$OUT/blob-$kind.bin"
   tpm2_startauthsession --policy-session -S s.ctx
   tpm2_policysecret -S s.ctx -c e >/dev/null
-  tpm2_activatecredential -c 0x81000001 -C $handle -i "blob-$kind.cred" -o "$OUT/w-$kind.bin" -P session:s.ctx
+  tpm2_activatecredential -c $srk -C $handle -i "blob-$kind.cred" -o "$OUT/w-$kind.bin" -P session:s.ctx
   tpm2_flushcontext s.ctx; F
-  tpm2_import -C 0x81000001 -u "blob-$kind.keypub" -i "blob-$kind.dup" -s "blob-$kind.seed" \
+  tpm2_import -C $srk -u "blob-$kind.keypub" -i "blob-$kind.dup" -s "blob-$kind.seed" \
     -k "$OUT/w-$kind.bin" -r key.priv >/dev/null; F
-  tpm2_load -C 0x81000001 -u "blob-$kind.keypub" -r key.priv -c key.ctx >/dev/null; F
+  tpm2_load -C $srk -u "blob-$kind.keypub" -r key.priv -c key.ctx >/dev/null; F
   tpm2_hmac -c key.ctx -g sha256 -o "$OUT/tpm-hmac-$kind.bin" "$OUT/msg.bin"; F
   want=$(openssl dgst -sha256 -mac HMAC -macopt hexkey:$KEY -binary "$OUT/msg.bin" | xxd -p -c 64)
   got=$(xxd -p -c 64 "$OUT/tpm-hmac-$kind.bin")
