@@ -472,12 +472,51 @@ static void test_ek_cert(void)
     cu_tpmdev_close(mine);
 }
 
+/* HMAC key sizes the blob carries: 1..64 bytes (DPS: 32-byte identity keys,
+ * 64-byte hub keys) import and sign; 65 is refused by the service side
+ * before a TPM would (TPM_RC_KEY_SIZE). */
+static void test_key_sizes(void)
+{
+    cu_tpmdev *dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
+    uint8_t *ek = NULL, *srk = NULL;
+    size_t el = 0, sl = 0;
+    cu_tpm_pub *e = NULL, *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(dev, &ek, &el), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_srk(dev, &srk, &sl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek, el, &e), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(srk, sl, &s), CU_OK);
+    size_t sizes[] = {1, 16, 32, 64};
+    uint8_t key[CU_TPM_KEY_MAX + 1], mac[32], want[32], *blob = NULL;
+    size_t bl = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        RAND_bytes(key, sizeof key);
+        CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build(e, s, key, sizes[i], NULL, &blob, &bl), CU_OK);
+        CHECK_RC(cu_tpmdev_import_blob_raw(dev, blob, bl), CU_OK);
+        CHECK_RC(cu_tpmdev_hmac(dev, (const uint8_t *)"m", 1, mac), CU_OK);
+        EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, sizes[i], (const uint8_t *)"m", 1,
+                  want, 32, NULL);
+        CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
+        free(blob);
+        blob = NULL;
+    }
+    CU_ASSERT_EQUAL(cu_tpm_blob_build(e, s, key, CU_TPM_KEY_MAX + 1, NULL, &blob, &bl),
+                    CU_E_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(blob);
+    free(ek);
+    free(srk);
+    cu_tpm_pub_free(e);
+    cu_tpm_pub_free(s);
+    cu_tpmdev_close(dev);
+}
+
 static const cu_test_case cases[] = {
     {"identity is stable and what the service expects", test_identity_stable},
     {"register: RSA EK, challenge, import, TPM SAS, verify, 2nd blob", test_register_rsa},
     {"register: ECC P-256 EK (extension)", test_register_ecc},
     {"register through tpm2-abrmd, the token's resource manager", test_register_rm},
     {"HMAC in one command and as a sequence", test_hmac_sequence},
+    {"HMAC key sizes", test_key_sizes},
     {"tampered blob: TPM_RC_INTEGRITY, reported, nothing leaked", test_tampered_blob},
     {"second swtpm cannot use the first device's challenge", test_other_tpm},
     {"tpm2-pkcs11 token shares the swtpm", test_shared_with_token},

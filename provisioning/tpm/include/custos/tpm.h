@@ -67,9 +67,9 @@ extern "C" {
 #define CU_TPM_NAME_MAX 66
 /* The identity key the service issues (HMAC-SHA256 key). */
 #define CU_TPM_ID_KEY_LEN 32
-/* Longest HMAC key that fits a duplicated KEYEDHASH object (sensitive.bits
- * is a TPM2B_SENSITIVE_DATA of at most 128 bytes; the device SDKs use 32 or 64). */
-#define CU_TPM_KEY_MAX 128
+/* Longest HMAC-SHA256 key a TPM imports: the hash's block size (swtpm
+ * answers TPM_RC_KEY_SIZE for 65 bytes). DPS keys are 32 or 64 bytes. */
+#define CU_TPM_KEY_MAX 64
 /* The default registration id: 52 characters of base32 + NUL. */
 #define CU_TPM_REGID_LEN 52
 
