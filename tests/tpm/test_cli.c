@@ -106,6 +106,26 @@ static void test_stable_json(void)
     free(e);
 }
 
+/* --dir: the swtpm of a tpm2 token directory (through its tpm2-abrmd):
+ * the same TPM as --tcti, so the same identity. */
+static void test_dir(void)
+{
+    char args[700], *a = NULL, *b = NULL;
+    snprintf(args, sizeof args, "--tcti %s", tcti);
+    CU_ASSERT_EQUAL(run(args, &a), 0);
+    snprintf(args, sizeof args, "--dir '%s'", cu_fixture_get0_dir(fx));
+    CU_ASSERT_EQUAL(run(args, &b), 0);
+    CU_ASSERT_STRING_EQUAL(a, b);
+    free(a);
+    free(b);
+    snprintf(args, sizeof args, "--dir '%s' --tcti %s", cu_fixture_get0_dir(fx), tcti);
+    CU_ASSERT_EQUAL(run(args, &a), 2);
+    free(a);
+    snprintf(args, sizeof args, "--dir '%s/nonexistent'", base);
+    CU_ASSERT_EQUAL(run(args, &a), 1);
+    free(a);
+}
+
 static void test_errors(void)
 {
     char *o = NULL;
@@ -123,6 +143,7 @@ static void test_errors(void)
 
 static const cu_test_case cases[] = {
     {"same EK and registration id twice; JSON parses", test_stable_json},
+    {"--dir: a tpm2 token directory's swtpm", test_dir},
     {"usage errors and an absent TPM", test_errors},
     {NULL, NULL},
 };
