@@ -315,6 +315,11 @@ static void test_tampered_blob(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "Esys_ActivateCredential"));
     printf("    tampered credential: %s\n", cu_err_last()->msg);
 
+    /* A key that is not an HMAC signing key is not taken in. */
+    memcpy(bad, blob, len);
+    bad[(size_t)(f.key_public - blob) + 2 + 2 + 2 + 1] = 0x02; /* sign -> decrypt */
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(dev, bad, len), CU_E_KEY_TYPE);
+
     /* Structure broken: refused before the TPM sees it. */
     CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(dev, blob, len - 1), CU_E_INVALID_ARG);
     CU_ASSERT_EQUAL(cu_tpmdev_import_blob(dev, "not base64"), CU_E_INVALID_ARG);

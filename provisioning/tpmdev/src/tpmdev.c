@@ -349,6 +349,17 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
         return cu_err_set(CU_E_INVALID_ARG, "cu_tpmdev_import_blob: NULL argument");
     if ((rc = cu_tpm_blob_split(blob, len, &f)) != CU_OK)
         return rc;
+    /* Only an HMAC signing key is taken in (the device persists it). */
+    cu_tpm_pub *kp = NULL;
+    if ((rc = cu_tpm_pub_parse(f.key_public, f.key_public_len, &kp)) != CU_OK)
+        return err_wrap(rc, "authenticationKey: the key's public area");
+    bool hmac_key = cu_tpm_pub_type(kp) == CU_TPM_ALG_KEYEDHASH &&
+                    (cu_tpm_pub_attributes(kp) & CU_TPMA_SIGN) &&
+                    !(cu_tpm_pub_attributes(kp) & CU_TPMA_DECRYPT);
+    cu_tpm_pub_free(kp);
+    if (!hmac_key)
+        return cu_err_set(CU_E_KEY_TYPE,
+                          "authenticationKey: the key is not an HMAC signing key: not imported");
     UNMARSHAL(TPM2B_ID_OBJECT, f.id_object, f.id_object_len, &cred, "credential blob");
     UNMARSHAL(TPM2B_ENCRYPTED_SECRET, f.enc_secret, f.enc_secret_len, &secret, "encrypted secret");
     UNMARSHAL(TPM2B_PRIVATE, f.dup_private, f.dup_private_len, &dup, "duplicate");
