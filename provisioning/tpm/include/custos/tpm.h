@@ -16,7 +16,9 @@
  *
  * Errors: every function returns a cu_rc and records the reason with
  * cu_err_set (read it with cu_err_last()). Parsers reject anything they do
- * not understand: CU_E_INVALID_ARG with the offset and the field. */
+ * not understand: CU_E_INVALID_ARG with the offset and the field.
+ * Threads: no global state; any function may run on any thread (a
+ * cu_tpm_pub is read-only after parsing and may be shared). */
 #ifndef CUSTOS_TPM_H
 #define CUSTOS_TPM_H
 
