@@ -183,3 +183,24 @@ int cu_cli_parse(const char *cmd, int argc, char **argv, const cu_cli_opt *opts,
         *_npos = npos;
     return CU_EXIT_OK;
 }
+
+int cu_cli_dispatch(const char *group, const char *usage, const cu_cli_group *cmds, size_t n, int argc,
+                    char **argv)
+{
+    if (argc < 2 || cu_cli_is_help(argv[1])) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        if (usage != NULL) {
+            fputs(usage, f);
+        } else {
+            fprintf(f, "usage: custos %s <command> [options]\n\ncommands:\n", group);
+            for (size_t i = 0; i < n; i++)
+                fprintf(f, "  %-12s %s\n", cmds[i].name, cmds[i].summary ? cmds[i].summary : "");
+            fputs("\nEvery command takes --help.\n", f);
+        }
+        return argc < 2 ? CU_EXIT_USAGE : CU_EXIT_OK;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].run(argc - 1, argv + 1);
+    return cu_cli_usage(group, "unknown %s command '%s'", group, argv[1]);
+}

@@ -48,6 +48,12 @@ typedef struct cu_cli_opt {
 int cu_cli_parse(const char *cmd, int argc, char **argv, const cu_cli_opt *opts, const char **pos,
                  size_t max_pos, size_t *_npos);
 
+/* Runs `custos GROUP CMD ...`: argv[1] names one of cmds (n entries). With no
+ * command or --help it prints usage (or, when usage is NULL, the commands and
+ * their summaries). Returns the command's exit status. */
+int cu_cli_dispatch(const char *group, const char *usage, const cu_cli_group *cmds, size_t n, int argc,
+                    char **argv);
+
 /* JSON string output with escaping. */
 void cu_cli_json_str(FILE *f, const char *s);
 

@@ -191,14 +191,8 @@ static void print_json(const report *rep)
            rep->tokens, rep->n, fl, so, ex, im, rep->n_errors);
     for (size_t i = 0; i < rep->n; i++) {
         const key_row *r = &rep->rows[i];
-        printf("%s{\"token\":{\"kind\":\"%s\",\"label\":", i ? "," : "", r->kind);
-        cu_cli_json_str(stdout, r->tok.label);
-        printf(",\"manufacturer\":");
-        cu_cli_json_str(stdout, r->tok.manufacturer);
-        printf(",\"model\":");
-        cu_cli_json_str(stdout, r->tok.model);
-        printf(",\"serial\":");
-        cu_cli_json_str(stdout, r->tok.serial);
+        printf("%s{\"token\":{\"kind\":\"%s\",", i ? "," : "", r->kind);
+        cu_tok_json_fields(&r->tok);
         printf(",\"dir\":");
         cu_cli_json_str(stdout, r->token_dir);
         printf("},\"class\":\"%s\",\"type\":\"%s\",\"bits\":%u,\"label\":", cu_class_str(r->c.cls),

@@ -342,15 +342,10 @@ out:
 
 int cu_cmd_bench(int argc, char **argv)
 {
-    if (argc < 2 || cu_cli_is_help(argv[1])) {
-        fputs("usage: custos bench sign [options]   (custos bench sign --help)\n", argc < 2 ? stderr : stdout);
-        return argc < 2 ? CU_EXIT_USAGE : CU_EXIT_OK;
-    }
-    int rc;
-    if (strcmp(argv[1], "sign") == 0)
-        rc = bench_sign(argc - 1, argv + 1);
-    else
-        rc = cu_cli_usage("bench", "unknown benchmark '%s'", argv[1]);
+    static const cu_cli_group cmds[] = {
+        {"sign", "signatures per second: the token layer beside raw C_Sign", bench_sign},
+    };
+    int rc = cu_cli_dispatch("bench", NULL, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     cu_p11_shutdown();
     return rc;
 }

@@ -7,7 +7,7 @@
 #include "cli.h"
 
 #include <custos/fixture.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 #include <custos/tpmdev.h>
 
 #include <stdio.h>

@@ -6,6 +6,7 @@
 #include <custos/prov.h>
 #include <custos/state.h>
 #include <custos/store.h>
+#include <custos/tpm.h>
 #include <custos/x509.h>
 
 #include <errno.h>
@@ -177,7 +178,8 @@ static void usage(cu_enr_kind kind, FILE *f)
             "\ncommon: --state DIR (default ./var), --json. Keys are never taken from the command line.\n",
             grp ? "" : "|tpm", grp ? "the group's signing (root or intermediate CA) certificate" : "the device's certificate",
             grp ? "  --ca-ref NAME --secondary-ca-ref NAME         a verified CA certificate (custos ca)\n" : "",
-            grp ? "" : "  --device-id ID, --ek-file F (base64 TPM2B_PUBLIC of the endorsement key)\n");
+            grp ? "" : "  --device-id ID, --ek-file F (base64 TPM2B_PUBLIC of the endorsement key;\n"
+                  "      without an id, the TPM default id: base32 of SHA-256 of the EK)\n");
 }
 
 static int parse_opts(cu_enr_kind kind, int argc, char **argv, enr_opts *o)
@@ -427,6 +429,17 @@ static int cmd_write(cu_enr_kind kind, bool create, int argc, char **argv)
 
     if (optind + 1 < argc)
         return cu_cli_usage(group_name(kind), "unexpected argument '%s'", argv[optind + 1]);
+    char *derived = NULL;
+    if (id == NULL && o.file == NULL && create && kind == CU_ENR_INDIVIDUAL && o.ek != NULL) {
+        /* A TPM device's default registration id comes from its EK. */
+        char *ek = read_key_file(o.ek);
+        if (ek == NULL || cu_tpm_registration_id(ek, &derived) != CU_OK) {
+            free(ek);
+            return cu_cli_fail("%s: %s", o.ek, cu_err_last()->msg);
+        }
+        free(ek);
+        id = derived;
+    }
     if (id == NULL && o.file == NULL)
         return cu_cli_usage(group_name(kind), "%s needs an id or --file", create ? "create" : "update");
     if ((rc = cu_pcli_open(o.state, &st)) != 0)
@@ -462,6 +475,10 @@ static int cmd_write(cu_enr_kind kind, bool create, int argc, char **argv)
             rc = cu_cli_fail("%s", cu_err_last()->msg);
             goto cleanup;
         }
+        /* Optimistic concurrency: without --etag, the etag just read guards
+         * against a concurrent change being overwritten. */
+        if (if_match == NULL)
+            if_match = cu_enr_get0_etag(old);
         char *s = cu_enr_to_json(old, CU_ENR_JSON_SHOW_KEYS | CU_ENR_JSON_COMPACT);
         json_error_t err;
         j = s ? json_loads(s, 0, &err) : NULL;
@@ -498,6 +515,7 @@ cleanup:
     cu_enr_free(e);
     cu_enr_free(old);
     cu_state_close(st);
+    free(derived);
     return rc;
 }
 

@@ -18,6 +18,7 @@ static void usage(FILE *f)
           "  add HOST [--weight N] [--no-apply]   link a hub (allocationWeight 1..1000, default 1)\n"
           "  update HOST [--weight N] [--apply | --no-apply]\n"
           "  show HOST | list | delete HOST\n"
+          "  default-policy [hashed|geoLatency|static]   the policy of enrollments that name none\n"
           "--no-apply: applyAllocationPolicy=false, the hub keeps its devices but gets no new ones.\n"
           "\ncommon: --state DIR (default ./var), --json\n",
           f);
@@ -67,7 +68,7 @@ int cu_cmd_hub(int argc, char **argv)
         }
     }
     const char *name = optind < argc ? argv[optind] : NULL;
-    if (strcmp(cmd, "list") != 0 && name == NULL)
+    if (strcmp(cmd, "list") != 0 && strcmp(cmd, "default-policy") != 0 && name == NULL)
         return cu_cli_usage("hub", "%s needs a HOST", cmd);
     cu_state *st = NULL;
     char reason[512] = "";
@@ -115,6 +116,26 @@ int cu_cmd_hub(int argc, char **argv)
             rc = cu_cli_fail("%s", cu_err_last()->msg);
         else if (!json)
             printf("deleted %s\n", name);
+    } else if (strcmp(cmd, "default-policy") == 0) {
+        char *cur = NULL;
+        if (name != NULL) {
+            /* custom cannot be the default (it needs a webhook per enrollment). */
+            if (strcmp(name, "hashed") != 0 && strcmp(name, "geoLatency") != 0 && strcmp(name, "static") != 0) {
+                rc = cu_cli_usage("hub", "default-policy is hashed, geoLatency or static");
+                goto cleanup;
+            }
+            if (cu_store_setting_put(s, "defaultAllocationPolicy", name) != CU_OK) {
+                rc = cu_cli_fail("%s", cu_err_last()->msg);
+                goto cleanup;
+            }
+        }
+        cu_rc gr = cu_store_setting_get(s, "defaultAllocationPolicy", &cur);
+        const char *shown = gr == CU_OK ? cur : "hashed";
+        if (json)
+            printf("{\"defaultAllocationPolicy\":\"%s\"}\n", shown);
+        else
+            printf("%s\n", shown);
+        free(cur);
     } else if (strcmp(cmd, "list") == 0) {
         cu_hub *hubs = NULL;
         size_t n = 0;

@@ -16,7 +16,8 @@ static void usage(FILE *f)
     fputs("usage: custos registration <command> [options]\n\n"
           "commands:\n"
           "  show REGISTRATION-ID                 the device's registration state\n"
-          "  list [--page-size N] [--after ID]    records in id order\n"
+          "  list [--group G] [--page-size N] [--after ID]\n"
+          "                                       records in id order (of one enrollment group)\n"
           "  delete REGISTRATION-ID [--etag E]    forget a registration (the device registers afresh)\n"
           "\ncommon: --state DIR (default ./var), --json\n",
           f);
@@ -47,10 +48,11 @@ int cu_cmd_registration(int argc, char **argv)
     static const struct option opts[] = {
         {"state", required_argument, NULL, 's'},     {"etag", required_argument, NULL, 'e'},
         {"page-size", required_argument, NULL, 'p'}, {"after", required_argument, NULL, 'a'},
-        {"json", no_argument, NULL, 'j'},            {"help", no_argument, NULL, 'h'},
+        {"group", required_argument, NULL, 'g'},     {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *state = NULL, *etag = NULL, *after = NULL;
+    const char *state = NULL, *etag = NULL, *after = NULL, *group = NULL;
     long page = 100;
     bool json = false;
     int c, rc;
@@ -69,6 +71,7 @@ int cu_cmd_registration(int argc, char **argv)
         case 'e': etag = optarg; break;
         case 'p': page = strtol(optarg, NULL, 10); break;
         case 'a': after = optarg; break;
+        case 'g': group = optarg; break;
         case 'j': json = true; break;
         case 'h': usage(stdout); return CU_EXIT_OK;
         default: return cu_cli_usage("registration", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -99,7 +102,9 @@ int cu_cmd_registration(int argc, char **argv)
     } else if (strcmp(cmd, "list") == 0) {
         char **ids = NULL;
         size_t n = 0;
-        if (cu_store_list(s, CU_KIND_REGISTRATION, after, (size_t)page, &ids, &n) != CU_OK) {
+        cu_rc lr = group ? cu_store_reg_list_by_group(s, group, after, (size_t)page, &ids, &n)
+                         : cu_store_list(s, CU_KIND_REGISTRATION, after, (size_t)page, &ids, &n);
+        if (lr != CU_OK) {
             rc = cu_cli_fail("%s", cu_err_last()->msg);
             goto cleanup;
         }

@@ -124,14 +124,8 @@ static void print_slot_json(cu_module *m, const cu_token_desc *d, bool first)
     cu_cli_json_str(stdout, d->slot_description);
     printf(",\"token_present\":%s", d->present ? "true" : "false");
     if (d->present) {
-        printf(",\"token\":{\"label\":");
-        cu_cli_json_str(stdout, d->label);
-        printf(",\"manufacturer\":");
-        cu_cli_json_str(stdout, d->manufacturer);
-        printf(",\"model\":");
-        cu_cli_json_str(stdout, d->model);
-        printf(",\"serial\":");
-        cu_cli_json_str(stdout, d->serial);
+        printf(",\"token\":{");
+        cu_tok_json_fields(d);
         printf(",\"initialized\":%s,\"flags\":%lu}", d->initialized ? "true" : "false", d->flags);
     }
     cu_mech_desc *mechs = NULL;
@@ -314,6 +308,19 @@ static void print_object_json(cu_object *o)
     free(uri);
 }
 
+/* What keygen and import print: the new object's URI, or its JSON. */
+static void print_new_object(cu_object *o, bool json)
+{
+    if (json) {
+        print_object_json(o);
+        printf("\n");
+        return;
+    }
+    char *uri = cu_object_uri(o);
+    printf("%s\n", uri ? uri : "");
+    free(uri);
+}
+
 static int cmd_keygen(int argc, char **argv)
 {
     const char *type = NULL, *label = NULL, *idhex = NULL, *dir = NULL, *pin_source = NULL, *pos[1];
@@ -350,16 +357,10 @@ static int cmd_keygen(int argc, char **argv)
     if ((rc = cu_tok_target_open(dir, npos ? pos[0] : NULL, pin_source, true, &t)) != CU_EXIT_OK)
         return rc;
     cu_object *k = NULL;
-    if (cu_token_keygen(t.tok, kt, label, idlen ? id : NULL, idlen, &k) != CU_OK) {
+    if (cu_token_keygen(t.tok, kt, label, idlen ? id : NULL, idlen, &k) != CU_OK)
         rc = cu_cli_fail("%s", cu_err_last()->msg);
-    } else if (json) {
-        print_object_json(k);
-        printf("\n");
-    } else {
-        char *uri = cu_object_uri(k);
-        printf("%s\n", uri);
-        free(uri);
-    }
+    else
+        print_new_object(k, json);
     cu_object_free(k);
     cu_tok_target_free(&t);
     return rc;
@@ -403,16 +404,10 @@ static int cmd_import(int argc, char **argv)
         return rc;
     }
     cu_object *c = NULL;
-    if (cu_token_import_cert(t.tok, der, dlen, label ? label : "certificate", idlen ? id : NULL, idlen, &c) != CU_OK) {
+    if (cu_token_import_cert(t.tok, der, dlen, label ? label : "certificate", idlen ? id : NULL, idlen, &c) != CU_OK)
         rc = cu_cli_fail("%s", cu_err_last()->msg);
-    } else if (json) {
-        print_object_json(c);
-        printf("\n");
-    } else {
-        char *uri = cu_object_uri(c);
-        printf("%s\n", uri);
-        free(uri);
-    }
+    else
+        print_new_object(c, json);
     cu_object_free(c);
     free(der);
     cu_tok_target_free(&t);
@@ -461,14 +456,8 @@ static int cmd_objects_or_custody(int argc, char **argv, bool custody)
     }
     const cu_token_desc *d = cu_token_get0_desc(t.tok);
     if (json) {
-        printf("{\"token\":{\"label\":");
-        cu_cli_json_str(stdout, d->label);
-        printf(",\"manufacturer\":");
-        cu_cli_json_str(stdout, d->manufacturer);
-        printf(",\"model\":");
-        cu_cli_json_str(stdout, d->model);
-        printf(",\"serial\":");
-        cu_cli_json_str(stdout, d->serial);
+        printf("{\"token\":{");
+        cu_tok_json_fields(d);
         printf("},\"%s\":[", custody ? "keys" : "objects");
     } else {
         printf("token '%s' (%s %s, serial %s)\n", d->label, d->manufacturer, d->model, d->serial);
@@ -560,16 +549,7 @@ int cu_cmd_token(int argc, char **argv)
         {"objects", NULL, cmd_objects},        {"custody", NULL, cmd_custody},
         {"check", NULL, cu_cmd_token_check},   {"hmac-import", NULL, cu_cmd_token_hmac_import},
     };
-    if (argc < 2 || cu_cli_is_help(argv[1])) {
-        fputs(token_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? CU_EXIT_USAGE : CU_EXIT_OK;
-    }
-    int rc = -1;
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(argv[1], cmds[i].name) == 0)
-            rc = cmds[i].run(argc - 1, argv + 1);
-    if (rc == -1)
-        rc = cu_cli_usage("token", "unknown token command '%s'", argv[1]);
+    int rc = cu_cli_dispatch("token", token_usage, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     /* Finalize modules before OpenSSL's exit-time clean-up (SoftHSM2). */
     cu_p11_shutdown();
     return rc;

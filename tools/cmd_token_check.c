@@ -2,6 +2,7 @@
  * operation Custos needs is run for real on a token and cross-checked with
  * OpenSSL in software; the exit status is non-zero when a required one fails. */
 #include "cli.h"
+#include "token_util.h"
 
 #include <custos/token.h>
 #include <openssl/evp.h>
@@ -241,14 +242,8 @@ static void print_report(const report *r, const char *module, const cu_token_des
         printf("{\"module\":");
         cu_cli_json_str(stdout, module);
         if (d) {
-            printf(",\"token\":{\"label\":");
-            cu_cli_json_str(stdout, d->label);
-            printf(",\"manufacturer\":");
-            cu_cli_json_str(stdout, d->manufacturer);
-            printf(",\"model\":");
-            cu_cli_json_str(stdout, d->model);
-            printf(",\"serial\":");
-            cu_cli_json_str(stdout, d->serial);
+            printf(",\"token\":{");
+            cu_tok_json_fields(d);
             printf("}");
         }
         printf(",\"checks\":[");

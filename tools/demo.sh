@@ -119,6 +119,11 @@ for kind in "${KINDS[@]}"; do
     "$CUSTOS" token custody "$(with_pin "${URI[$kind]}")"
 done
 
+step "Key custody over every token under $VAR/tokens (the security team's view)"
+run "$CUSTOS" audit custody --state "$VAR" --pin-source "$USER_PIN"
+"$CUSTOS" audit custody --state "$VAR" --pin-source "$USER_PIN" --html > "$VAR/custody.html"
+echo "(the same as one printable page: $VAR/custody.html)"
+
 step "Done"
 echo "Tokens are in $TOKENS (see docs/tokens.md); PIN files in $PINS."
 echo "The tpm2 token's swtpm and tpm2-abrmd are stopped; start them again with:"

@@ -38,3 +38,15 @@ int cu_tok_read_cert(const char *path, uint8_t **_der, size_t *_len)
     OPENSSL_free(der);
     return 0;
 }
+
+void cu_tok_json_fields(const cu_token_desc *d)
+{
+    printf("\"label\":");
+    cu_cli_json_str(stdout, d->label);
+    printf(",\"manufacturer\":");
+    cu_cli_json_str(stdout, d->manufacturer);
+    printf(",\"model\":");
+    cu_cli_json_str(stdout, d->model);
+    printf(",\"serial\":");
+    cu_cli_json_str(stdout, d->serial);
+}

@@ -20,6 +20,9 @@ typedef struct cu_tok_target {
 int cu_tok_target_open(const char *dir, const char *uri, const char *pin_source, bool need_pin, cu_tok_target *t);
 void cu_tok_target_free(cu_tok_target *t);
 
+/* Prints "label":…,"manufacturer":…,"model":…,"serial":… (no braces) to stdout. */
+void cu_tok_json_fields(const cu_token_desc *d);
+
 int cu_tok_parse_hex(const char *hex, uint8_t *out, size_t max, size_t *_len);
 /* Reads a PEM or DER certificate file into DER (caller frees); prints errors. */
 int cu_tok_read_cert(const char *path, uint8_t **_der, size_t *_len);

@@ -83,6 +83,10 @@ const char *cu_rc_str(cu_rc rc)
         [CU_E_CRYPTO] = "crypto error",
         [CU_E_UNSUPPORTED] = "not supported by this token",
         [CU_E_STATE] = "invalid state",
+        [CU_E_EXISTS] = "already exists",
+        [CU_E_PRECONDITION] = "precondition failed",
+        [CU_E_PARSE] = "parse error",
+        [CU_E_REFUSED] = "refused",
     };
     return (rc >= 0 && rc < CU_E__COUNT && names[rc]) ? names[rc] : "unknown error";
 }

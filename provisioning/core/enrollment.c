@@ -6,6 +6,7 @@
 #include "prov_int.h"
 
 #include <openssl/rand.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,9 +149,11 @@ static cu_rc chk_tpm_ek(json_t *v, const char *path, char *r, size_t rl)
     uint8_t *k = NULL;
     size_t n = 0;
     const char *s = json_string_value(v);
-    if (cu_prov__b64_decode(s, strlen(s), &k, &n) != CU_OK || n < 4)
+    cu_rc rc = cu_prov__b64_decode(s, strlen(s), &k, &n);
+    if (k != NULL)
+        OPENSSL_clear_free(k, n + 1);
+    if (rc != CU_OK || n < 4)
         return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "%s: not a base64 TPM2B_PUBLIC", path);
-    OPENSSL_clear_free(k, n + 1);
     return CU_OK;
 }
 
@@ -305,6 +308,20 @@ static cu_rc check_semantics(cu_enr_kind kind, json_t *j, char *r, size_t rl)
             if (json_object_get(set, "primary") == NULL)
                 return cu_prov__refuse(CU_E_INVALID_ARG, r, rl, "attestation.x509.%s.primary: required",
                                   signing ? "signingCertificates" : "caReferences");
+            /* A group's certificate is a trust anchor: it must be a CA. */
+            const char *slots[2] = {"primary", "secondary"};
+            for (int i = 0; signing != NULL && i < 2; i++) {
+                const char *pem = json_string_value(json_object_get(json_object_get(signing, slots[i]), "certificate"));
+                X509 *x = NULL;
+                if (pem == NULL || cu_x509_decode(pem, strlen(pem), &x) != CU_OK)
+                    continue;
+                int ca = X509_check_ca(x);
+                X509_free(x);
+                if (ca == 0)
+                    return cu_prov__refuse(CU_E_INVALID_ARG, r, rl,
+                                           "attestation.x509.signingCertificates.%s: not a CA certificate "
+                                           "(a group needs a root or intermediate CA)", slots[i]);
+            }
         }
     } else { /* symmetricKey: generate what is missing, as the service does */
         if (sym == NULL) {

@@ -21,6 +21,7 @@ static const char *outcome_str(cu_prov_outcome o)
     switch (o) {
     case CU_PROV_PROVISION: return "provision";
     case CU_PROV_REFUSE: return "refuse";
+    case CU_PROV_CHALLENGE: return "challenge";
     default: return "undecided";
     }
 }

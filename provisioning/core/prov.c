@@ -3,9 +3,11 @@
 #include <custos/enrollment.h>
 #include <custos/prov.h>
 #include <custos/store.h>
+#include <custos/tpm.h>
 
 #include "prov_int.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,8 @@ void cu_prov_result_clear(cu_prov_result *res)
         return;
     cu_reg_record_clear(&res->record);
     cu_prov_explain_clear(&res->explain);
+    free(res->tpm_authentication_key);
+    OPENSSL_cleanse(res->hub_key, sizeof res->hub_key);
     memset(res, 0, sizeof *res);
 }
 
@@ -204,6 +208,60 @@ static void set_substatus(const cu_enr *e, const cu_reg_record *old, cu_reg_reco
              old && old->initial_hub[0] ? old->initial_hub : rec->assigned_hub);
 }
 
+/* Issues a TPM activation: K is kept (wrapped, sealed) for the SAS that
+ * follows; the blob goes into the 401 answer. */
+static cu_rc tpm_challenge(cu_prov *p, const cu_prov_request *req, cu_prov_result *res)
+{
+    cu_tpm_pub *ek = NULL, *srk = NULL;
+    cu_tpm_activation act;
+    char fp[65];
+    cu_rc rc = CU_OK;
+    memset(&act, 0, sizeof act);
+    if (req->tpm_srk == NULL || cu_tpm_pub_decode(req->tpm_srk, &srk) != CU_OK) {
+        res->outcome = CU_PROV_REFUSE;
+        res->http_status = 400;
+        res->error_code = 400004;
+        snprintf(res->explain.reason, sizeof res->explain.reason, "tpm.storageRootKey: %.400s",
+                 req->tpm_srk ? cu_err_last()->msg : "required for the challenge");
+        goto cleanup;
+    }
+    if ((rc = cu_tpm_pub_decode(req->tpm_ek, &ek)) != CU_OK || (rc = cu_tpm_activation_make(ek, srk, &act)) != CU_OK)
+        goto cleanup;
+    cu_prov__ek_sha256(req->tpm_ek, fp);
+    if ((rc = cu_store_tpm_key_put(p->store, req->registration_id, act.key, fp)) != CU_OK)
+        goto cleanup;
+    if ((res->tpm_authentication_key = cu_tpm_activation_blob(&act)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    res->http_status = 401;
+cleanup:
+    cu_tpm_activation_clear(&act);
+    cu_tpm_pub_free(ek);
+    cu_tpm_pub_free(srk);
+    return rc;
+}
+
+static cu_rc tpm_second_blob(const cu_prov_request *req, cu_prov_result *res)
+{
+    cu_tpm_pub *ek = NULL, *srk = NULL;
+    cu_tpm_activation act;
+    cu_rc rc;
+    memset(&act, 0, sizeof act);
+    if (req->tpm_srk == NULL)
+        return cu_err_set(CU_E_INVALID_ARG, "tpm.storageRootKey is required");
+    if ((rc = cu_tpm_pub_decode(req->tpm_ek, &ek)) == CU_OK && (rc = cu_tpm_pub_decode(req->tpm_srk, &srk)) == CU_OK &&
+        (rc = cu_tpm_activation_make(ek, srk, &act)) == CU_OK) {
+        if ((res->tpm_authentication_key = cu_tpm_activation_blob(&act)) == NULL)
+            rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        memcpy(res->hub_key, act.key, 32);
+    }
+    cu_tpm_activation_clear(&act);
+    cu_tpm_pub_free(ek);
+    cu_tpm_pub_free(srk);
+    return rc;
+}
+
 cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_res)
 {
     cu_prov__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _res != NULL,
@@ -220,6 +278,10 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
     if ((rc = cu_prov__resolve(p, req, &_res->explain, &e)) != CU_OK)
         goto cleanup;
     _res->outcome = _res->explain.outcome;
+    if (_res->outcome == CU_PROV_CHALLENGE) {
+        rc = tpm_challenge(p, req, _res);
+        goto cleanup;
+    }
     if (_res->outcome != CU_PROV_PROVISION) {
         _res->outcome = CU_PROV_REFUSE;
         _res->http_status = 401;
@@ -243,6 +305,10 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
     }
     if (strcmp(rec->status, "assigned") == 0)
         set_substatus(e, have_old ? &old : NULL, rec);
+    /* TPM: the final answer carries a second activation (its key becomes
+     * the device's hub key; PROTOCOL.md §3.8). */
+    if (cu_enr_get_att_type(e) == CU_ATT_TPM && (rc = tpm_second_blob(req, _res)) != CU_OK)
+        goto cleanup;
     aj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "event", "register", "registrationId",
                    rec->registration_id, "attestation", rec->attestation, "status", rec->status,
                    "decidedBy", _res->explain.decided >= 0 ? _res->explain.cand[_res->explain.decided].id : "",

@@ -11,11 +11,14 @@
 #include <custos/prov.h>
 #include <custos/sas.h>
 #include <custos/store.h>
+#include <custos/tpm.h>
 #include <custos/x509.h>
 
 #include "prov_int.h"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -356,9 +359,23 @@ static cu_rc resolve_sas(cu_prov *p, const cu_prov_request *req, cu_prov_explain
             }
         }
     }
-    /* Groups: the one whose derived key signed the token. */
+    /* Groups: the one whose derived key signed the token. The device does
+     * not name its group, so each symmetric-key group is tried (the public
+     * service caps them at 100); the group of the device's last
+     * registration is tried first. */
     if ((rc = cu_store_symkey_groups(p->store, &ids, &n)) != CU_OK)
         goto cleanup;
+    cu_reg_record last;
+    if (cu_store_reg_get(p->store, req->registration_id, &last) == CU_OK && last.enrollment_group_id[0]) {
+        for (size_t i = 1; i < n; i++)
+            if (cu_prov__ieq(ids[i], last.enrollment_group_id)) {
+                char *t = ids[0];
+                ids[0] = ids[i];
+                ids[i] = t;
+                break;
+            }
+    }
+    cu_reg_record_clear(&last);
     for (size_t i = 0; i < n; i++) {
         cu_enr_free(grp);
         grp = NULL;
@@ -401,6 +418,113 @@ cleanup:
     cu_enr_free(ind);
     cu_enr_free(grp);
     cu_sas_free(sas);
+    return rc;
+}
+
+/* ---- TPM ---- */
+
+void cu_prov__ek_sha256(const char *ek_b64, char out[65])
+{
+    unsigned char md[32];
+    EVP_Digest(ek_b64, strlen(ek_b64), md, NULL, EVP_sha256(), NULL);
+    cu_prov__hex(md, 32, out);
+}
+
+/* TPM devices have individual enrollments only. Without Authorization the
+ * answer is a challenge; with it, the SAS must verify with the key of the
+ * latest challenge. */
+static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_enr **_enr)
+{
+    cu_rc rc = CU_OK;
+    cu_tpm_pub *ek = NULL, *enrolled = NULL;
+    cu_enr *ind = NULL;
+    cu_sas *sas = NULL;
+    cu_prov_candidate *c;
+    uint8_t key[32];
+    char ek_fp[65], have_fp[65] = "", why[512];
+
+    snprintf(ex->attestation, sizeof ex->attestation, "tpm");
+    if (cu_tpm_pub_decode(req->tpm_ek, &ek) != CU_OK) {
+        refuse(ex, "tpm.endorsementKey: %s", cu_err_last()->msg);
+        goto cleanup;
+    }
+    if ((c = add_cand(ex, "individual")) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = cu_store_enr_get(p->store, CU_ENR_INDIVIDUAL, req->registration_id, &ind);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
+        rc = CU_OK;
+        snprintf(c->note, sizeof c->note, "no individual enrollment for '%.128s'", req->registration_id);
+        refuse(ex, "no TPM enrollment for '%.128s' (TPM devices need an individual enrollment)",
+               req->registration_id);
+        goto cleanup;
+    } else if (rc != CU_OK) {
+        goto cleanup;
+    }
+    c->exists = true;
+    c->enabled = cu_enr_is_enabled(ind);
+    snprintf(c->id, sizeof c->id, "%s", cu_enr_get0_id(ind));
+    if (cu_enr_get_att_type(ind) != CU_ATT_TPM) {
+        snprintf(c->note, sizeof c->note, "the individual enrollment uses %s attestation, not tpm",
+                 cu_att_type_str(cu_enr_get_att_type(ind)));
+        refuse(ex, "the enrollment for '%.128s' is not a TPM enrollment", req->registration_id);
+        goto cleanup;
+    }
+    if (cu_tpm_pub_decode(cu_enr_get0_tpm_ek(ind), &enrolled) != CU_OK || !cu_tpm_pub_same_key(ek, enrolled)) {
+        snprintf(c->note, sizeof c->note, "the device's endorsement key is not the enrolled one");
+        refuse(ex, "the endorsement key is not the one enrolled for '%.128s'", req->registration_id);
+        goto cleanup;
+    }
+    c->matched = true;
+    if (req->authorization == NULL) {
+        snprintf(c->note, sizeof c->note, "the device's endorsement key is the enrolled one");
+        if (!c->enabled) {
+            decide(ex, 0, "individual enrollment");
+            goto cleanup;
+        }
+        c->decided = true;
+        ex->decided = 0;
+        ex->outcome = CU_PROV_CHALLENGE;
+        snprintf(ex->reason, sizeof ex->reason, "challenge: the TPM must activate a credential and sign a SAS "
+                 "token with the key it imports");
+        goto cleanup;
+    }
+    if (cu_sas_parse(req->authorization, strlen(req->authorization), &sas) != CU_OK) {
+        refuse(ex, "%s", cu_err_last()->msg);
+        goto cleanup;
+    }
+    cu_prov__ek_sha256(req->tpm_ek, ek_fp);
+    rc = cu_store_tpm_key_get(p->store, req->registration_id, key, have_fp);
+    if (rc == CU_E_OBJECT_NOT_FOUND || (rc == CU_OK && strcmp(ek_fp, have_fp) != 0)) {
+        rc = CU_OK;
+        c->decided = true;
+        ex->decided = 0;
+        refuse(ex, "no TPM challenge was issued to this device; register without Authorization first");
+        goto cleanup;
+    } else if (rc != CU_OK) {
+        goto cleanup;
+    }
+    cu_sas_key k = {key, 32, "activated TPM"};
+    cu_sas_check chk = {p->id_scope, req->registration_id, NULL, p->now, p->skew};
+    if (cu_sas_verify(sas, &chk, &k, 1, NULL, why, sizeof why) != CU_OK) {
+        c->decided = true;
+        ex->decided = 0;
+        refuse(ex, "%s", why);
+        goto cleanup;
+    }
+    snprintf(c->note, sizeof c->note, "the token is signed with the key the TPM activated");
+    decide(ex, 0, "individual enrollment");
+    if (ex->outcome == CU_PROV_PROVISION) {
+        *_enr = ind;
+        ind = NULL;
+    }
+cleanup:
+    OPENSSL_cleanse(key, sizeof key);
+    cu_sas_free(sas);
+    cu_tpm_pub_free(ek);
+    cu_tpm_pub_free(enrolled);
+    cu_enr_free(ind);
     return rc;
 }
 
@@ -461,6 +585,8 @@ cu_rc cu_prov__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *
     }
     if (req->chain != NULL)
         return resolve_x509(p, req, ex, _enr);
+    if (req->tpm_ek != NULL)
+        return resolve_tpm(p, req, ex, _enr);
     if (req->authorization != NULL)
         return resolve_sas(p, req, ex, _enr);
     return resolve_none(p, req, ex);

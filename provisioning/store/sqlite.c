@@ -173,12 +173,14 @@ static cu_rc sq_list(void *b, int kind, const char *after, size_t limit, char **
     return rc;
 }
 
-static cu_rc sq_find(void *b, int kind, const char *key, size_t limit, char ***_ids, size_t *_n)
+static cu_rc sq_find(void *b, int kind, const char *key, const char *after, size_t limit, char ***_ids,
+                     size_t *_n)
 {
     sq *q = b;
     sqlite3_bind_int(q->find, 1, kind);
     sqlite3_bind_text(q->find, 2, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q->find, 3, (sqlite3_int64)limit);
+    sqlite3_bind_text(q->find, 4, after ? after : "", -1, SQLITE_STATIC);
     return collect(q, q->find, _ids, _n);
 }
 
@@ -303,7 +305,7 @@ cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out)
         {&q->del, "DELETE FROM docs WHERE kind=?1 AND id=?2"},
         {&q->delkeys, "DELETE FROM keys WHERE kind=?1 AND id=?2"},
         {&q->addkey, "INSERT OR IGNORE INTO keys(kind, key, id) VALUES(?1, ?2, ?3)"},
-        {&q->find, "SELECT id FROM keys WHERE kind=?1 AND key=?2 ORDER BY id LIMIT ?3"},
+        {&q->find, "SELECT id FROM keys WHERE kind=?1 AND key=?2 AND id>?4 ORDER BY id LIMIT ?3"},
         {&q->count, "SELECT count(*) FROM docs WHERE kind=?1"},
         {&q->metaget, "SELECT value FROM meta WHERE name=?1"},
         {&q->metaput, "INSERT OR REPLACE INTO meta(name, value) VALUES(?1, ?2)"},

@@ -26,6 +26,11 @@ struct cu_store {
     unsigned long wmark[16];  /* writes when each nesting level began */
 };
 
+/* The HTTP status a refusal maps to (404, 409, 412), for the service. */
+static _Thread_local int last_http;
+
+int cu_store_last_http_status(void) { return last_http; }
+
 static const char *kind_domain(int kind)
 {
     switch (kind) {
@@ -34,6 +39,7 @@ static const char *kind_domain(int kind)
     case CU_KIND_CA: return "caCertificate";
     case CU_KIND_HUB: return "hub";
     case CU_KIND_REGISTRATION: return "registration";
+    case CU_KIND_TPM_CHALLENGE: return "tpmChallenge";
     default: return "setting";
     }
 }
@@ -135,6 +141,7 @@ cu_rc cu_store_begin(cu_store *s)
 {
     cu_prov__return_val_if_fail(s != NULL && s->depth < 16, CU_E_INVALID_ARG);
     s->wmark[s->depth] = s->writes;
+    last_http = 0;
     if (s->depth++ > 0)
         return CU_OK;
     s->failed = false;
@@ -511,13 +518,19 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     rc = cu_store_enr_get(s, cu_enr_get_kind(e), id, &old);
+    /* A row that fails its seal may be overwritten by a full replacement
+     * (no etag, not create-only): that is how an operator repairs it. */
+    if (rc == CU_E_VERIFY && if_match == NULL && !(flags & CU_STORE_CREATE))
+        rc = CU_OK;
     if (rc == CU_E_OBJECT_NOT_FOUND) {
         if (flags & CU_STORE_REPLACE) {
+            last_http = 404;
             rc = cu_prov__refuse(CU_E_OBJECT_NOT_FOUND, reason, reason_len, "no %s '%s' to update",
                             kind_domain(kind), id);
             goto cleanup;
         }
         if (if_match != NULL && strcmp(if_match, "*") != 0) {
+            last_http = 412;
             rc = cu_prov__refuse(CU_E_STATE, reason, reason_len,
                             "etag %s given but %s '%s' does not exist (412)", if_match, kind_domain(kind), id);
             goto cleanup;
@@ -528,12 +541,14 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
         goto cleanup;
     } else {
         if (flags & CU_STORE_CREATE) {
+            last_http = 409;
             rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "%s '%s' already exists (409)",
                             kind_domain(kind), id);
             goto cleanup;
         }
         const char *cur = cu_enr_get0_etag(old);
         if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(if_match, cur) != 0)) {
+            last_http = 412;
             rc = cu_prov__refuse(CU_E_STATE, reason, reason_len,
                             "stale etag: %s '%s' is at %s, not %s (412 precondition failed)",
                             kind_domain(kind), id, cur ? cur : "(none)", if_match);
@@ -570,12 +585,19 @@ cu_rc cu_store_enr_delete(cu_store *s, cu_enr_kind kind, const char *id, const c
     cu_rc rc;
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
-    if ((rc = cu_store_enr_get(s, kind, id, &old)) != CU_OK) {
+    rc = cu_store_enr_get(s, kind, id, &old);
+    if (rc == CU_E_VERIFY && if_match == NULL) {
+        /* A tampered row can always be removed. */
+        rc = doc_del(s, enr_kind(kind), id);
+        goto cleanup;
+    }
+    if (rc != CU_OK) {
         rc = cu_prov__refuse(rc, reason, reason_len, "%s", cu_err_last()->msg);
         goto cleanup;
     }
     const char *cur = cu_enr_get0_etag(old);
     if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(cur, if_match) != 0)) {
+        last_http = 412;
         rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "stale etag: '%s' is at %s, not %s (412)", id,
                         cur ? cur : "(none)", if_match);
         goto cleanup;
@@ -619,13 +641,13 @@ cu_rc cu_store_groups_by_cert(cu_store *s, X509 *cert, char ***_ids, size_t *_n)
     if (rc != CU_OK)
         return rc;
     snprintf(key, sizeof key, "fp:%s", hex);
-    return s->ops->find(s->b, CU_KIND_GROUP, key, 16, _ids, _n);
+    return s->ops->find(s->b, CU_KIND_GROUP, key, NULL, 16, _ids, _n);
 }
 
 cu_rc cu_store_symkey_groups(cu_store *s, char ***_ids, size_t *_n)
 {
     cu_prov__return_val_if_fail(s != NULL && _ids != NULL && _n != NULL, CU_E_INVALID_ARG);
-    return s->ops->find(s->b, CU_KIND_GROUP, "att:symmetricKey", 1000000, _ids, _n);
+    return s->ops->find(s->b, CU_KIND_GROUP, "att:symmetricKey", NULL, 1000000, _ids, _n);
 }
 
 static bool in_stack(STACK_OF(X509) *st, X509 *x)
@@ -662,7 +684,7 @@ cu_rc cu_store_anchors_by_subject(cu_store *s, const X509_NAME *name, STACK_OF(X
         return rc;
     snprintf(key, sizeof key, "subj:%s", hex);
     /* Groups: their signing certificates (and the CAs they reference). */
-    if ((rc = s->ops->find(s->b, CU_KIND_GROUP, key, 64, &ids, &n)) != CU_OK)
+    if ((rc = s->ops->find(s->b, CU_KIND_GROUP, key, NULL, 64, &ids, &n)) != CU_OK)
         return rc;
     for (size_t i = 0; i < n && rc == CU_OK; i++) {
         cu_enr *g = NULL;
@@ -681,7 +703,7 @@ cu_rc cu_store_anchors_by_subject(cu_store *s, const X509_NAME *name, STACK_OF(X
     if (rc != CU_OK)
         return rc;
     /* Verified CA certificates. */
-    if ((rc = s->ops->find(s->b, CU_KIND_CA, key, 64, &ids, &n)) != CU_OK)
+    if ((rc = s->ops->find(s->b, CU_KIND_CA, key, NULL, 64, &ids, &n)) != CU_OK)
         return rc;
     for (size_t i = 0; i < n && rc == CU_OK; i++) {
         json_t *ca = NULL;
@@ -744,6 +766,7 @@ cu_rc cu_store_ca_add(cu_store *s, const char *name, const char *cert_text, bool
     if ((rc = cu_store_begin(s)) != CU_OK)
         goto cleanup2;
     if (ca_load(s, name, &old) == CU_OK) {
+        last_http = 409;
         rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "CA certificate '%s' already exists (409)", name);
         goto cleanup;
     }
@@ -802,9 +825,11 @@ cu_rc cu_store_ca_get_cert(cu_store *s, const char *name, X509 **_cert, bool *_v
 static cu_rc etag_ok(json_t *doc, const char *if_match, char *reason, size_t rlen)
 {
     const char *cur = json_string_value(json_object_get(doc, "etag"));
-    if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(cur, if_match) != 0))
+    if (if_match != NULL && strcmp(if_match, "*") != 0 && (cur == NULL || strcmp(cur, if_match) != 0)) {
+        last_http = 412;
         return cu_prov__refuse(CU_E_STATE, reason, rlen, "stale etag: at %s, not %s (412)", cur ? cur : "(none)",
-                          if_match);
+                               if_match);
+    }
     return CU_OK;
 }
 
@@ -914,9 +939,10 @@ cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, ch
         goto cleanup;
     }
     snprintf(key, sizeof key, "ca:%s", lname);
-    if ((rc = s->ops->find(s->b, CU_KIND_GROUP, key, 1, &ids, &n)) != CU_OK)
+    if ((rc = s->ops->find(s->b, CU_KIND_GROUP, key, NULL, 1, &ids, &n)) != CU_OK)
         goto cleanup;
     if (n > 0) {
+        last_http = 409;
         rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "CA '%s' is referenced by enrollment group '%s'",
                         name, ids[0]);
         goto cleanup;
@@ -1144,6 +1170,7 @@ cu_rc cu_store_reg_delete(cu_store *s, const char *registration_id, const char *
         goto cleanup;
     }
     if (if_match != NULL && strcmp(if_match, "*") != 0 && strcmp(if_match, old.etag) != 0) {
+        last_http = 412;
         rc = cu_prov__refuse(CU_E_STATE, reason, reason_len, "stale etag: record is at %s, not %s (412)", old.etag,
                         if_match);
         goto cleanup;
@@ -1157,4 +1184,94 @@ cleanup:
 cu_rc cu_prov__store_audit(cu_store *s, const char *event_json)
 {
     return s->ops->audit(s->b, event_json);
+}
+
+cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *after, size_t limit,
+                                 char ***_ids, size_t *_n)
+{
+    cu_prov__return_val_if_fail(s != NULL && group_id != NULL && _ids != NULL && _n != NULL && limit > 0,
+                                CU_E_INVALID_ARG);
+    char *lg = cu_prov__lower_dup(group_id), *la = after ? cu_prov__lower_dup(after) : NULL, key[160];
+    cu_rc rc;
+    if (lg == NULL || (after != NULL && la == NULL)) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+    } else {
+        snprintf(key, sizeof key, "grp:%.150s", lg);
+        rc = s->ops->find(s->b, CU_KIND_REGISTRATION, key, la, limit, _ids, _n);
+    }
+    free(lg);
+    free(la);
+    return rc;
+}
+
+/* ---- TPM challenges ---- */
+
+cu_rc cu_store_tpm_key_put(cu_store *s, const char *registration_id, const uint8_t key[32],
+                           const char *ek_sha256_hex)
+{
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && key != NULL && ek_sha256_hex != NULL,
+                                CU_E_INVALID_ARG);
+    char aad[200], *w = NULL, *body = NULL, now[32];
+    char *lid = cu_prov__lower_dup(registration_id);
+    json_t *j = NULL;
+    cu_rc rc;
+    if (lid == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    snprintf(aad, sizeof aad, "tpmChallenge/%.150s", lid);
+    cu_prov__timestamp(now);
+    if ((rc = cu_store_begin(s)) != CU_OK)
+        goto cleanup2;
+    if ((rc = cu_keyring_wrap(s->kr, key, 32, aad, &w)) != CU_OK)
+        goto cleanup;
+    j = json_pack("{s:s, s:s, s:s}", "key", w, "ekSha256", ek_sha256_hex, "issued", now);
+    if (j == NULL || (body = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = doc_put(s, CU_KIND_TPM_CHALLENGE, registration_id, body, NULL, 0);
+cleanup:
+    rc = finish(s, rc);
+cleanup2:
+    free(w);
+    free(body);
+    free(lid);
+    json_decref(j);
+    return rc;
+}
+
+cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key[32], char ek_sha256_hex[65])
+{
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && key != NULL, CU_E_INVALID_ARG);
+    char aad[200], *body = NULL, *lid = cu_prov__lower_dup(registration_id);
+    json_t *j = NULL;
+    json_error_t e;
+    uint8_t *k = NULL;
+    size_t kl = 0;
+    cu_rc rc;
+    if (lid == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    snprintf(aad, sizeof aad, "tpmChallenge/%.150s", lid);
+    if ((rc = doc_get(s, CU_KIND_TPM_CHALLENGE, registration_id, &body)) != CU_OK)
+        goto cleanup;
+    const char *w = NULL, *ek = NULL;
+    if ((j = json_loads(body, 0, &e)) == NULL || (w = json_string_value(json_object_get(j, "key"))) == NULL ||
+        (ek = json_string_value(json_object_get(j, "ekSha256"))) == NULL) {
+        rc = cu_err_set(CU_E_STATE, "stored TPM challenge does not parse");
+        goto cleanup;
+    }
+    if ((rc = cu_keyring_unwrap(s->kr, w, aad, &k, &kl)) != CU_OK)
+        goto cleanup;
+    if (kl != 32) {
+        rc = cu_err_set(CU_E_STATE, "stored TPM key has the wrong size");
+        goto cleanup;
+    }
+    memcpy(key, k, 32);
+    if (ek_sha256_hex != NULL)
+        snprintf(ek_sha256_hex, 65, "%s", ek);
+cleanup:
+    cu_keyring_secret_free(k, kl);
+    json_decref(j);
+    free(body);
+    free(lid);
+    return rc;
 }

@@ -100,6 +100,9 @@ expect 0 "verified" "ca verify" -- "$C" ca verify factory --cert "$T/proof.pem" 
 expect 0 "by-ref" "group on the verified CA" -- "$C" group create by-ref --ca-ref factory $S
 expect 0 "verified" "ca list" -- "$C" ca list $S
 expect 0 "hub1.example.net" "hub list" -- "$C" hub list $S
+expect 0 "hashed" "default policy" -- "$C" hub default-policy $S
+expect 0 "geoLatency" "set default policy" -- "$C" hub default-policy geoLatency $S
+expect 2 "default-policy is" "custom cannot be the default" -- "$C" hub default-policy custom $S
 expect 1 "not found\|no registration" "registration show (none yet)" -- "$C" registration show device-1 $S
 
 # A test chain: root -> factory -> line -> devices.

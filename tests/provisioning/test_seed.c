@@ -198,6 +198,9 @@ static void test_bad_x509(void)
         CU_ASSERT_FALSE(fx_has_record(&f, cases[i].regid));
         cu_x509_chain_free(ch);
     }
+    /* A group on a device (non-CA) certificate is refused at creation. */
+    CU_ASSERT_EQUAL(fx_group_x509(&f, "leaf-group", &wrong_cn, true), CU_E_INVALID_ARG);
+
     /* The expired case through an individual enrollment says "expired" too. */
     CU_ASSERT_EQUAL(fx_individual_x509(&f, "dev-expired", &expired, true), CU_OK);
     char reason[512];

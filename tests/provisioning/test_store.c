@@ -61,11 +61,13 @@ static void test_etag_and_create(void)
     CU_ASSERT_EQUAL(cu_enr_set_enabled(e, true), CU_OK);
     CU_ASSERT_EQUAL(cu_store_enr_put(f.store, e, etag, 0, reason, sizeof reason), CU_E_STATE);
     CU_ASSERT_PTR_NOT_NULL(strstr(reason, "stale etag"));
+    CU_ASSERT_EQUAL(cu_store_last_http_status(), 412);
     CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e2), CU_OK);
     CU_ASSERT_FALSE(cu_enr_is_enabled(e2));
     cu_enr_free(e2);
     /* Create on an existing entry; replace a missing one; delete stale. */
     CU_ASSERT_EQUAL(cu_store_enr_put(f.store, e, NULL, CU_STORE_CREATE, reason, sizeof reason), CU_E_STATE);
+    CU_ASSERT_EQUAL(cu_store_last_http_status(), 409);
     CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "dev-1", etag, reason, sizeof reason), CU_E_STATE);
     CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "nope", NULL, reason, sizeof reason), CU_E_OBJECT_NOT_FOUND);
     cu_enr_free(e);
@@ -125,6 +127,19 @@ static void test_seals_and_wrapping(void)
     CU_ASSERT_FALSE(fx_has_record(&f, "dev-1"));
     free(tok);
     cu_sas_key_free(k, kl);
+    /* The operator repairs it by replacing or deleting the row. */
+    CU_ASSERT_EQUAL(put_sym(&f, "dev-1", false), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_OK);
+    cu_enr_free(e);
+    e = NULL;
+    db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char reason[512];
+    CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "dev-1", NULL, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_E_OBJECT_NOT_FOUND);
+
     /* Opening the store under another service key is refused. */
     cu_keyring *other = NULL;
     cu_store *s2 = NULL;
@@ -185,6 +200,13 @@ static void test_symmetric_registration(void)
     CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "grp-dev-7", &r), CU_OK);
     CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "sym-group");
     cu_reg_record_clear(&r);
+    char **ids = NULL;
+    size_t nids = 0;
+    CU_ASSERT_EQUAL(cu_store_reg_list_by_group(f.store, "SYM-GROUP", NULL, 10, &ids, &nids), CU_OK);
+    CU_ASSERT_EQUAL(nids, 1);
+    if (nids == 1)
+        CU_ASSERT_STRING_EQUAL(ids[0], "grp-dev-7");
+    cu_store_ids_free(ids, nids);
     /* The group key itself cannot be used directly. */
     CU_ASSERT_EQUAL(reg_sas(&f, "grp-dev-8", k, kl, "0ne00000001", "grp-dev-8", 600, reason, sizeof reason), CU_PROV_REFUSE);
 

@@ -9,7 +9,7 @@
 
 #include <custos/fixture.h>
 #include <custos/sas.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 #include <custos/tpmdev.h>
 
 #include <openssl/evp.h>
@@ -51,7 +51,7 @@ static int bench_challenge(double secs)
         do {
             uint8_t key[CU_TPM_ID_KEY_LEN];
             char *blob = NULL;
-            if (cu_tpm_challenge_new(ek, srk, NULL, key, &blob) != CU_OK) {
+            if (cu_tpmsvc_challenge_new(ek, srk, NULL, key, &blob) != CU_OK) {
                 fprintf(stderr, "%s\n", cu_err_last()->msg);
                 return 1;
             }
@@ -91,7 +91,7 @@ static int bench_register(double secs)
         if (rc == CU_OK)
             rc = cu_tpmdev_identity(dev, &ek, &srk, regid);
         if (rc == CU_OK)
-            rc = cu_tpm_challenge_new(ek, srk, NULL, key, &blob);
+            rc = cu_tpmsvc_challenge_new(ek, srk, NULL, key, &blob);
         if (rc == CU_OK)
             rc = cu_tpmdev_import_blob(dev, blob);
         if (rc == CU_OK)

@@ -4,7 +4,7 @@
 #ifndef CU_TPM_KAT_RNG_H
 #define CU_TPM_KAT_RNG_H
 
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 
 #include <openssl/evp.h>
 #include <string.h>

@@ -8,7 +8,7 @@
  * .keypub (field 5). */
 #include "kat_rng.h"
 
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,23 +46,23 @@ int main(int argc, char **argv)
     }
     size_t ek_len = 0, srk_len = 0;
     uint8_t *ekb = slurp(argv[2], &ek_len), *srkb = slurp(argv[3], &srk_len);
-    cu_tpm_pub *ek = NULL, *srk = NULL;
+    cu_tpmsvc_pub *ek = NULL, *srk = NULL;
     uint8_t key[CU_TPM_KEY_MAX];
     size_t key_len = strlen(argv[4]) / 2;
     for (size_t i = 0; i < key_len && i < sizeof key; i++)
         sscanf(argv[4] + 2 * i, "%2hhx", &key[i]);
-    if (ekb == NULL || srkb == NULL || cu_tpm_pub_parse(ekb, ek_len, &ek) != CU_OK ||
-        cu_tpm_pub_parse(srkb, srk_len, &srk) != CU_OK) {
+    if (ekb == NULL || srkb == NULL || cu_tpmsvc_pub_parse(ekb, ek_len, &ek) != CU_OK ||
+        cu_tpmsvc_pub_parse(srkb, srk_len, &srk) != CU_OK) {
         fprintf(stderr, "kat_tool: %s\n", cu_err_last()->msg);
         return 1;
     }
     kat_rng rng = {.label = KAT_LABEL};
-    cu_tpm_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng};
+    cu_tpmsvc_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng};
     uint8_t *blob = NULL;
     size_t len = 0;
-    cu_tpm_blob_fields f;
-    if (cu_tpm_blob_build(ek, srk, key, key_len, &opts, &blob, &len) != CU_OK ||
-        cu_tpm_blob_split(blob, len, &f) != CU_OK) {
+    cu_tpmsvc_blob_fields f;
+    if (cu_tpmsvc_blob_build(ek, srk, key, key_len, &opts, &blob, &len) != CU_OK ||
+        cu_tpmsvc_blob_split(blob, len, &f) != CU_OK) {
         fprintf(stderr, "kat_tool: %s\n", cu_err_last()->msg);
         return 1;
     }
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
     free(blob);
     free(ekb);
     free(srkb);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(srk);
     return rc ? 1 : 0;
 }

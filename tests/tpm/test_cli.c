@@ -4,7 +4,7 @@
 #include "cu_test.h"
 
 #include <custos/fixture.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 
 #include <jansson.h>
 #include <stdio.h>
@@ -72,13 +72,13 @@ static void test_stable_json(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(id);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ek);
     /* What it prints is what the service computes from the EK. */
-    cu_tpm_pub *p = NULL;
+    cu_tpmsvc_pub *p = NULL;
     char want[CU_TPM_REGID_LEN + 1];
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(ek, &p), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(p, CU_TPM_ROLE_EK), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_registration_id(p, want), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(ek, &p), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(p, CU_TPM_ROLE_EK), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_registration_id(p, want), CU_OK);
     CU_ASSERT_STRING_EQUAL(id, want);
-    cu_tpm_pub_free(p);
+    cu_tpmsvc_pub_free(p);
 
     /* Text form: the same values, stable too. */
     char *t1 = NULL, *t2 = NULL;

@@ -11,8 +11,9 @@
 
 #include <custos/fixture.h>
 #include <custos/sas.h>
+#include <custos/tpm.h> /* the engine's own TPM service side (provisioning/core/tpm.c) */
 #include <custos/token.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 #include <custos/tpmdev.h>
 
 #include <openssl/evp.h>
@@ -119,9 +120,12 @@ static cu_rc service_verify(const char *token, const char *regid, const uint8_t 
 }
 
 /* One registration: identity, challenge, import, SAS, verify. */
-static void register_once(const char *t, cu_tpmdev_ek_kind kind)
+static void register_once(const char *t, cu_tpmdev_ek_kind kind, uint32_t srk_handle)
 {
-    cu_tpmdev *dev = open_dev(t, kind, 0);
+    cu_tpmdev_opts o = {.ek = kind, .srk_handle = srk_handle};
+    cu_tpmdev *dev = NULL;
+    if (cu_tpmdev_open(t, &o, &dev) != CU_OK)
+        fprintf(stderr, "tpmdev: %s\n", cu_err_last()->msg);
     CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
     char *ek = NULL, *srk = NULL, regid[CU_TPM_REGID_LEN + 1];
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek, &srk, regid), CU_OK);
@@ -129,7 +133,7 @@ static void register_once(const char *t, cu_tpmdev_ek_kind kind)
     /* Service: the 401 challenge. */
     uint8_t key[CU_TPM_ID_KEY_LEN];
     char *blob = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_challenge_new(ek, srk, NULL, key, &blob), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_challenge_new(ek, srk, NULL, key, &blob), CU_OK);
 
     /* Device: activate, import, sign. */
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob(dev, blob), CU_OK);
@@ -153,10 +157,10 @@ static void register_once(const char *t, cu_tpmdev_ek_kind kind)
     uint8_t hub[32], mac[32], want[32];
     RAND_bytes(hub, sizeof hub);
     char *blob2 = NULL;
-    cu_tpm_pub *ekp = NULL, *srkp = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(ek, &ekp), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(srk, &srkp), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build_b64(ekp, srkp, hub, sizeof hub, NULL, &blob2), CU_OK);
+    cu_tpmsvc_pub *ekp = NULL, *srkp = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(ek, &ekp), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(srk, &srkp), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build_b64(ekp, srkp, hub, sizeof hub, NULL, &blob2), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob(dev, blob2), CU_OK);
     static const uint8_t msg[] = "myhub.azure-devices.net/devices/dev1\n1999999999";
     CHECK_RC(cu_tpmdev_hmac(dev, msg, sizeof msg - 1, mac), CU_OK);
@@ -164,8 +168,8 @@ static void register_once(const char *t, cu_tpmdev_ek_kind kind)
               NULL);
     CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
 
-    cu_tpm_pub_free(ekp);
-    cu_tpm_pub_free(srkp);
+    cu_tpmsvc_pub_free(ekp);
+    cu_tpmsvc_pub_free(srkp);
     free(blob2);
     free(token);
     free(blob);
@@ -189,20 +193,21 @@ static void test_identity_stable(void)
     CU_ASSERT_STRING_EQUAL(id1, id2);
     CU_ASSERT_EQUAL(strlen(id1), 52);
     /* What the service sees: an RSA-2048 TCG EK and a usable SRK. */
-    cu_tpm_pub *e = NULL, *s = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(ek1, &e), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse_b64(srk1, &s), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_attributes(e), 0x000300B2);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(e, CU_TPM_ROLE_EK), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(s, CU_TPM_ROLE_SRK), CU_OK);
-    /* tpm2-pkcs11 made its primary at 0x81000001 first (0x00030072, no
-     * noDA): the device uses it as its SRK; on a bare TPM ours (0x00030472). */
-    CU_ASSERT(cu_tpm_pub_attributes(s) == 0x00030072 || cu_tpm_pub_attributes(s) == 0x00030472);
+    cu_tpmsvc_pub *e = NULL, *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(ek1, &e), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(srk1, &s), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_attributes(e), 0x000300B2);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(e, CU_TPM_ROLE_EK), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(s, CU_TPM_ROLE_SRK), CU_OK);
+    /* tpm2-pkcs11 made its primary at 0x81000001 first (ECC P-256, 0x00030072,
+     * no noDA): the device uses it as its SRK; on a bare TPM ours (RSA-2048,
+     * 0x00030472). Either way a restricted decryption key custos_tpm takes. */
+    CU_ASSERT(cu_tpmsvc_pub_attributes(s) == 0x00030072 || cu_tpmsvc_pub_attributes(s) == 0x00030472);
     char id3[CU_TPM_REGID_LEN + 1];
-    CU_ASSERT_EQUAL(cu_tpm_registration_id(e, id3), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_registration_id(e, id3), CU_OK);
     CU_ASSERT_STRING_EQUAL(id1, id3);
-    cu_tpm_pub_free(e);
-    cu_tpm_pub_free(s);
+    cu_tpmsvc_pub_free(e);
+    cu_tpmsvc_pub_free(s);
     free(ek1);
     free(ek2);
     free(srk1);
@@ -210,8 +215,14 @@ static void test_identity_stable(void)
     cu_tpmdev_close(dev);
 }
 
-static void test_register_rsa(void) { register_once(tcti, CU_TPMDEV_EK_RSA); }
-static void test_register_ecc(void) { register_once(tcti, CU_TPMDEV_EK_ECC); }
+/* RSA EK with tpm2-pkcs11's ECC primary as SRK (0x81000001), and with a DPS
+ * RSA SRK (0x81000002); ECC EK. */
+static void test_register_rsa(void)
+{
+    register_once(tcti, CU_TPMDEV_EK_RSA, 0);
+    register_once(tcti, CU_TPMDEV_EK_RSA, 0x81000002);
+}
+static void test_register_ecc(void) { register_once(tcti, CU_TPMDEV_EK_ECC, 0); }
 
 /* The same through the token fixture's resource manager (tpm2-abrmd on its
  * private D-Bus, whose address the fixture put in the environment). */
@@ -221,7 +232,7 @@ static void test_register_rm(void)
         printf("(fixture without resource manager: skipped) ");
         return;
     }
-    register_once("tabrmd:bus_type=session", CU_TPMDEV_EK_RSA);
+    register_once("tabrmd:bus_type=session", CU_TPMDEV_EK_RSA, 0);
 }
 
 static void test_hmac_sequence(void)
@@ -234,14 +245,14 @@ static void test_hmac_sequence(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
     uint8_t *ek = NULL, *srk = NULL;
     size_t el = 0, sl = 0;
-    cu_tpm_pub *e = NULL, *s = NULL;
+    cu_tpmsvc_pub *e = NULL, *s = NULL;
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(dev, &ek, &el), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_srk(dev, &srk, &sl), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek, el, &e), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(srk, sl, &s), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(ek, el, &e), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(srk, sl, &s), CU_OK);
     uint8_t *blob = NULL;
     size_t bl = 0;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build(e, s, key, sizeof key, NULL, &blob, &bl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build(e, s, key, sizeof key, NULL, &blob, &bl), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob_raw(dev, blob, bl), CU_OK);
     cu_tpmdev_close(dev);
     /* TPM input buffer (1024 on swtpm): 0, 1, 1024 in one TPM2_HMAC,
@@ -263,8 +274,8 @@ static void test_hmac_sequence(void)
     free(blob);
     free(ek);
     free(srk);
-    cu_tpm_pub_free(e);
-    cu_tpm_pub_free(s);
+    cu_tpmsvc_pub_free(e);
+    cu_tpmsvc_pub_free(s);
 }
 
 /* Builds a challenge for the device on `t` (raw). */
@@ -273,14 +284,14 @@ static uint8_t *challenge_for(const char *t, uint8_t *key, size_t *_len)
     cu_tpmdev *dev = open_dev(t, CU_TPMDEV_EK_RSA, 0);
     uint8_t *ek = NULL, *srk = NULL, *blob = NULL;
     size_t el = 0, sl = 0;
-    cu_tpm_pub *e = NULL, *s = NULL;
+    cu_tpmsvc_pub *e = NULL, *s = NULL;
     if (dev && cu_tpmdev_ek(dev, &ek, &el) == CU_OK && cu_tpmdev_srk(dev, &srk, &sl) == CU_OK &&
-        cu_tpm_pub_parse(ek, el, &e) == CU_OK && cu_tpm_pub_parse(srk, sl, &s) == CU_OK)
-        cu_tpm_blob_build(e, s, key, 32, NULL, &blob, _len);
+        cu_tpmsvc_pub_parse(ek, el, &e) == CU_OK && cu_tpmsvc_pub_parse(srk, sl, &s) == CU_OK)
+        cu_tpmsvc_blob_build(e, s, key, 32, NULL, &blob, _len);
     free(ek);
     free(srk);
-    cu_tpm_pub_free(e);
-    cu_tpm_pub_free(s);
+    cu_tpmsvc_pub_free(e);
+    cu_tpmsvc_pub_free(s);
     cu_tpmdev_close(dev);
     return blob;
 }
@@ -292,8 +303,8 @@ static void test_tampered_blob(void)
     size_t len = 0;
     uint8_t *blob = challenge_for(tcti, key, &len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
-    cu_tpm_blob_fields f;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_split(blob, len, &f), CU_OK);
+    cu_tpmsvc_blob_fields f;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_split(blob, len, &f), CU_OK);
     cu_tpmdev *dev = open_dev(tcti, CU_TPMDEV_EK_RSA, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
 
@@ -352,7 +363,7 @@ static void test_other_tpm(void)
     CU_ASSERT_STRING_NOT_EQUAL(id_a, id_b);
     /* The enrollment of device A does not match TPM B's EK ... */
     bool m = true;
-    CU_ASSERT_EQUAL(cu_tpm_ek_match(ek_a, ek_b, &m), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ek_match(ek_a, ek_b, &m), CU_OK);
     CU_ASSERT_FALSE(m);
     /* ... and B cannot use A's challenge even if the service sent it. */
     cu_rc rc = cu_tpmdev_import_blob_raw(b, blob, len);
@@ -451,25 +462,25 @@ static void test_ek_cert(void)
     CHECK_RC(cu_tpmdev_ek_cert(dev, &der, &dl), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(dev, &ek, &el), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(mine, &ek2, &el2), CU_OK);
-    cu_tpm_pub *p = NULL, *q = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek, el, &p), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek2, el2, &q), CU_OK);
+    cu_tpmsvc_pub *p = NULL, *q = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(ek, el, &p), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(ek2, el2, &q), CU_OK);
     char root[600], inter[600];
     snprintf(root, sizeof root, "%s/ca/swtpm-localca-rootca-cert.pem", d);
     snprintf(inter, sizeof inter, "%s/ca/issuercert.pem", d);
     if (der != NULL) {
-        CHECK_RC(cu_tpm_ekcert_verify(p, der, dl, root, NULL, inter), CU_OK);
+        CHECK_RC(cu_tpmsvc_ekcert_verify(p, der, dl, root, NULL, inter), CU_OK);
         /* Another TPM's EK is not what the certificate certifies. */
-        CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(q, der, dl, root, NULL, inter), CU_E_VERIFY);
+        CU_ASSERT_EQUAL(cu_tpmsvc_ekcert_verify(q, der, dl, root, NULL, inter), CU_E_VERIFY);
         /* Without the issuing CA the chain does not reach the root. */
-        CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(p, der, dl, root, NULL, NULL), CU_E_VERIFY);
+        CU_ASSERT_EQUAL(cu_tpmsvc_ekcert_verify(p, der, dl, root, NULL, NULL), CU_E_VERIFY);
     }
     /* The first TPM has no EK certificate. */
     uint8_t *none = NULL;
     size_t nl = 0;
     CU_ASSERT_EQUAL(cu_tpmdev_ek_cert(mine, &none, &nl), CU_E_OBJECT_NOT_FOUND);
-    cu_tpm_pub_free(p);
-    cu_tpm_pub_free(q);
+    cu_tpmsvc_pub_free(p);
+    cu_tpmsvc_pub_free(q);
     free(der);
     free(ek);
     free(ek2);
@@ -486,17 +497,17 @@ static void test_key_sizes(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(dev);
     uint8_t *ek = NULL, *srk = NULL;
     size_t el = 0, sl = 0;
-    cu_tpm_pub *e = NULL, *s = NULL;
+    cu_tpmsvc_pub *e = NULL, *s = NULL;
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_ek(dev, &ek, &el), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_srk(dev, &srk, &sl), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ek, el, &e), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(srk, sl, &s), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(ek, el, &e), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(srk, sl, &s), CU_OK);
     size_t sizes[] = {1, 16, 32, 64};
     uint8_t key[CU_TPM_KEY_MAX + 1], mac[32], want[32], *blob = NULL;
     size_t bl = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         RAND_bytes(key, sizeof key);
-        CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build(e, s, key, sizes[i], NULL, &blob, &bl), CU_OK);
+        CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build(e, s, key, sizes[i], NULL, &blob, &bl), CU_OK);
         CHECK_RC(cu_tpmdev_import_blob_raw(dev, blob, bl), CU_OK);
         CHECK_RC(cu_tpmdev_hmac(dev, (const uint8_t *)"m", 1, mac), CU_OK);
         EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, sizes[i], (const uint8_t *)"m", 1,
@@ -505,14 +516,65 @@ static void test_key_sizes(void)
         free(blob);
         blob = NULL;
     }
-    CU_ASSERT_EQUAL(cu_tpm_blob_build(e, s, key, CU_TPM_KEY_MAX + 1, NULL, &blob, &bl),
+    CU_ASSERT_EQUAL(cu_tpmsvc_blob_build(e, s, key, CU_TPM_KEY_MAX + 1, NULL, &blob, &bl),
                     CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NULL(blob);
     free(ek);
     free(srk);
+    cu_tpmsvc_pub_free(e);
+    cu_tpmsvc_pub_free(s);
+    cu_tpmdev_close(dev);
+}
+
+/* Interop: the device side against the provisioning engine's own blob
+ * (custos/tpm.h in custos_prov), the one cu_prov_register answers with.
+ * The engine takes RSA-2048 SRKs only, and 0x81000001 holds tpm2-pkcs11's
+ * ECC primary on this shared swtpm: the device keeps a DPS SRK at
+ * 0x81000002 (cu_tpmdev_opts.srk_handle). */
+static void test_engine_blob(void)
+{
+    cu_tpmdev_opts o = {.ek = CU_TPMDEV_EK_RSA, .srk_handle = 0x81000002};
+    cu_tpmdev *dev = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_open(tcti, &o, &dev), CU_OK);
+    char *ek = NULL, *srk = NULL, regid[CU_TPM_REGID_LEN + 1], *eng_id = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek, &srk, regid), CU_OK);
+    cu_tpmsvc_pub *sp = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(srk, &sp), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_type(sp), CU_TPM_ALG_RSA);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_attributes(sp), 0x00030472);
+    cu_tpmsvc_pub_free(sp);
+    /* Both compute the same default registration id. */
+    CU_ASSERT_EQUAL(cu_tpm_registration_id(ek, &eng_id), CU_OK);
+    if (eng_id != NULL)
+        CU_ASSERT_STRING_EQUAL(eng_id, regid);
+    cu_tpm_pub *e = NULL, *s = NULL;
+    cu_tpm_activation act;
+    memset(&act, 0, sizeof act);
+    CHECK_RC(cu_tpm_pub_decode(ek, &e), CU_OK);
+    CHECK_RC(cu_tpm_pub_decode(srk, &s), CU_OK);
+    char *blob = NULL, *token = NULL;
+    if (e != NULL && s != NULL) {
+        CHECK_RC(cu_tpm_activation_make(e, s, &act), CU_OK);
+        blob = cu_tpm_activation_blob(&act);
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
+    CHECK_RC(cu_tpmdev_import_blob(dev, blob), CU_OK);
+    CHECK_RC(cu_tpmdev_sas_token(dev, SCOPE, regid, (uint64_t)time(NULL) + 600, NULL, &token),
+             CU_OK);
+    if (token != NULL)
+        CU_ASSERT_EQUAL(service_verify(token, regid, act.key, 0), CU_OK);
+    cu_tpm_activation_clear(&act);
     cu_tpm_pub_free(e);
     cu_tpm_pub_free(s);
+    free(blob);
+    free(token);
+    free(eng_id);
+    free(ek);
+    free(srk);
     cu_tpmdev_close(dev);
+    /* A bad handle is refused. */
+    o.srk_handle = 0x01000001;
+    CU_ASSERT_EQUAL(cu_tpmdev_open(tcti, &o, &dev), CU_E_INVALID_ARG);
 }
 
 static const cu_test_case cases[] = {
@@ -525,6 +587,7 @@ static const cu_test_case cases[] = {
     {"tampered blob: TPM_RC_INTEGRITY, reported, nothing leaked", test_tampered_blob},
     {"second swtpm cannot use the first device's challenge", test_other_tpm},
     {"tpm2-pkcs11 token shares the swtpm", test_shared_with_token},
+    {"interop: the engine's own challenge blob (custos/tpm.h)", test_engine_blob},
     {"no TPM / bad options", test_bad_tcti},
     {"EK certificate from NV, chain to the manufacturer root", test_ek_cert},
     {NULL, NULL},

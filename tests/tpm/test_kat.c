@@ -7,7 +7,7 @@
 #include "kat_rng.h"
 
 #include <custos/keyring.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -36,12 +36,12 @@ static uint8_t *slurp(const char *name, size_t *_len)
     return b;
 }
 
-static cu_tpm_pub *load_pub(const char *name)
+static cu_tpmsvc_pub *load_pub(const char *name)
 {
     size_t n = 0;
     uint8_t *b = slurp(name, &n);
-    cu_tpm_pub *p = NULL;
-    if (b != NULL && cu_tpm_pub_parse(b, n, &p) != CU_OK)
+    cu_tpmsvc_pub *p = NULL;
+    if (b != NULL && cu_tpmsvc_pub_parse(b, n, &p) != CU_OK)
         fprintf(stderr, "%s: %s\n", name, cu_err_last()->msg);
     free(b);
     return p;
@@ -70,7 +70,7 @@ static size_t put16(uint8_t *p, unsigned v)
     p[1] = (uint8_t)v;
     return 2;
 }
-static cu_tpm_pub *soft_ek(EVP_PKEY *k)
+static cu_tpmsvc_pub *soft_ek(EVP_PKEY *k)
 {
     uint8_t b[600];
     size_t o = 2;
@@ -101,8 +101,8 @@ static cu_tpm_pub *soft_ek(EVP_PKEY *k)
         memcpy(b + o, pt + 33, 32), o += 32;
     }
     put16(b, (unsigned)(o - 2));
-    cu_tpm_pub *p = NULL;
-    if (cu_tpm_pub_parse(b, o, &p) != CU_OK)
+    cu_tpmsvc_pub *p = NULL;
+    if (cu_tpmsvc_pub_parse(b, o, &p) != CU_OK)
         fprintf(stderr, "soft_ek: %s\n", cu_err_last()->msg);
     return p;
 }
@@ -115,7 +115,7 @@ static void test_kdfa(void)
     unsigned sizes[] = {128, 256, 264, 520};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         uint8_t mine[65], ref[65], ctx[8];
-        CU_ASSERT_EQUAL_FATAL(cu_tpm_kdfa(CU_TPM_ALG_SHA256, key, 32, "STORAGE", u, sizeof u, v,
+        CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, key, 32, "STORAGE", u, sizeof u, v,
                                           sizeof v, sizes[i], mine),
                               CU_OK);
         memcpy(ctx, u, sizeof u);
@@ -135,9 +135,9 @@ static void test_kdfa(void)
         EVP_KDF_free(kdf);
     }
     uint8_t out[32];
-    CU_ASSERT_EQUAL(cu_tpm_kdfa(0x1234, key, 32, "X", NULL, 0, NULL, 0, 128, out),
+    CU_ASSERT_EQUAL(cu_tpmsvc_kdfa(0x1234, key, 32, "X", NULL, 0, NULL, 0, 128, out),
                     CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_kdfa(CU_TPM_ALG_SHA256, key, 32, "X", NULL, 0, NULL, 0, 12, out),
+    CU_ASSERT_EQUAL(cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, key, 32, "X", NULL, 0, NULL, 0, 12, out),
                     CU_E_INVALID_ARG);
 }
 
@@ -149,80 +149,80 @@ static void test_pub_parse(void)
     uint8_t *nameb = slurp("srk.name", &nn);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ekb);
     CU_ASSERT_EQUAL(n, 316);
-    cu_tpm_pub *ek = NULL, *srk = load_pub("srk.pub"), *ecc = load_pub("ek-ecc.pub");
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(ekb, n, &ek), CU_OK);
+    cu_tpmsvc_pub *ek = NULL, *srk = load_pub("srk.pub"), *ecc = load_pub("ek-ecc.pub");
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(ekb, n, &ek), CU_OK);
     CU_ASSERT_PTR_NOT_NULL_FATAL(srk);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ecc);
-    CU_ASSERT_EQUAL(cu_tpm_pub_type(ek), CU_TPM_ALG_RSA);
-    CU_ASSERT_EQUAL(cu_tpm_pub_attributes(ek), 0x000300B2);
-    CU_ASSERT_EQUAL(cu_tpm_pub_attributes(srk), 0x00030472);
-    CU_ASSERT_EQUAL(cu_tpm_pub_key_bits(ek), 2048);
-    CU_ASSERT_EQUAL(cu_tpm_pub_type(ecc), CU_TPM_ALG_ECC);
-    CU_ASSERT_EQUAL(cu_tpm_pub_key_bits(ecc), 256);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(ek, CU_TPM_ROLE_EK), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(ecc, CU_TPM_ROLE_EK), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(srk, CU_TPM_ROLE_SRK), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_type(ek), CU_TPM_ALG_RSA);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_attributes(ek), 0x000300B2);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_attributes(srk), 0x00030472);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_key_bits(ek), 2048);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_type(ecc), CU_TPM_ALG_ECC);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_key_bits(ecc), 256);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(ek, CU_TPM_ROLE_EK), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(ecc, CU_TPM_ROLE_EK), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(srk, CU_TPM_ROLE_SRK), CU_OK);
 
     /* Name = nameAlg || SHA-256(TPMT_PUBLIC), as tpm2_readpublic says. */
     uint8_t name[CU_TPM_NAME_MAX];
     size_t name_len = 0;
-    CU_ASSERT_EQUAL(cu_tpm_pub_name(srk, name, &name_len), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_name(srk, name, &name_len), CU_OK);
     CU_ASSERT_EQUAL(name_len, nn);
     CU_ASSERT_EQUAL(memcmp(name, nameb, nn), 0);
 
     /* Malformed: every truncation, a trailing byte, a wrong size prefix,
      * an unknown type, an unknown symmetric algorithm. */
-    cu_tpm_pub *bad = NULL;
+    cu_tpmsvc_pub *bad = NULL;
     for (size_t cut = 0; cut < n; cut += 7) {
         uint8_t t[400];
         memcpy(t, ekb, cut);
         if (cut >= 2)
             put16(t, (unsigned)(cut - 2));
-        CU_ASSERT_EQUAL(cu_tpm_pub_parse(t, cut, &bad), CU_E_INVALID_ARG);
+        CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse(t, cut, &bad), CU_E_INVALID_ARG);
         CU_ASSERT_PTR_NULL(bad);
     }
     uint8_t t[400];
     memcpy(t, ekb, n);
     t[n] = 0;
     put16(t, (unsigned)(n - 1));
-    CU_ASSERT_EQUAL(cu_tpm_pub_parse(t, n + 1, &bad), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse(t, n + 1, &bad), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "trailing"));
     memcpy(t, ekb, n);
     t[1] ^= 1;
-    CU_ASSERT_EQUAL(cu_tpm_pub_parse(t, n, &bad), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse(t, n, &bad), CU_E_INVALID_ARG);
     memcpy(t, ekb, n);
     t[3] = 0x7f; /* type */
-    CU_ASSERT_EQUAL(cu_tpm_pub_parse(t, n, &bad), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse(t, n, &bad), CU_E_INVALID_ARG);
     memcpy(t, ekb, n);
     t[2 + 2 + 2 + 4 + 34 + 1] = 0x25; /* symmetric.algorithm */
-    CU_ASSERT_EQUAL(cu_tpm_pub_parse(t, n, &bad), CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_pub_parse_b64("not base64!", &bad), CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_pub_parse_b64(NULL, &bad), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse(t, n, &bad), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse_b64("not base64!", &bad), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_parse_b64(NULL, &bad), CU_E_INVALID_ARG);
 
     /* Roles: an SRK is not an EK-capable... it is (restricted decrypt), but
      * a signing key or a key without fixedTPM is refused. */
     memcpy(t, ekb, n);
     t[2 + 4 + 1] |= 0x04; /* attributes byte 1 (bits 16..23): sign */
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(t, n, &bad), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(bad, CU_TPM_ROLE_EK), CU_E_INVALID_ARG);
-    cu_tpm_pub_free(bad);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(t, n, &bad), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(bad, CU_TPM_ROLE_EK), CU_E_INVALID_ARG);
+    cu_tpmsvc_pub_free(bad);
     memcpy(t, ekb, n);
     t[2 + 4 + 3] &= (uint8_t)~0x02; /* fixedTPM */
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(t, n, &bad), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(bad, CU_TPM_ROLE_EK), CU_E_INVALID_ARG);
-    cu_tpm_pub_free(bad);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(t, n, &bad), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(bad, CU_TPM_ROLE_EK), CU_E_INVALID_ARG);
+    cu_tpmsvc_pub_free(bad);
     /* An ECC point off the curve. */
     size_t en = 0;
     uint8_t *eb = slurp("ek-ecc.pub", &en);
     eb[en - 1] ^= 1;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(eb, en, &bad), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_check(bad, CU_TPM_ROLE_EK), CU_E_INVALID_ARG);
-    cu_tpm_pub_free(bad);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(eb, en, &bad), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_pub_check(bad, CU_TPM_ROLE_EK), CU_E_INVALID_ARG);
+    cu_tpmsvc_pub_free(bad);
     free(eb);
 
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
-    cu_tpm_pub_free(ecc);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(srk);
+    cu_tpmsvc_pub_free(ecc);
     free(ekb);
     free(nameb);
 }
@@ -240,7 +240,7 @@ static void test_regid_match(void)
         uint8_t *w = slurp(f, &wn);
         CU_ASSERT_PTR_NOT_NULL_FATAL(w);
         memcpy(want, w, wn < 60 ? wn : 60);
-        CU_ASSERT_EQUAL(cu_tpm_registration_id_raw(b, n, got), CU_OK);
+        CU_ASSERT_EQUAL(cu_tpmsvc_registration_id_raw(b, n, got), CU_OK);
         CU_ASSERT_EQUAL(strlen(got), CU_TPM_REGID_LEN);
         CU_ASSERT_STRING_EQUAL(got, want);
         free(b);
@@ -253,32 +253,32 @@ static void test_regid_match(void)
     memcpy(t, b, n);
     t[2 + 4 + 3] ^= 0x40;                               /* userWithAuth */
     memcpy(t + 2 + 2 + 2 + 4 + 34 + 6 + 2 + 2, "\x00\x01\x00\x01", 4); /* exponent 65537 */
-    cu_tpm_pub *a = NULL, *c = NULL, *srk = load_pub("srk.pub"), *ecc = load_pub("ek-ecc.pub");
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(b, n, &a), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(t, n, &c), CU_OK);
-    CU_ASSERT_TRUE(cu_tpm_pub_same_key(a, c));
-    CU_ASSERT_FALSE(cu_tpm_pub_same_key(a, srk));
-    CU_ASSERT_FALSE(cu_tpm_pub_same_key(a, ecc));
-    CU_ASSERT_TRUE(cu_tpm_pub_same_key(ecc, ecc));
+    cu_tpmsvc_pub *a = NULL, *c = NULL, *srk = load_pub("srk.pub"), *ecc = load_pub("ek-ecc.pub");
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(b, n, &a), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(t, n, &c), CU_OK);
+    CU_ASSERT_TRUE(cu_tpmsvc_pub_same_key(a, c));
+    CU_ASSERT_FALSE(cu_tpmsvc_pub_same_key(a, srk));
+    CU_ASSERT_FALSE(cu_tpmsvc_pub_same_key(a, ecc));
+    CU_ASSERT_TRUE(cu_tpmsvc_pub_same_key(ecc, ecc));
     t[n - 1] ^= 1; /* another modulus */
-    cu_tpm_pub_free(c);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_parse(t, n, &c), CU_OK);
-    CU_ASSERT_FALSE(cu_tpm_pub_same_key(a, c));
+    cu_tpmsvc_pub_free(c);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse(t, n, &c), CU_OK);
+    CU_ASSERT_FALSE(cu_tpmsvc_pub_same_key(a, c));
     /* The base64 form of the enrollment API. */
     char b64a[600], b64c[600];
     EVP_EncodeBlock((unsigned char *)b64a, b, (int)n);
     EVP_EncodeBlock((unsigned char *)b64c, t, (int)n);
     bool m = true;
-    CU_ASSERT_EQUAL(cu_tpm_ek_match(b64a, b64a, &m), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ek_match(b64a, b64a, &m), CU_OK);
     CU_ASSERT_TRUE(m);
-    CU_ASSERT_EQUAL(cu_tpm_ek_match(b64a, b64c, &m), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ek_match(b64a, b64c, &m), CU_OK);
     CU_ASSERT_FALSE(m);
-    CU_ASSERT_EQUAL(cu_tpm_ek_match(b64a, "AAAA", &m), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ek_match(b64a, "AAAA", &m), CU_E_INVALID_ARG);
     CU_ASSERT_FALSE(m);
-    cu_tpm_pub_free(a);
-    cu_tpm_pub_free(c);
-    cu_tpm_pub_free(srk);
-    cu_tpm_pub_free(ecc);
+    cu_tpmsvc_pub_free(a);
+    cu_tpmsvc_pub_free(c);
+    cu_tpmsvc_pub_free(srk);
+    cu_tpmsvc_pub_free(ecc);
     free(b);
 }
 
@@ -337,11 +337,11 @@ static void test_credential_rsa_exact(void)
     memcpy(stream + seed_len, em + 1, 32); /* then the OAEP seed */
 
     kat_rng rng = {.label = KAT_LABEL, .prefix = stream, .prefix_len = seed_len + 32};
-    cu_tpm_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng, .rsa_seed_len = seed_len};
-    cu_tpm_pub *ek = soft_ek(k);
+    cu_tpmsvc_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng, .rsa_seed_len = seed_len};
+    cu_tpmsvc_pub *ek = soft_ek(k);
     uint8_t *io = NULL, *es = NULL;
     size_t io_len = 0, es_len = 0;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_make_credential(ek, name, nn, secret, sn, &opts, &io, &io_len, &es,
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_make_credential(ek, name, nn, secret, sn, &opts, &io, &io_len, &es,
                                                  &es_len),
                           CU_OK);
     CU_ASSERT_EQUAL(io_len, 54);
@@ -354,11 +354,11 @@ static void test_credential_rsa_exact(void)
     free(io);
     free(es);
     uint8_t big[33] = {0};
-    CU_ASSERT_EQUAL(cu_tpm_make_credential(ek, name, nn, big, 33, NULL, &io, &io_len, &es, &es_len),
+    CU_ASSERT_EQUAL(cu_tpmsvc_make_credential(ek, name, nn, big, 33, NULL, &io, &io_len, &es, &es_len),
                     CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_make_credential(ek, name, 0, big, 16, NULL, &io, &io_len, &es, &es_len),
+    CU_ASSERT_EQUAL(cu_tpmsvc_make_credential(ek, name, 0, big, 16, NULL, &io, &io_len, &es, &es_len),
                     CU_E_INVALID_ARG);
-    cu_tpm_pub_free(ek);
+    cu_tpmsvc_pub_free(ek);
     EVP_PKEY_free(k);
     free(cred);
     free(secret);
@@ -368,7 +368,7 @@ static void test_credential_rsa_exact(void)
 /* The receiving side of an ECC credential, done in software with the EK's
  * private key: ECDH, KDFe, check the HMAC, decrypt. Returns the
  * credential's length or -1. */
-static int ecc_activate(EVP_PKEY *k, const cu_tpm_pub *ek, const uint8_t *name, size_t nn,
+static int ecc_activate(EVP_PKEY *k, const cu_tpmsvc_pub *ek, const uint8_t *name, size_t nn,
                         const uint8_t *idobj, size_t io_len, const uint8_t *encsec, uint8_t *out)
 {
     /* encsec: size, TPM2B x, TPM2B y */
@@ -392,10 +392,10 @@ static int ecc_activate(EVP_PKEY *k, const cu_tpm_pub *ek, const uint8_t *name, 
     EVP_PKEY_free(eph);
     EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, ekx, sizeof ekx, &ekl);
     (void)ek;
-    if (!ok || cu_tpm_kdfe(CU_TPM_ALG_SHA256, z, 32, "IDENTITY", encsec + 4, 32, ekx + 1, 32, 256,
+    if (!ok || cu_tpmsvc_kdfe(CU_TPM_ALG_SHA256, z, 32, "IDENTITY", encsec + 4, 32, ekx + 1, 32, 256,
                            seed) != CU_OK ||
-        cu_tpm_kdfa(CU_TPM_ALG_SHA256, seed, 32, "STORAGE", name, nn, NULL, 0, 128, sym) != CU_OK ||
-        cu_tpm_kdfa(CU_TPM_ALG_SHA256, seed, 32, "INTEGRITY", NULL, 0, NULL, 0, 256, hk) != CU_OK)
+        cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, seed, 32, "STORAGE", name, nn, NULL, 0, 128, sym) != CU_OK ||
+        cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, seed, 32, "INTEGRITY", NULL, 0, NULL, 0, 256, hk) != CU_OK)
         return -1;
     /* idobj: size, TPM2B hmac (32), encIdentity */
     const uint8_t *enc = idobj + 2 + 2 + 32;
@@ -429,7 +429,7 @@ static void test_credential_ecc(void)
     EVP_PKEY *k = load_pem("soft-ek-ecc.pem");
     CU_ASSERT_PTR_NOT_NULL_FATAL(cred);
     CU_ASSERT_PTR_NOT_NULL_FATAL(k);
-    cu_tpm_pub *ek = soft_ek(k);
+    cu_tpmsvc_pub *ek = soft_ek(k);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ek);
     uint8_t out[64];
     /* tpm2_makecredential's ECC credential opens with our KDFe/KDFa. */
@@ -441,7 +441,7 @@ static void test_credential_ecc(void)
     uint8_t *io = NULL, *es = NULL;
     size_t il = 0, el = 0;
     CU_ASSERT_EQUAL_FATAL(
-        cu_tpm_make_credential(ek, name, nn, secret, sn, NULL, &io, &il, &es, &el), CU_OK);
+        cu_tpmsvc_make_credential(ek, name, nn, secret, sn, NULL, &io, &il, &es, &el), CU_OK);
     CU_ASSERT_EQUAL(el, 2 + 2 + 32 + 2 + 32);
     memset(out, 0, sizeof out);
     CU_ASSERT_EQUAL(ecc_activate(k, ek, name, nn, io, il, es, out), (int)sn);
@@ -451,7 +451,7 @@ static void test_credential_ecc(void)
     CU_ASSERT_EQUAL(ecc_activate(k, ek, name, nn, io, il, es, out), -1);
     free(io);
     free(es);
-    cu_tpm_pub_free(ek);
+    cu_tpmsvc_pub_free(ek);
     EVP_PKEY_free(k);
     free(cred);
     free(secret);
@@ -472,7 +472,7 @@ static void check_blob(const char *kind)
     uint8_t *msg = slurp("msg.bin", &mn);
     bool ecc_srk = strcmp(kind, "rsa-eccsrk") == 0;
     snprintf(f, sizeof f, "ek-%s.pub", ecc_srk ? "rsa" : kind);
-    cu_tpm_pub *ek = load_pub(f), *srk = load_pub(ecc_srk ? "srk-ecc.pub" : "srk.pub");
+    cu_tpmsvc_pub *ek = load_pub(f), *srk = load_pub(ecc_srk ? "srk-ecc.pub" : "srk.pub");
     CU_ASSERT_PTR_NOT_NULL_FATAL(want);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ek);
     uint8_t key[32];
@@ -480,10 +480,10 @@ static void check_blob(const char *kind)
         key[i] = (uint8_t)(0x20 + i);
 
     kat_rng rng = {.label = KAT_LABEL};
-    cu_tpm_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng};
+    cu_tpmsvc_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng};
     uint8_t *blob = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_build(ek, srk, key, sizeof key, &opts, &blob, &len), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build(ek, srk, key, sizeof key, &opts, &blob, &len), CU_OK);
     CU_ASSERT_EQUAL(len, bn);
     CU_ASSERT(len == bn && memcmp(blob, want, len) == 0);
 
@@ -500,8 +500,8 @@ static void check_blob(const char *kind)
     CU_ASSERT_EQUAL(memcmp(mac, tpm_mac, 32), 0);
 
     /* Field sizes of the real DPS blob (PROTOCOL.md §3.3) for RSA. */
-    cu_tpm_blob_fields fl;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_blob_split(blob, len, &fl), CU_OK);
+    cu_tpmsvc_blob_fields fl;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_split(blob, len, &fl), CU_OK);
     CU_ASSERT_EQUAL(fl.id_object_len, 2 + 52);
     CU_ASSERT_EQUAL(fl.dup_private_len, 2 + 142);
     CU_ASSERT_EQUAL(fl.sym_seed_len, ecc_srk ? 2u + 68 : 2u + 256);
@@ -518,8 +518,8 @@ static void check_blob(const char *kind)
     free(w);
     free(tpm_mac);
     free(msg);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(srk);
 }
 static void test_blob_rsa(void) { check_blob("rsa"); }
 static void test_blob_ecc(void) { check_blob("ecc"); }
@@ -529,14 +529,14 @@ static void test_blob_split_refuses(void)
 {
     size_t bn = 0;
     uint8_t *b = slurp("blob-rsa.bin", &bn);
-    cu_tpm_blob_fields f;
-    CU_ASSERT_EQUAL(cu_tpm_blob_split(b, bn, &f), CU_OK);
+    cu_tpmsvc_blob_fields f;
+    CU_ASSERT_EQUAL(cu_tpmsvc_blob_split(b, bn, &f), CU_OK);
     for (size_t cut = 0; cut < bn; cut += 13)
-        CU_ASSERT_EQUAL(cu_tpm_blob_split(b, cut, &f), CU_E_INVALID_ARG);
+        CU_ASSERT_EQUAL(cu_tpmsvc_blob_split(b, cut, &f), CU_E_INVALID_ARG);
     uint8_t *longer = malloc(bn + 1);
     memcpy(longer, b, bn);
     longer[bn] = 0;
-    CU_ASSERT_EQUAL(cu_tpm_blob_split(longer, bn + 1, &f), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_blob_split(longer, bn + 1, &f), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "trailing"));
     free(longer);
     free(b);
@@ -551,21 +551,21 @@ static void test_challenge(void)
     EVP_EncodeBlock((unsigned char *)sb, s, (int)sn);
     uint8_t key[CU_TPM_ID_KEY_LEN], key2[CU_TPM_ID_KEY_LEN];
     char *blob = NULL, *blob2 = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_challenge_new(eb, sb, NULL, key, &blob), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_challenge_new(eb, sb, NULL, key2, &blob2), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_challenge_new(eb, sb, NULL, key, &blob), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_challenge_new(eb, sb, NULL, key2, &blob2), CU_OK);
     CU_ASSERT_EQUAL(strlen(blob), (766 + 2) / 3 * 4);
     CU_ASSERT(memcmp(key, key2, sizeof key) != 0); /* fresh every time */
     CU_ASSERT(strcmp(blob, blob2) != 0);
     free(blob);
     free(blob2);
     /* EK and SRK swapped roles still parse, but a signing "SRK" or junk does not. */
-    CU_ASSERT_EQUAL(cu_tpm_challenge_new("", sb, NULL, key, &blob), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_new("", sb, NULL, key, &blob), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "tpm.endorsementKey"));
-    CU_ASSERT_EQUAL(cu_tpm_challenge_new(eb, "AAAA", NULL, key, &blob), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_new(eb, "AAAA", NULL, key, &blob), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "tpm.storageRootKey"));
     s[2 + 4 + 1] |= 0x04; /* sign */
     EVP_EncodeBlock((unsigned char *)sb, s, (int)sn);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_new(eb, sb, NULL, key, &blob), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_new(eb, sb, NULL, key, &blob), CU_E_INVALID_ARG);
     CU_ASSERT_PTR_NULL(blob);
     free(e);
     free(s);
@@ -594,17 +594,17 @@ static void test_ekcert(void)
     size_t n = fread(der, 1, sizeof der, f);
     fclose(f);
     EVP_PKEY *k = load_pem("soft-ek-rsa.pem");
-    cu_tpm_pub *ek = soft_ek(k), *other = load_pub("ek-rsa.pub");
+    cu_tpmsvc_pub *ek = soft_ek(k), *other = load_pub("ek-rsa.pub");
     char ca[512], oca[512];
     snprintf(ca, sizeof ca, "%s/ca.pem", d);
     snprintf(oca, sizeof oca, "%s/other.pem", d);
-    CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(ek, der, n, ca, NULL, NULL), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(other, der, n, ca, NULL, NULL), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ekcert_verify(ek, der, n, ca, NULL, NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ekcert_verify(other, der, n, ca, NULL, NULL), CU_E_VERIFY);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "another key"));
-    CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(ek, der, n, oca, NULL, NULL), CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_ekcert_verify(ek, der, n / 2, ca, NULL, NULL), CU_E_INVALID_ARG);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(other);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ekcert_verify(ek, der, n, oca, NULL, NULL), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_tpmsvc_ekcert_verify(ek, der, n / 2, ca, NULL, NULL), CU_E_INVALID_ARG);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(other);
     EVP_PKEY_free(k);
     cu_test_rmtree(d);
     free(d);
@@ -628,35 +628,35 @@ static void test_pending(void)
         key[i] = (uint8_t)(i * 3);
     const time_t t0 = 1900000000;
     char *sealed = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_challenge_seal(kr, "0ne00AB", "Dev-1", ek, t0 + 300, key, &sealed),
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_challenge_seal(kr, "0ne00AB", "Dev-1", ek, t0 + 300, key, &sealed),
                           CU_OK);
     CU_ASSERT_EQUAL(strncmp(sealed, "tpmc1:1900000300:cw1:", 21), 0);
     CU_ASSERT_PTR_NULL(strstr(sealed, "AAECAwQF")); /* no plaintext key */
     /* Opens for the same scope/id (any case) and EK, before expiry. */
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0NE00ab", "dev-1", ek, t0 + 10, sealed, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0NE00ab", "dev-1", ek, t0 + 10, sealed, back),
                     CU_OK);
     CU_ASSERT_EQUAL(memcmp(key, back, sizeof key), 0);
     /* Refused: expired, other id, other scope, other EK, other keyring,
      * expiry edited, garbage. */
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0 + 300, sealed, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0 + 300, sealed, back),
                     CU_E_VERIFY);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "expired"));
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-2", ek, t0, sealed, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0ne00AB", "Dev-2", ek, t0, sealed, back),
                     CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AC", "Dev-1", ek, t0, sealed, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0ne00AC", "Dev-1", ek, t0, sealed, back),
                     CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek2, t0, sealed, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0ne00AB", "Dev-1", ek2, t0, sealed, back),
                     CU_E_VERIFY);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr2, "0ne00AB", "Dev-1", ek, t0, sealed, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr2, "0ne00AB", "Dev-1", ek, t0, sealed, back),
                     CU_E_VERIFY);
     char *edited = strdup(sealed);
     edited[15] = '9'; /* 1900000300 -> 1900000900 */
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, edited, back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, edited, back),
                     CU_E_VERIFY);
     free(edited);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, "cw1:xx", back),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_open(kr, "0ne00AB", "Dev-1", ek, t0, "cw1:xx", back),
                     CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_challenge_seal(kr, "a|b", "Dev-1", ek, t0, key, &edited),
+    CU_ASSERT_EQUAL(cu_tpmsvc_challenge_seal(kr, "a|b", "Dev-1", ek, t0, key, &edited),
                     CU_E_INVALID_ARG);
     free(sealed);
     free(e);

@@ -34,6 +34,10 @@ typedef enum cu_rc {
     CU_E_CRYPTO,           /* an OpenSSL operation failed */
     CU_E_UNSUPPORTED,      /* the operation is not possible on this token */
     CU_E_STATE,            /* the object is not in a state that allows this */
+    CU_E_EXISTS,           /* the entry already exists (HTTP 409) */
+    CU_E_PRECONDITION,     /* a stale etag / failed If-Match (HTTP 412) */
+    CU_E_PARSE,            /* input (JSON, DER, PEM, SAS...) could not be parsed */
+    CU_E_REFUSED,          /* a request was decided against (attestation, policy) */
     CU_E__COUNT
 } cu_rc;
 

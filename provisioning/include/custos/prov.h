@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #ifdef __cplusplus
@@ -35,13 +36,16 @@ typedef struct cu_prov_config {
 cu_rc cu_prov_new(cu_store *store, const cu_prov_config *cfg, cu_prov **_out);
 void cu_prov_free(cu_prov *p);
 
-/* What the device sent. Exactly one of authorization / chain is normally
- * set. */
+/* What the device sent: a TLS client chain (X.509), an Authorization SAS
+ * (symmetric key), or the TPM's keys (first without Authorization: a
+ * challenge; then with the SAS signed by the activated key). */
 typedef struct cu_prov_request {
     const char *registration_id;  /* from the URL */
     const char *authorization;    /* the SAS token (symmetric key) or NULL */
     const cu_x509_chain *chain;   /* the TLS client chain (X.509) or NULL */
     const char *payload_json;     /* the device's payload, or NULL */
+    const char *tpm_ek;           /* TPM: body tpm.endorsementKey (base64 TPM2B_PUBLIC) */
+    const char *tpm_srk;          /* TPM: body tpm.storageRootKey */
 } cu_prov_request;
 
 /* One entry considered, in precedence order. */
@@ -62,6 +66,7 @@ typedef enum cu_prov_outcome {
     CU_PROV_UNDECIDED = 0, /* explain without evidence */
     CU_PROV_PROVISION = 1,
     CU_PROV_REFUSE = 2,
+    CU_PROV_CHALLENGE = 3, /* TPM: answer 401 with authenticationKey and keyName */
 } cu_prov_outcome;
 
 typedef struct cu_prov_explain {
@@ -86,6 +91,11 @@ typedef struct cu_prov_result {
     int error_code;           /* 401002 on REFUSE; 400208 when no hub */
     cu_reg_record record;     /* what was written, when PROVISION */
     cu_prov_explain explain;
+    /* TPM: on CHALLENGE the 401 body's "authenticationKey" (keyName is
+     * "registration"); on PROVISION registrationState.tpm.authenticationKey,
+     * a second activation whose key is hub_key. Heap, or NULL. */
+    char *tpm_authentication_key;
+    uint8_t hub_key[32];      /* TPM: the key inside the second activation */
 } cu_prov_result;
 
 void cu_prov_result_clear(cu_prov_result *res);

@@ -33,6 +33,7 @@ typedef enum cu_store_kind {
     CU_KIND_CA = 3,
     CU_KIND_HUB = 4,
     CU_KIND_REGISTRATION = 5,
+    CU_KIND_TPM_CHALLENGE = 6,
 } cu_store_kind;
 
 /* ---- backend interface ---- */
@@ -52,8 +53,10 @@ typedef struct cu_store_backend {
     cu_rc (*del)(void *b, int kind, const char *id);
     /* ids > after (NULL: from the start) in order, at most limit. */
     cu_rc (*list)(void *b, int kind, const char *after, size_t limit, char ***_ids, size_t *_n);
-    /* ids whose index keys include key, at most limit. */
-    cu_rc (*find)(void *b, int kind, const char *key, size_t limit, char ***_ids, size_t *_n);
+    /* ids > after (NULL: from the start) whose index keys include key, in
+     * order, at most limit. */
+    cu_rc (*find)(void *b, int kind, const char *key, const char *after, size_t limit, char ***_ids,
+                  size_t *_n);
     cu_rc (*count)(void *b, int kind, uint64_t *_n);
     cu_rc (*meta_get)(void *b, const char *name, char **_value);
     cu_rc (*meta_put)(void *b, const char *name, const char *value);
@@ -84,6 +87,13 @@ void cu_store_rollback(cu_store *s);
  * sealed too. */
 cu_rc cu_store_setting_get(cu_store *s, const char *name, char **_value);
 cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value);
+
+/* After a refusal with CU_E_STATE: the HTTP status it stands for, 409 (the
+ * entry exists, or is still referenced) or 412 (stale etag); 0 otherwise.
+ * The other refusals map directly: CU_E_OBJECT_NOT_FOUND 404,
+ * CU_E_INVALID_ARG 400, CU_E_VERIFY (a row failed its seal) 500. Per thread.
+ * (A distinct cu_rc for each would be better; see the report to the lead.) */
+int cu_store_last_http_status(void);
 
 /* ---- enrollments and groups ---- */
 
@@ -141,11 +151,22 @@ cu_rc cu_store_hub_delete(cu_store *s, const char *name);
 /* All hubs in name order (*_hubs freed with free()). */
 cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n);
 
+/* ---- TPM challenges ---- */
+/* Keeps the key K of the latest activation issued to a registration id
+ * (wrapped, sealed) with the SHA-256 of the EK it was made for. */
+cu_rc cu_store_tpm_key_put(cu_store *s, const char *registration_id, const uint8_t key[32],
+                           const char *ek_sha256_hex);
+cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key[32], char ek_sha256_hex[65]);
+
 /* ---- registration records ---- */
 cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec);
 /* Writes the record (new etag, timestamps) and the audit event in one
  * transaction. */
 cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json);
+/* Registration ids of the devices provisioned through a group, paged like
+ * cu_store_list (POST /registrations/{groupId}/query). */
+cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *after, size_t limit,
+                                 char ***_ids, size_t *_n);
 cu_rc cu_store_reg_delete(cu_store *s, const char *registration_id, const char *if_match,
                           char *reason, size_t reason_len);
 

@@ -13,15 +13,15 @@
 
 static size_t md_len(uint16_t alg)
 {
-    const EVP_MD *md = cu_tpm__md(alg);
+    const EVP_MD *md = cu_tpmsvc__md(alg);
     return md ? (size_t)EVP_MD_get_size(md) : 0;
 }
 
 /* Protection of a sensitive blob with a seed (credential or outer
  * wrapper): out = TPM2B(HMAC) || AES-CFB(KDFa STORAGE key, in). */
-static cu_rc outer_wrap(const cu_tpm_pub *protector, const uint8_t *seed, size_t seed_len,
+static cu_rc outer_wrap(const cu_tpmsvc_pub *protector, const uint8_t *seed, size_t seed_len,
                         const uint8_t *name, size_t name_len, const uint8_t *in, size_t in_len,
-                        cu_tpm_wr *w)
+                        cu_tpmsvc_wr *w)
 {
     uint16_t alg = protector->name_alg;
     size_t hlen = md_len(alg);
@@ -30,16 +30,16 @@ static cu_rc outer_wrap(const cu_tpm_pub *protector, const uint8_t *seed, size_t
     cu_rc rc = CU_OK;
     if (enc == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
-    if ((rc = cu_tpm_kdfa(alg, seed, seed_len, "STORAGE", name, name_len, NULL, 0,
+    if ((rc = cu_tpmsvc_kdfa(alg, seed, seed_len, "STORAGE", name, name_len, NULL, 0,
                           protector->sym_bits, sym)) ||
-        (rc = cu_tpm__aes_cfb(sym, protector->sym_bits, true, in, in_len, enc)) ||
-        (rc = cu_tpm_kdfa(alg, seed, seed_len, "INTEGRITY", NULL, 0, NULL, 0, (unsigned)hlen * 8,
+        (rc = cu_tpmsvc__aes_cfb(sym, protector->sym_bits, true, in, in_len, enc)) ||
+        (rc = cu_tpmsvc_kdfa(alg, seed, seed_len, "INTEGRITY", NULL, 0, NULL, 0, (unsigned)hlen * 8,
                           hkey)) ||
-        (rc = cu_tpm__hmac2(alg, hkey, hlen, enc, in_len, name, name_len, mac, NULL)))
+        (rc = cu_tpmsvc__hmac2(alg, hkey, hlen, enc, in_len, name, name_len, mac, NULL)))
         goto cleanup;
-    cu_tpm__wr_u16(w, (uint16_t)(2 + hlen + in_len));
-    cu_tpm__wr_2b(w, mac, hlen);
-    cu_tpm__wr_bytes(w, enc, in_len);
+    cu_tpmsvc__wr_u16(w, (uint16_t)(2 + hlen + in_len));
+    cu_tpmsvc__wr_2b(w, mac, hlen);
+    cu_tpmsvc__wr_bytes(w, enc, in_len);
     if (w->fail)
         rc = cu_err_set(CU_E_INVALID_ARG, "TPM wrapper: output does not fit");
 cleanup:
@@ -49,7 +49,7 @@ cleanup:
     return rc;
 }
 
-static cu_rc check_protector(const cu_tpm_pub *p, const char *who)
+static cu_rc check_protector(const cu_tpmsvc_pub *p, const char *who)
 {
     if (p == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "no %s", who);
@@ -61,9 +61,9 @@ static cu_rc check_protector(const cu_tpm_pub *p, const char *who)
     return CU_OK;
 }
 
-cu_rc cu_tpm_make_credential(const cu_tpm_pub *ek, const uint8_t *name, size_t name_len,
+cu_rc cu_tpmsvc_make_credential(const cu_tpmsvc_pub *ek, const uint8_t *name, size_t name_len,
                              const uint8_t *credential, size_t credential_len,
-                             const cu_tpm_blob_opts *opts, uint8_t **_id_object,
+                             const cu_tpmsvc_blob_opts *opts, uint8_t **_id_object,
                              size_t *_id_object_len, uint8_t **_enc_secret,
                              size_t *_enc_secret_len)
 {
@@ -75,7 +75,7 @@ cu_rc cu_tpm_make_credential(const cu_tpm_pub *ek, const uint8_t *name, size_t n
 
     if (_id_object == NULL || _id_object_len == NULL || _enc_secret == NULL ||
         _enc_secret_len == NULL || name == NULL || name_len == 0 || credential == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_make_credential: NULL argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_make_credential: NULL argument");
     *_id_object = *_enc_secret = NULL;
     if ((rc = check_protector(ek, "endorsement key")) != CU_OK)
         return rc;
@@ -83,7 +83,7 @@ cu_rc cu_tpm_make_credential(const cu_tpm_pub *ek, const uint8_t *name, size_t n
     if (credential_len == 0 || credential_len > hlen)
         return cu_err_set(CU_E_INVALID_ARG, "credential of %zu bytes (1..%zu)", credential_len,
                           hlen);
-    if ((rc = cu_tpm_share_secret(ek, "IDENTITY", opts, seed, &seed_len, &enc, &enc_len)) != CU_OK)
+    if ((rc = cu_tpmsvc_share_secret(ek, "IDENTITY", opts, seed, &seed_len, &enc, &enc_len)) != CU_OK)
         goto cleanup;
     /* The credential as a TPM2B_DIGEST. */
     plain[0] = (uint8_t)(credential_len >> 8);
@@ -94,7 +94,7 @@ cu_rc cu_tpm_make_credential(const cu_tpm_pub *ek, const uint8_t *name, size_t n
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
-    cu_tpm_wr w = {.p = idobj, .cap = cap};
+    cu_tpmsvc_wr w = {.p = idobj, .cap = cap};
     if ((rc = outer_wrap(ek, seed, seed_len, name, name_len, plain, 2 + credential_len, &w)))
         goto cleanup;
     *_id_object = idobj;
@@ -123,27 +123,27 @@ static cu_rc key_object(const uint8_t *key, size_t key_len, const uint8_t seed_v
     if (!ok)
         return cu_err_set(CU_E_CRYPTO, "SHA-256 failed");
 
-    cu_tpm_wr w = {.p = pub, .cap = *_pub_len};
-    cu_tpm__wr_u16(&w, 0); /* size, patched below */
-    cu_tpm__wr_u16(&w, CU_TPM_ALG_KEYEDHASH);
-    cu_tpm__wr_u16(&w, CU_TPM_ALG_SHA256);
-    cu_tpm__wr_u32(&w, ID_KEY_ATTRS);
-    cu_tpm__wr_u16(&w, 0); /* authPolicy: empty */
-    cu_tpm__wr_u16(&w, CU_TPM_ALG_HMAC);
-    cu_tpm__wr_u16(&w, CU_TPM_ALG_SHA256);
-    cu_tpm__wr_2b(&w, unique, sizeof unique);
+    cu_tpmsvc_wr w = {.p = pub, .cap = *_pub_len};
+    cu_tpmsvc__wr_u16(&w, 0); /* size, patched below */
+    cu_tpmsvc__wr_u16(&w, CU_TPM_ALG_KEYEDHASH);
+    cu_tpmsvc__wr_u16(&w, CU_TPM_ALG_SHA256);
+    cu_tpmsvc__wr_u32(&w, ID_KEY_ATTRS);
+    cu_tpmsvc__wr_u16(&w, 0); /* authPolicy: empty */
+    cu_tpmsvc__wr_u16(&w, CU_TPM_ALG_HMAC);
+    cu_tpmsvc__wr_u16(&w, CU_TPM_ALG_SHA256);
+    cu_tpmsvc__wr_2b(&w, unique, sizeof unique);
     if (w.fail)
         return cu_err_set(CU_E_INVALID_ARG, "key public area does not fit");
     pub[0] = (uint8_t)((w.len - 2) >> 8);
     pub[1] = (uint8_t)(w.len - 2);
     *_pub_len = w.len;
 
-    cu_tpm_wr s = {.p = sens, .cap = *_sens_len};
-    cu_tpm__wr_u16(&s, 0); /* size, patched below */
-    cu_tpm__wr_u16(&s, CU_TPM_ALG_KEYEDHASH);
-    cu_tpm__wr_2b(&s, NULL, 0); /* authValue: empty */
-    cu_tpm__wr_2b(&s, seed_value, 32);
-    cu_tpm__wr_2b(&s, key, key_len);
+    cu_tpmsvc_wr s = {.p = sens, .cap = *_sens_len};
+    cu_tpmsvc__wr_u16(&s, 0); /* size, patched below */
+    cu_tpmsvc__wr_u16(&s, CU_TPM_ALG_KEYEDHASH);
+    cu_tpmsvc__wr_2b(&s, NULL, 0); /* authValue: empty */
+    cu_tpmsvc__wr_2b(&s, seed_value, 32);
+    cu_tpmsvc__wr_2b(&s, key, key_len);
     if (s.fail)
         return cu_err_set(CU_E_INVALID_ARG, "key sensitive area does not fit");
     sens[0] = (uint8_t)((s.len - 2) >> 8);
@@ -152,8 +152,8 @@ static cu_rc key_object(const uint8_t *key, size_t key_len, const uint8_t seed_v
     return CU_OK;
 }
 
-cu_rc cu_tpm_blob_build(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8_t *key,
-                        size_t key_len, const cu_tpm_blob_opts *opts, uint8_t **_blob,
+cu_rc cu_tpmsvc_blob_build(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
+                        size_t key_len, const cu_tpmsvc_blob_opts *opts, uint8_t **_blob,
                         size_t *_blob_len)
 {
     cu_rc rc = CU_OK;
@@ -166,31 +166,31 @@ cu_rc cu_tpm_blob_build(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8
     uint8_t *idobj = NULL, *encsec = NULL, *symseed = NULL, *blob = NULL, *dup = NULL;
 
     if (_blob == NULL || _blob_len == NULL || key == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_blob_build: NULL argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_blob_build: NULL argument");
     *_blob = NULL;
     *_blob_len = 0;
     if (key_len == 0 || key_len > CU_TPM_KEY_MAX)
         return cu_err_set(CU_E_INVALID_ARG, "HMAC key of %zu bytes (1..%d)", key_len,
                           CU_TPM_KEY_MAX);
-    if ((rc = cu_tpm_pub_check(ek, CU_TPM_ROLE_EK)) != CU_OK ||
-        (rc = cu_tpm_pub_check(srk, CU_TPM_ROLE_SRK)) != CU_OK)
+    if ((rc = cu_tpmsvc_pub_check(ek, CU_TPM_ROLE_EK)) != CU_OK ||
+        (rc = cu_tpmsvc_pub_check(srk, CU_TPM_ROLE_SRK)) != CU_OK)
         return rc;
 
     /* 1. the key object, its Name; 2. the inner wrapper key W. */
-    if ((rc = cu_tpm__random(opts, seed_value, sizeof seed_value)) ||
-        (rc = cu_tpm__random(opts, w_key, sizeof w_key)) ||
+    if ((rc = cu_tpmsvc__random(opts, seed_value, sizeof seed_value)) ||
+        (rc = cu_tpmsvc__random(opts, w_key, sizeof w_key)) ||
         (rc = key_object(key, key_len, seed_value, pub, &pub_len, sens, &sens_len)))
         goto cleanup;
-    cu_tpm_pub *obj = NULL;
-    if ((rc = cu_tpm_pub_parse(pub, pub_len, &obj)) != CU_OK)
+    cu_tpmsvc_pub *obj = NULL;
+    if ((rc = cu_tpmsvc_pub_parse(pub, pub_len, &obj)) != CU_OK)
         goto cleanup;
-    rc = cu_tpm_pub_name(obj, obj_name, &obj_name_len);
-    cu_tpm_pub_free(obj);
-    if (rc != CU_OK || (rc = cu_tpm_pub_name(srk, srk_name, &srk_name_len)) != CU_OK)
+    rc = cu_tpmsvc_pub_name(obj, obj_name, &obj_name_len);
+    cu_tpmsvc_pub_free(obj);
+    if (rc != CU_OK || (rc = cu_tpmsvc_pub_name(srk, srk_name, &srk_name_len)) != CU_OK)
         goto cleanup;
 
     /* 3. the credential W to the EK, bound to the SRK's Name. */
-    if ((rc = cu_tpm_make_credential(ek, srk_name, srk_name_len, w_key, sizeof w_key, opts, &idobj,
+    if ((rc = cu_tpmsvc_make_credential(ek, srk_name, srk_name_len, w_key, sizeof w_key, opts, &idobj,
                                      &idobj_len, &encsec, &encsec_len)) != CU_OK)
         goto cleanup;
 
@@ -210,11 +210,11 @@ cu_rc cu_tpm_blob_build(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8
     plain[1] = (uint8_t)dlen;
     memcpy(plain + 2 + dlen, sens, sens_len);
     size_t plain_len = 2 + dlen + sens_len;
-    if ((rc = cu_tpm__aes_cfb(w_key, 8 * INNER_KEY_LEN, true, plain, plain_len, inner)) != CU_OK)
+    if ((rc = cu_tpmsvc__aes_cfb(w_key, 8 * INNER_KEY_LEN, true, plain, plain_len, inner)) != CU_OK)
         goto cleanup;
 
     /* 5. outer wrapper to the SRK. */
-    if ((rc = cu_tpm_share_secret(srk, "DUPLICATE", opts, seed, &seed_len, &symseed,
+    if ((rc = cu_tpmsvc_share_secret(srk, "DUPLICATE", opts, seed, &seed_len, &symseed,
                                   &symseed_len)) != CU_OK)
         goto cleanup;
     size_t dup_cap = 2 + 2 + EVP_MAX_MD_SIZE + plain_len;
@@ -222,7 +222,7 @@ cu_rc cu_tpm_blob_build(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
-    cu_tpm_wr dw = {.p = dup, .cap = dup_cap};
+    cu_tpmsvc_wr dw = {.p = dup, .cap = dup_cap};
     if ((rc = outer_wrap(srk, seed, seed_len, obj_name, obj_name_len, inner, plain_len, &dw)))
         goto cleanup;
 
@@ -232,13 +232,13 @@ cu_rc cu_tpm_blob_build(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
-    cu_tpm_wr bw = {.p = blob, .cap = cap};
-    cu_tpm__wr_bytes(&bw, idobj, idobj_len);
-    cu_tpm__wr_bytes(&bw, encsec, encsec_len);
-    cu_tpm__wr_bytes(&bw, dup, dw.len);
-    cu_tpm__wr_bytes(&bw, symseed, symseed_len);
-    cu_tpm__wr_bytes(&bw, pub, pub_len);
-    cu_tpm__wr_u16(&bw, 0);
+    cu_tpmsvc_wr bw = {.p = blob, .cap = cap};
+    cu_tpmsvc__wr_bytes(&bw, idobj, idobj_len);
+    cu_tpmsvc__wr_bytes(&bw, encsec, encsec_len);
+    cu_tpmsvc__wr_bytes(&bw, dup, dw.len);
+    cu_tpmsvc__wr_bytes(&bw, symseed, symseed_len);
+    cu_tpmsvc__wr_bytes(&bw, pub, pub_len);
+    cu_tpmsvc__wr_u16(&bw, 0);
     if (bw.fail) {
         rc = cu_err_set(CU_E_INVALID_ARG, "blob does not fit");
         goto cleanup;
@@ -260,24 +260,24 @@ cleanup:
     return rc;
 }
 
-cu_rc cu_tpm_blob_build_b64(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8_t *key,
-                            size_t key_len, const cu_tpm_blob_opts *opts, char **_b64)
+cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
+                            size_t key_len, const cu_tpmsvc_blob_opts *opts, char **_b64)
 {
     uint8_t *blob = NULL;
     size_t len = 0;
     if (_b64 == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_blob_build_b64: no output");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_blob_build_b64: no output");
     *_b64 = NULL;
-    cu_rc rc = cu_tpm_blob_build(ek, srk, key, key_len, opts, &blob, &len);
+    cu_rc rc = cu_tpmsvc_blob_build(ek, srk, key, key_len, opts, &blob, &len);
     if (rc != CU_OK)
         return rc;
-    if ((*_b64 = cu_tpm__b64_encode(blob, len)) == NULL)
+    if ((*_b64 = cu_tpmsvc__b64_encode(blob, len)) == NULL)
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
     free(blob);
     return rc;
 }
 
-cu_rc cu_tpm_blob_split(const uint8_t *blob, size_t len, cu_tpm_blob_fields *_f)
+cu_rc cu_tpmsvc_blob_split(const uint8_t *blob, size_t len, cu_tpmsvc_blob_fields *_f)
 {
     static const char *const names[6] = {"credential blob",  "encrypted secret",
                                          "duplicate",        "encrypted seed",
@@ -285,7 +285,7 @@ cu_rc cu_tpm_blob_split(const uint8_t *blob, size_t len, cu_tpm_blob_fields *_f)
     const uint8_t **ptr[6];
     size_t *lens[6];
     if (blob == NULL || _f == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_blob_split: NULL argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_blob_split: NULL argument");
     memset(_f, 0, sizeof *_f);
     ptr[0] = &_f->id_object, lens[0] = &_f->id_object_len;
     ptr[1] = &_f->enc_secret, lens[1] = &_f->enc_secret_len;
@@ -293,10 +293,10 @@ cu_rc cu_tpm_blob_split(const uint8_t *blob, size_t len, cu_tpm_blob_fields *_f)
     ptr[3] = &_f->sym_seed, lens[3] = &_f->sym_seed_len;
     ptr[4] = &_f->key_public, lens[4] = &_f->key_public_len;
     ptr[5] = &_f->uri_data, lens[5] = &_f->uri_data_len;
-    cu_tpm_rd r = {.p = blob, .len = len};
+    cu_tpmsvc_rd r = {.p = blob, .len = len};
     for (int i = 0; i < 6; i++) {
         size_t start = r.off, n = 0;
-        (void)cu_tpm__rd_2b(&r, &n, names[i]);
+        (void)cu_tpmsvc__rd_2b(&r, &n, names[i]);
         if (r.fail)
             return cu_err_set(CU_E_INVALID_ARG,
                               "authenticationKey: field %d (%s) is missing or short at offset %zu",
@@ -312,27 +312,27 @@ cu_rc cu_tpm_blob_split(const uint8_t *blob, size_t len, cu_tpm_blob_fields *_f)
     return CU_OK;
 }
 
-cu_rc cu_tpm_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpm_blob_opts *opts,
+cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpmsvc_blob_opts *opts,
                            uint8_t key[CU_TPM_ID_KEY_LEN], char **_blob_b64)
 {
     cu_rc rc = CU_OK;
-    cu_tpm_pub *ek = NULL, *srk = NULL;
+    cu_tpmsvc_pub *ek = NULL, *srk = NULL;
     if (key == NULL || _blob_b64 == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_challenge_new: NULL argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_challenge_new: NULL argument");
     *_blob_b64 = NULL;
-    if ((rc = cu_tpm_pub_parse_b64(ek_b64, &ek)) != CU_OK) {
-        rc = cu_tpm__err_wrap(rc, "tpm.endorsementKey");
+    if ((rc = cu_tpmsvc_pub_parse_b64(ek_b64, &ek)) != CU_OK) {
+        rc = cu_tpmsvc__err_wrap(rc, "tpm.endorsementKey");
         goto cleanup;
     }
-    if ((rc = cu_tpm_pub_parse_b64(srk_b64, &srk)) != CU_OK) {
-        rc = cu_tpm__err_wrap(rc, "tpm.storageRootKey");
+    if ((rc = cu_tpmsvc_pub_parse_b64(srk_b64, &srk)) != CU_OK) {
+        rc = cu_tpmsvc__err_wrap(rc, "tpm.storageRootKey");
         goto cleanup;
     }
-    if ((rc = cu_tpm__random(opts, key, CU_TPM_ID_KEY_LEN)) != CU_OK ||
-        (rc = cu_tpm_blob_build_b64(ek, srk, key, CU_TPM_ID_KEY_LEN, opts, _blob_b64)) != CU_OK)
+    if ((rc = cu_tpmsvc__random(opts, key, CU_TPM_ID_KEY_LEN)) != CU_OK ||
+        (rc = cu_tpmsvc_blob_build_b64(ek, srk, key, CU_TPM_ID_KEY_LEN, opts, _blob_b64)) != CU_OK)
         OPENSSL_cleanse(key, CU_TPM_ID_KEY_LEN);
 cleanup:
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(srk);
     return rc;
 }

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const EVP_MD *cu_tpm__md(uint16_t hash_alg)
+const EVP_MD *cu_tpmsvc__md(uint16_t hash_alg)
 {
     switch (hash_alg) {
     case CU_TPM_ALG_SHA1:
@@ -27,7 +27,7 @@ const EVP_MD *cu_tpm__md(uint16_t hash_alg)
     }
 }
 
-cu_rc cu_tpm__random(const cu_tpm_blob_opts *opts, uint8_t *buf, size_t len)
+cu_rc cu_tpmsvc__random(const cu_tpmsvc_blob_opts *opts, uint8_t *buf, size_t len)
 {
     if (opts != NULL && opts->rng != NULL)
         return opts->rng(opts->rng_ctx, buf, len);
@@ -36,7 +36,7 @@ cu_rc cu_tpm__random(const cu_tpm_blob_opts *opts, uint8_t *buf, size_t len)
     return CU_OK;
 }
 
-cu_rc cu_tpm__aes_cfb(const uint8_t *key, unsigned key_bits, bool encrypt, const uint8_t *in,
+cu_rc cu_tpmsvc__aes_cfb(const uint8_t *key, unsigned key_bits, bool encrypt, const uint8_t *in,
                       size_t len, uint8_t *out)
 {
     static const uint8_t iv[16];
@@ -55,10 +55,10 @@ cu_rc cu_tpm__aes_cfb(const uint8_t *key, unsigned key_bits, bool encrypt, const
     return ok ? CU_OK : cu_err_set(CU_E_CRYPTO, "AES-CFB failed");
 }
 
-cu_rc cu_tpm__hmac2(uint16_t hash_alg, const uint8_t *key, size_t key_len, const uint8_t *a,
+cu_rc cu_tpmsvc__hmac2(uint16_t hash_alg, const uint8_t *key, size_t key_len, const uint8_t *a,
                     size_t a_len, const uint8_t *b, size_t b_len, uint8_t *out, size_t *_out_len)
 {
-    const EVP_MD *md = cu_tpm__md(hash_alg);
+    const EVP_MD *md = cu_tpmsvc__md(hash_alg);
     if (md == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "hash algorithm 0x%04x is not supported", hash_alg);
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -88,11 +88,11 @@ static void put_u32(uint8_t *b, uint32_t v)
     b[3] = (uint8_t)v;
 }
 
-cu_rc cu_tpm_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const char *label,
+cu_rc cu_tpmsvc_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const char *label,
                   const uint8_t *ctx_u, size_t ctx_u_len, const uint8_t *ctx_v, size_t ctx_v_len,
                   unsigned bits, uint8_t *out)
 {
-    const EVP_MD *md = cu_tpm__md(hash_alg);
+    const EVP_MD *md = cu_tpmsvc__md(hash_alg);
     if (md == NULL || label == NULL || out == NULL || bits == 0 || bits % 8 != 0 ||
         (key == NULL && key_len) || (ctx_u == NULL && ctx_u_len) || (ctx_v == NULL && ctx_v_len))
         return cu_err_set(CU_E_INVALID_ARG, "KDFa: bad argument");
@@ -129,11 +129,11 @@ cu_rc cu_tpm_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const c
     return rc;
 }
 
-cu_rc cu_tpm_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char *label,
+cu_rc cu_tpmsvc_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char *label,
                   const uint8_t *party_u, size_t party_u_len, const uint8_t *party_v,
                   size_t party_v_len, unsigned bits, uint8_t *out)
 {
-    const EVP_MD *md = cu_tpm__md(hash_alg);
+    const EVP_MD *md = cu_tpmsvc__md(hash_alg);
     if (md == NULL || z == NULL || label == NULL || out == NULL || bits == 0 || bits % 8 != 0)
         return cu_err_set(CU_E_INVALID_ARG, "KDFe: bad argument");
     size_t hlen = (size_t)EVP_MD_get_size(md), want = bits / 8, done = 0;
@@ -163,7 +163,7 @@ cu_rc cu_tpm_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char 
 
 /* ---- base64 ---- */
 
-cu_rc cu_tpm__b64_decode(const char *s, uint8_t **_out, size_t *_len)
+cu_rc cu_tpmsvc__b64_decode(const char *s, uint8_t **_out, size_t *_len)
 {
     size_t n = strlen(s);
     *_out = NULL;
@@ -192,7 +192,7 @@ cu_rc cu_tpm__b64_decode(const char *s, uint8_t **_out, size_t *_len)
     return CU_OK;
 }
 
-char *cu_tpm__b64_encode(const uint8_t *data, size_t len)
+char *cu_tpmsvc__b64_encode(const uint8_t *data, size_t len)
 {
     char *out = malloc((len + 2) / 3 * 4 + 1);
     if (out != NULL)
@@ -200,7 +200,7 @@ char *cu_tpm__b64_encode(const uint8_t *data, size_t len)
     return out;
 }
 
-cu_rc cu_tpm__err_wrap(cu_rc rc, const char *fmt, ...)
+cu_rc cu_tpmsvc__err_wrap(cu_rc rc, const char *fmt, ...)
 {
     char saved[sizeof(((cu_err *)0)->msg)], prefix[256];
     snprintf(saved, sizeof saved, "%s", cu_err_last()->msg);

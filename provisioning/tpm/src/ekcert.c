@@ -43,7 +43,7 @@ static X509 *read_cert(const uint8_t *buf, size_t len)
     return x;
 }
 
-cu_rc cu_tpm_ekcert_verify(const cu_tpm_pub *ek, const uint8_t *cert, size_t cert_len,
+cu_rc cu_tpmsvc_ekcert_verify(const cu_tpmsvc_pub *ek, const uint8_t *cert, size_t cert_len,
                            const char *roots_file, const char *roots_dir,
                            const char *intermediates_file)
 {
@@ -57,7 +57,7 @@ cu_rc cu_tpm_ekcert_verify(const cu_tpm_pub *ek, const uint8_t *cert, size_t cer
 
     if (ek == NULL || cert == NULL || cert_len == 0 || cert_len > 65536 ||
         (roots_file == NULL && roots_dir == NULL))
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_ekcert_verify: bad argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_ekcert_verify: bad argument");
     ERR_set_mark();
     if ((x = read_cert(cert, cert_len)) == NULL) {
         rc = cu_err_set(CU_E_INVALID_ARG, "EK certificate: neither DER nor PEM");
@@ -95,7 +95,7 @@ cu_rc cu_tpm_ekcert_verify(const cu_tpm_pub *ek, const uint8_t *cert, size_t cer
                         X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
         goto cleanup;
     }
-    if ((rc = cu_tpm__pub_pkey(ek, &want)) != CU_OK)
+    if ((rc = cu_tpmsvc__pub_pkey(ek, &want)) != CU_OK)
         goto cleanup;
     if (EVP_PKEY_eq(X509_get0_pubkey(x), want) != 1) {
         rc = cu_err_set(CU_E_VERIFY, "EK certificate certifies another key than the device's EK");

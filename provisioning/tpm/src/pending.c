@@ -24,9 +24,9 @@ static cu_rc make_aad(const char *id_scope, const char *registration_id, const c
     size_t ek_len = 0;
     char hex[65];
     *_aad = NULL;
-    cu_rc rc = cu_tpm__b64_decode(ek_b64, &ek, &ek_len);
+    cu_rc rc = cu_tpmsvc__b64_decode(ek_b64, &ek, &ek_len);
     if (rc != CU_OK)
-        return cu_tpm__err_wrap(rc, "tpm.endorsementKey");
+        return cu_tpmsvc__err_wrap(rc, "tpm.endorsementKey");
     int ok = EVP_Digest(ek, ek_len, h, NULL, EVP_sha256(), NULL);
     free(ek);
     if (!ok)
@@ -50,16 +50,16 @@ static bool bad_id(const char *s)
     return s == NULL || *s == '\0' || strlen(s) > 128 || strchr(s, '|') != NULL;
 }
 
-cu_rc cu_tpm_challenge_seal(cu_keyring *kr, const char *id_scope, const char *registration_id,
+cu_rc cu_tpmsvc_challenge_seal(cu_keyring *kr, const char *id_scope, const char *registration_id,
                             const char *ek_b64, uint64_t expires,
                             const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed)
 {
     char *aad = NULL, *wrapped = NULL;
     if (_sealed == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_challenge_seal: no output");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_challenge_seal: no output");
     *_sealed = NULL;
     if (kr == NULL || key == NULL || ek_b64 == NULL || bad_id(id_scope) || bad_id(registration_id))
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_challenge_seal: bad argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_challenge_seal: bad argument");
     cu_rc rc = make_aad(id_scope, registration_id, ek_b64, expires, &aad);
     if (rc == CU_OK)
         rc = cu_keyring_wrap(kr, key, CU_TPM_ID_KEY_LEN, aad, &wrapped);
@@ -72,7 +72,7 @@ cu_rc cu_tpm_challenge_seal(cu_keyring *kr, const char *id_scope, const char *re
     return rc;
 }
 
-cu_rc cu_tpm_challenge_open(cu_keyring *kr, const char *id_scope, const char *registration_id,
+cu_rc cu_tpmsvc_challenge_open(cu_keyring *kr, const char *id_scope, const char *registration_id,
                             const char *ek_b64, time_t now, const char *sealed,
                             uint8_t key[CU_TPM_ID_KEY_LEN])
 {
@@ -81,7 +81,7 @@ cu_rc cu_tpm_challenge_open(cu_keyring *kr, const char *id_scope, const char *re
     size_t klen = 0;
     if (kr == NULL || key == NULL || ek_b64 == NULL || sealed == NULL || bad_id(id_scope) ||
         bad_id(registration_id))
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_challenge_open: bad argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_challenge_open: bad argument");
     if (strncmp(sealed, PREFIX, sizeof PREFIX - 1) != 0)
         return cu_err_set(CU_E_INVALID_ARG, "pending TPM challenge: unknown format");
     const char *p = sealed + sizeof PREFIX - 1;
@@ -97,7 +97,7 @@ cu_rc cu_tpm_challenge_open(cu_keyring *kr, const char *id_scope, const char *re
                           (unsigned long long)((uint64_t)now - expires));
     cu_rc rc = make_aad(id_scope, registration_id, ek_b64, expires, &aad);
     if (rc == CU_OK && (rc = cu_keyring_unwrap(kr, end + 1, aad, &k, &klen)) != CU_OK)
-        rc = cu_tpm__err_wrap(CU_E_VERIFY, "pending TPM challenge: not for this device, "
+        rc = cu_tpmsvc__err_wrap(CU_E_VERIFY, "pending TPM challenge: not for this device, "
                                            "registration or EK, or altered");
     if (rc == CU_OK && klen != CU_TPM_ID_KEY_LEN)
         rc = cu_err_set(CU_E_VERIFY, "pending TPM challenge: key of %zu bytes", klen);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void cu_tpm_pub_free(cu_tpm_pub *pub)
+void cu_tpmsvc_pub_free(cu_tpmsvc_pub *pub)
 {
     if (pub == NULL)
         return;
@@ -24,17 +24,17 @@ static bool known_hash(uint16_t alg)
 }
 
 /* TPMT_SYM_DEF_OBJECT */
-static cu_rc parse_sym(cu_tpm_rd *r, cu_tpm_pub *p)
+static cu_rc parse_sym(cu_tpmsvc_rd *r, cu_tpmsvc_pub *p)
 {
-    p->sym_alg = cu_tpm__rd_u16(r, "symmetric.algorithm");
+    p->sym_alg = cu_tpmsvc__rd_u16(r, "symmetric.algorithm");
     if (r->fail || p->sym_alg == CU_TPM_ALG_NULL)
         return CU_OK;
     if (p->sym_alg != CU_TPM_ALG_AES)
         return cu_err_set(CU_E_INVALID_ARG,
                           "TPM public area: symmetric algorithm 0x%04x is not supported (AES only)",
                           p->sym_alg);
-    p->sym_bits = cu_tpm__rd_u16(r, "symmetric.keyBits");
-    p->sym_mode = cu_tpm__rd_u16(r, "symmetric.mode");
+    p->sym_bits = cu_tpmsvc__rd_u16(r, "symmetric.keyBits");
+    p->sym_mode = cu_tpmsvc__rd_u16(r, "symmetric.mode");
     if (!r->fail && p->sym_bits != 128 && p->sym_bits != 192 && p->sym_bits != 256)
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: AES key size %u", p->sym_bits);
     return CU_OK;
@@ -42,9 +42,9 @@ static cu_rc parse_sym(cu_tpm_rd *r, cu_tpm_pub *p)
 
 /* A scheme whose details are one hash algorithm (or nothing for NULL and
  * RSAES). ECDAA has a count too. */
-static cu_rc parse_scheme(cu_tpm_rd *r, cu_tpm_pub *p, const char *what)
+static cu_rc parse_scheme(cu_tpmsvc_rd *r, cu_tpmsvc_pub *p, const char *what)
 {
-    p->scheme = cu_tpm__rd_u16(r, what);
+    p->scheme = cu_tpmsvc__rd_u16(r, what);
     if (r->fail)
         return CU_OK;
     switch (p->scheme) {
@@ -60,28 +60,28 @@ static cu_rc parse_scheme(cu_tpm_rd *r, cu_tpm_pub *p, const char *what)
     case 0x001C: /* ECSCHNORR */
     case 0x001D: /* ECMQV */
     case CU_TPM_ALG_HMAC:
-        p->scheme_hash = cu_tpm__rd_u16(r, what);
+        p->scheme_hash = cu_tpmsvc__rd_u16(r, what);
         return CU_OK;
     case 0x001A: /* ECDAA: hash + count */
-        p->scheme_hash = cu_tpm__rd_u16(r, what);
-        (void)cu_tpm__rd_u16(r, what);
+        p->scheme_hash = cu_tpmsvc__rd_u16(r, what);
+        (void)cu_tpmsvc__rd_u16(r, what);
         return CU_OK;
     case 0x000A: /* XOR: hash + kdf */
-        p->scheme_hash = cu_tpm__rd_u16(r, what);
-        (void)cu_tpm__rd_u16(r, what);
+        p->scheme_hash = cu_tpmsvc__rd_u16(r, what);
+        (void)cu_tpmsvc__rd_u16(r, what);
         return CU_OK;
     default:
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: unknown %s 0x%04x", what, p->scheme);
     }
 }
 
-cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
+cu_rc cu_tpmsvc_pub_parse(const uint8_t *buf, size_t len, cu_tpmsvc_pub **_out)
 {
     cu_rc rc = CU_OK;
-    cu_tpm_pub *p = NULL;
+    cu_tpmsvc_pub *p = NULL;
 
     if (_out == NULL || (buf == NULL && len > 0))
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_pub_parse: no input");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_pub_parse: no input");
     *_out = NULL;
     if (len < 2 || len > CU_TPM_PUB_MAX + 2)
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: %zu bytes is not a TPM2B_PUBLIC",
@@ -99,11 +99,11 @@ cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
     memcpy(p->raw, buf, len);
     p->raw_len = len;
 
-    cu_tpm_rd r = {.p = p->raw, .len = len, .off = 2};
-    p->type = cu_tpm__rd_u16(&r, "type");
-    p->name_alg = cu_tpm__rd_u16(&r, "nameAlg");
-    p->attrs = cu_tpm__rd_u32(&r, "objectAttributes");
-    (void)cu_tpm__rd_2b(&r, &p->policy_len, "authPolicy");
+    cu_tpmsvc_rd r = {.p = p->raw, .len = len, .off = 2};
+    p->type = cu_tpmsvc__rd_u16(&r, "type");
+    p->name_alg = cu_tpmsvc__rd_u16(&r, "nameAlg");
+    p->attrs = cu_tpmsvc__rd_u32(&r, "objectAttributes");
+    (void)cu_tpmsvc__rd_2b(&r, &p->policy_len, "authPolicy");
     if (r.fail)
         goto short_input;
     if (!known_hash(p->name_alg)) {
@@ -111,7 +111,7 @@ cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
                         p->name_alg);
         goto cleanup;
     }
-    if (p->policy_len != 0 && p->policy_len != (size_t)EVP_MD_get_size(cu_tpm__md(p->name_alg))) {
+    if (p->policy_len != 0 && p->policy_len != (size_t)EVP_MD_get_size(cu_tpmsvc__md(p->name_alg))) {
         rc = cu_err_set(CU_E_INVALID_ARG,
                         "TPM public area: authPolicy of %zu bytes does not fit nameAlg 0x%04x",
                         p->policy_len, p->name_alg);
@@ -122,9 +122,9 @@ cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
     case CU_TPM_ALG_RSA:
         if ((rc = parse_sym(&r, p)) || (rc = parse_scheme(&r, p, "RSA scheme")))
             goto cleanup;
-        p->rsa_bits = cu_tpm__rd_u16(&r, "keyBits");
-        p->exponent = cu_tpm__rd_u32(&r, "exponent");
-        p->modulus = cu_tpm__rd_2b(&r, &p->modulus_len, "unique (modulus)");
+        p->rsa_bits = cu_tpmsvc__rd_u16(&r, "keyBits");
+        p->exponent = cu_tpmsvc__rd_u32(&r, "exponent");
+        p->modulus = cu_tpmsvc__rd_2b(&r, &p->modulus_len, "unique (modulus)");
         if (r.fail)
             goto short_input;
         if (p->rsa_bits < 1024 || p->rsa_bits > 4096 || p->rsa_bits % 8 != 0 ||
@@ -138,12 +138,12 @@ cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
     case CU_TPM_ALG_ECC:
         if ((rc = parse_sym(&r, p)) || (rc = parse_scheme(&r, p, "ECC scheme")))
             goto cleanup;
-        p->curve = cu_tpm__rd_u16(&r, "curveID");
-        p->kdf = cu_tpm__rd_u16(&r, "kdf");
+        p->curve = cu_tpmsvc__rd_u16(&r, "curveID");
+        p->kdf = cu_tpmsvc__rd_u16(&r, "kdf");
         if (!r.fail && p->kdf != CU_TPM_ALG_NULL)
-            p->kdf_hash = cu_tpm__rd_u16(&r, "kdf.hashAlg");
-        p->x = cu_tpm__rd_2b(&r, &p->x_len, "unique.x");
-        p->y = cu_tpm__rd_2b(&r, &p->y_len, "unique.y");
+            p->kdf_hash = cu_tpmsvc__rd_u16(&r, "kdf.hashAlg");
+        p->x = cu_tpmsvc__rd_2b(&r, &p->x_len, "unique.x");
+        p->y = cu_tpmsvc__rd_2b(&r, &p->y_len, "unique.y");
         if (r.fail)
             goto short_input;
         break;
@@ -156,14 +156,14 @@ cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out)
                             p->scheme);
             goto cleanup;
         }
-        p->unique = cu_tpm__rd_2b(&r, &p->unique_len, "unique");
+        p->unique = cu_tpmsvc__rd_2b(&r, &p->unique_len, "unique");
         if (r.fail)
             goto short_input;
         break;
     case CU_TPM_ALG_SYMCIPHER:
         if ((rc = parse_sym(&r, p)))
             goto cleanup;
-        p->unique = cu_tpm__rd_2b(&r, &p->unique_len, "unique");
+        p->unique = cu_tpmsvc__rd_2b(&r, &p->unique_len, "unique");
         if (r.fail)
             goto short_input;
         break;
@@ -185,34 +185,34 @@ short_input:
     rc = cu_err_set(CU_E_INVALID_ARG, "TPM public area: truncated at '%s' (offset %zu of %zu)",
                     r.what ? r.what : "?", r.off, len);
 cleanup:
-    cu_tpm_pub_free(p);
+    cu_tpmsvc_pub_free(p);
     return rc;
 }
 
-cu_rc cu_tpm_pub_parse_b64(const char *b64, cu_tpm_pub **_out)
+cu_rc cu_tpmsvc_pub_parse_b64(const char *b64, cu_tpmsvc_pub **_out)
 {
     uint8_t *raw = NULL;
     size_t len = 0;
     if (_out == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_pub_parse_b64: no output");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_pub_parse_b64: no output");
     *_out = NULL;
     if (b64 == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: missing");
     if (strlen(b64) > (CU_TPM_PUB_MAX + 2) * 4 / 3 + 4)
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: too long");
-    cu_rc rc = cu_tpm__b64_decode(b64, &raw, &len);
+    cu_rc rc = cu_tpmsvc__b64_decode(b64, &raw, &len);
     if (rc != CU_OK)
-        return cu_tpm__err_wrap(rc, "TPM public area");
-    rc = cu_tpm_pub_parse(raw, len, _out);
+        return cu_tpmsvc__err_wrap(rc, "TPM public area");
+    rc = cu_tpmsvc_pub_parse(raw, len, _out);
     free(raw);
     return rc;
 }
 
-uint16_t cu_tpm_pub_type(const cu_tpm_pub *pub) { return pub ? pub->type : 0; }
-uint16_t cu_tpm_pub_name_alg(const cu_tpm_pub *pub) { return pub ? pub->name_alg : 0; }
-uint32_t cu_tpm_pub_attributes(const cu_tpm_pub *pub) { return pub ? pub->attrs : 0; }
+uint16_t cu_tpmsvc_pub_type(const cu_tpmsvc_pub *pub) { return pub ? pub->type : 0; }
+uint16_t cu_tpmsvc_pub_name_alg(const cu_tpmsvc_pub *pub) { return pub ? pub->name_alg : 0; }
+uint32_t cu_tpmsvc_pub_attributes(const cu_tpmsvc_pub *pub) { return pub ? pub->attrs : 0; }
 
-unsigned cu_tpm_pub_key_bits(const cu_tpm_pub *pub)
+unsigned cu_tpmsvc_pub_key_bits(const cu_tpmsvc_pub *pub)
 {
     if (pub == NULL)
         return 0;
@@ -225,18 +225,18 @@ unsigned cu_tpm_pub_key_bits(const cu_tpm_pub *pub)
     return 0;
 }
 
-const uint8_t *cu_tpm_pub_get0_raw(const cu_tpm_pub *pub, size_t *_len)
+const uint8_t *cu_tpmsvc_pub_get0_raw(const cu_tpmsvc_pub *pub, size_t *_len)
 {
     if (_len != NULL)
         *_len = pub ? pub->raw_len : 0;
     return pub ? pub->raw : NULL;
 }
 
-cu_rc cu_tpm_pub_name(const cu_tpm_pub *pub, uint8_t *name, size_t *_len)
+cu_rc cu_tpmsvc_pub_name(const cu_tpmsvc_pub *pub, uint8_t *name, size_t *_len)
 {
     if (pub == NULL || name == NULL || _len == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_pub_name: NULL argument");
-    const EVP_MD *md = cu_tpm__md(pub->name_alg);
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_pub_name: NULL argument");
+    const EVP_MD *md = cu_tpmsvc__md(pub->name_alg);
     unsigned dlen = 0;
     name[0] = (uint8_t)(pub->name_alg >> 8);
     name[1] = (uint8_t)pub->name_alg;
@@ -246,7 +246,7 @@ cu_rc cu_tpm_pub_name(const cu_tpm_pub *pub, uint8_t *name, size_t *_len)
     return CU_OK;
 }
 
-const char *cu_tpm__curve_name(uint16_t curve)
+const char *cu_tpmsvc__curve_name(uint16_t curve)
 {
     switch (curve) {
     case CU_TPM_ECC_NIST_P256:
@@ -258,11 +258,11 @@ const char *cu_tpm__curve_name(uint16_t curve)
     }
 }
 
-cu_rc cu_tpm_pub_check(const cu_tpm_pub *pub, cu_tpm_role role)
+cu_rc cu_tpmsvc_pub_check(const cu_tpmsvc_pub *pub, cu_tpmsvc_role role)
 {
     const char *who = role == CU_TPM_ROLE_EK ? "endorsement key" : "storage root key";
     if (pub == NULL || (role != CU_TPM_ROLE_EK && role != CU_TPM_ROLE_SRK))
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_pub_check: bad argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_pub_check: bad argument");
     if (pub->type == CU_TPM_ALG_RSA) {
         if (pub->rsa_bits != 2048)
             return cu_err_set(CU_E_KEY_TYPE, "%s: RSA-%u is not supported (RSA-2048 only)", who,
@@ -290,10 +290,10 @@ cu_rc cu_tpm_pub_check(const cu_tpm_pub *pub, cu_tpm_role role)
             return cu_err_set(CU_E_INVALID_ARG, "%s: ECC kdf must be NULL", who);
         /* The point must be on the curve: OpenSSL checks it on import. */
         EVP_PKEY *k = NULL;
-        cu_rc rc = cu_tpm__pub_pkey(pub, &k);
+        cu_rc rc = cu_tpmsvc__pub_pkey(pub, &k);
         EVP_PKEY_free(k);
         if (rc != CU_OK)
-            return cu_tpm__err_wrap(CU_E_INVALID_ARG, "%s", who);
+            return cu_tpmsvc__err_wrap(CU_E_INVALID_ARG, "%s", who);
     } else {
         return cu_err_set(CU_E_KEY_TYPE, "%s: object type 0x%04x is not RSA or ECC", who,
                           pub->type);
@@ -318,7 +318,7 @@ cu_rc cu_tpm_pub_check(const cu_tpm_pub *pub, cu_tpm_role role)
     return CU_OK;
 }
 
-cu_rc cu_tpm__pub_pkey(const cu_tpm_pub *pub, EVP_PKEY **_out)
+cu_rc cu_tpmsvc__pub_pkey(const cu_tpmsvc_pub *pub, EVP_PKEY **_out)
 {
     cu_rc rc = CU_OK;
     OSSL_PARAM_BLD *bld = NULL;
@@ -340,13 +340,13 @@ cu_rc cu_tpm__pub_pkey(const cu_tpm_pub *pub, EVP_PKEY **_out)
             goto cleanup;
         }
         ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-    } else if (pub->type == CU_TPM_ALG_ECC && cu_tpm__curve_name(pub->curve) != NULL &&
+    } else if (pub->type == CU_TPM_ALG_ECC && cu_tpmsvc__curve_name(pub->curve) != NULL &&
                pub->x_len > 0 && pub->x_len == pub->y_len && pub->x_len <= 66) {
         point[0] = 0x04;
         memcpy(point + 1, pub->x, pub->x_len);
         memcpy(point + 1 + pub->x_len, pub->y, pub->y_len);
         if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                             cu_tpm__curve_name(pub->curve), 0) ||
+                                             cu_tpmsvc__curve_name(pub->curve), 0) ||
             !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point,
                                               1 + 2 * pub->x_len)) {
             rc = cu_err_set(CU_E_NOMEM, "out of memory");
@@ -383,7 +383,7 @@ cleanup:
     return rc;
 }
 
-bool cu_tpm_pub_same_key(const cu_tpm_pub *a, const cu_tpm_pub *b)
+bool cu_tpmsvc_pub_same_key(const cu_tpmsvc_pub *a, const cu_tpmsvc_pub *b)
 {
     if (a == NULL || b == NULL || a->type != b->type)
         return false;
@@ -399,34 +399,34 @@ bool cu_tpm_pub_same_key(const cu_tpm_pub *a, const cu_tpm_pub *b)
     return false;
 }
 
-cu_rc cu_tpm_ek_match(const char *enrolled_b64, const char *presented_b64, bool *_match)
+cu_rc cu_tpmsvc_ek_match(const char *enrolled_b64, const char *presented_b64, bool *_match)
 {
-    cu_tpm_pub *a = NULL, *b = NULL;
+    cu_tpmsvc_pub *a = NULL, *b = NULL;
     if (_match == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_ek_match: no output");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_ek_match: no output");
     *_match = false;
-    cu_rc rc = cu_tpm_pub_parse_b64(enrolled_b64, &a);
+    cu_rc rc = cu_tpmsvc_pub_parse_b64(enrolled_b64, &a);
     if (rc != CU_OK) {
-        rc = cu_tpm__err_wrap(rc, "enrollment's endorsement key");
+        rc = cu_tpmsvc__err_wrap(rc, "enrollment's endorsement key");
         goto cleanup;
     }
-    if ((rc = cu_tpm_pub_parse_b64(presented_b64, &b)) != CU_OK) {
-        rc = cu_tpm__err_wrap(rc, "device's endorsement key");
+    if ((rc = cu_tpmsvc_pub_parse_b64(presented_b64, &b)) != CU_OK) {
+        rc = cu_tpmsvc__err_wrap(rc, "device's endorsement key");
         goto cleanup;
     }
-    *_match = cu_tpm_pub_same_key(a, b);
+    *_match = cu_tpmsvc_pub_same_key(a, b);
 cleanup:
-    cu_tpm_pub_free(a);
-    cu_tpm_pub_free(b);
+    cu_tpmsvc_pub_free(a);
+    cu_tpmsvc_pub_free(b);
     return rc;
 }
 
-cu_rc cu_tpm_registration_id_raw(const uint8_t *ek_tpm2b, size_t len, char *out)
+cu_rc cu_tpmsvc_registration_id_raw(const uint8_t *ek_tpm2b, size_t len, char *out)
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
     uint8_t h[32];
     if (ek_tpm2b == NULL || len == 0 || out == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_registration_id: NULL argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_registration_id: NULL argument");
     if (!EVP_Digest(ek_tpm2b, len, h, NULL, EVP_sha256(), NULL))
         return cu_err_set(CU_E_CRYPTO, "SHA-256 failed");
     /* 32 bytes = 256 bits = 51 full 5-bit groups + 1 bit: 52 characters. */
@@ -446,9 +446,9 @@ cu_rc cu_tpm_registration_id_raw(const uint8_t *ek_tpm2b, size_t len, char *out)
     return CU_OK;
 }
 
-cu_rc cu_tpm_registration_id(const cu_tpm_pub *ek, char *out)
+cu_rc cu_tpmsvc_registration_id(const cu_tpmsvc_pub *ek, char *out)
 {
     if (ek == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_registration_id: no key");
-    return cu_tpm_registration_id_raw(ek->raw, ek->raw_len, out);
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_registration_id: no key");
+    return cu_tpmsvc_registration_id_raw(ek->raw, ek->raw_len, out);
 }

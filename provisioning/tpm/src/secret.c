@@ -41,11 +41,11 @@ static cu_rc mgf1_xor(const EVP_MD *md, const uint8_t *seed, size_t seed_len, ui
     return rc;
 }
 
-static cu_rc rsa_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blob_opts *opts,
+static cu_rc rsa_share(const cu_tpmsvc_pub *to, const char *label, const cu_tpmsvc_blob_opts *opts,
                        uint8_t *seed, size_t *_seed_len, uint8_t **_enc, size_t *_enc_len)
 {
     cu_rc rc = CU_OK;
-    const EVP_MD *md = cu_tpm__md(to->name_alg);
+    const EVP_MD *md = cu_tpmsvc__md(to->name_alg);
     size_t hlen = (size_t)EVP_MD_get_size(md), k = to->modulus_len;
     size_t slen = opts && opts->rsa_seed_len ? opts->rsa_seed_len : hlen;
     uint8_t *em = NULL, *enc = NULL;
@@ -55,7 +55,7 @@ static cu_rc rsa_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blo
     if (slen > hlen || k < 2 * hlen + 2 + slen)
         return cu_err_set(CU_E_INVALID_ARG, "RSA secret sharing: seed of %zu bytes does not fit",
                           slen);
-    if ((rc = cu_tpm__random(opts, seed, slen)) != CU_OK)
+    if ((rc = cu_tpmsvc__random(opts, seed, slen)) != CU_OK)
         return rc;
     em = calloc(1, k);
     enc = malloc(2 + k);
@@ -73,10 +73,10 @@ static cu_rc rsa_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blo
     }
     db[dblen - slen - 1] = 0x01;
     memcpy(db + dblen - slen, seed, slen);
-    if ((rc = cu_tpm__random(opts, oseed, hlen)) != CU_OK ||
+    if ((rc = cu_tpmsvc__random(opts, oseed, hlen)) != CU_OK ||
         (rc = mgf1_xor(md, oseed, hlen, db, dblen)) != CU_OK ||
         (rc = mgf1_xor(md, db, dblen, oseed, hlen)) != CU_OK ||
-        (rc = cu_tpm__pub_pkey(to, &pkey)) != CU_OK)
+        (rc = cu_tpmsvc__pub_pkey(to, &pkey)) != CU_OK)
         goto cleanup;
     size_t outlen = k;
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
@@ -101,7 +101,7 @@ cleanup:
     return rc;
 }
 
-static cu_rc ecc_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blob_opts *opts,
+static cu_rc ecc_share(const cu_tpmsvc_pub *to, const char *label, const cu_tpmsvc_blob_opts *opts,
                        uint8_t *seed, size_t *_seed_len, uint8_t **_enc, size_t *_enc_len)
 {
     cu_rc rc = CU_OK;
@@ -138,7 +138,7 @@ static cu_rc ecc_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blo
             rc = cu_err_set(CU_E_CRYPTO, "ECC secret sharing: the RNG gives no usable scalar");
             goto cleanup;
         }
-        if ((rc = cu_tpm__random(opts, buf, fl)) != CU_OK)
+        if ((rc = cu_tpmsvc__random(opts, buf, fl)) != CU_OK)
             goto cleanup;
         if (!BN_bin2bn(buf, (int)fl, d)) {
             rc = cu_err_set(CU_E_NOMEM, "out of memory");
@@ -154,8 +154,8 @@ static cu_rc ecc_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blo
         rc = cu_err_set(CU_E_CRYPTO, "ECC secret sharing: ECDH failed");
         goto cleanup;
     }
-    size_t slen = (size_t)EVP_MD_get_size(cu_tpm__md(to->name_alg));
-    if ((rc = cu_tpm_kdfe(to->name_alg, z, fl, label, ex, fl, to->x, fl, (unsigned)slen * 8,
+    size_t slen = (size_t)EVP_MD_get_size(cu_tpmsvc__md(to->name_alg));
+    if ((rc = cu_tpmsvc_kdfe(to->name_alg, z, fl, label, ex, fl, to->x, fl, (unsigned)slen * 8,
                           seed)) != CU_OK)
         goto cleanup;
     /* TPM2B_ENCRYPTED_SECRET holding a TPMS_ECC_POINT. */
@@ -164,10 +164,10 @@ static cu_rc ecc_share(const cu_tpm_pub *to, const char *label, const cu_tpm_blo
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
-    cu_tpm_wr w = {.p = enc, .cap = 2 + n};
-    cu_tpm__wr_u16(&w, (uint16_t)n);
-    cu_tpm__wr_2b(&w, ex, fl);
-    cu_tpm__wr_2b(&w, ey, fl);
+    cu_tpmsvc_wr w = {.p = enc, .cap = 2 + n};
+    cu_tpmsvc__wr_u16(&w, (uint16_t)n);
+    cu_tpmsvc__wr_2b(&w, ex, fl);
+    cu_tpmsvc__wr_2b(&w, ey, fl);
     *_enc = enc;
     *_enc_len = w.len;
     *_seed_len = slen;
@@ -188,12 +188,12 @@ cleanup:
     return rc;
 }
 
-cu_rc cu_tpm_share_secret(const cu_tpm_pub *to, const char *label, const cu_tpm_blob_opts *opts,
+cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label, const cu_tpmsvc_blob_opts *opts,
                           uint8_t *seed, size_t *_seed_len, uint8_t **_enc, size_t *_enc_len)
 {
     if (to == NULL || label == NULL || seed == NULL || _seed_len == NULL || _enc == NULL ||
         _enc_len == NULL)
-        return cu_err_set(CU_E_INVALID_ARG, "cu_tpm_share_secret: NULL argument");
+        return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_share_secret: NULL argument");
     *_enc = NULL;
     *_enc_len = 0;
     if (to->type == CU_TPM_ALG_RSA && to->modulus_len > 0)

@@ -1,5 +1,5 @@
 /* Device side of TPM attestation with tpm2-tss ESYS (see custos/tpmdev.h). */
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 #include <custos/tpmdev.h>
 
 #include <openssl/crypto.h>
@@ -71,6 +71,13 @@ cu_rc cu_tpmdev_open(const char *tcti, const cu_tpmdev_opts *opts, cu_tpmdev **_
         return cu_err_set(CU_E_NOMEM, "out of memory");
     if (opts != NULL)
         dev->opts = *opts;
+    if (dev->opts.srk_handle == 0)
+        dev->opts.srk_handle = CU_TPMDEV_SRK_HANDLE;
+    if ((dev->opts.srk_handle >> 24) != 0x81) {
+        uint32_t h = dev->opts.srk_handle;
+        free(dev);
+        return cu_err_set(CU_E_INVALID_ARG, "SRK handle 0x%08x is not a persistent handle", h);
+    }
     if (dev->opts.ek != CU_TPMDEV_EK_RSA && dev->opts.ek != CU_TPMDEV_EK_ECC) {
         int kind = (int)dev->opts.ek;
         free(dev);
@@ -273,7 +280,7 @@ cu_rc cu_tpmdev_srk(cu_tpmdev *dev, uint8_t **_pub, size_t *_len)
         return cu_err_set(CU_E_INVALID_ARG, "cu_tpmdev_srk: no TPM");
     TPM2B_PUBLIC t;
     srk_template(&t);
-    return primary_public(dev, CU_TPMDEV_SRK_HANDLE, ESYS_TR_RH_OWNER, &t, "storage root key",
+    return primary_public(dev, dev->opts.srk_handle, ESYS_TR_RH_OWNER, &t, "storage root key",
                           _pub, _len);
 }
 
@@ -299,7 +306,7 @@ cu_rc cu_tpmdev_identity(cu_tpmdev *dev, char **_ek_b64, char **_srk_b64, char *
         goto cleanup;
     if (_srk_b64 != NULL && (rc = cu_tpmdev_srk(dev, &srk, &srk_len)) != CU_OK)
         goto cleanup;
-    if (regid != NULL && (rc = cu_tpm_registration_id_raw(ek, ek_len, regid)) != CU_OK)
+    if (regid != NULL && (rc = cu_tpmsvc_registration_id_raw(ek, ek_len, regid)) != CU_OK)
         goto cleanup;
     if ((_ek_b64 && (e = b64(ek, ek_len)) == NULL) ||
         (_srk_b64 && (s = b64(srk, srk_len)) == NULL)) {
@@ -334,7 +341,7 @@ cleanup:
 cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
 {
     cu_rc rc = CU_OK;
-    cu_tpm_blob_fields f;
+    cu_tpmsvc_blob_fields f;
     TPM2B_ID_OBJECT cred = {0};
     TPM2B_ENCRYPTED_SECRET secret = {0}, seed = {0};
     TPM2B_PRIVATE dup = {0};
@@ -347,16 +354,16 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
 
     if (dev == NULL || blob == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "cu_tpmdev_import_blob: NULL argument");
-    if ((rc = cu_tpm_blob_split(blob, len, &f)) != CU_OK)
+    if ((rc = cu_tpmsvc_blob_split(blob, len, &f)) != CU_OK)
         return rc;
     /* Only an HMAC signing key is taken in (the device persists it). */
-    cu_tpm_pub *kp = NULL;
-    if ((rc = cu_tpm_pub_parse(f.key_public, f.key_public_len, &kp)) != CU_OK)
+    cu_tpmsvc_pub *kp = NULL;
+    if ((rc = cu_tpmsvc_pub_parse(f.key_public, f.key_public_len, &kp)) != CU_OK)
         return err_wrap(rc, "authenticationKey: the key's public area");
-    bool hmac_key = cu_tpm_pub_type(kp) == CU_TPM_ALG_KEYEDHASH &&
-                    (cu_tpm_pub_attributes(kp) & CU_TPMA_SIGN) &&
-                    !(cu_tpm_pub_attributes(kp) & CU_TPMA_DECRYPT);
-    cu_tpm_pub_free(kp);
+    bool hmac_key = cu_tpmsvc_pub_type(kp) == CU_TPM_ALG_KEYEDHASH &&
+                    (cu_tpmsvc_pub_attributes(kp) & CU_TPMA_SIGN) &&
+                    !(cu_tpmsvc_pub_attributes(kp) & CU_TPMA_DECRYPT);
+    cu_tpmsvc_pub_free(kp);
     if (!hmac_key)
         return cu_err_set(CU_E_KEY_TYPE,
                           "authenticationKey: the key is not an HMAC signing key: not imported");
@@ -370,7 +377,7 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
     TPM2_HANDLE ek_handle = dev->opts.ek == CU_TPMDEV_EK_RSA ? CU_TPMDEV_EK_RSA_HANDLE
                                                             : CU_TPMDEV_EK_ECC_HANDLE;
     bool have_srk = false, have_ek = false;
-    if ((rc = persistent_exists(dev, CU_TPMDEV_SRK_HANDLE, &have_srk)) != CU_OK ||
+    if ((rc = persistent_exists(dev, dev->opts.srk_handle, &have_srk)) != CU_OK ||
         (rc = persistent_exists(dev, ek_handle, &have_ek)) != CU_OK)
         goto cleanup;
     if (!have_srk || !have_ek) {
@@ -378,10 +385,10 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
                         "this TPM has no %s at 0x%08x: the challenge was made for the keys the "
                         "device sent, read them first (cu_tpmdev_identity)",
                         have_srk ? "endorsement key" : "storage root key",
-                        have_srk ? (unsigned)ek_handle : CU_TPMDEV_SRK_HANDLE);
+                        have_srk ? (unsigned)ek_handle : (unsigned)dev->opts.srk_handle);
         goto cleanup;
     }
-    if ((rc = tr_from(dev, CU_TPMDEV_SRK_HANDLE, &srk)) != CU_OK ||
+    if ((rc = tr_from(dev, dev->opts.srk_handle, &srk)) != CU_OK ||
         (rc = tr_from(dev,
                       dev->opts.ek == CU_TPMDEV_EK_RSA ? CU_TPMDEV_EK_RSA_HANDLE
                                                       : CU_TPMDEV_EK_ECC_HANDLE,

@@ -56,6 +56,12 @@ typedef struct cu_tpmdev_opts {
     /* Largest input of one TPM2_HMAC (and chunk of a sequence); 0 = the
      * TPM's TPM_PT_INPUT_BUFFER (at most 1024). Tests lower it. */
     size_t hmac_chunk;
+    /* Persistent handle of the SRK; 0 = CU_TPMDEV_SRK_HANDLE (0x81000001,
+     * what the device SDKs use). A key already there is used whatever its
+     * type: tpm2-pkcs11 puts an ECC P-256 primary there, which the public
+     * service may not take (it expects RSA-2048): such a device can keep its
+     * DPS SRK (RSA-2048, created here if missing) at another handle. */
+    uint32_t srk_handle;
 } cu_tpmdev_opts;
 
 typedef struct cu_tpmdev cu_tpmdev;

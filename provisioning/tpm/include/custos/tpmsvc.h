@@ -18,9 +18,9 @@
  * cu_err_set (read it with cu_err_last()). Parsers reject anything they do
  * not understand: CU_E_INVALID_ARG with the offset and the field.
  * Threads: no global state; any function may run on any thread (a
- * cu_tpm_pub is read-only after parsing and may be shared). */
-#ifndef CUSTOS_TPM_H
-#define CUSTOS_TPM_H
+ * cu_tpmsvc_pub is read-only after parsing and may be shared). */
+#ifndef CUSTOS_TPMSVC_H
+#define CUSTOS_TPMSVC_H
 
 #include <custos/rc.h>
 
@@ -78,33 +78,33 @@ extern "C" {
 struct cu_keyring; /* custos/keyring.h */
 
 /* A parsed TPM2B_PUBLIC (opaque). */
-typedef struct cu_tpm_pub cu_tpm_pub;
+typedef struct cu_tpmsvc_pub cu_tpmsvc_pub;
 
 /* Parses a marshalled TPM2B_PUBLIC (2-byte big-endian size + TPMT_PUBLIC).
  * Object types RSA, ECC, KEYEDHASH and SYMCIPHER are understood; trailing
  * bytes, a size that does not match, unknown algorithms or schemes are
- * refused. Nothing is checked beyond the structure (see cu_tpm_pub_check).
+ * refused. Nothing is checked beyond the structure (see cu_tpmsvc_pub_check).
  * @retval CU_OK, CU_E_INVALID_ARG (malformed), CU_E_NOMEM */
-cu_rc cu_tpm_pub_parse(const uint8_t *buf, size_t len, cu_tpm_pub **_out);
+cu_rc cu_tpmsvc_pub_parse(const uint8_t *buf, size_t len, cu_tpmsvc_pub **_out);
 /* The same on the base64 form the device API and enrollments use. */
-cu_rc cu_tpm_pub_parse_b64(const char *b64, cu_tpm_pub **_out);
-void cu_tpm_pub_free(cu_tpm_pub *pub);
+cu_rc cu_tpmsvc_pub_parse_b64(const char *b64, cu_tpmsvc_pub **_out);
+void cu_tpmsvc_pub_free(cu_tpmsvc_pub *pub);
 
 /* Fields (TPM_ALG_ID / TPMA_OBJECT values as above). */
-uint16_t cu_tpm_pub_type(const cu_tpm_pub *pub);
-uint16_t cu_tpm_pub_name_alg(const cu_tpm_pub *pub);
-uint32_t cu_tpm_pub_attributes(const cu_tpm_pub *pub);
+uint16_t cu_tpmsvc_pub_type(const cu_tpmsvc_pub *pub);
+uint16_t cu_tpmsvc_pub_name_alg(const cu_tpmsvc_pub *pub);
+uint32_t cu_tpmsvc_pub_attributes(const cu_tpmsvc_pub *pub);
 /* RSA modulus bits or ECC field bits (256/384); 0 for other types. */
-unsigned cu_tpm_pub_key_bits(const cu_tpm_pub *pub);
+unsigned cu_tpmsvc_pub_key_bits(const cu_tpmsvc_pub *pub);
 /* The marshalled TPM2B_PUBLIC, size prefix included (borrowed). */
-const uint8_t *cu_tpm_pub_get0_raw(const cu_tpm_pub *pub, size_t *_len);
+const uint8_t *cu_tpmsvc_pub_get0_raw(const cu_tpmsvc_pub *pub, size_t *_len);
 
 /* The object's Name: nameAlg (2 bytes) || H_nameAlg(TPMT_PUBLIC).
  * name must hold CU_TPM_NAME_MAX bytes. */
-cu_rc cu_tpm_pub_name(const cu_tpm_pub *pub, uint8_t *name, size_t *_len);
+cu_rc cu_tpmsvc_pub_name(const cu_tpmsvc_pub *pub, uint8_t *name, size_t *_len);
 
 /* What a key must be for its role in the challenge. */
-typedef enum cu_tpm_role {
+typedef enum cu_tpmsvc_role {
     /* Endorsement key: RSA-2048 or ECC P-256/P-384, restricted decryption
      * key, not a signing key, fixedTPM|fixedParent, with an AES-CFB
      * symmetric definition and a SHA-256/384 nameAlg. The authPolicy is
@@ -114,55 +114,55 @@ typedef enum cu_tpm_role {
     /* Storage root key: the same algorithms, restricted decryption key,
      * fixedTPM|fixedParent (a parent the imported key can live under). */
     CU_TPM_ROLE_SRK,
-} cu_tpm_role;
+} cu_tpmsvc_role;
 
 /* Checks that pub can serve in role; the refusal says which rule failed.
  * @retval CU_OK, CU_E_INVALID_ARG, CU_E_KEY_TYPE (unsupported algorithm) */
-cu_rc cu_tpm_pub_check(const cu_tpm_pub *pub, cu_tpm_role role);
+cu_rc cu_tpmsvc_pub_check(const cu_tpmsvc_pub *pub, cu_tpmsvc_role role);
 
 /* True when a and b carry the same public key (type, parameters that define
  * the key, modulus and exponent, or curve and point): the enrollment match.
  * Attributes, policy and the marshalling of an exponent of 0 vs 65537 do
  * not matter. */
-bool cu_tpm_pub_same_key(const cu_tpm_pub *a, const cu_tpm_pub *b);
+bool cu_tpmsvc_pub_same_key(const cu_tpmsvc_pub *a, const cu_tpmsvc_pub *b);
 
 /* Decodes both base64 TPM2B_PUBLIC values and compares them with
- * cu_tpm_pub_same_key. *_match is false on any parse error (also returned). */
-cu_rc cu_tpm_ek_match(const char *enrolled_b64, const char *presented_b64, bool *_match);
+ * cu_tpmsvc_pub_same_key. *_match is false on any parse error (also returned). */
+cu_rc cu_tpmsvc_ek_match(const char *enrolled_b64, const char *presented_b64, bool *_match);
 
 /* The default registration id of a device (PROTOCOL.md §3.1): lower-case
  * RFC 4648 base32 of SHA-256(TPM2B_PUBLIC bytes of the EK, size prefix
  * included), padding stripped. out must hold CU_TPM_REGID_LEN + 1 bytes. */
-cu_rc cu_tpm_registration_id(const cu_tpm_pub *ek, char *out);
-cu_rc cu_tpm_registration_id_raw(const uint8_t *ek_tpm2b, size_t len, char *out);
+cu_rc cu_tpmsvc_registration_id(const cu_tpmsvc_pub *ek, char *out);
+cu_rc cu_tpmsvc_registration_id_raw(const uint8_t *ek_tpm2b, size_t len, char *out);
 
 /* ---- randomness ---- */
 
 /* Fills buf with len random bytes. The default is RAND_priv_bytes. Tests
  * inject a fixed stream to get known answers. */
-typedef cu_rc (*cu_tpm_rng_fn)(void *ctx, uint8_t *buf, size_t len);
+typedef cu_rc (*cu_tpmsvc_rng_fn)(void *ctx, uint8_t *buf, size_t len);
 
-typedef struct cu_tpm_blob_opts {
-    cu_tpm_rng_fn rng; /* NULL: OpenSSL's RAND_priv_bytes */
+typedef struct cu_tpmsvc_blob_opts {
+    cu_tpmsvc_rng_fn rng; /* NULL: OpenSSL's RAND_priv_bytes */
     void *rng_ctx;
     /* Seed length for RSA secret sharing: 0 = the protector's digest size
      * (what the TPM reference code uses); 16 = the AES key size, as some
      * software implementations do. Both activate on a TPM. */
     size_t rsa_seed_len;
-} cu_tpm_blob_opts;
+} cu_tpmsvc_blob_opts;
 
 /* ---- building blocks (exported for tests and benchmarks) ---- */
 
 /* KDFa (TPM 2.0 Part 1 §11.4.10.2): SP 800-108 counter mode with HMAC;
  * label without its NUL (the KDF adds it). bits must be a multiple of 8.
  * hash_alg: CU_TPM_ALG_SHA1/256/384/512. */
-cu_rc cu_tpm_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const char *label,
+cu_rc cu_tpmsvc_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const char *label,
                   const uint8_t *ctx_u, size_t ctx_u_len, const uint8_t *ctx_v, size_t ctx_v_len,
                   unsigned bits, uint8_t *out);
 
 /* KDFe (TPM 2.0 Part 1 §11.4.10.3): SP 800-56A concatenation KDF over the
  * ECDH x-coordinate z; label without its NUL (the KDF adds it). */
-cu_rc cu_tpm_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char *label,
+cu_rc cu_tpmsvc_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char *label,
                   const uint8_t *party_u, size_t party_u_len, const uint8_t *party_v,
                   size_t party_v_len, unsigned bits, uint8_t *out);
 
@@ -173,17 +173,17 @@ cu_rc cu_tpm_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char 
  * says how many; *_enc is the TPM2B_ENCRYPTED_SECRET, size prefix included
  * (caller frees). RNG draws: RSA: seed, then the OAEP seed (hLen);
  * ECC: the ephemeral private key (field size, redrawn while out of range). */
-cu_rc cu_tpm_share_secret(const cu_tpm_pub *to, const char *label, const cu_tpm_blob_opts *opts,
+cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label, const cu_tpmsvc_blob_opts *opts,
                           uint8_t *seed, size_t *_seed_len, uint8_t **_enc, size_t *_enc_len);
 
 /* TPM2_MakeCredential in software: a credential (1..64 bytes) that only the
  * TPM holding ek can recover with ActivateCredential, and only for the
  * object whose Name is `name`. *_id_object is the TPM2B_ID_OBJECT and
  * *_enc_secret the TPM2B_ENCRYPTED_SECRET, size prefixes included (caller
- * frees both). RNG draws: those of cu_tpm_share_secret. */
-cu_rc cu_tpm_make_credential(const cu_tpm_pub *ek, const uint8_t *name, size_t name_len,
+ * frees both). RNG draws: those of cu_tpmsvc_share_secret. */
+cu_rc cu_tpmsvc_make_credential(const cu_tpmsvc_pub *ek, const uint8_t *name, size_t name_len,
                              const uint8_t *credential, size_t credential_len,
-                             const cu_tpm_blob_opts *opts, uint8_t **_id_object,
+                             const cu_tpmsvc_blob_opts *opts, uint8_t **_id_object,
                              size_t *_id_object_len, uint8_t **_enc_secret,
                              size_t *_enc_secret_len);
 
@@ -191,7 +191,7 @@ cu_rc cu_tpm_make_credential(const cu_tpm_pub *ek, const uint8_t *name, size_t n
 
 /* The six size-prefixed fields of a blob, each a view into it (size prefix
  * included). */
-typedef struct cu_tpm_blob_fields {
+typedef struct cu_tpmsvc_blob_fields {
     const uint8_t *id_object;   /* 1 TPM2B_ID_OBJECT (credential to the EK) */
     size_t id_object_len;
     const uint8_t *enc_secret;  /* 2 TPM2B_ENCRYPTED_SECRET (to the EK) */
@@ -204,25 +204,25 @@ typedef struct cu_tpm_blob_fields {
     size_t key_public_len;
     const uint8_t *uri_data;    /* 6 TPM2B_DATA (encUriData; empty here) */
     size_t uri_data_len;
-} cu_tpm_blob_fields;
+} cu_tpmsvc_blob_fields;
 
 /* Splits a blob into its fields; refuses missing, short or trailing bytes. */
-cu_rc cu_tpm_blob_split(const uint8_t *blob, size_t len, cu_tpm_blob_fields *_fields);
+cu_rc cu_tpmsvc_blob_split(const uint8_t *blob, size_t len, cu_tpmsvc_blob_fields *_fields);
 
 /* Builds the blob that gives the HMAC-SHA256 key `key` (1..CU_TPM_KEY_MAX
  * bytes) to the TPM of (ek, srk): the key as a KEYEDHASH object
  * (sign|userWithAuth|noDA, empty auth and policy), duplicated to the SRK
  * with an AES-128-CFB inner wrapper whose key W is a credential made to the
- * EK, bound to the SRK's Name. ek and srk must pass cu_tpm_pub_check.
+ * EK, bound to the SRK's Name. ek and srk must pass cu_tpmsvc_pub_check.
  * RNG draws, in this order: the object's seedValue (32), W (16), the
  * credential's secret sharing to the EK, the duplication's secret sharing
  * to the SRK. *_blob: caller frees (free()). */
-cu_rc cu_tpm_blob_build(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8_t *key,
-                        size_t key_len, const cu_tpm_blob_opts *opts, uint8_t **_blob,
+cu_rc cu_tpmsvc_blob_build(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
+                        size_t key_len, const cu_tpmsvc_blob_opts *opts, uint8_t **_blob,
                         size_t *_blob_len);
 /* The same, base64-encoded (the JSON value); caller frees. */
-cu_rc cu_tpm_blob_build_b64(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const uint8_t *key,
-                            size_t key_len, const cu_tpm_blob_opts *opts, char **_b64);
+cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
+                            size_t key_len, const cu_tpmsvc_blob_opts *opts, char **_b64);
 
 /* ---- what custosd calls ---- */
 
@@ -231,8 +231,8 @@ cu_rc cu_tpm_blob_build_b64(const cu_tpm_pub *ek, const cu_tpm_pub *srk, const u
  * CU_TPM_ID_KEY_LEN bytes: keep it, wrapped, to verify the device's SAS
  * token with cu_sas_verify, then cleanse it) and returns the base64
  * `authenticationKey` (caller frees). RNG draws: the key, then those of
- * cu_tpm_blob_build. */
-cu_rc cu_tpm_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpm_blob_opts *opts,
+ * cu_tpmsvc_blob_build. */
+cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpmsvc_blob_opts *opts,
                            uint8_t key[CU_TPM_ID_KEY_LEN], char **_blob_b64);
 
 /* The pending challenge as custosd keeps it between the 401 and the second
@@ -242,7 +242,7 @@ cu_rc cu_tpm_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpm
  * case-insensitive), the EK bytes the device presented and the expiry.
  * *_sealed is one self-contained string ("tpmc1:<expiry>:cw1:...", caller
  * frees) to store with the registration attempt. */
-cu_rc cu_tpm_challenge_seal(struct cu_keyring *kr, const char *id_scope,
+cu_rc cu_tpmsvc_challenge_seal(struct cu_keyring *kr, const char *id_scope,
                             const char *registration_id, const char *ek_b64, uint64_t expires,
                             const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed);
 /* Recovers the identity key for the second PUT. now = 0: the current time.
@@ -250,7 +250,7 @@ cu_rc cu_tpm_challenge_seal(struct cu_keyring *kr, const char *id_scope,
  * @retval CU_E_VERIFY expired, or another scope / registration id / EK, or
  *                     altered (the reason is recorded)
  * @retval CU_E_INVALID_ARG not a sealed challenge */
-cu_rc cu_tpm_challenge_open(struct cu_keyring *kr, const char *id_scope,
+cu_rc cu_tpmsvc_challenge_open(struct cu_keyring *kr, const char *id_scope,
                             const char *registration_id, const char *ek_b64, time_t now,
                             const char *sealed, uint8_t key[CU_TPM_ID_KEY_LEN]);
 
@@ -264,7 +264,7 @@ cu_rc cu_tpm_challenge_open(struct cu_keyring *kr, const char *id_scope,
  * subjectDirectoryAttributes) are accepted.
  * @retval CU_OK, CU_E_VERIFY (chain or key mismatch, reason recorded),
  *         CU_E_INVALID_ARG (unreadable certificate), CU_E_IO */
-cu_rc cu_tpm_ekcert_verify(const cu_tpm_pub *ek, const uint8_t *cert, size_t cert_len,
+cu_rc cu_tpmsvc_ekcert_verify(const cu_tpmsvc_pub *ek, const uint8_t *cert, size_t cert_len,
                            const char *roots_file, const char *roots_dir,
                            const char *intermediates_file);
 

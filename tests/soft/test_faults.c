@@ -1,0 +1,638 @@
+/* custos-soft under bad input and faults: wrong PINs until locked, edited,
+ * swapped and truncated records, an unwritable store, a PIN changed under
+ * another session or process, several processes on one store, and a
+ * process killed in the middle of a PIN change. */
+#include "cu_test.h"
+#include "soft.h"
+#include "soft_helpers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    unsigned char *b = malloc(1 << 20);
+    *len = fread(b, 1, 1 << 20, f);
+    fclose(f);
+    return b;
+}
+
+static bool spit(const char *path, const void *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return false;
+    bool ok = fwrite(b, 1, len, f) == len;
+    return fclose(f) == 0 && ok;
+}
+
+/* "obj-<id>" of a record file path */
+static const char *obj_name(const char *path, char *out, size_t n)
+{
+    const char *b = strrchr(path, '/');
+    snprintf(out, n, "%.36s", b ? b + 1 : path);
+    return out;
+}
+
+static CK_RV sign_once(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE k)
+{
+    unsigned char sig[128], dg[32] = {1, 2, 3};
+    CK_ULONG sl = sizeof sig;
+    CK_MECHANISM m = {CKM_ECDSA, NULL, 0};
+    return tst_sign(h, &m, k, dg, sizeof dg, sig, &sl);
+}
+
+static void test_wrong_pin_until_locked(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_TOKEN_INFO ti;
+    CK_OBJECT_HANDLE pub, priv;
+    CU_ASSERT_FATAL(tst_begin(&t, 3));
+    CU_ASSERT_FATAL(tst_init_token("lock", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, "k", &pub, &priv) == CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Logout(h), CKR_OK);
+
+    /* one wrong, then right: the counter resets */
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"0000", 4), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_GetTokenInfo(slot, &ti), CKR_OK);
+    CU_ASSERT(ti.flags & CKF_USER_PIN_COUNT_LOW);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_GetTokenInfo(slot, &ti), CKR_OK);
+    CU_ASSERT_FALSE(ti.flags & (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED));
+    CU_ASSERT_EQUAL(p11->C_Logout(h), CKR_OK);
+
+    /* three wrong: locked, even for the right PIN, and across a restart */
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"0000", 4), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"00000", 5), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_GetTokenInfo(slot, &ti), CKR_OK);
+    CU_ASSERT(ti.flags & CKF_USER_PIN_FINAL_TRY);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"000000", 6), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_GetTokenInfo(slot, &ti), CKR_OK);
+    CU_ASSERT(ti.flags & CKF_USER_PIN_LOCKED);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_PIN_LOCKED);
+    CU_ASSERT(tst_log_has(&t, "wrong user PIN (3 of 3)"));
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_PIN_LOCKED);
+    CU_ASSERT_EQUAL(p11->C_GetTokenInfo(slot, &ti), CKR_OK);
+    CU_ASSERT(ti.flags & CKF_USER_PIN_LOCKED);
+
+    /* the SO resets the PIN; the SO never held the user's keys, so the
+     * keys sealed under the old PIN are gone (documented) */
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_SO, (CK_UTF8CHAR_PTR)"87654321", 8), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_InitPIN(h, (CK_UTF8CHAR_PTR)"4321", 4), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Logout(h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_GetTokenInfo(slot, &ti), CKR_OK);
+    CU_ASSERT_FALSE(ti.flags & CKF_USER_PIN_LOCKED);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"4321", 4), CKR_OK);
+    CU_ASSERT_EQUAL(tst_count(h, "k", CKO_PRIVATE_KEY), 0);
+    CU_ASSERT_EQUAL(tst_count(h, "k/pub", CKO_PUBLIC_KEY), 1);
+    CU_ASSERT_EQUAL(tst_gen_ec(h, 256, true, "k2", &pub, &priv), CKR_OK);
+    CU_ASSERT_EQUAL(sign_once(h, priv), CKR_OK);
+    tst_end(&t);
+}
+
+/* Makes a token with two keys, "victim" and "bystander"; returns the path
+ * of the victim's private-key record. */
+static bool two_keys(tst_store *t, CK_SLOT_ID *slot, char *path, size_t n)
+{
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE pub, priv;
+    if (!tst_begin(t, 0) || !tst_init_token("faults", slot) || !tst_user_session(*slot, &h))
+        return false;
+    if (tst_gen_ec(h, 256, true, "victim", &pub, &priv) != CKR_OK ||
+        tst_gen_ec(h, 256, true, "bystander", &pub, &priv) != CKR_OK)
+        return false;
+    return tst_object_file(t, "victim", path, n);
+}
+
+/* After a restart: the victim is not usable, the bystander is. */
+static void expect_victim_gone(tst_store *t, CK_SLOT_ID slot, const char *why, const char *path)
+{
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE k;
+    char name[64];
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL(tst_count(h, "victim", CKO_PRIVATE_KEY), 0);
+    CU_ASSERT_FATAL(tst_find_one(h, "bystander", CKO_PRIVATE_KEY, &k));
+    CU_ASSERT_EQUAL(sign_once(h, k), CKR_OK);
+    /* the log names the object and says why */
+    CU_ASSERT(tst_log_has(t, obj_name(path, name, sizeof name)));
+    CU_ASSERT(tst_log_has(t, why));
+}
+
+static void test_flipped_byte(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    char path[1024];
+    size_t len = 0;
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    unsigned char *orig = slurp(path, &len);
+    CU_ASSERT_FATAL(orig != NULL && len > 100);
+    size_t pos[] = {3, len / 3, len / 2, len - 40, len - 1};
+    for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
+        unsigned char *b = malloc(len);
+        memcpy(b, orig, len);
+        b[pos[i]] ^= 0x01;
+        CU_ASSERT_FATAL(spit(path, b, len));
+        free(b);
+        unlink(t.log);
+        expect_victim_gone(&t, slot, "object ignored", path);
+    }
+    /* restored, it loads again */
+    CU_ASSERT_FATAL(spit(path, orig, len));
+    CK_SESSION_HANDLE h;
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL(tst_count(h, "victim", CKO_PRIVATE_KEY), 1);
+    free(orig);
+    tst_end(&t);
+}
+
+/* Edits a record with a valid digest (what an attacker with write access
+ * can do): the AES-GCM associated data catches it. */
+static void test_forged_and_swapped_record(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    char path[1024], other[1100];
+    size_t len = 0;
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    unsigned char *orig = slurp(path, &len);
+    cs_object_rec r;
+    CU_ASSERT_EQUAL_FATAL(cs_object_rec_decode(orig, len, &r), CS_REC_OK);
+    CU_ASSERT_FATAL(r.has_secret);
+    /* allow a use the key never had */
+    cs_attrs_set_bool(&r.attrs, CKA_DECRYPT, CK_TRUE);
+    unsigned char *der = NULL;
+    size_t dl = 0;
+    CU_ASSERT_EQUAL_FATAL(cs_object_rec_encode(&r, NULL, NULL, 0, &der, &dl), CS_REC_OK);
+    CU_ASSERT_FATAL(spit(path, der, dl));
+    OPENSSL_free(der);
+    unlink(t.log);
+    expect_victim_gone(&t, slot, "secret fails authentication", path);
+
+    /* the same record under another object's name: refused */
+    CU_ASSERT_FATAL(spit(path, orig, len));
+    char *slash = strrchr(path, '/');
+    snprintf(other, sizeof other, "%.*s/obj-ffffffffffffffffffffffffffffffff.der",
+             (int)(slash - path), path);
+    CU_ASSERT_FATAL(spit(other, orig, len));
+    unlink(t.log);
+    CK_SESSION_HANDLE h;
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL(tst_count(h, "victim", CKO_PRIVATE_KEY), 1); /* only the real one */
+    CU_ASSERT(tst_log_has(&t, "obj-ffffffffffffffffffffffffffffffff"));
+    CU_ASSERT(tst_log_has(&t, "record belongs to"));
+    cs_object_rec_clear(&r);
+    free(orig);
+    tst_end(&t);
+}
+
+static void test_truncated_record(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    char path[1024], tmp[1100];
+    size_t len = 0;
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    unsigned char *orig = slurp(path, &len);
+    size_t cuts[] = {0, 1, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        CU_ASSERT_FATAL(spit(path, orig, cuts[i]));
+        unlink(t.log);
+        expect_victim_gone(&t, slot, obj_name(path, tmp, sizeof tmp), path);
+    }
+    /* a temp file left by a crash mid-write is ignored */
+    CU_ASSERT_FATAL(spit(path, orig, len));
+    char *slash = strrchr(path, '/');
+    snprintf(tmp, sizeof tmp, "%.*s/.tmp-0123456789abcdef", (int)(slash - path), path);
+    CU_ASSERT_FATAL(spit(tmp, orig, len / 2));
+    CK_SESSION_HANDLE h;
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL(tst_count(h, "victim", CKO_PRIVATE_KEY), 1);
+    CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_PRIVATE_KEY), 2);
+    /* a truncated token record: the token is not offered */
+    char tokpath[1100];
+    snprintf(tokpath, sizeof tokpath, "%.*s/token.der", (int)(slash - path), path);
+    size_t tl = 0;
+    unsigned char *tok = slurp(tokpath, &tl);
+    CU_ASSERT_FATAL(tok != NULL);
+    CU_ASSERT_FATAL(spit(tokpath, tok, tl - 10));
+    unlink(t.log);
+    CU_ASSERT_FATAL(tst_restart());
+    CK_SLOT_ID s2;
+    CU_ASSERT_FALSE(tst_find_token("faults", &s2));
+    CU_ASSERT(tst_log_has(&t, "token.der"));
+    CU_ASSERT_FATAL(spit(tokpath, tok, tl));
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT(tst_find_token("faults", &s2));
+    free(tok);
+    free(orig);
+    tst_end(&t);
+}
+
+/* The store becomes read-only (a non-root process on a root-owned
+ * store, or a read-only mount): reads work, writes fail cleanly. */
+static void test_unwritable_store(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    char path[1024];
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    p11->C_Finalize(NULL);
+    struct passwd *nobody = getpwnam("nobody");
+    bool drop = geteuid() == 0 && nobody != NULL;
+    /* give the store to `nobody` (if we are root), then take the write bit */
+    if (drop)
+        CU_ASSERT_EQUAL(cu_test_sh("chown -R nobody '%s' && chmod o+x '%s'", t.store, t.dir), 0);
+    char *slash = strrchr(path, '/');
+    char tokdir[1024];
+    snprintf(tokdir, sizeof tokdir, "%.*s", (int)(slash - path), path);
+    CU_ASSERT_EQUAL_FATAL(chmod(tokdir, 0500), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (drop && (setgid(nobody->pw_gid) != 0 || setuid(nobody->pw_uid) != 0))
+            _exit(10);
+        setenv("CUSTOS_SOFT_DEBUG", "", 1); /* the log file is not ours now */
+        CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+        if (p11->C_Initialize(&args) != CKR_OK)
+            _exit(11);
+        CK_SESSION_HANDLE h;
+        CK_OBJECT_HANDLE k, pub, priv;
+        if (!tst_user_session(slot, &h))
+            _exit(12);
+        if (!tst_find_one(h, "victim", CKO_PRIVATE_KEY, &k) || sign_once(h, k) != CKR_OK)
+            _exit(13);
+        CK_RV rv = tst_gen_ec(h, 256, true, "new", &pub, &priv);
+        if (rv != CKR_DEVICE_ERROR)
+            _exit(14);
+        if (tst_count(h, "new", CKO_PRIVATE_KEY) != 0 || tst_count(h, "new/pub", (CK_ULONG)-1) != 0)
+            _exit(15);
+        /* session objects still work */
+        if (tst_gen_ec(h, 256, false, "sess", &pub, &priv) != CKR_OK || sign_once(h, priv) != CKR_OK)
+            _exit(16);
+        if (p11->C_DestroyObject(h, k) == CKR_OK)
+            _exit(17);
+        p11->C_Finalize(NULL);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CU_ASSERT(WIFEXITED(st));
+    CU_ASSERT_EQUAL(WEXITSTATUS(st), 0);
+    if (WEXITSTATUS(st) != 0)
+        fprintf(stderr, "unwritable-store child exit %d\n", WEXITSTATUS(st));
+    chmod(tokdir, 0700);
+    CU_ASSERT_FATAL(tst_restart());
+    tst_end(&t);
+}
+
+static void test_pin_change_other_session(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE a, b, ro;
+    CK_OBJECT_HANDLE pub, k1, k2, k3;
+    char path[1024];
+    size_t l1 = 0, l2 = 0;
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("pin", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &a));
+    CU_ASSERT_FATAL(tst_user_session(slot, &b));
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &ro), CKR_OK);
+    CU_ASSERT_FATAL(tst_gen_ec(b, 256, true, "k1", &pub, &k1) == CKR_OK);
+    CU_ASSERT_FATAL(tst_gen_rsa(b, 2048, true, "k2", &pub, &k2) == CKR_OK);
+    unsigned char hk[32] = {5};
+    CU_ASSERT_FATAL(tst_import_hmac(b, hk, 32, true, "k3", &k3) == CKR_OK);
+    CU_ASSERT_FATAL(tst_object_file(&t, "k1", path, sizeof path));
+    unsigned char *before = slurp(path, &l1);
+
+    /* session b is mid-operation while a changes the PIN */
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    CU_ASSERT_EQUAL(p11->C_SignInit(b, &m, k1), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_SignUpdate(b, (CK_BYTE_PTR)"abc", 3), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_SetPIN(ro, (CK_UTF8CHAR_PTR)USER_PIN, 4, (CK_UTF8CHAR_PTR)"9999", 4),
+                    CKR_SESSION_READ_ONLY);
+    CU_ASSERT_EQUAL(p11->C_SetPIN(a, (CK_UTF8CHAR_PTR)"0000", 4, (CK_UTF8CHAR_PTR)"9999", 4),
+                    CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_SetPIN(a, (CK_UTF8CHAR_PTR)USER_PIN, 4, (CK_UTF8CHAR_PTR)"12", 2),
+                    CKR_PIN_LEN_RANGE);
+    CU_ASSERT_EQUAL(p11->C_SetPIN(a, (CK_UTF8CHAR_PTR)USER_PIN, 4, (CK_UTF8CHAR_PTR)"9999", 4), CKR_OK);
+    unsigned char sig[512];
+    CK_ULONG sl = sizeof sig;
+    CU_ASSERT_EQUAL(p11->C_SignFinal(b, sig, &sl), CKR_OK);
+    CU_ASSERT_EQUAL(sign_once(b, k1), CKR_OK);
+    CU_ASSERT_EQUAL(sign_once(a, k1), CKR_OK);
+    /* every record was re-sealed under a new data key */
+    unsigned char *after = slurp(path, &l2);
+    CU_ASSERT(l1 != l2 || memcmp(before, after, l1) != 0);
+    free(before);
+    free(after);
+    /* new keys after the change are fine too */
+    CK_OBJECT_HANDLE k4;
+    CU_ASSERT_EQUAL(tst_gen_ec(a, 256, true, "k4", &pub, &k4), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Logout(a), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(b, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_Login(b, CKU_USER, (CK_UTF8CHAR_PTR)"9999", 4), CKR_OK);
+    CU_ASSERT_FATAL(tst_restart());
+    CK_SESSION_HANDLE h;
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"9999", 4), CKR_OK);
+    const char *labels[] = {"k1", "k2", "k4"};
+    for (int i = 0; i < 3; i++) {
+        CK_OBJECT_HANDLE k;
+        CU_ASSERT_FATAL(tst_find_one(h, labels[i], CKO_PRIVATE_KEY, &k));
+        CK_MECHANISM mm = {i == 1 ? CKM_SHA256_RSA_PKCS : CKM_ECDSA_SHA256, NULL, 0};
+        sl = sizeof sig;
+        CU_ASSERT_EQUAL(tst_sign(h, &mm, k, "x", 1, sig, &sl), CKR_OK);
+    }
+    CU_ASSERT_FATAL(tst_find_one(h, "k3", CKO_SECRET_KEY, &k3));
+    CK_MECHANISM hm = {CKM_SHA256_HMAC, NULL, 0};
+    sl = sizeof sig;
+    CU_ASSERT_EQUAL(tst_sign(h, &hm, k3, "x", 1, sig, &sl), CKR_OK);
+    CU_ASSERT_FALSE(tst_log_has(&t, "ignored"));
+    tst_end(&t);
+}
+
+/* Another process changes the PIN while we are logged in. */
+static void test_pin_change_other_process(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE pub, k1, k2;
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("pin2", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, "k1", &pub, &k1) == CKR_OK);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+        CK_SESSION_HANDLE c;
+        if (p11->C_Initialize(&args) != CKR_OK || !tst_user_session(slot, &c))
+            _exit(1);
+        if (p11->C_SetPIN(c, (CK_UTF8CHAR_PTR)USER_PIN, 4, (CK_UTF8CHAR_PTR)"7777", 4) != CKR_OK)
+            _exit(2);
+        p11->C_Finalize(NULL);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* our loaded keys keep working; a listing does not lose them */
+    CU_ASSERT_EQUAL(tst_count(h, "k1", CKO_PRIVATE_KEY), 1);
+    CU_ASSERT_EQUAL(sign_once(h, k1), CKR_OK);
+    /* sealing a new key under the old data key is refused: log in again */
+    CU_ASSERT_EQUAL(tst_gen_ec(h, 256, true, "k2", &pub, &k2), CKR_USER_NOT_LOGGED_IN);
+    CU_ASSERT_EQUAL(p11->C_Logout(h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"7777", 4), CKR_OK);
+    CU_ASSERT_FATAL(tst_find_one(h, "k1", CKO_PRIVATE_KEY, &k1));
+    CU_ASSERT_EQUAL(sign_once(h, k1), CKR_OK);
+    CU_ASSERT_EQUAL(tst_gen_ec(h, 256, true, "k2", &pub, &k2), CKR_OK);
+    tst_end(&t);
+}
+
+static int child_worker(CK_SLOT_ID slot, int id, int n)
+{
+    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+    CK_SESSION_HANDLE h;
+    if (p11->C_Initialize(&args) != CKR_OK || !tst_user_session(slot, &h))
+        return 1;
+    for (int i = 0; i < n; i++) {
+        char label[32];
+        CK_OBJECT_HANDLE pub, priv;
+        snprintf(label, sizeof label, "p%d-%d", id, i);
+        if (tst_gen_ec(h, 256, true, label, &pub, &priv) != CKR_OK)
+            return 2;
+        if (sign_once(h, priv) != CKR_OK)
+            return 3;
+        if (tst_count(h, NULL, CKO_PRIVATE_KEY) < i + 1)
+            return 4;
+        /* churn: rename, and delete a temporary public object */
+        CK_ATTRIBUTE lab = {CKA_SUBJECT, label, strlen(label)};
+        if (p11->C_SetAttributeValue(h, priv, &lab, 1) != CKR_OK)
+            return 5;
+        if (p11->C_DestroyObject(h, pub) != CKR_OK)
+            return 6;
+    }
+    p11->C_Finalize(NULL);
+    return 0;
+}
+
+static void test_two_processes(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("shared", &slot));
+    p11->C_Finalize(NULL);
+    fflush(stdout);
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(child_worker(slot, i, 8));
+    }
+    for (int i = 0; i < 2; i++) {
+        int st = 0;
+        waitpid(pids[i], &st, 0);
+        CU_ASSERT(WIFEXITED(st));
+        CU_ASSERT_EQUAL(WEXITSTATUS(st), 0);
+    }
+    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+    CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_PRIVATE_KEY), 16);
+    CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_PUBLIC_KEY), 0);
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < 8; i++) {
+            char label[32];
+            CK_OBJECT_HANDLE k;
+            snprintf(label, sizeof label, "p%d-%d", p, i);
+            CU_ASSERT(tst_find_one(h, label, CKO_PRIVATE_KEY, &k) && sign_once(h, k) == CKR_OK);
+        }
+    CU_ASSERT_FALSE(tst_log_has(&t, "ignored"));
+    tst_end(&t);
+}
+
+/* Wrong PINs from two processes at once are all counted (the counter is
+ * read and written under the store lock). */
+static void test_concurrent_wrong_pins(void)
+{
+    for (unsigned max = 6; max <= 7; max++) {
+        tst_store t;
+        CK_SLOT_ID slot;
+        CK_SESSION_HANDLE h;
+        CU_ASSERT_FATAL(tst_begin(&t, max));
+        CU_ASSERT_FATAL(tst_init_token("count", &slot));
+        p11->C_Finalize(NULL);
+        fflush(stdout);
+        pid_t pids[2];
+        for (int i = 0; i < 2; i++) {
+            pids[i] = fork();
+            if (pids[i] == 0) {
+                CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+                CK_SESSION_HANDLE c;
+                if (p11->C_Initialize(&args) != CKR_OK ||
+                    p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &c) != CKR_OK)
+                    _exit(1);
+                for (int k = 0; k < 3; k++)
+                    if (p11->C_Login(c, CKU_USER, (CK_UTF8CHAR_PTR)"0000", 4) != CKR_PIN_INCORRECT)
+                        _exit(2);
+                _exit(0);
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            int st = 0;
+            waitpid(pids[i], &st, 0);
+            CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+        CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
+        CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+        /* 6 failures: locked at 6, one try left at 7 */
+        CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4),
+                        max == 6 ? CKR_PIN_LOCKED : CKR_OK);
+        tst_end(&t);
+    }
+}
+
+static bool try_login(CK_SLOT_ID slot, const char *pin, CK_SESSION_HANDLE *_h)
+{
+    if (p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, _h) != CKR_OK)
+        return false;
+    return p11->C_Login(*_h, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) == CKR_OK;
+}
+
+/* A process killed at any moment of C_SetPIN leaves a token that opens
+ * with the old PIN or the new one, with every key intact. */
+static void test_killed_during_set_pin(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE pub, priv;
+    enum { NKEYS = 12 };
+    CU_ASSERT_FATAL(tst_begin(&t, 50));
+    CU_ASSERT_FATAL(tst_init_token("crash", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    for (int i = 0; i < NKEYS; i++) {
+        char label[16];
+        snprintf(label, sizeof label, "c%d", i);
+        CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, label, &pub, &priv) == CKR_OK);
+    }
+    p11->C_Finalize(NULL);
+    char pin[16] = USER_PIN;
+    int old_won = 0, new_won = 0;
+    /* measure one uninterrupted change, then kill at points within it */
+    long full_us = 0;
+    for (int round = 0; round < 10; round++) {
+        char next[16];
+        snprintf(next, sizeof next, "%04d", 5000 + round);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+            CK_SESSION_HANDLE c;
+            if (p11->C_Initialize(&args) != CKR_OK || !try_login(slot, pin, &c))
+                _exit(1);
+            if (p11->C_SetPIN(c, (CK_UTF8CHAR_PTR)pin, strlen(pin), (CK_UTF8CHAR_PTR)next,
+                              strlen(next)) != CKR_OK)
+                _exit(2);
+            _exit(0);
+        }
+        if (round > 0) {
+            /* at once (before the change starts), then spread over the
+             * measured duration */
+            long at = full_us * (round - 1) / 9;
+            struct timespec d = {at / 1000000, (at % 1000000) * 1000};
+            if (at > 0)
+                nanosleep(&d, NULL);
+            kill(pid, SIGKILL);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (round == 0) {
+            CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+            full_us = (t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000;
+        }
+        CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+        CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
+        if (try_login(slot, next, &h)) {
+            new_won++;
+            snprintf(pin, sizeof pin, "%s", next);
+        } else if (try_login(slot, pin, &h)) {
+            old_won++;
+        } else {
+            CU_FAIL("neither the old nor the new PIN opens the token");
+            p11->C_Finalize(NULL);
+            break;
+        }
+        CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_PRIVATE_KEY), NKEYS);
+        for (int i = 0; i < NKEYS; i++) {
+            char label[16];
+            CK_OBJECT_HANDLE k;
+            snprintf(label, sizeof label, "c%d", i);
+            CU_ASSERT(tst_find_one(h, label, CKO_PRIVATE_KEY, &k) && sign_once(h, k) == CKR_OK);
+        }
+        p11->C_Finalize(NULL);
+    }
+    printf("(killed SetPIN: %d runs ended with the new PIN, %d with the old; full run %ld us) ",
+           new_won, old_won, full_us);
+    CU_ASSERT(new_won >= 1);
+    CU_ASSERT(old_won >= 1);
+    CU_ASSERT_FALSE(tst_log_has(&t, "ignored"));
+    CU_ASSERT_FATAL(tst_restart());
+    tst_end(&t);
+}
+
+int main(void)
+{
+    tst_load_module();
+    static const cu_test_case cases[] = {
+        {"wrong PIN until locked; count kept on disk; SO reset", test_wrong_pin_until_locked},
+        {"record with a flipped byte fails to load, named in the log", test_flipped_byte},
+        {"forged record (valid digest) and swapped record rejected", test_forged_and_swapped_record},
+        {"truncated records and leftover temp files", test_truncated_record},
+        {"store not writable: reads work, writes fail cleanly", test_unwritable_store},
+        {"PIN changed while another session is open", test_pin_change_other_session},
+        {"PIN changed by another process", test_pin_change_other_process},
+        {"two processes on one store", test_two_processes},
+        {"wrong PINs from two processes all counted", test_concurrent_wrong_pins},
+        {"process killed during C_SetPIN", test_killed_during_set_pin},
+        {NULL, NULL},
+    };
+    if (cu_test_add_suite("soft_faults", NULL, NULL, cases) != 0)
+        return 2;
+    return cu_test_run();
+}

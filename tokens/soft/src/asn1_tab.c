@@ -1,0 +1,50 @@
+#if HAVE_CONFIG_H
+# include "config.h"
+#endif
+
+#include <libtasn1.h>
+
+const asn1_static_node cs_asn1_tab[] = {
+  { "CustosSoft", 536875024, NULL },
+  { NULL, 1073741836, NULL },
+  { "Attribute", 1610612741, NULL },
+  { "type", 1073741827, NULL },
+  { "value", 2, "AttributeValue"},
+  { "AttributeValue", 1610612754, NULL },
+  { "bool", 1073741828, NULL },
+  { "ulong", 1073741827, NULL },
+  { "bytes", 7, NULL },
+  { "SealedValue", 1610612741, NULL },
+  { "generation", 1073741827, NULL },
+  { "nonce", 1073741831, NULL },
+  { "ciphertext", 1073741831, NULL },
+  { "tag", 7, NULL },
+  { "ObjectHeader", 1610612741, NULL },
+  { "tokenSerial", 1073741831, NULL },
+  { "objectId", 1073741831, NULL },
+  { "attributes", 536870923, NULL },
+  { NULL, 2, "Attribute"},
+  { "ObjectRecord", 1610612741, NULL },
+  { "version", 1073741827, NULL },
+  { "header", 1073741826, "ObjectHeader"},
+  { "secret", 1610637314, "SealedValue"},
+  { NULL, 4104, "0"},
+  { "digest", 7, NULL },
+  { "PinSlot", 1610612741, NULL },
+  { "salt", 1073741831, NULL },
+  { "iterations", 1073741827, NULL },
+  { "failures", 1073741827, NULL },
+  { "keys", 536870923, NULL },
+  { NULL, 2, "SealedValue"},
+  { "TokenRecord", 536870917, NULL },
+  { "version", 1073741827, NULL },
+  { "serial", 1073741831, NULL },
+  { "label", 1073741831, NULL },
+  { "maxAttempts", 1073741827, NULL },
+  { "generation", 1073741827, NULL },
+  { "so", 1073741826, "PinSlot"},
+  { "user", 1610637314, "PinSlot"},
+  { NULL, 4104, "0"},
+  { "digest", 7, NULL },
+  { NULL, 0, NULL }
+};
