@@ -7,6 +7,9 @@
 #include <custos/token.h>
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ec.h>
+#include <openssl/rsa.h>
 #include <p11-kit/pkcs11.h>
 #include <pthread.h>
 #include <spawn.h>
@@ -22,8 +25,8 @@ extern char **environ;
 
 int cu_cmd_bench(int argc, char **argv);
 
-typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE__N } mode;
-static const char *mode_names[MODE__N] = {"custos", "raw-C_Sign", "raw-C_Sign-copy"};
+typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE__N } mode;
+static const char *mode_names[MODE__N] = {"custos", "raw-C_Sign", "raw-C_Sign-copy", "openssl-software"};
 
 typedef struct bench {
     cu_object *key;
@@ -34,6 +37,8 @@ typedef struct bench {
     uint8_t raw_in[64 + 19];
     size_t raw_in_len;
     CK_OBJECT_HANDLE raw_handle;
+    EVP_PKEY *soft_key;  /* the software twin (same type and size), the ceiling */
+    uint8_t hmac_key[32];
     double seconds;
     mode m;
     atomic_bool failed;
@@ -58,10 +63,63 @@ static void fail(bench *b, const char *msg)
         snprintf(b->err, sizeof b->err, "%s", msg);
 }
 
+/* The ceiling: the same operation with a key in memory, OpenSSL's default
+ * provider, one context per thread. */
+static void run_software(worker *w)
+{
+    bench *b = w->b;
+    uint8_t sig[1024];
+    double end = now() + b->seconds;
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_MAC *mac = NULL;
+    EVP_MAC_CTX *mctx = NULL;
+    if (b->sig.alg == CU_SIG_HMAC) {
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0), OSSL_PARAM_construct_end()};
+        mac = EVP_MAC_fetch(NULL, "HMAC", "provider=default");
+        mctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+        if (mctx == NULL || !EVP_MAC_CTX_set_params(mctx, params)) {
+            fail(b, "cannot set up a software HMAC");
+            goto out;
+        }
+    } else {
+        pctx = EVP_PKEY_CTX_new_from_pkey(NULL, b->soft_key, "provider=default");
+        if (pctx == NULL || EVP_PKEY_sign_init(pctx) <= 0 ||
+            EVP_PKEY_CTX_set_signature_md(pctx, EVP_sha256()) <= 0 ||
+            (b->sig.alg == CU_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) <= 0)) {
+            fail(b, "cannot set up a software signature");
+            goto out;
+        }
+    }
+    while (!atomic_load(&b->failed)) {
+        for (int i = 0; i < 16; i++) {
+            size_t len = sizeof sig;
+            int ok = mctx ? EVP_MAC_init(mctx, b->hmac_key, sizeof b->hmac_key, NULL) &&
+                                EVP_MAC_update(mctx, b->input, b->input_len) &&
+                                EVP_MAC_final(mctx, sig, &len, sizeof sig)
+                          : EVP_PKEY_sign(pctx, sig, &len, b->input, b->input_len) > 0;
+            if (!ok) {
+                fail(b, "software signature failed");
+                break;
+            }
+            w->count++;
+        }
+        if (now() >= end)
+            break;
+    }
+out:
+    EVP_PKEY_CTX_free(pctx);
+    EVP_MAC_CTX_free(mctx);
+    EVP_MAC_free(mac);
+}
+
 static void *run_worker(void *p)
 {
     worker *w = p;
     bench *b = w->b;
+    if (b->m == MODE_SOFT) {
+        run_software(w);
+        return NULL;
+    }
     uint8_t sig[1024];
     double end = now() + b->seconds;
     CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(cu_object_get0_token(b->key)));
@@ -219,7 +277,8 @@ static int bench_sign(int argc, char **argv)
                "Signatures per second with the key the URI names (EC: ECDSA over a SHA-256\n"
                "digest; RSA: PKCS#1 v1.5 SHA-256; HMAC: HMAC-SHA256 of 64 bytes), through\n"
                "the token layer and, in the same run, through a raw C_SignInit+C_Sign loop\n"
-               "on the token object and on a session copy of it. T threads per process;\n"
+               "on the token object and on a session copy of it, and with a software key\n"
+               "of the same type in OpenSSL (the ceiling). T threads per process;\n"
                "P processes (each its own copy of this command), rates summed.\n");
         return CU_EXIT_OK;
     }
@@ -305,6 +364,17 @@ static int bench_sign(int argc, char **argv)
             f->C_CloseSession(keep);
         }
     }
+    if (!layer_only && rate[MODE_LAYER] > 0) {
+        bool ok = true;
+        if (b->sig.alg == CU_SIG_ECDSA)
+            ok = (b->soft_key = EVP_EC_gen(cu_object_bits(key) == 384 ? "P-384" : "P-256")) != NULL;
+        else if (b->sig.alg == CU_SIG_RSA_PKCS1)
+            ok = (b->soft_key = EVP_RSA_gen(cu_object_bits(key) ? cu_object_bits(key) : 2048)) != NULL;
+        else
+            ok = RAND_bytes(b->hmac_key, sizeof b->hmac_key) == 1;
+        if (ok)
+            rate[MODE_SOFT] = run_mode(b, MODE_SOFT, threads);
+    }
     if (atomic_load(&b->failed)) {
         rc = cu_cli_fail("benchmark failed: %s", b->err);
         goto out;
@@ -331,10 +401,16 @@ static int bench_sign(int argc, char **argv)
             printf("  custos / raw C_Sign: %.3f", rate[MODE_LAYER] / rate[MODE_RAW]);
         if (rate[MODE_COPY] > 0)
             printf("   custos / raw C_Sign on a session copy: %.3f", rate[MODE_LAYER] / rate[MODE_COPY]);
+        if (rate[MODE_SOFT] > 0)
+            printf("   custos / software key: %.3f", rate[MODE_LAYER] / rate[MODE_SOFT]);
         printf("\n");
     }
 out:
     cu_object_free(key);
+    if (b != NULL) {
+        EVP_PKEY_free(b->soft_key);
+        OPENSSL_cleanse(b->hmac_key, sizeof b->hmac_key);
+    }
     free(b);
     cu_tok_target_free(&t);
     return rc;

@@ -88,6 +88,8 @@ void cu__session_put(cu_token *t, CK_SESSION_HANDLE s);
 /* Drops a session that the module reported invalid. */
 void cu__session_drop(cu_token *t, CK_SESSION_HANDLE s);
 bool cu__token_has_mech(const cu_token *t, CK_MECHANISM_TYPE m);
+/* Logs in again with the PIN kept for that purpose (the token lost the login). */
+cu_rc cu__token_relogin(cu_token *t);
 
 /* Describes a token for messages: "token 'L' (serial S)". */
 const char *cu__token_name(const cu_token *t, char *buf, size_t len);

@@ -177,7 +177,7 @@ static cu_rc sign_raw(cu_object *key, CK_MECHANISM *mech, const uint8_t *in, siz
             pthread_mutex_unlock(&key->lock);
             continue;
         }
-        if (rv == CKR_USER_NOT_LOGGED_IN && t->pin != NULL && attempt == 0 && cu_token_login(t, t->pin) == CU_OK)
+        if (rv == CKR_USER_NOT_LOGGED_IN && attempt == 0 && cu__token_relogin(t) == CU_OK)
             continue;
         cu_rc mapped = cu_rc_from_ckr(rv);
         if (rv == CKR_USER_NOT_LOGGED_IN)

@@ -343,6 +343,14 @@ cu_rc cu_token_login(cu_token *t, const char *pin)
     return rc;
 }
 
+cu_rc cu__token_relogin(cu_token *t)
+{
+    pthread_mutex_lock(&t->lock);
+    cu_rc rc = t->pin ? login_on(t, t->keeper, t->pin) : cu_err_set(CU_E_PIN_MISSING, "no PIN to log in again");
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
 cu_rc cu_token_set_pin(cu_token *t, const char *old_pin, const char *new_pin)
 {
     char name[96];
