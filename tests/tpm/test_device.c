@@ -17,6 +17,8 @@
 #include <custos/tpmdev.h>
 
 #include <openssl/evp.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tctildr.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -577,6 +579,61 @@ static void test_engine_blob(void)
     CU_ASSERT_EQUAL(cu_tpmdev_open(tcti, &o, &dev), CU_E_INVALID_ARG);
 }
 
+/* Sets the owner and endorsement passwords of the TPM at t (old -> new). */
+static int change_hierarchy_auth(const char *t, const char *old, const char *new)
+{
+    TSS2_TCTI_CONTEXT *tc = NULL;
+    ESYS_CONTEXT *e = NULL;
+    int ok = Tss2_TctiLdr_Initialize(t, &tc) == TSS2_RC_SUCCESS &&
+             Esys_Initialize(&e, tc, NULL) == TSS2_RC_SUCCESS;
+    ESYS_TR hs[2] = {ESYS_TR_RH_OWNER, ESYS_TR_RH_ENDORSEMENT};
+    for (int i = 0; ok && i < 2; i++) {
+        TPM2B_AUTH a = {.size = (UINT16)strlen(old)}, n = {.size = (UINT16)strlen(new)};
+        memcpy(a.buffer, old, a.size);
+        memcpy(n.buffer, new, n.size);
+        ok = Esys_TR_SetAuth(e, hs[i], &a) == TSS2_RC_SUCCESS &&
+             Esys_HierarchyChangeAuth(e, hs[i], ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &n) ==
+                 TSS2_RC_SUCCESS;
+    }
+    if (e != NULL)
+        Esys_Finalize(&e);
+    if (tc != NULL)
+        Tss2_TctiLdr_Finalize(&tc);
+    return ok;
+}
+
+/* A TPM whose owner set hierarchy passwords: refused without them (the
+ * EK's PolicySecret needs the endorsement password), imported with them. */
+static void test_hierarchy_auth(void)
+{
+    uint8_t key[32];
+    RAND_bytes(key, sizeof key);
+    size_t len = 0;
+    uint8_t *blob = challenge_for(tcti_other, key, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
+    CU_ASSERT_FATAL(change_hierarchy_auth(tcti_other, "", "hier-secret"));
+    cu_tpmdev *dev = open_dev(tcti_other, CU_TPMDEV_EK_RSA, 0);
+    CU_ASSERT_EQUAL(cu_tpmdev_import_blob_raw(dev, blob, len), CU_E_TOKEN);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "Esys_PolicySecret"));
+    printf("\n    without the password: %s\n", cu_err_last()->msg);
+    cu_tpmdev_close(dev);
+    cu_tpmdev_opts o = {.ek = CU_TPMDEV_EK_RSA,
+                        .owner_auth = (const uint8_t *)"hier-secret", .owner_auth_len = 11,
+                        .endorsement_auth = (const uint8_t *)"hier-secret",
+                        .endorsement_auth_len = 11};
+    dev = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_tpmdev_open(tcti_other, &o, &dev), CU_OK);
+    CHECK_RC(cu_tpmdev_import_blob_raw(dev, blob, len), CU_OK);
+    uint8_t mac[32], want[32];
+    CHECK_RC(cu_tpmdev_hmac(dev, (const uint8_t *)"x", 1, mac), CU_OK);
+    EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, 32, (const uint8_t *)"x", 1, want, 32,
+              NULL);
+    CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
+    cu_tpmdev_close(dev);
+    CU_ASSERT(change_hierarchy_auth(tcti_other, "hier-secret", ""));
+    free(blob);
+}
+
 static const cu_test_case cases[] = {
     {"identity is stable and what the service expects", test_identity_stable},
     {"register: RSA EK, challenge, import, TPM SAS, verify, 2nd blob", test_register_rsa},
@@ -589,6 +646,7 @@ static const cu_test_case cases[] = {
     {"tpm2-pkcs11 token shares the swtpm", test_shared_with_token},
     {"interop: the engine's own challenge blob (custos/tpm.h)", test_engine_blob},
     {"no TPM / bad options", test_bad_tcti},
+    {"owner and endorsement passwords", test_hierarchy_auth},
     {"EK certificate from NV, chain to the manufacturer root", test_ek_cert},
     {NULL, NULL},
 };

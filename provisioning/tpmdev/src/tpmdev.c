@@ -101,6 +101,34 @@ cu_rc cu_tpmdev_open(const char *tcti, const cu_tpmdev_opts *opts, cu_tpmdev **_
         rc = tss_fail(dev, r, "Esys_Startup");
         goto fail;
     }
+    /* Hierarchy passwords, if any (ESYS uses them in password sessions). */
+    if (opts != NULL && (opts->owner_auth_len > 0 || opts->endorsement_auth_len > 0)) {
+        struct {
+            ESYS_TR h;
+            const uint8_t *v;
+            size_t n;
+        } a[2] = {{ESYS_TR_RH_OWNER, opts->owner_auth, opts->owner_auth_len},
+                  {ESYS_TR_RH_ENDORSEMENT, opts->endorsement_auth, opts->endorsement_auth_len}};
+        for (int i = 0; i < 2; i++) {
+            if (a[i].n == 0)
+                continue;
+            TPM2B_AUTH auth = {0};
+            if (a[i].v == NULL || a[i].n > sizeof auth.buffer) {
+                rc = cu_err_set(CU_E_INVALID_ARG, "hierarchy authorization of %zu bytes (1..%zu)",
+                                a[i].n, sizeof auth.buffer);
+                goto fail;
+            }
+            auth.size = (UINT16)a[i].n;
+            memcpy(auth.buffer, a[i].v, a[i].n);
+            r = Esys_TR_SetAuth(dev->esys, a[i].h, &auth);
+            OPENSSL_cleanse(&auth, sizeof auth);
+            if (r != TSS2_RC_SUCCESS) {
+                rc = tss_fail(dev, r, "Esys_TR_SetAuth");
+                goto fail;
+            }
+        }
+    }
+    dev->opts.owner_auth = dev->opts.endorsement_auth = NULL; /* not kept: ESYS holds them */
     dev->last = 0;
     *_out = dev;
     return CU_OK;

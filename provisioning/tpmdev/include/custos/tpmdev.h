@@ -62,6 +62,15 @@ typedef struct cu_tpmdev_opts {
      * service may not take (it expects RSA-2048): such a device can keep its
      * DPS SRK (RSA-2048, created here if missing) at another handle. */
     uint32_t srk_handle;
+    /* Authorization values of the owner and endorsement hierarchies when the
+     * TPM's owner set them (NULL / 0: empty, as the device SDKs assume):
+     * the owner's for creating and persisting the SRK, EK and key, the
+     * endorsement's for creating the EK and for the EK's PolicySecret. At
+     * most 64 bytes each; handed to the ESYS context at open. */
+    const uint8_t *owner_auth;
+    size_t owner_auth_len;
+    const uint8_t *endorsement_auth;
+    size_t endorsement_auth_len;
 } cu_tpmdev_opts;
 
 typedef struct cu_tpmdev cu_tpmdev;
