@@ -2,6 +2,7 @@
  * same EK and registration id twice in a row, JSON that parses and agrees
  * with the library, usage errors. CU_TPM_IDENTITY_BIN is the command. */
 #include "cu_test.h"
+#include "fixture_child.h"
 
 #include <custos/fixture.h>
 #include <custos/tpmsvc.h>
@@ -21,11 +22,8 @@ static int suite_init(void)
     base = cu_test_mkdtemp("tpmcli");
     char d[512];
     snprintf(d, sizeof d, "%s/tok", base);
-    if (base == NULL || cu_fixture_create(CU_FIXTURE_TPM2, d, "cli-tpm", "so-pin-1", "user-pin-1",
-                                          NULL, &fx) != CU_OK) {
-        fprintf(stderr, "fixture: %s\n", cu_err_last()->msg);
+    if (base == NULL || (fx = fixture_in_child(d, "cli-tpm")) == NULL)
         return -1;
-    }
     snprintf(tcti, sizeof tcti, "swtpm:host=127.0.0.1,port=%d", cu_fixture_tpm_port(fx));
     return 0;
 }
