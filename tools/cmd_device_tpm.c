@@ -18,7 +18,8 @@ int cu_cmd_device_tpm_identity(int argc, char **argv);
 
 static void usage(FILE *f)
 {
-    fputs("usage: custos device tpm-identity [--tcti TCTI | --dir TOKEN_DIR] [--ek rsa|ecc] [--json]\n\n"
+    fputs("usage: custos device tpm-identity [--tcti TCTI | --dir TOKEN_DIR] [--ek rsa|ecc] "
+          "[--json]\n\n"
           "Prints the TPM's endorsement key as an individual enrollment takes it\n"
           "(attestation.tpm.endorsementKey: base64 of the marshalled TPM2B_PUBLIC) and\n"
           "the default registration id (lower-case base32 of SHA-256 of that key), so\n"

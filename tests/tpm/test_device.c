@@ -148,7 +148,8 @@ static void register_once(const char *t, cu_tpmdev_ek_kind kind, uint32_t srk_ha
     cu_tpmsvc_pub *ekp = NULL, *srkp = NULL;
     CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(ek, &ekp), CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(srk, &srkp), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build_b64(ekp, srkp, hub, sizeof hub, NULL, &blob2), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build_b64(ekp, srkp, hub, sizeof hub, NULL, &blob2),
+                          CU_OK);
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_import_blob(dev, blob2), CU_OK);
     static const uint8_t msg[] = "myhub.azure-devices.net/devices/dev1\n1999999999";
     CHECK_RC(cu_tpmdev_hmac(dev, msg, sizeof msg - 1, mac), CU_OK);
@@ -190,7 +191,8 @@ static void test_identity_stable(void)
     /* tpm2-pkcs11 made its primary at 0x81000001 first (ECC P-256, 0x00030072,
      * no noDA): the device uses it as its SRK; on a bare TPM ours (RSA-2048,
      * 0x00030472). Either way a restricted decryption key custos_tpm takes. */
-    CU_ASSERT(cu_tpmsvc_pub_attributes(s) == 0x00030072 || cu_tpmsvc_pub_attributes(s) == 0x00030472);
+    CU_ASSERT(cu_tpmsvc_pub_attributes(s) == 0x00030072 ||
+              cu_tpmsvc_pub_attributes(s) == 0x00030472);
     char id3[CU_TPM_REGID_LEN + 1];
     CU_ASSERT_EQUAL(cu_tpmsvc_registration_id(e, id3), CU_OK);
     CU_ASSERT_STRING_EQUAL(id1, id3);
@@ -510,8 +512,8 @@ static void test_key_sizes(void)
         CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build(e, s, key, sizes[i], NULL, &blob, &bl), CU_OK);
         CHECK_RC(cu_tpmdev_import_blob_raw(dev, blob, bl), CU_OK);
         CHECK_RC(cu_tpmdev_hmac(dev, (const uint8_t *)"m", 1, mac), CU_OK);
-        EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, sizes[i], (const uint8_t *)"m", 1,
-                  want, 32, NULL);
+        EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, sizes[i], (const uint8_t *)"m", 1, want,
+                  32, NULL);
         CU_ASSERT_EQUAL(memcmp(mac, want, 32), 0);
         free(blob);
         blob = NULL;

@@ -116,7 +116,7 @@ static void test_kdfa(void)
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         uint8_t mine[65], ref[65], ctx[8];
         CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, key, 32, "STORAGE", u, sizeof u, v,
-                                          sizeof v, sizes[i], mine),
+                                             sizeof v, sizes[i], mine),
                               CU_OK);
         memcpy(ctx, u, sizeof u);
         memcpy(ctx + sizeof u, v, sizeof v);
@@ -341,9 +341,9 @@ static void test_credential_rsa_exact(void)
     cu_tpmsvc_pub *ek = soft_ek(k);
     uint8_t *io = NULL, *es = NULL;
     size_t io_len = 0, es_len = 0;
-    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_make_credential(ek, name, nn, secret, sn, &opts, &io, &io_len, &es,
-                                                 &es_len),
-                          CU_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        cu_tpmsvc_make_credential(ek, name, nn, secret, sn, &opts, &io, &io_len, &es, &es_len),
+        CU_OK);
     CU_ASSERT_EQUAL(io_len, 54);
     CU_ASSERT_EQUAL(es_len, 258);
     CU_ASSERT_EQUAL(memcmp(io, idobj, 54), 0);
@@ -354,10 +354,12 @@ static void test_credential_rsa_exact(void)
     free(io);
     free(es);
     uint8_t big[33] = {0};
-    CU_ASSERT_EQUAL(cu_tpmsvc_make_credential(ek, name, nn, big, 33, NULL, &io, &io_len, &es, &es_len),
-                    CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpmsvc_make_credential(ek, name, 0, big, 16, NULL, &io, &io_len, &es, &es_len),
-                    CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(
+        cu_tpmsvc_make_credential(ek, name, nn, big, 33, NULL, &io, &io_len, &es, &es_len),
+        CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(
+        cu_tpmsvc_make_credential(ek, name, 0, big, 16, NULL, &io, &io_len, &es, &es_len),
+        CU_E_INVALID_ARG);
     cu_tpmsvc_pub_free(ek);
     EVP_PKEY_free(k);
     free(cred);
@@ -392,10 +394,13 @@ static int ecc_activate(EVP_PKEY *k, const cu_tpmsvc_pub *ek, const uint8_t *nam
     EVP_PKEY_free(eph);
     EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, ekx, sizeof ekx, &ekl);
     (void)ek;
-    if (!ok || cu_tpmsvc_kdfe(CU_TPM_ALG_SHA256, z, 32, "IDENTITY", encsec + 4, 32, ekx + 1, 32, 256,
-                           seed) != CU_OK ||
-        cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, seed, 32, "STORAGE", name, nn, NULL, 0, 128, sym) != CU_OK ||
-        cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, seed, 32, "INTEGRITY", NULL, 0, NULL, 0, 256, hk) != CU_OK)
+    if (!ok ||
+        cu_tpmsvc_kdfe(CU_TPM_ALG_SHA256, z, 32, "IDENTITY", encsec + 4, 32, ekx + 1, 32, 256,
+                       seed) != CU_OK ||
+        cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, seed, 32, "STORAGE", name, nn, NULL, 0, 128, sym) !=
+            CU_OK ||
+        cu_tpmsvc_kdfa(CU_TPM_ALG_SHA256, seed, 32, "INTEGRITY", NULL, 0, NULL, 0, 256, hk) !=
+            CU_OK)
         return -1;
     /* idobj: size, TPM2B hmac (32), encIdentity */
     const uint8_t *enc = idobj + 2 + 2 + 32;
@@ -483,7 +488,8 @@ static void check_blob(const char *kind)
     cu_tpmsvc_blob_opts opts = {.rng = kat_rng_fill, .rng_ctx = &rng};
     uint8_t *blob = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build(ek, srk, key, sizeof key, &opts, &blob, &len), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_blob_build(ek, srk, key, sizeof key, &opts, &blob, &len),
+                          CU_OK);
     CU_ASSERT_EQUAL(len, bn);
     CU_ASSERT(len == bn && memcmp(blob, want, len) == 0);
 
@@ -521,8 +527,14 @@ static void check_blob(const char *kind)
     cu_tpmsvc_pub_free(ek);
     cu_tpmsvc_pub_free(srk);
 }
-static void test_blob_rsa(void) { check_blob("rsa"); }
-static void test_blob_ecc(void) { check_blob("ecc"); }
+static void test_blob_rsa(void)
+{
+    check_blob("rsa");
+}
+static void test_blob_ecc(void)
+{
+    check_blob("ecc");
+}
 static void test_blob_ecc_srk(void) { check_blob("rsa-eccsrk"); }
 
 static void test_blob_split_refuses(void)
@@ -628,8 +640,8 @@ static void test_pending(void)
         key[i] = (uint8_t)(i * 3);
     const time_t t0 = 1900000000;
     char *sealed = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_challenge_seal(kr, "0ne00AB", "Dev-1", ek, t0 + 300, key, &sealed),
-                          CU_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        cu_tpmsvc_challenge_seal(kr, "0ne00AB", "Dev-1", ek, t0 + 300, key, &sealed), CU_OK);
     CU_ASSERT_EQUAL(strncmp(sealed, "tpmc1:1900000300:cw1:", 21), 0);
     CU_ASSERT_PTR_NULL(strstr(sealed, "AAECAwQF")); /* no plaintext key */
     /* Opens for the same scope/id (any case) and EK, before expiry. */

@@ -31,10 +31,10 @@ static cu_rc outer_wrap(const cu_tpmsvc_pub *protector, const uint8_t *seed, siz
     if (enc == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
     if ((rc = cu_tpmsvc_kdfa(alg, seed, seed_len, "STORAGE", name, name_len, NULL, 0,
-                          protector->sym_bits, sym)) ||
+                             protector->sym_bits, sym)) ||
         (rc = cu_tpmsvc__aes_cfb(sym, protector->sym_bits, true, in, in_len, enc)) ||
         (rc = cu_tpmsvc_kdfa(alg, seed, seed_len, "INTEGRITY", NULL, 0, NULL, 0, (unsigned)hlen * 8,
-                          hkey)) ||
+                             hkey)) ||
         (rc = cu_tpmsvc__hmac2(alg, hkey, hlen, enc, in_len, name, name_len, mac, NULL)))
         goto cleanup;
     cu_tpmsvc__wr_u16(w, (uint16_t)(2 + hlen + in_len));
@@ -62,10 +62,10 @@ static cu_rc check_protector(const cu_tpmsvc_pub *p, const char *who)
 }
 
 cu_rc cu_tpmsvc_make_credential(const cu_tpmsvc_pub *ek, const uint8_t *name, size_t name_len,
-                             const uint8_t *credential, size_t credential_len,
-                             const cu_tpmsvc_blob_opts *opts, uint8_t **_id_object,
-                             size_t *_id_object_len, uint8_t **_enc_secret,
-                             size_t *_enc_secret_len)
+                                const uint8_t *credential, size_t credential_len,
+                                const cu_tpmsvc_blob_opts *opts, uint8_t **_id_object,
+                                size_t *_id_object_len, uint8_t **_enc_secret,
+                                size_t *_enc_secret_len)
 {
     cu_rc rc = CU_OK;
     uint8_t seed[EVP_MAX_MD_SIZE], plain[2 + EVP_MAX_MD_SIZE];
@@ -83,7 +83,8 @@ cu_rc cu_tpmsvc_make_credential(const cu_tpmsvc_pub *ek, const uint8_t *name, si
     if (credential_len == 0 || credential_len > hlen)
         return cu_err_set(CU_E_INVALID_ARG, "credential of %zu bytes (1..%zu)", credential_len,
                           hlen);
-    if ((rc = cu_tpmsvc_share_secret(ek, "IDENTITY", opts, seed, &seed_len, &enc, &enc_len)) != CU_OK)
+    if ((rc = cu_tpmsvc_share_secret(ek, "IDENTITY", opts, seed, &seed_len, &enc, &enc_len)) !=
+        CU_OK)
         goto cleanup;
     /* The credential as a TPM2B_DIGEST. */
     plain[0] = (uint8_t)(credential_len >> 8);
@@ -153,8 +154,8 @@ static cu_rc key_object(const uint8_t *key, size_t key_len, const uint8_t seed_v
 }
 
 cu_rc cu_tpmsvc_blob_build(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
-                        size_t key_len, const cu_tpmsvc_blob_opts *opts, uint8_t **_blob,
-                        size_t *_blob_len)
+                           size_t key_len, const cu_tpmsvc_blob_opts *opts, uint8_t **_blob,
+                           size_t *_blob_len)
 {
     cu_rc rc = CU_OK;
     uint8_t seed_value[32], w_key[INNER_KEY_LEN], seed[EVP_MAX_MD_SIZE];
@@ -190,8 +191,8 @@ cu_rc cu_tpmsvc_blob_build(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, co
         goto cleanup;
 
     /* 3. the credential W to the EK, bound to the SRK's Name. */
-    if ((rc = cu_tpmsvc_make_credential(ek, srk_name, srk_name_len, w_key, sizeof w_key, opts, &idobj,
-                                     &idobj_len, &encsec, &encsec_len)) != CU_OK)
+    if ((rc = cu_tpmsvc_make_credential(ek, srk_name, srk_name_len, w_key, sizeof w_key, opts,
+                                        &idobj, &idobj_len, &encsec, &encsec_len)) != CU_OK)
         goto cleanup;
 
     /* 4. inner wrapper: TPM2B(H(sensitive || Name)) || sensitive, AES-CFB(W). */
@@ -215,7 +216,7 @@ cu_rc cu_tpmsvc_blob_build(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, co
 
     /* 5. outer wrapper to the SRK. */
     if ((rc = cu_tpmsvc_share_secret(srk, "DUPLICATE", opts, seed, &seed_len, &symseed,
-                                  &symseed_len)) != CU_OK)
+                                     &symseed_len)) != CU_OK)
         goto cleanup;
     size_t dup_cap = 2 + 2 + EVP_MAX_MD_SIZE + plain_len;
     if ((dup = malloc(dup_cap)) == NULL) {
@@ -260,8 +261,9 @@ cleanup:
     return rc;
 }
 
-cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
-                            size_t key_len, const cu_tpmsvc_blob_opts *opts, char **_b64)
+cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk,
+                               const uint8_t *key, size_t key_len, const cu_tpmsvc_blob_opts *opts,
+                               char **_b64)
 {
     uint8_t *blob = NULL;
     size_t len = 0;
@@ -279,9 +281,8 @@ cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk
 
 cu_rc cu_tpmsvc_blob_split(const uint8_t *blob, size_t len, cu_tpmsvc_blob_fields *_f)
 {
-    static const char *const names[6] = {"credential blob",  "encrypted secret",
-                                         "duplicate",        "encrypted seed",
-                                         "key public area",  "encUriData"};
+    static const char *const names[6] = {"credential blob", "encrypted secret", "duplicate",
+                                         "encrypted seed",  "key public area",  "encUriData"};
     const uint8_t **ptr[6];
     size_t *lens[6];
     if (blob == NULL || _f == NULL)
@@ -312,8 +313,9 @@ cu_rc cu_tpmsvc_blob_split(const uint8_t *blob, size_t len, cu_tpmsvc_blob_field
     return CU_OK;
 }
 
-cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpmsvc_blob_opts *opts,
-                           uint8_t key[CU_TPM_ID_KEY_LEN], char **_blob_b64)
+cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64,
+                              const cu_tpmsvc_blob_opts *opts, uint8_t key[CU_TPM_ID_KEY_LEN],
+                              char **_blob_b64)
 {
     cu_rc rc = CU_OK;
     cu_tpmsvc_pub *ek = NULL, *srk = NULL;

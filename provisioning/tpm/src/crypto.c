@@ -37,7 +37,7 @@ cu_rc cu_tpmsvc__random(const cu_tpmsvc_blob_opts *opts, uint8_t *buf, size_t le
 }
 
 cu_rc cu_tpmsvc__aes_cfb(const uint8_t *key, unsigned key_bits, bool encrypt, const uint8_t *in,
-                      size_t len, uint8_t *out)
+                         size_t len, uint8_t *out)
 {
     static const uint8_t iv[16];
     const EVP_CIPHER *c = key_bits == 128   ? EVP_aes_128_cfb128()
@@ -56,7 +56,7 @@ cu_rc cu_tpmsvc__aes_cfb(const uint8_t *key, unsigned key_bits, bool encrypt, co
 }
 
 cu_rc cu_tpmsvc__hmac2(uint16_t hash_alg, const uint8_t *key, size_t key_len, const uint8_t *a,
-                    size_t a_len, const uint8_t *b, size_t b_len, uint8_t *out, size_t *_out_len)
+                       size_t a_len, const uint8_t *b, size_t b_len, uint8_t *out, size_t *_out_len)
 {
     const EVP_MD *md = cu_tpmsvc__md(hash_alg);
     if (md == NULL)
@@ -89,8 +89,8 @@ static void put_u32(uint8_t *b, uint32_t v)
 }
 
 cu_rc cu_tpmsvc_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const char *label,
-                  const uint8_t *ctx_u, size_t ctx_u_len, const uint8_t *ctx_v, size_t ctx_v_len,
-                  unsigned bits, uint8_t *out)
+                     const uint8_t *ctx_u, size_t ctx_u_len, const uint8_t *ctx_v, size_t ctx_v_len,
+                     unsigned bits, uint8_t *out)
 {
     const EVP_MD *md = cu_tpmsvc__md(hash_alg);
     if (md == NULL || label == NULL || out == NULL || bits == 0 || bits % 8 != 0 ||
@@ -130,8 +130,8 @@ cu_rc cu_tpmsvc_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, cons
 }
 
 cu_rc cu_tpmsvc_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char *label,
-                  const uint8_t *party_u, size_t party_u_len, const uint8_t *party_v,
-                  size_t party_v_len, unsigned bits, uint8_t *out)
+                     const uint8_t *party_u, size_t party_u_len, const uint8_t *party_v,
+                     size_t party_v_len, unsigned bits, uint8_t *out)
 {
     const EVP_MD *md = cu_tpmsvc__md(hash_alg);
     if (md == NULL || z == NULL || label == NULL || out == NULL || bits == 0 || bits % 8 != 0)

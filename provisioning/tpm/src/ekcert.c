@@ -44,8 +44,8 @@ static X509 *read_cert(const uint8_t *buf, size_t len)
 }
 
 cu_rc cu_tpmsvc_ekcert_verify(const cu_tpmsvc_pub *ek, const uint8_t *cert, size_t cert_len,
-                           const char *roots_file, const char *roots_dir,
-                           const char *intermediates_file)
+                              const char *roots_file, const char *roots_dir,
+                              const char *intermediates_file)
 {
     cu_rc rc = CU_OK;
     X509 *x = NULL;

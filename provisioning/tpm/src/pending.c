@@ -51,8 +51,8 @@ static bool bad_id(const char *s)
 }
 
 cu_rc cu_tpmsvc_challenge_seal(cu_keyring *kr, const char *id_scope, const char *registration_id,
-                            const char *ek_b64, uint64_t expires,
-                            const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed)
+                               const char *ek_b64, uint64_t expires,
+                               const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed)
 {
     char *aad = NULL, *wrapped = NULL;
     if (_sealed == NULL)
@@ -73,8 +73,8 @@ cu_rc cu_tpmsvc_challenge_seal(cu_keyring *kr, const char *id_scope, const char 
 }
 
 cu_rc cu_tpmsvc_challenge_open(cu_keyring *kr, const char *id_scope, const char *registration_id,
-                            const char *ek_b64, time_t now, const char *sealed,
-                            uint8_t key[CU_TPM_ID_KEY_LEN])
+                               const char *ek_b64, time_t now, const char *sealed,
+                               uint8_t key[CU_TPM_ID_KEY_LEN])
 {
     char *aad = NULL, *end = NULL;
     uint8_t *k = NULL;
@@ -98,7 +98,7 @@ cu_rc cu_tpmsvc_challenge_open(cu_keyring *kr, const char *id_scope, const char 
     cu_rc rc = make_aad(id_scope, registration_id, ek_b64, expires, &aad);
     if (rc == CU_OK && (rc = cu_keyring_unwrap(kr, end + 1, aad, &k, &klen)) != CU_OK)
         rc = cu_tpmsvc__err_wrap(CU_E_VERIFY, "pending TPM challenge: not for this device, "
-                                           "registration or EK, or altered");
+                                              "registration or EK, or altered");
     if (rc == CU_OK && klen != CU_TPM_ID_KEY_LEN)
         rc = cu_err_set(CU_E_VERIFY, "pending TPM challenge: key of %zu bytes", klen);
     if (rc == CU_OK)

@@ -111,7 +111,8 @@ cu_rc cu_tpmsvc_pub_parse(const uint8_t *buf, size_t len, cu_tpmsvc_pub **_out)
                         p->name_alg);
         goto cleanup;
     }
-    if (p->policy_len != 0 && p->policy_len != (size_t)EVP_MD_get_size(cu_tpmsvc__md(p->name_alg))) {
+    if (p->policy_len != 0 &&
+        p->policy_len != (size_t)EVP_MD_get_size(cu_tpmsvc__md(p->name_alg))) {
         rc = cu_err_set(CU_E_INVALID_ARG,
                         "TPM public area: authPolicy of %zu bytes does not fit nameAlg 0x%04x",
                         p->policy_len, p->name_alg);
@@ -208,9 +209,18 @@ cu_rc cu_tpmsvc_pub_parse_b64(const char *b64, cu_tpmsvc_pub **_out)
     return rc;
 }
 
-uint16_t cu_tpmsvc_pub_type(const cu_tpmsvc_pub *pub) { return pub ? pub->type : 0; }
-uint16_t cu_tpmsvc_pub_name_alg(const cu_tpmsvc_pub *pub) { return pub ? pub->name_alg : 0; }
-uint32_t cu_tpmsvc_pub_attributes(const cu_tpmsvc_pub *pub) { return pub ? pub->attrs : 0; }
+uint16_t cu_tpmsvc_pub_type(const cu_tpmsvc_pub *pub)
+{
+    return pub ? pub->type : 0;
+}
+uint16_t cu_tpmsvc_pub_name_alg(const cu_tpmsvc_pub *pub)
+{
+    return pub ? pub->name_alg : 0;
+}
+uint32_t cu_tpmsvc_pub_attributes(const cu_tpmsvc_pub *pub)
+{
+    return pub ? pub->attrs : 0;
+}
 
 unsigned cu_tpmsvc_pub_key_bits(const cu_tpmsvc_pub *pub)
 {

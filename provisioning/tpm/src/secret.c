@@ -156,7 +156,7 @@ static cu_rc ecc_share(const cu_tpmsvc_pub *to, const char *label, const cu_tpms
     }
     size_t slen = (size_t)EVP_MD_get_size(cu_tpmsvc__md(to->name_alg));
     if ((rc = cu_tpmsvc_kdfe(to->name_alg, z, fl, label, ex, fl, to->x, fl, (unsigned)slen * 8,
-                          seed)) != CU_OK)
+                             seed)) != CU_OK)
         goto cleanup;
     /* TPM2B_ENCRYPTED_SECRET holding a TPMS_ECC_POINT. */
     size_t n = 2 + fl + 2 + fl;
@@ -188,8 +188,9 @@ cleanup:
     return rc;
 }
 
-cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label, const cu_tpmsvc_blob_opts *opts,
-                          uint8_t *seed, size_t *_seed_len, uint8_t **_enc, size_t *_enc_len)
+cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label,
+                             const cu_tpmsvc_blob_opts *opts, uint8_t *seed, size_t *_seed_len,
+                             uint8_t **_enc, size_t *_enc_len)
 {
     if (to == NULL || label == NULL || seed == NULL || _seed_len == NULL || _enc == NULL ||
         _enc_len == NULL)

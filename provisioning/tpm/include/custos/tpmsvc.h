@@ -157,14 +157,14 @@ typedef struct cu_tpmsvc_blob_opts {
  * label without its NUL (the KDF adds it). bits must be a multiple of 8.
  * hash_alg: CU_TPM_ALG_SHA1/256/384/512. */
 cu_rc cu_tpmsvc_kdfa(uint16_t hash_alg, const uint8_t *key, size_t key_len, const char *label,
-                  const uint8_t *ctx_u, size_t ctx_u_len, const uint8_t *ctx_v, size_t ctx_v_len,
-                  unsigned bits, uint8_t *out);
+                     const uint8_t *ctx_u, size_t ctx_u_len, const uint8_t *ctx_v, size_t ctx_v_len,
+                     unsigned bits, uint8_t *out);
 
 /* KDFe (TPM 2.0 Part 1 §11.4.10.3): SP 800-56A concatenation KDF over the
  * ECDH x-coordinate z; label without its NUL (the KDF adds it). */
 cu_rc cu_tpmsvc_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const char *label,
-                  const uint8_t *party_u, size_t party_u_len, const uint8_t *party_v,
-                  size_t party_v_len, unsigned bits, uint8_t *out);
+                     const uint8_t *party_u, size_t party_u_len, const uint8_t *party_v,
+                     size_t party_v_len, unsigned bits, uint8_t *out);
 
 /* Secret sharing with a TPM key ("IDENTITY" for a credential, "DUPLICATE"
  * for an import): a fresh seed and its encryption to `to` (RSA-OAEP with the
@@ -173,8 +173,9 @@ cu_rc cu_tpmsvc_kdfe(uint16_t hash_alg, const uint8_t *z, size_t z_len, const ch
  * says how many; *_enc is the TPM2B_ENCRYPTED_SECRET, size prefix included
  * (caller frees). RNG draws: RSA: seed, then the OAEP seed (hLen);
  * ECC: the ephemeral private key (field size, redrawn while out of range). */
-cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label, const cu_tpmsvc_blob_opts *opts,
-                          uint8_t *seed, size_t *_seed_len, uint8_t **_enc, size_t *_enc_len);
+cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label,
+                             const cu_tpmsvc_blob_opts *opts, uint8_t *seed, size_t *_seed_len,
+                             uint8_t **_enc, size_t *_enc_len);
 
 /* TPM2_MakeCredential in software: a credential (1..64 bytes) that only the
  * TPM holding ek can recover with ActivateCredential, and only for the
@@ -182,27 +183,27 @@ cu_rc cu_tpmsvc_share_secret(const cu_tpmsvc_pub *to, const char *label, const c
  * *_enc_secret the TPM2B_ENCRYPTED_SECRET, size prefixes included (caller
  * frees both). RNG draws: those of cu_tpmsvc_share_secret. */
 cu_rc cu_tpmsvc_make_credential(const cu_tpmsvc_pub *ek, const uint8_t *name, size_t name_len,
-                             const uint8_t *credential, size_t credential_len,
-                             const cu_tpmsvc_blob_opts *opts, uint8_t **_id_object,
-                             size_t *_id_object_len, uint8_t **_enc_secret,
-                             size_t *_enc_secret_len);
+                                const uint8_t *credential, size_t credential_len,
+                                const cu_tpmsvc_blob_opts *opts, uint8_t **_id_object,
+                                size_t *_id_object_len, uint8_t **_enc_secret,
+                                size_t *_enc_secret_len);
 
 /* ---- the authenticationKey blob (PROTOCOL.md §3.3/3.4) ---- */
 
 /* The six size-prefixed fields of a blob, each a view into it (size prefix
  * included). */
 typedef struct cu_tpmsvc_blob_fields {
-    const uint8_t *id_object;   /* 1 TPM2B_ID_OBJECT (credential to the EK) */
+    const uint8_t *id_object; /* 1 TPM2B_ID_OBJECT (credential to the EK) */
     size_t id_object_len;
-    const uint8_t *enc_secret;  /* 2 TPM2B_ENCRYPTED_SECRET (to the EK) */
+    const uint8_t *enc_secret; /* 2 TPM2B_ENCRYPTED_SECRET (to the EK) */
     size_t enc_secret_len;
     const uint8_t *dup_private; /* 3 TPM2B_PRIVATE (the duplicated key) */
     size_t dup_private_len;
-    const uint8_t *sym_seed;    /* 4 TPM2B_ENCRYPTED_SECRET (to the SRK) */
+    const uint8_t *sym_seed; /* 4 TPM2B_ENCRYPTED_SECRET (to the SRK) */
     size_t sym_seed_len;
-    const uint8_t *key_public;  /* 5 TPM2B_PUBLIC (the HMAC key) */
+    const uint8_t *key_public; /* 5 TPM2B_PUBLIC (the HMAC key) */
     size_t key_public_len;
-    const uint8_t *uri_data;    /* 6 TPM2B_DATA (encUriData; empty here) */
+    const uint8_t *uri_data; /* 6 TPM2B_DATA (encUriData; empty here) */
     size_t uri_data_len;
 } cu_tpmsvc_blob_fields;
 
@@ -218,11 +219,12 @@ cu_rc cu_tpmsvc_blob_split(const uint8_t *blob, size_t len, cu_tpmsvc_blob_field
  * credential's secret sharing to the EK, the duplication's secret sharing
  * to the SRK. *_blob: caller frees (free()). */
 cu_rc cu_tpmsvc_blob_build(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
-                        size_t key_len, const cu_tpmsvc_blob_opts *opts, uint8_t **_blob,
-                        size_t *_blob_len);
+                           size_t key_len, const cu_tpmsvc_blob_opts *opts, uint8_t **_blob,
+                           size_t *_blob_len);
 /* The same, base64-encoded (the JSON value); caller frees. */
-cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk, const uint8_t *key,
-                            size_t key_len, const cu_tpmsvc_blob_opts *opts, char **_b64);
+cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk,
+                               const uint8_t *key, size_t key_len, const cu_tpmsvc_blob_opts *opts,
+                               char **_b64);
 
 /* ---- what custosd calls ---- */
 
@@ -232,8 +234,9 @@ cu_rc cu_tpmsvc_blob_build_b64(const cu_tpmsvc_pub *ek, const cu_tpmsvc_pub *srk
  * token with cu_sas_verify, then cleanse it) and returns the base64
  * `authenticationKey` (caller frees). RNG draws: the key, then those of
  * cu_tpmsvc_blob_build. */
-cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64, const cu_tpmsvc_blob_opts *opts,
-                           uint8_t key[CU_TPM_ID_KEY_LEN], char **_blob_b64);
+cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64,
+                              const cu_tpmsvc_blob_opts *opts, uint8_t key[CU_TPM_ID_KEY_LEN],
+                              char **_blob_b64);
 
 /* The pending challenge as custosd keeps it between the 401 and the second
  * PUT (and the polls that reuse the same SAS token): the identity key
@@ -243,16 +246,16 @@ cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64, const cu_
  * *_sealed is one self-contained string ("tpmc1:<expiry>:cw1:...", caller
  * frees) to store with the registration attempt. */
 cu_rc cu_tpmsvc_challenge_seal(struct cu_keyring *kr, const char *id_scope,
-                            const char *registration_id, const char *ek_b64, uint64_t expires,
-                            const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed);
+                               const char *registration_id, const char *ek_b64, uint64_t expires,
+                               const uint8_t key[CU_TPM_ID_KEY_LEN], char **_sealed);
 /* Recovers the identity key for the second PUT. now = 0: the current time.
  * @retval CU_OK
  * @retval CU_E_VERIFY expired, or another scope / registration id / EK, or
  *                     altered (the reason is recorded)
  * @retval CU_E_INVALID_ARG not a sealed challenge */
 cu_rc cu_tpmsvc_challenge_open(struct cu_keyring *kr, const char *id_scope,
-                            const char *registration_id, const char *ek_b64, time_t now,
-                            const char *sealed, uint8_t key[CU_TPM_ID_KEY_LEN]);
+                               const char *registration_id, const char *ek_b64, time_t now,
+                               const char *sealed, uint8_t key[CU_TPM_ID_KEY_LEN]);
 
 /* ---- extension: EK certificate ---- */
 
@@ -265,8 +268,8 @@ cu_rc cu_tpmsvc_challenge_open(struct cu_keyring *kr, const char *id_scope,
  * @retval CU_OK, CU_E_VERIFY (chain or key mismatch, reason recorded),
  *         CU_E_INVALID_ARG (unreadable certificate), CU_E_IO */
 cu_rc cu_tpmsvc_ekcert_verify(const cu_tpmsvc_pub *ek, const uint8_t *cert, size_t cert_len,
-                           const char *roots_file, const char *roots_dir,
-                           const char *intermediates_file);
+                              const char *roots_file, const char *roots_dir,
+                              const char *intermediates_file);
 
 #ifdef __cplusplus
 }
