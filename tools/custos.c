@@ -13,6 +13,8 @@ int cu_cmd_hub(int argc, char **argv);
 int cu_cmd_registration(int argc, char **argv);
 int cu_cmd_audit(int argc, char **argv);
 int cu_cmd_bench(int argc, char **argv);
+int cu_cmd_device(int argc, char **argv);
+int cu_cmd_service(int argc, char **argv);
 
 static const cu_cli_group groups[] = {
     {"token", "PKCS#11 tokens: init, list, keygen, import, objects, custody, check", cu_cmd_token},
@@ -24,6 +26,8 @@ static const cu_cli_group groups[] = {
     {"registration", "registration records", cu_cmd_registration},
     {"audit", "custody report", cu_cmd_audit},
     {"bench", "benchmarks: sign", cu_cmd_bench},
+    {"device", "device client: register a device with a provisioning service", cu_cmd_device},
+    {"service", "custosd service: info (id scope, endpoint, connection string, CA), token", cu_cmd_service},
 };
 
 static void usage(FILE *f)

@@ -5,6 +5,7 @@
 #include "soft_helpers.h"
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -758,13 +759,60 @@ static void test_fork(void)
     tst_end(&t);
 }
 
+/* C_Finalize after OpenSSL has cleaned up (an application's atexit order,
+ * a provider's teardown) must not crash, as SoftHSM2 does (the token
+ * layer's no-finalize quirk): freeing our keys then is still safe with
+ * OpenSSL 3.0, and wipes them. */
+static void test_finalize_after_openssl_cleanup(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE pub, priv, hk;
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("late", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, "k", &pub, &priv) == CKR_OK);
+    CU_ASSERT_FATAL(tst_gen_hmac(h, 32, false, "h", &hk) == CKR_OK);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        unsigned char sig[64], dg[32] = {1};
+        CK_ULONG sl = sizeof sig;
+        CK_MECHANISM m = {CKM_ECDSA, NULL, 0}, hm = {CKM_SHA256_HMAC, NULL, 0};
+        if (tst_sign(h, &m, priv, dg, 32, sig, &sl) != CKR_OK)
+            _exit(1);
+        sl = sizeof sig;
+        if (tst_sign(h, &hm, hk, dg, 32, sig, &sl) != CKR_OK)
+            _exit(2);
+        OPENSSL_cleanup();
+        _exit(p11->C_Finalize(NULL) == CKR_OK ? 0 : 3);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CU_ASSERT(WIFEXITED(st));
+    CU_ASSERT_EQUAL(WEXITSTATUS(st), 0);
+    tst_end(&t);
+}
+
 static void test_info_and_mechanisms(void)
 {
     tst_store t;
     CK_INFO info;
     CK_SLOT_ID slot;
     CU_ASSERT_EQUAL(p11->C_GetInfo(&info), CKR_CRYPTOKI_NOT_INITIALIZED);
+    /* C_Initialize arguments: reserved must be NULL, mutex callbacks all or
+     * none, and callbacks without CKF_OS_LOCKING_OK cannot be honoured */
+    CK_C_INITIALIZE_ARGS bad = {.pReserved = &info};
+    CU_ASSERT_EQUAL(p11->C_Initialize(&bad), CKR_ARGUMENTS_BAD);
+    CK_C_INITIALIZE_ARGS part = {.CreateMutex = (CK_CREATEMUTEX)1};
+    CU_ASSERT_EQUAL(p11->C_Initialize(&part), CKR_ARGUMENTS_BAD);
+    CK_C_INITIALIZE_ARGS cbs = {.CreateMutex = (CK_CREATEMUTEX)1, .DestroyMutex = (CK_DESTROYMUTEX)1,
+                                .LockMutex = (CK_LOCKMUTEX)1, .UnlockMutex = (CK_UNLOCKMUTEX)1};
+    CU_ASSERT_EQUAL(p11->C_Initialize(&cbs), CKR_CANT_LOCK);
+    CU_ASSERT_EQUAL(p11->C_Finalize(NULL), CKR_CRYPTOKI_NOT_INITIALIZED);
     CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_EQUAL(p11->C_Finalize(&info), CKR_ARGUMENTS_BAD);
     CU_ASSERT_EQUAL(p11->C_GetInfo(&info), CKR_OK);
     CU_ASSERT_EQUAL(info.cryptokiVersion.major, 2);
     CU_ASSERT_EQUAL(info.cryptokiVersion.minor, 40);
@@ -819,6 +867,7 @@ int main(void)
         {"memory-only mode", test_memory_mode},
         {"four threads signing while objects churn", test_threads},
         {"fork: the child re-initializes", test_fork},
+        {"C_Finalize after OPENSSL_cleanup does not crash", test_finalize_after_openssl_cleanup},
         {NULL, NULL},
     };
     if (cu_test_add_suite("soft_module", NULL, NULL, cases) != 0)

@@ -1017,9 +1017,11 @@ CK_RV cs_token_login(cs_token *tok, CK_USER_TYPE who, const unsigned char *pin, 
     tok->login = CKU_USER;
     scan_objects(tok, false);
     open_all_secrets(tok);
-    rv = finish_rotation(tok);
-    if (rv != CKR_OK)
-        cs_log("token %s: could not finish an interrupted PIN change yet", tok->rec.serial);
+    if (tok->rec.user.nkeys > 1) {
+        cs_log("token %s: finishing an interrupted PIN change", tok->rec.serial);
+        if (finish_rotation(tok) != CKR_OK)
+            cs_log("token %s: could not finish an interrupted PIN change yet", tok->rec.serial);
+    }
     rv = CKR_OK;
 cleanup:
     OPENSSL_cleanse(keys, sizeof keys);

@@ -1,0 +1,234 @@
+/* Device keys: the TLS client key (file or pkcs11: URI through the
+ * provider's OSSL_STORE) and the SAS signature (HMAC in software from a key
+ * file, or in the token through the provider's EVP_MAC). */
+#include "dev_int.h"
+
+#include <custos/sas.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
+#include <openssl/store.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static cu_rc ossl_fail(const char *what)
+{
+    char buf[256];
+    unsigned long e = ERR_peek_last_error();
+    ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    return cu_err_set(CU_E_CRYPTO, "%s: %s", what, e ? buf : "OpenSSL error");
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static bool loaded;
+
+cu_rc cu_dev__provider(const char *path)
+{
+    char dir[PATH_MAX];
+    cu_rc rc = CU_OK;
+    pthread_mutex_lock(&lock);
+    if (loaded)
+        goto out;
+    if (path == NULL)
+        path = getenv("OPENSSL_MODULES");
+    if (path == NULL) {
+        ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 32);
+        char *slash = n > 0 ? (dir[n] = 0, strrchr(dir, '/')) : NULL;
+        if (slash != NULL) {
+            strcpy(slash, "/../lib/ossl-modules");
+            path = dir;
+        }
+    }
+    if (path != NULL)
+        OSSL_PROVIDER_set_default_search_path(NULL, path);
+    if (OSSL_PROVIDER_load(NULL, "default") == NULL || OSSL_PROVIDER_load(NULL, "custos") == NULL) {
+        rc = ossl_fail("loading the custos OpenSSL provider");
+        goto out;
+    }
+    loaded = true;
+out:
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_key)
+{
+    if (strncmp(spec, "pkcs11:", 7) != 0) {
+        FILE *f = fopen(spec, "r");
+        if (f == NULL)
+            return cu_err_set_sys(CU_E_IO, errno, "cannot open key file %s", spec);
+        EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+        if (k == NULL)
+            return ossl_fail(spec);
+        *_key = k;
+        return CU_OK;
+    }
+    cu_rc rc = cu_dev__provider(provider_path);
+    if (rc != CU_OK)
+        return rc;
+    OSSL_STORE_CTX *sc = OSSL_STORE_open_ex(spec, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    EVP_PKEY *key = NULL;
+    if (sc == NULL)
+        return ossl_fail("opening the key URI");
+    OSSL_STORE_expect(sc, OSSL_STORE_INFO_PKEY);
+    while (key == NULL && !OSSL_STORE_eof(sc)) {
+        OSSL_STORE_INFO *info = OSSL_STORE_load(sc);
+        if (info != NULL && OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+            key = OSSL_STORE_INFO_get1_PKEY(info);
+        OSSL_STORE_INFO_free(info);
+    }
+    OSSL_STORE_close(sc);
+    if (key == NULL)
+        return cu_err_set(CU_E_OBJECT_NOT_FOUND, "no private key at the URI");
+    ERR_clear_error();
+    *_key = key;
+    return CU_OK;
+}
+
+/* HMAC-SHA256 with a token key: the provider's MAC, keyed by URI. */
+static cu_rc token_hmac(const char *uri, const char *provider_path, const void *data, size_t len, uint8_t out[32])
+{
+    cu_rc rc = cu_dev__provider(provider_path);
+    if (rc != CU_OK)
+        return rc;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "CUSTOS-HMAC", NULL);
+    if (mac == NULL)
+        mac = EVP_MAC_fetch(NULL, "HMAC", "provider=custos");
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    size_t outl = 0;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("key-uri", (char *)uri, 0),
+                           OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    if (ctx == NULL || !EVP_MAC_init(ctx, NULL, 0, params) || !EVP_MAC_update(ctx, data, len) ||
+        !EVP_MAC_final(ctx, out, &outl, 32) || outl != 32)
+        rc = ossl_fail("HMAC with the token key");
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    return rc;
+}
+
+static cu_rc read_key_file(const char *path, uint8_t **_key, size_t *_len)
+{
+    char buf[512];
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return cu_err_set_sys(CU_E_IO, errno, "cannot open key file %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *s = buf;
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t l = strcspn(s, " \t\r\n");
+    s[l] = 0;
+    cu_rc rc = cu_sas_key_decode(s, _key, _len);
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (rc != CU_OK)
+        return cu_err_set(rc, "%s: not a base64 key of 16..64 bytes", path);
+    return CU_OK;
+}
+
+/* The C SDK's URL encoder: keeps A-Z a-z 0-9 ! ( ) * - . _, lower-case hex. */
+static char *urlenc(const char *s)
+{
+    static const char HEX[] = "0123456789abcdef";
+    char *o = malloc(strlen(s) * 3 + 1), *p = o;
+    if (o == NULL)
+        return NULL;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || strchr("!()*-._", c) != NULL) {
+            *p++ = (char)c;
+        } else {
+            *p++ = '%';
+            *p++ = HEX[c >> 4];
+            *p++ = HEX[c & 15];
+        }
+    }
+    *p = 0;
+    return o;
+}
+
+cu_rc cu_dev_sas_token(const cu_dev_config *cfg, const char *regid, uint64_t expiry, char **_token)
+{
+    uint8_t *key = NULL, derived[32], mac[32];
+    size_t klen = 0;
+    char *res = NULL, *sr = NULL, *msg = NULL, *sig = NULL, b64[64];
+    cu_rc rc = CU_OK;
+    bool in_token = cfg->symkey_uri != NULL;
+
+    size_t rl = strlen(cfg->id_scope) + strlen(regid) + 32;
+    if ((res = malloc(rl)) == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    snprintf(res, rl, "%s/registrations/%s", cfg->id_scope, regid);
+    if ((sr = urlenc(res)) == NULL || (msg = malloc(strlen(sr) + 32)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    snprintf(msg, strlen(sr) + 32, "%s\n%llu", sr, (unsigned long long)expiry);
+    if (!in_token && (rc = read_key_file(cfg->key_file, &key, &klen)) != CU_OK)
+        goto cleanup;
+    if (cfg->group) {
+        /* deviceKey = HMAC(groupKey, registrationId) (PROTOCOL.md §2.3). */
+        if (in_token)
+            rc = token_hmac(cfg->symkey_uri, cfg->provider_path, regid, strlen(regid), derived);
+        else
+            rc = cu_sas_derive_key(key, klen, regid, derived);
+        if (rc != CU_OK)
+            goto cleanup;
+        if (key != NULL)
+            cu_sas_key_free(key, klen);
+        if ((key = OPENSSL_malloc(33)) == NULL) { /* cu_sas_key_free wipes len + 1 */
+            rc = cu_err_set(CU_E_NOMEM, "out of memory");
+            goto cleanup;
+        }
+        memcpy(key, derived, 32);
+        klen = 32;
+        in_token = false;
+    }
+    if (in_token) {
+        rc = token_hmac(cfg->symkey_uri, cfg->provider_path, msg, strlen(msg), mac);
+    } else {
+        unsigned ml = 0;
+        if (HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg, strlen(msg), mac, &ml) == NULL)
+            rc = cu_err_set(CU_E_CRYPTO, "HMAC failed");
+    }
+    if (rc != CU_OK)
+        goto cleanup;
+    EVP_EncodeBlock((unsigned char *)b64, mac, 32);
+    if ((sig = urlenc(b64)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    size_t tl = strlen(sr) + strlen(sig) + 96;
+    if ((*_token = malloc(tl)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    snprintf(*_token, tl, "SharedAccessSignature sr=%s&sig=%s&se=%llu&skn=registration", sr, sig,
+             (unsigned long long)expiry);
+cleanup:
+    if (key != NULL)
+        cu_sas_key_free(key, klen);
+    OPENSSL_cleanse(derived, sizeof derived);
+    OPENSSL_cleanse(mac, sizeof mac);
+    free(res);
+    free(sr);
+    free(msg);
+    free(sig);
+    return rc;
+}

@@ -1,0 +1,113 @@
+/* Rate limits: a token bucket for new registrations across the service, and
+ * a fixed 10-second window per device (PROTOCOL.md §7: "5 polls per 10 s").
+ * Devices are tracked in a fixed-size table keyed by a hash of the
+ * lower-cased registration id: memory stays bounded whatever the number of
+ * devices, and a collision only makes two devices share one budget. */
+#include "srv_int.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SLOTS (1u << 16)
+#define STRIPES 64u
+#define WINDOW 10
+
+typedef struct slot {
+    uint64_t key;
+    uint32_t start;
+    uint32_t count;
+} slot;
+
+struct cu_srv__limits {
+    unsigned rate, per_device;
+    pthread_mutex_t bucket_lock;
+    double tokens;
+    struct timespec last;
+    pthread_mutex_t stripe[STRIPES];
+    slot *slots;
+};
+
+cu_rc cu_srv__limits_new(unsigned per_second, unsigned per_device_10s, cu_srv__limits **_out)
+{
+    cu_srv__limits *l = calloc(1, sizeof *l);
+    if (l == NULL || (per_device_10s > 0 && (l->slots = calloc(SLOTS, sizeof *l->slots)) == NULL)) {
+        free(l);
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
+    l->rate = per_second;
+    l->per_device = per_device_10s;
+    l->tokens = per_second;
+    clock_gettime(CLOCK_MONOTONIC, &l->last);
+    pthread_mutex_init(&l->bucket_lock, NULL);
+    for (unsigned i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&l->stripe[i], NULL);
+    *_out = l;
+    return CU_OK;
+}
+
+void cu_srv__limits_free(cu_srv__limits *l)
+{
+    if (l == NULL)
+        return;
+    pthread_mutex_destroy(&l->bucket_lock);
+    for (unsigned i = 0; i < STRIPES; i++)
+        pthread_mutex_destroy(&l->stripe[i]);
+    free(l->slots);
+    free(l);
+}
+
+bool cu_srv__limits_global(cu_srv__limits *l)
+{
+    if (l->rate == 0)
+        return true;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&l->bucket_lock);
+    double dt = (double)(now.tv_sec - l->last.tv_sec) + (double)(now.tv_nsec - l->last.tv_nsec) / 1e9;
+    l->last = now;
+    /* Burst: one second's worth. */
+    l->tokens += dt * l->rate;
+    if (l->tokens > l->rate)
+        l->tokens = l->rate;
+    bool ok = l->tokens >= 1.0;
+    if (ok)
+        l->tokens -= 1.0;
+    pthread_mutex_unlock(&l->bucket_lock);
+    return ok;
+}
+
+/* FNV-1a over the lower-cased id (registration ids are case-insensitive). */
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)tolower((unsigned char)*s);
+        h *= 1099511628211ull;
+    }
+    return h | 1; /* 0 marks an empty slot */
+}
+
+unsigned cu_srv__limits_device(cu_srv__limits *l, const char *registration_id)
+{
+    if (l->per_device == 0)
+        return 0;
+    uint64_t h = hash_id(registration_id);
+    uint32_t now = (uint32_t)time(NULL);
+    slot *sl = &l->slots[h & (SLOTS - 1)];
+    pthread_mutex_t *m = &l->stripe[(h >> 16) % STRIPES];
+    unsigned wait = 0;
+    pthread_mutex_lock(m);
+    if (sl->key != h || now - sl->start >= WINDOW) {
+        sl->key = h;
+        sl->start = now;
+        sl->count = 0;
+    }
+    if (sl->count >= l->per_device)
+        wait = WINDOW - (now - sl->start);
+    else
+        sl->count++;
+    pthread_mutex_unlock(m);
+    return wait;
+}

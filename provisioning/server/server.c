@@ -1,0 +1,278 @@
+/* custosd's workers. One event base per thread, each with its own evhttp,
+ * its own store connection (SQLite WAL lets them read in parallel and
+ * serialises writers) and its own engine; one SO_REUSEPORT listening
+ * socket per worker and address so the kernel spreads connections. Nothing
+ * is shared between workers but the SSL_CTX, the keyring, the rate limits
+ * and the metrics, all thread-safe. Handlers run to completion on their
+ * thread (the engine is synchronous), so "work in flight" at shutdown is
+ * only replies being written: SIGTERM closes the listeners, lets those
+ * finish (bounded by shutdown-grace), then stops. */
+#include "srv_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct wctx {
+    cu_srv__worker w;
+    struct event *stop_ev;
+    struct event *drain_ev;
+    struct evhttp_bound_socket *bound[CU_SRV_MAX_LISTEN];
+    size_t n_bound;
+    struct timespec deadline;
+} wctx;
+
+static struct bufferevent *bevcb(struct event_base *base, void *arg)
+{
+    SSL *ssl = SSL_new(arg);
+    if (ssl == NULL)
+        return NULL;
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* ADDR:PORT, [V6]:PORT. port 0 asks the kernel (tests), then *port says
+ * which. */
+static int bind_one(const char *spec, unsigned *port, char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(spec, ':');
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= sizeof host) {
+        snprintf(err, errlen, "%s: address too long", spec);
+        return -1;
+    }
+    memcpy(host, spec, hl);
+    host[hl] = 0;
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    char ps[16];
+    snprintf(ps, sizeof ps, "%u", *port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    int g = getaddrinfo(host, ps, &hints, &ai);
+    if (g != 0) {
+        snprintf(err, errlen, "%s: %s", spec, gai_strerror(g));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        /* Accepted sockets inherit it: replies leave in one go instead of
+         * waiting for the client's delayed ACK (40 ms per request). */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", spec, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (*port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wctx *c = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    bool late = now.tv_sec > c->deadline.tv_sec ||
+                (now.tv_sec == c->deadline.tv_sec && now.tv_nsec >= c->deadline.tv_nsec);
+    if (atomic_load(&c->w.srv->inflight) <= 0 || late) {
+        struct timeval tv = {0, 50000}; /* lets the last reply leave the socket */
+        event_base_loopexit(c->w.base, &tv);
+        return;
+    }
+    struct timeval again = {0, 50000};
+    evtimer_add(c->drain_ev, &again);
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wctx *c = arg;
+    for (size_t i = 0; i < c->n_bound; i++)
+        evhttp_del_accept_socket(c->w.http, c->bound[i]);
+    c->n_bound = 0;
+    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+    c->deadline.tv_sec += c->w.srv->cfg->shutdown_grace;
+    drain_cb(-1, 0, c);
+}
+
+static void *worker_main(void *arg)
+{
+    wctx *c = arg;
+    event_base_dispatch(c->w.base);
+    return NULL;
+}
+
+static void worker_free(wctx *c)
+{
+    if (c->stop_ev)
+        event_free(c->stop_ev);
+    if (c->drain_ev)
+        event_free(c->drain_ev);
+    if (c->w.http)
+        evhttp_free(c->w.http);
+    if (c->w.base)
+        event_base_free(c->w.base);
+    cu_prov_free(c->w.prov);
+    cu_store_close(c->w.store);
+}
+
+static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
+{
+    const cu_srv_config *cfg = srv->cfg;
+    cu_rc rc;
+    c->w.srv = srv;
+    c->w.index = index;
+    if ((c->w.base = event_base_new()) == NULL || (c->w.http = evhttp_new(c->w.base)) == NULL ||
+        (c->stop_ev = event_new(c->w.base, -1, 0, stop_cb, c)) == NULL ||
+        (c->drain_ev = evtimer_new(c->w.base, drain_cb, c)) == NULL)
+        return cu_err_set(CU_E_NOMEM, "cannot create an event loop");
+    evhttp_set_bevcb(c->w.http, bevcb, srv->ssl);
+    evhttp_set_gencb(c->w.http, cu_srv__http_handle, &c->w);
+    evhttp_set_max_body_size(c->w.http, (ev_ssize_t)cfg->max_body * 4);
+    evhttp_set_max_headers_size(c->w.http, (ev_ssize_t)cfg->max_headers);
+    evhttp_set_timeout(c->w.http, (int)cfg->timeout);
+    evhttp_set_allowed_methods(c->w.http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
+    if ((rc = cu_srv_state_store_open(srv->st, &c->w.store)) != CU_OK)
+        return rc;
+    cu_prov_config pc = {.id_scope = cu_srv_state_id_scope(srv->st), .sas_skew = cfg->sas_skew};
+    return cu_prov_new(c->w.store, &pc, &c->w.prov);
+}
+
+cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
+{
+    cu_srv__srv srv;
+    wctx *ctx = NULL;
+    unsigned n = cfg->workers;
+    unsigned ports[CU_SRV_MAX_LISTEN] = {0};
+    const char *deflisten = "127.0.0.1:8443";
+    const char *const *listen = cfg->n_listen ? (const char *const *)cfg->listen : &deflisten;
+    size_t nl = cfg->n_listen ? cfg->n_listen : 1;
+    sigset_t sigs, old;
+    bool sigs_blocked = false;
+    unsigned started = 0;
+    cu_rc rc;
+    char err[700];
+
+    memset(&srv, 0, sizeof srv);
+    srv.cfg = cfg;
+    srv.st = st;
+    pthread_mutex_init(&srv.write_lock, NULL);
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    if (evthread_use_pthreads() != 0)
+        return cu_err_set(CU_E_STATE, "libevent threads unavailable");
+    signal(SIGPIPE, SIG_IGN);
+    if ((rc = cu_srv__tls_ctx_new(st, &srv.ssl)) != CU_OK)
+        goto cleanup;
+    if ((rc = cu_srv__limits_new(cfg->rate_global, cfg->rate_device, &srv.limits)) != CU_OK)
+        goto cleanup;
+    if ((ctx = calloc(n, sizeof *ctx)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (size_t a = 0; a < nl; a++) {
+        const char *colon = strrchr(listen[a], ':');
+        ports[a] = (unsigned)atoi(colon ? colon + 1 : "0");
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if ((rc = worker_init(&ctx[i], &srv, i)) != CU_OK)
+            goto cleanup;
+        for (size_t a = 0; a < nl; a++) {
+            char spec[300];
+            const char *colon = strrchr(listen[a], ':');
+            snprintf(spec, sizeof spec, "%.*s:%u", (int)(colon - listen[a]), listen[a], ports[a]);
+            int fd = bind_one(spec, &ports[a], err, sizeof err);
+            if (fd < 0) {
+                rc = cu_err_set(CU_E_IO, "%s", err);
+                goto cleanup;
+            }
+            struct evhttp_bound_socket *b = evhttp_accept_socket_with_handle(ctx[i].w.http, fd);
+            if (b == NULL) {
+                close(fd);
+                rc = cu_err_set(CU_E_IO, "cannot accept on %s", spec);
+                goto cleanup;
+            }
+            ctx[i].bound[ctx[i].n_bound++] = b;
+        }
+    }
+    srv.n_workers = n;
+    /* Endpoint for `custos service info`, and say where we serve. */
+    {
+        char ep[300];
+        snprintf(ep, sizeof ep, "https://%s:%u", cu_srv_state_host(st), ports[0]);
+        cu_srv__state_write_endpoint(st, ep);
+        for (size_t a = 0; a < nl; a++) {
+            char addr[300];
+            const char *colon = strrchr(listen[a], ':');
+            snprintf(addr, sizeof addr, "https://%.*s:%u", (int)(colon - listen[a]), listen[a], ports[a]);
+            cu_srv__lf f[] = {CU_LF_S("url", addr), CU_LF_S("idScope", cu_srv_state_id_scope(st)),
+                          CU_LF_S("state", cu_srv_state_dir(st)), CU_LF_N("workers", n),
+                          CU_LF_S("ca", cu_srv_state_ca_file(st))};
+            cu_srv__log(CU_LOG_WARN, "custosd serving", f, 5);
+        }
+    }
+    /* Signals go to the main thread only. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    sigs_blocked = true;
+    for (; started < n; started++)
+        if (pthread_create(&ctx[started].w.thread, NULL, worker_main, &ctx[started]) != 0) {
+            rc = cu_err_set_sys(CU_E_IO, errno, "cannot start a worker thread");
+            break;
+        }
+    if (rc == CU_OK) {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        cu_srv__lf f[] = {CU_LF_S("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"),
+                      CU_LF_N("inFlight", atomic_load(&srv.inflight))};
+        cu_srv__log(CU_LOG_WARN, "custosd stopping", f, 2);
+    }
+    atomic_store(&srv.stopping, true);
+    for (unsigned i = 0; i < started; i++)
+        event_active(ctx[i].stop_ev, 0, 0);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(ctx[i].w.thread, NULL);
+    if (rc == CU_OK) {
+        cu_srv__lf f[] = {CU_LF_N("unfinished", atomic_load(&srv.inflight))};
+        cu_srv__log(CU_LOG_WARN, "custosd stopped", f, 1);
+    }
+cleanup:
+    if (sigs_blocked)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    for (unsigned i = 0; ctx != NULL && i < n; i++)
+        worker_free(&ctx[i]);
+    free(ctx);
+    cu_srv__limits_free(srv.limits);
+    SSL_CTX_free(srv.ssl);
+    pthread_mutex_destroy(&srv.write_lock);
+    return rc;
+}

@@ -1,0 +1,176 @@
+/* Internals shared by the files of libcustos_server (cu_srv__ prefix: never in
+ * include/custos/). */
+#ifndef CU_SRV_INT_H
+#define CU_SRV_INT_H
+
+#include <custos/prov.h>
+#include <custos/server.h>
+#include <custos/store.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- certs.c ---- */
+/* Loads a private key from a PEM file or a pkcs11: URI (through the
+ * provider, via OSSL_STORE). */
+cu_rc cu_srv__srv_load_key(const char *spec, EVP_PKEY **_key);
+/* Loads the public key of spec (for issuing a certificate to a token key). */
+cu_rc cu_srv__srv_load_pubkey(const char *spec, EVP_PKEY **_key);
+/* Issues the server certificate for key, signed by the CA, with
+ * subjectAltNames for names (DNS or IP). */
+cu_rc cu_srv__srv_issue_server_cert(EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key, const char *const *names,
+                                size_t n, X509 **_cert);
+/* True if cert covers every name. */
+bool cu_srv__srv_cert_covers(X509 *cert, const char *const *names, size_t n);
+/* Loads the custos provider (and default) when a pkcs11: URI is used. */
+cu_rc cu_srv__srv_provider_load(const char *path);
+
+/* ---- keyring_token.c ---- */
+/* A keyring whose HMAC key is in a token (pkcs11: URI, through the provider). */
+cu_rc cu_srv__keyring_token_new(const char *uri, cu_keyring **_out);
+
+cu_rc cu_srv__state_write_endpoint(cu_srv_state *st, const char *endpoint);
+
+/* ---- log.c ---- */
+enum { CU_LOG_ERROR = 0, CU_LOG_WARN = 1, CU_LOG_INFO = 2, CU_LOG_DEBUG = 3 };
+typedef struct cu_srv__lf {
+    const char *k;
+    const char *s;  /* string value, or NULL for the number */
+    double n;
+} cu_srv__lf;
+#define CU_LF_S(k, v) ((cu_srv__lf){(k), cu_srv__nz(v), 0})
+static inline const char *cu_srv__nz(const char *s) { return s ? s : ""; }
+#define CU_LF_N(k, v) ((cu_srv__lf){(k), NULL, (double)(v)})
+cu_rc cu_srv__log_open(const cu_srv_config *cfg);
+void cu_srv__log_close(void);
+bool cu_srv__log_on(int level);
+void cu_srv__log(int level, const char *msg, const cu_srv__lf *f, size_t n);
+
+/* ---- metrics.c ---- */
+enum { CU_MECH_X509 = 0, CU_MECH_SYMKEY, CU_MECH_TPM, CU_MECH_NONE, CU_MECH__N };
+enum { CU_RES_ASSIGNED = 0, CU_RES_FAILED, CU_RES_REFUSED, CU_RES_INVALID, CU_RES_THROTTLED,
+       CU_RES_ERROR, CU_RES__N };
+void cu_srv__metrics_registration(int mech, int result, double seconds);
+void cu_srv__metrics_http(int status);
+void cu_srv__metrics_tls(bool ok);
+void cu_srv__metrics_store_error(void);
+void cu_srv__metrics_keyring_op(void);
+void cu_srv__metrics_inflight(int delta);
+/* Prometheus text (caller frees). */
+char *cu_srv__metrics_render(void);
+/* A keyring that counts the operations of inner (borrowed). */
+cu_rc cu_srv__metrics_keyring(cu_keyring *inner, cu_keyring **_out);
+
+/* ---- limits.c ---- */
+typedef struct cu_srv__limits cu_srv__limits;
+cu_rc cu_srv__limits_new(unsigned per_second, unsigned per_device_10s, cu_srv__limits **_out);
+void cu_srv__limits_free(cu_srv__limits *l);
+/* True when a new registration may start now. */
+bool cu_srv__limits_global(cu_srv__limits *l);
+/* 0 when the device may make a request now, else seconds to wait. */
+unsigned cu_srv__limits_device(cu_srv__limits *l, const char *registration_id);
+
+/* ---- ops.c: operations, kept in the store (one per device) ---- */
+typedef struct cu_srv__op {
+    char op_id[96];
+    char registration_id[129];
+    char attestation[16]; /* x509 | symmetricKey */
+    char leaf[65];        /* X.509: SHA-256 of the leaf that registered */
+    char auth[65];        /* SAS: SHA-256 of the Authorization value */
+    char etag[48];        /* the record's etag when written */
+    char *tpm_auth;       /* TPM: the second activation for the final answer (heap) or NULL */
+} cu_srv__op;
+void cu_srv__op_clear(cu_srv__op *op);
+void cu_srv__op_new_id(const char *registration_id, char out[96]);
+cu_rc cu_srv__op_put(cu_store *s, const cu_srv__op *op);
+cu_rc cu_srv__op_get(cu_store *s, const char *registration_id, cu_srv__op *_op);
+
+/* ---- server.c: workers ---- */
+typedef struct cu_srv__srv cu_srv__srv;
+typedef struct cu_srv__worker {
+    cu_srv__srv *srv;
+    unsigned index;
+    struct event_base *base;
+    struct evhttp *http;
+    cu_store *store;
+    cu_prov *prov;
+    pthread_t thread;
+} cu_srv__worker;
+
+struct cu_srv__srv {
+    const cu_srv_config *cfg;
+    cu_srv_state *st;
+    SSL_CTX *ssl;
+    cu_srv__limits *limits;
+    unsigned n_workers;
+    atomic_bool stopping;
+    atomic_int inflight;
+    /* SQLite takes one writer at a time and makes the others sleep-poll
+     * (busy timeout): taking turns here instead keeps latency flat. */
+    pthread_mutex_t write_lock;
+};
+
+/* ---- tls.c ---- */
+cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, SSL_CTX **_out);
+/* The TLS connection a request arrived on (NULL if none). */
+SSL *cu_srv__tls_of(struct evhttp_request *req);
+
+/* ---- http.c: request context and replies ---- */
+#define CU_MAX_SEGS 8
+typedef struct cu_srv__req {
+    struct evhttp_request *req;
+    cu_srv__worker *w;
+    char id[40];          /* request id (x-ms-request-id, trackingId) */
+    struct timespec t0;
+    enum evhttp_cmd_type method;
+    char *segs[CU_MAX_SEGS];
+    size_t nsegs;
+    struct evkeyvalq query;
+    bool query_ok;
+    char *body;           /* NUL-terminated copy */
+    size_t body_len;
+    int status;
+    int mech;             /* CU_MECH_* for registration metrics, or -1 */
+    const char *route;    /* for the log */
+} cu_srv__req;
+
+const char *cu_srv__req_header(cu_srv__req *r, const char *name);
+const char *cu_srv__req_query(cu_srv__req *r, const char *name);
+/* True if the body's Content-Type is application/json (params allowed). */
+bool cu_srv__req_json_type(cu_srv__req *r);
+bool cu_srv__api_version_ok(const char *v);
+void cu_srv__reply_json(cu_srv__req *r, int status, json_t *body);
+void cu_srv__reply_text(cu_srv__req *r, int status, const char *ctype, const char *text);
+void cu_srv__reply_error(cu_srv__req *r, int status, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void cu_srv__add_header(cu_srv__req *r, const char *name, const char *value);
+/* "2022-08-31T22:02:50.5163352Z" now. */
+void cu_srv__now_iso(char out[40]);
+bool cu_srv__ieq(const char *a, const char *b);
+void cu_srv__uuid(char out[37]);
+void cu_srv__sha256_hex(const void *data, size_t len, char out[65]);
+
+void cu_srv__http_handle(struct evhttp_request *req, void *worker);
+double cu_srv__req_elapsed(cu_srv__req *r);
+
+/* ---- routes ---- */
+/* Return true when the route was theirs (a reply was sent). */
+bool cu_srv__device_api(cu_srv__req *r);
+bool cu_srv__service_api(cu_srv__req *r);
+
+/* ---- service_sas.c ---- */
+/* Verifies a service SAS (sr = host or host/path, skn = the policy). */
+cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, char *why, size_t why_len);
+
+#endif

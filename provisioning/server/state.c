@@ -1,0 +1,407 @@
+/* The state directory: what custosd keeps between runs and creates on
+ * first start (keyring key, store, id scope, service policy key, CA, server
+ * certificate, one linked hub). Layout in docs/custosd.md. */
+#include "srv_int.h"
+
+#include <custos/keyring.h>
+#include <custos/pki.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATHLEN 4096
+
+struct cu_srv_state {
+    char dir[PATHLEN];
+    char db[PATHLEN];
+    char ca_file[PATHLEN];
+    char ca_key[PATHLEN];
+    char cert_file[PATHLEN];
+    char key_spec[PATHLEN];
+    char endpoint_file[PATHLEN];
+    cu_keyring *inner;     /* the real keyring */
+    cu_keyring *kr;        /* counting wrapper handed to stores */
+    char id_scope[64];
+    uint8_t policy_key[32];
+    size_t policy_len;
+    char *names[CU_SRV_MAX_NAMES + 3];
+    size_t n_names;
+};
+
+static cu_rc path_in(char out[PATHLEN], const char *dir, const char *name)
+{
+    if (snprintf(out, PATHLEN, "%s/%s", dir, name) >= PATHLEN)
+        return cu_err_set(CU_E_INVALID_ARG, "state path too long");
+    return CU_OK;
+}
+
+static bool exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* The software keyring's key: 32 random bytes in a 0600 file. */
+static cu_rc file_keyring(const char *path, bool create, cu_keyring **_out)
+{
+    uint8_t key[32];
+    cu_rc rc = CU_OK;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0 && errno == ENOENT && create) {
+        if (RAND_bytes(key, sizeof key) != 1)
+            return cu_err_set(CU_E_CRYPTO, "no randomness for the keyring key");
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+            return cu_err_set_sys(CU_E_IO, errno, "cannot create %s", path);
+        ssize_t w = write(fd, key, sizeof key);
+        if (fsync(fd) != 0 || w != (ssize_t)sizeof key)
+            rc = cu_err_set_sys(CU_E_IO, errno, "cannot write %s", path);
+        close(fd);
+    } else if (fd < 0) {
+        return cu_err_set_sys(CU_E_IO, errno, "cannot open the keyring key %s", path);
+    } else {
+        ssize_t r = read(fd, key, sizeof key);
+        close(fd);
+        if (r != (ssize_t)sizeof key)
+            rc = cu_err_set(CU_E_STATE, "%s is not a 32-byte keyring key", path);
+    }
+    if (rc == CU_OK)
+        rc = cu_keyring_software_new(key, sizeof key, _out);
+    OPENSSL_cleanse(key, sizeof key);
+    return rc;
+}
+
+static cu_rc ensure_scope(cu_srv_state *st, cu_store *s, const cu_srv_config *cfg, bool create)
+{
+    char *v = NULL;
+    cu_rc rc = cu_store_setting_get(s, "idScope", &v);
+    if (rc == CU_OK) {
+        snprintf(st->id_scope, sizeof st->id_scope, "%s", v);
+        free(v);
+        if (cfg->id_scope != NULL && !cu_srv__ieq(cfg->id_scope, st->id_scope))
+            return cu_err_set(CU_E_STATE, "the state in %s has id scope %s, the config says %s", st->dir,
+                              st->id_scope, cfg->id_scope);
+        return CU_OK;
+    }
+    if (rc != CU_E_OBJECT_NOT_FOUND || !create)
+        return rc;
+    if (cfg->id_scope != NULL) {
+        size_t n = strlen(cfg->id_scope);
+        if (n < 3 || n >= sizeof st->id_scope || strspn(cfg->id_scope,
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != n)
+            return cu_err_set(CU_E_INVALID_ARG, "id-scope must be 3..63 letters and digits");
+        snprintf(st->id_scope, sizeof st->id_scope, "%s", cfg->id_scope);
+    } else {
+        uint8_t r[4];
+        if (RAND_bytes(r, sizeof r) != 1)
+            return cu_err_set(CU_E_CRYPTO, "no randomness");
+        snprintf(st->id_scope, sizeof st->id_scope, "0ne%02X%02X%02X%02X", r[0], r[1], r[2], r[3]);
+    }
+    return cu_store_setting_put(s, "idScope", st->id_scope);
+}
+
+static cu_rc ensure_policy(cu_srv_state *st, cu_store *s, bool create)
+{
+    static const char NAME[] = "policy:" CU_SRV_POLICY;
+    char *wrapped = NULL;
+    uint8_t *key = NULL;
+    size_t len = 0;
+    cu_rc rc = cu_store_setting_get(s, NAME, &wrapped);
+    if (rc == CU_E_OBJECT_NOT_FOUND && create) {
+        uint8_t fresh[32];
+        if (RAND_bytes(fresh, sizeof fresh) != 1)
+            return cu_err_set(CU_E_CRYPTO, "no randomness");
+        rc = cu_keyring_wrap(st->kr, fresh, sizeof fresh, NAME, &wrapped);
+        OPENSSL_cleanse(fresh, sizeof fresh);
+        if (rc == CU_OK)
+            rc = cu_store_setting_put(s, NAME, wrapped);
+    }
+    if (rc != CU_OK)
+        goto cleanup;
+    if ((rc = cu_keyring_unwrap(st->kr, wrapped, NAME, &key, &len)) != CU_OK)
+        goto cleanup;
+    if (len != sizeof st->policy_key) {
+        rc = cu_err_set(CU_E_STATE, "the service policy key has the wrong size");
+        goto cleanup;
+    }
+    memcpy(st->policy_key, key, len);
+    st->policy_len = len;
+cleanup:
+    if (key != NULL)
+        cu_keyring_secret_free(key, len);
+    free(wrapped);
+    return rc;
+}
+
+static cu_rc ensure_hubs(cu_store *s, const cu_srv_config *cfg, bool create)
+{
+    char why[256];
+    cu_rc rc;
+    for (size_t i = 0; i < cfg->n_hubs; i++) {
+        cu_hub h = {.weight = 1, .apply = true};
+        snprintf(h.name, sizeof h.name, "%s", cfg->hubs[i]);
+        char *comma = strchr(h.name, ',');
+        if (comma != NULL) {
+            *comma = 0;
+            h.weight = (unsigned)atoi(comma + 1);
+        }
+        if ((rc = cu_store_hub_put(s, &h, why, sizeof why)) != CU_OK)
+            return cu_err_set(rc, "hub %s: %s", h.name, why);
+    }
+    if (!create)
+        return CU_OK;
+    cu_hub *hubs = NULL;
+    size_t n = 0;
+    if ((rc = cu_store_hub_list(s, &hubs, &n)) != CU_OK)
+        return rc;
+    free(hubs);
+    if (n > 0)
+        return CU_OK;
+    /* One linked hub so that the first registration works out of the box. */
+    cu_hub h = {.name = "hub1.custos.local", .weight = 1, .apply = true};
+    return cu_store_hub_put(s, &h, why, sizeof why);
+}
+
+static cu_rc ensure_certs(cu_srv_state *st, bool create)
+{
+    EVP_PKEY *ca_key = NULL, *key = NULL;
+    X509 *ca = NULL, *cert = NULL;
+    cu_rc rc = CU_OK;
+    bool key_is_file = strncmp(st->key_spec, "pkcs11:", 7) != 0;
+
+    if (!exists(st->ca_file)) {
+        if (!create)
+            return cu_err_set(CU_E_STATE, "%s is missing (start custosd once to create it)", st->ca_file);
+        char cn[128];
+        snprintf(cn, sizeof cn, "Custos CA %s", st->id_scope);
+        cu_pki_spec spec = {.cn = cn, .org = "Custos", .ca = true, .pathlen = 0,
+                            .not_before = -3600, .not_after = 3650L * 86400};
+        if ((rc = cu_pki_keygen(&ca_key)) != CU_OK || (rc = cu_pki_issue(&spec, ca_key, NULL, ca_key, &ca)) != CU_OK ||
+            (rc = cu_pki_write_key(st->ca_key, ca_key)) != CU_OK ||
+            (rc = cu_pki_write_cert(st->ca_file, ca, false)) != CU_OK)
+            goto cleanup;
+    }
+    if (!create) /* clients of the state (service info, bench) need only the CA */
+        goto cleanup;
+    if (key_is_file && !exists(st->key_spec)) {
+        if ((rc = cu_pki_keygen(&key)) != CU_OK || (rc = cu_pki_write_key(st->key_spec, key)) != CU_OK)
+            goto cleanup;
+        unlink(st->cert_file); /* a new key needs a new certificate */
+    }
+    bool need = true;
+    if (exists(st->cert_file) && cu_pki_read_cert(st->cert_file, &cert) == CU_OK)
+        need = !cu_srv__srv_cert_covers(cert, (const char *const *)st->names, st->n_names);
+    if (!need)
+        goto cleanup;
+    /* (Re)issue: first start, a new host name, or expiry. */
+    X509_free(cert);
+    cert = NULL;
+    if (ca == NULL && (rc = cu_pki_read_cert(st->ca_file, &ca)) != CU_OK)
+        goto cleanup;
+    if (ca_key == NULL && (rc = cu_pki_read_key(st->ca_key, &ca_key)) != CU_OK) {
+        rc = cu_err_set(rc, "the server certificate must be (re)issued but the CA key %s is unavailable",
+                        st->ca_key);
+        goto cleanup;
+    }
+    if (key == NULL && (rc = cu_srv__srv_load_pubkey(st->key_spec, &key)) != CU_OK)
+        goto cleanup;
+    if ((rc = cu_srv__srv_issue_server_cert(key, ca, ca_key, (const char *const *)st->names, st->n_names, &cert)) !=
+            CU_OK ||
+        (rc = cu_pki_write_cert(st->cert_file, cert, false)) != CU_OK)
+        goto cleanup;
+    rc = cu_pki_write_cert(st->cert_file, ca, true); /* send the chain */
+cleanup:
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(key);
+    X509_free(ca);
+    X509_free(cert);
+    return rc;
+}
+
+static cu_rc add_name(cu_srv_state *st, const char *n)
+{
+    for (size_t i = 0; i < st->n_names; i++)
+        if (cu_srv__ieq(st->names[i], n))
+            return CU_OK;
+    if (st->n_names >= sizeof st->names / sizeof st->names[0])
+        return cu_err_set(CU_E_INVALID_ARG, "too many host names");
+    if ((st->names[st->n_names] = strdup(n)) == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    st->n_names++;
+    return CU_OK;
+}
+
+cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_out)
+{
+    cu_srv_state *st = calloc(1, sizeof *st);
+    cu_store *s = NULL;
+    cu_rc rc;
+    if (st == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    const char *dir = cfg->state_dir ? cfg->state_dir : "./var";
+    snprintf(st->dir, sizeof st->dir, "%s", dir);
+    if (create && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        rc = cu_err_set_sys(CU_E_IO, errno, "cannot create the state directory %s", dir);
+        goto fail;
+    }
+    if (!exists(dir)) {
+        rc = cu_err_set(CU_E_STATE, "no state directory %s (start custosd once to create it)", dir);
+        goto fail;
+    }
+    if ((rc = path_in(st->ca_file, dir, "ca.crt")) != CU_OK || (rc = path_in(st->ca_key, dir, "ca.key")) != CU_OK ||
+        (rc = path_in(st->endpoint_file, dir, "endpoint")) != CU_OK)
+        goto fail;
+    if (cfg->server_cert)
+        snprintf(st->cert_file, sizeof st->cert_file, "%s", cfg->server_cert);
+    else if ((rc = path_in(st->cert_file, dir, "server.crt")) != CU_OK)
+        goto fail;
+    if (cfg->server_key)
+        snprintf(st->key_spec, sizeof st->key_spec, "%s", cfg->server_key);
+    else if ((rc = path_in(st->key_spec, dir, "server.key")) != CU_OK)
+        goto fail;
+    if (cfg->store != NULL) {
+        const char *p = strncmp(cfg->store, "sqlite:", 7) == 0 ? cfg->store + 7 : NULL;
+        if (p == NULL) {
+            rc = cu_err_set(CU_E_UNSUPPORTED, "store '%s': only sqlite:PATH is supported", cfg->store);
+            goto fail;
+        }
+        snprintf(st->db, sizeof st->db, "%s", p);
+    } else if ((rc = path_in(st->db, dir, "custos.db")) != CU_OK) {
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_names; i++)
+        if ((rc = add_name(st, cfg->names[i])) != CU_OK)
+            goto fail;
+    if (!create && cfg->n_names == 0) {
+        /* A client of the state (service info, token, bench) uses the host
+         * name the running custosd announced. */
+        char ep[300] = "", host[256];
+        FILE *f = fopen(st->endpoint_file, "r");
+        if (f != NULL) {
+            if (fgets(ep, sizeof ep, f) != NULL && sscanf(ep, "https://%255[^:/]", host) == 1 &&
+                (rc = add_name(st, host)) != CU_OK) {
+                fclose(f);
+                goto fail;
+            }
+            fclose(f);
+        }
+    }
+    if ((rc = add_name(st, "localhost")) != CU_OK || (rc = add_name(st, "127.0.0.1")) != CU_OK ||
+        (rc = add_name(st, "::1")) != CU_OK)
+        goto fail;
+
+    /* The same rule as the command line (custos/state.h): a pkcs11: URI in
+     * the config or $CUSTOS_KEYRING_URI, else the software key file. */
+    const char *kuri = cfg->keyring;
+    if (kuri == NULL && getenv("CUSTOS_KEYRING_URI") != NULL && *getenv("CUSTOS_KEYRING_URI") != 0)
+        kuri = getenv("CUSTOS_KEYRING_URI");
+    if (kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0) {
+        if ((rc = cu_srv__srv_provider_load(cfg->provider_path)) != CU_OK ||
+            (rc = cu_srv__keyring_token_new(kuri, &st->inner)) != CU_OK)
+            goto fail;
+    } else {
+        char kp[PATHLEN];
+        if (cfg->keyring != NULL)
+            snprintf(kp, sizeof kp, "%s", cfg->keyring);
+        else if ((rc = path_in(kp, dir, "keyring.key")) != CU_OK)
+            goto fail;
+        if ((rc = file_keyring(kp, create, &st->inner)) != CU_OK)
+            goto fail;
+    }
+    if ((rc = cu_srv__metrics_keyring(st->inner, &st->kr)) != CU_OK)
+        goto fail;
+    if (strncmp(st->key_spec, "pkcs11:", 7) == 0 && (rc = cu_srv__srv_provider_load(cfg->provider_path)) != CU_OK)
+        goto fail;
+    if ((rc = cu_store_open_sqlite(st->db, st->kr, &s)) != CU_OK)
+        goto fail;
+    if ((rc = ensure_scope(st, s, cfg, create)) != CU_OK || (rc = ensure_policy(st, s, create)) != CU_OK ||
+        (rc = ensure_hubs(s, cfg, create)) != CU_OK || (rc = ensure_certs(st, create)) != CU_OK)
+        goto fail;
+    cu_store_close(s);
+    *_out = st;
+    return CU_OK;
+fail:
+    cu_store_close(s);
+    cu_srv_state_free(st);
+    return rc;
+}
+
+void cu_srv_state_free(cu_srv_state *st)
+{
+    if (st == NULL)
+        return;
+    cu_keyring_free(st->kr);
+    cu_keyring_free(st->inner);
+    for (size_t i = 0; i < st->n_names; i++)
+        free(st->names[i]);
+    OPENSSL_cleanse(st->policy_key, sizeof st->policy_key);
+    free(st);
+}
+
+const char *cu_srv_state_id_scope(const cu_srv_state *st) { return st->id_scope; }
+const char *cu_srv_state_dir(const cu_srv_state *st) { return st->dir; }
+cu_keyring *cu_srv_state_keyring(cu_srv_state *st) { return st->kr; }
+const char *cu_srv_state_ca_file(const cu_srv_state *st) { return st->ca_file; }
+const char *cu_srv_state_cert_file(const cu_srv_state *st) { return st->cert_file; }
+const char *cu_srv_state_key_spec(const cu_srv_state *st) { return st->key_spec; }
+const char *cu_srv_state_host(const cu_srv_state *st) { return st->names[0]; }
+void *cu_srv_state_libctx(cu_srv_state *st) { (void)st; return NULL; }
+
+size_t cu_srv_state_names(const cu_srv_state *st, const char *const **_names)
+{
+    *_names = (const char *const *)st->names;
+    return st->n_names;
+}
+
+const uint8_t *cu_srv_state_policy_key(const cu_srv_state *st, size_t *_len)
+{
+    *_len = st->policy_len;
+    return st->policy_key;
+}
+
+cu_rc cu_srv_state_store_open(cu_srv_state *st, cu_store **_out)
+{
+    return cu_store_open_sqlite(st->db, st->kr, _out);
+}
+
+/* custosd writes where it listens, so `custos service info` can say. */
+cu_rc cu_srv__state_write_endpoint(cu_srv_state *st, const char *endpoint)
+{
+    char tmp[PATHLEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", st->endpoint_file);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return cu_err_set_sys(CU_E_IO, errno, "cannot write %s", tmp);
+    fprintf(f, "%s\n", endpoint);
+    if (fclose(f) != 0 || rename(tmp, st->endpoint_file) != 0)
+        return cu_err_set_sys(CU_E_IO, errno, "cannot write %s", st->endpoint_file);
+    return CU_OK;
+}
+
+cu_rc cu_srv_info_get(cu_srv_state *st, cu_srv_info *_info)
+{
+    memset(_info, 0, sizeof *_info);
+    snprintf(_info->id_scope, sizeof _info->id_scope, "%s", st->id_scope);
+    snprintf(_info->ca_file, sizeof _info->ca_file, "%s", st->ca_file);
+    snprintf(_info->state_dir, sizeof _info->state_dir, "%s", st->dir);
+    FILE *f = fopen(st->endpoint_file, "r");
+    if (f == NULL || fgets(_info->endpoint, sizeof _info->endpoint, f) == NULL)
+        snprintf(_info->endpoint, sizeof _info->endpoint, "https://%s:8443", st->names[0]);
+    if (f != NULL)
+        fclose(f);
+    _info->endpoint[strcspn(_info->endpoint, "\r\n")] = 0;
+    unsigned char b64[64];
+    EVP_EncodeBlock(b64, st->policy_key, (int)st->policy_len);
+    snprintf(_info->connection_string, sizeof _info->connection_string,
+             "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", st->names[0], CU_SRV_POLICY, b64);
+    OPENSSL_cleanse(b64, sizeof b64);
+    return CU_OK;
+}

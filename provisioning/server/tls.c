@@ -1,0 +1,81 @@
+/* TLS for custosd: the server key (file or token through the provider), and
+ * a client-certificate request that accepts any chain at the TLS layer —
+ * whether the chain is trusted is the engine's decision, per enrollment; the
+ * handshake only proves the device holds the leaf's key. */
+#include "srv_int.h"
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+
+/* Replaces OpenSSL's chain building for client certificates: there is no
+ * trust store at this layer (the engine evaluates the chain against the
+ * enrollments), so building one would only burn time on every handshake.
+ * The client's CertificateVerify is still checked by the TLS stack. */
+static int accept_chain(X509_STORE_CTX *ctx, void *arg)
+{
+    (void)arg;
+    X509_STORE_CTX_set_error(ctx, X509_V_OK);
+    return 1;
+}
+
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    (void)ssl;
+    if (where & SSL_CB_HANDSHAKE_DONE)
+        cu_srv__metrics_tls(true);
+    else if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && ret != 0 && (ret >> 8) == SSL3_AL_FATAL)
+        cu_srv__metrics_tls(false);
+}
+
+cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, SSL_CTX **_out)
+{
+    EVP_PKEY *key = NULL;
+    cu_rc rc = CU_OK;
+    SSL_CTX *ctx = SSL_CTX_new_ex(cu_srv_state_libctx(st), NULL, TLS_server_method());
+    static const unsigned char SID_CTX[] = "custosd";
+    char buf[256];
+    if (ctx == NULL)
+        return cu_err_set(CU_E_CRYPTO, "SSL_CTX_new failed");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cu_srv_state_cert_file(st)) != 1) {
+        ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+        rc = cu_err_set(CU_E_CRYPTO, "server certificate %s: %s", cu_srv_state_cert_file(st), buf);
+        goto fail;
+    }
+    if ((rc = cu_srv__srv_load_key(cu_srv_state_key_spec(st), &key)) != CU_OK)
+        goto fail;
+    if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+        rc = cu_err_set(CU_E_CRYPTO, "server key does not fit the certificate: %s", buf);
+        goto fail;
+    }
+    /* Ask for a client certificate, never require one (symmetric-key
+     * devices have none), and leave trust to the engine. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_cert_verify_callback(ctx, accept_chain, NULL);
+    SSL_CTX_set_verify_depth(ctx, CU_X509_MAX_CHAIN);
+    /* Needed for session resumption once client certificates are asked for. */
+    SSL_CTX_set_session_id_context(ctx, SID_CTX, sizeof SID_CTX - 1);
+    SSL_CTX_set_info_callback(ctx, info_cb);
+    /* One TLS 1.3 ticket, not two: a client resumes once (the poll after
+     * the PUT, PROTOCOL.md §10), and each ticket costs a copy of the session
+     * with its peer certificate — a fifth of an X.509 registration. */
+    SSL_CTX_set_num_tickets(ctx, 1);
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    *_out = ctx;
+    return CU_OK;
+fail:
+    EVP_PKEY_free(key);
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
+SSL *cu_srv__tls_of(struct evhttp_request *req)
+{
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    struct bufferevent *bev = c ? evhttp_connection_get_bufferevent(c) : NULL;
+    return bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+}

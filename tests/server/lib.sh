@@ -1,0 +1,88 @@
+# Shared helpers of the custosd end-to-end tests (sourced). The caller sets
+# BIN (the build's bin directory) before sourcing.
+set -u
+BIN=$(cd "$BIN" && pwd)
+T=$(mktemp -d /tmp/cu-srv-XXXXXX)
+CUSTOS="$BIN/custos"
+CUSTOSD="$BIN/custosd"
+SRV_PID=
+pass=0 fail=0
+ok()  { pass=$((pass+1)); echo "ok   - $1"; }
+bad() { fail=$((fail+1)); echo "FAIL - $1"; }
+finish() {
+  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
+  echo "$pass passed, $fail failed"
+  if [ "$fail" -ne 0 ]; then echo "state and logs kept in $T"; else rm -rf "$T"; fi
+  [ "$fail" -eq 0 ]
+}
+trap 'finish; exit $?' EXIT
+
+expect_rc() { # expected-rc description command...
+  local want=$1 what=$2; shift 2
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  if [ "$rc" = "$want" ]; then ok "$what"; else bad "$what (exit $rc, wanted $want): $(head -c 400 "$T/out" "$T/err")"; fi
+}
+contains() { # file text description
+  if grep -q -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(head -c 400 "$1")"; fi
+}
+
+# start_server STATE [config lines...]: custosd on a free loopback port.
+start_server() {
+  local state=$1; shift
+  : >"$T/custosd.conf"
+  for l in "$@"; do echo "$l" >>"$T/custosd.conf"; done
+  rm -f "$state/endpoint"
+  "$CUSTOSD" --state "$state" --listen 127.0.0.1:0 --config "$T/custosd.conf" >>"$T/custosd.log" 2>&1 &
+  SRV_PID=$!
+  for _ in $(seq 1 100); do
+    [ -s "$state/endpoint" ] && break
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ ! -s "$state/endpoint" ]; then
+    bad "custosd did not start: $(cat "$T/custosd.log")"; exit 1
+  fi
+  EP=$(cat "$state/endpoint")
+  HP=${EP#https://}
+  PORT=${HP##*:}
+  CA="$state/ca.crt"
+  SCOPE=$("$CUSTOS" service info --state "$state" --config "$T/custosd.conf" --json | sed 's/.*"idScope":"\([^"]*\)".*/\1/')
+}
+
+stop_server() { # [signal]: sets SRV_RC
+  kill -"${1:-TERM}" "$SRV_PID" 2>/dev/null
+  wait "$SRV_PID" 2>/dev/null; SRV_RC=$?
+  SRV_PID=
+  if grep -q 'Sanitizer' "$T/custosd.log"; then bad "custosd sanitizer report: $(grep -m3 -A5 Sanitizer "$T/custosd.log")"; fi
+}
+
+# http METHOD PATH [curl args...]: status in $T/status, body in $T/body,
+# headers in $T/hdr.
+http() {
+  local m=$1 p=$2; shift 2
+  curl -sS --cacert "$CA" -X "$m" -o "$T/body" -D "$T/hdr" -w '%{http_code}' "$@" "$EP$p" >"$T/status" 2>"$T/curlerr"
+}
+expect_http() { # status description method path [curl args...]
+  local want=$1 what=$2; shift 2
+  http "$@"
+  local got; got=$(cat "$T/status")
+  if [ "$got" = "$want" ]; then ok "$what"; else bad "$what (HTTP $got, wanted $want): $(head -c 300 "$T/body") $(cat "$T/curlerr")"; fi
+}
+body_has() { contains "$T/body" "$1" "$2"; }
+hdr_has() { if grep -qi -- "$1" "$T/hdr"; then ok "$2"; else bad "$2: '$1' not in headers"; fi; }
+hdr_lacks() { if grep -qi -- "$1" "$T/hdr"; then bad "$2: '$1' present"; else ok "$2"; fi; }
+
+# sas SCOPE REGID KEY_B64 EXPIRY: a device SAS token the way the C SDK makes it.
+sas() {
+  local sr="$1%2fregistrations%2f$2" hex sig
+  hex=$(printf '%s' "$3" | base64 -d | od -An -tx1 | tr -d ' \n')
+  sig=$(printf '%s\n%s' "$sr" "$4" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hex" -binary | base64 \
+        | sed 's/+/%2b/g; s/\//%2f/g; s/=/%3d/g')
+  echo "SharedAccessSignature sr=$sr&sig=$sig&se=$4&skn=registration"
+}
+# derive GROUPKEY_B64 REGID: the group-derived device key.
+derive() {
+  local hex; hex=$(printf '%s' "$1" | base64 -d | od -An -tx1 | tr -d ' \n')
+  printf '%s' "$2" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hex" -binary | base64
+}
+svc_token() { "$CUSTOS" service token --state "$STATE" --config "$T/custosd.conf"; }

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The service API of custosd by curl, authorized by a service SAS from the
+# shared access policy: enrollments and groups (create, get, attestation
+# mechanism, ETag/If-Match 412, query with continuation, bulk, delete),
+# registration records, CA certificates with proof of possession.
+BIN=${1:?usage: service_api.sh path/to/bin}
+. "$(dirname "$0")/lib.sh"
+
+STATE=$T/var
+start_server "$STATE" "retry-after = 1"
+V='api-version=2021-10-01'
+J='Content-Type: application/json'
+A() { echo "Authorization: $(svc_token)"; }
+etag_of() { sed 's/.*"etag":"\(\\"[^\\]*\\"\)".*/\1/; s/\\"/"/g' "$T/body"; }
+
+# ---- individual enrollments ----
+K1=$(openssl rand -base64 32)
+expect_http 200 "create an individual enrollment" PUT "/enrollments/svc-1?$V" -H "$(A)" -H "$J" \
+  -d "{\"registrationId\":\"svc-1\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$K1\",\"secondaryKey\":\"$K1\"}},\"provisioningStatus\":\"enabled\"}"
+body_has '"etag":"\\"' "the answer carries a quoted etag"
+if grep -q "$K1" "$T/body"; then bad "PUT answer leaks the key"; else ok "PUT answer shows no key"; fi
+E1=$(etag_of)
+expect_http 200 "get it" GET "/enrollments/svc-1?$V" -H "$(A)"
+body_has '"registrationId":"svc-1"' "get: the id"
+expect_http 200 "attestation mechanism shows the keys" POST "/enrollments/svc-1/attestationmechanism?$V" -H "$(A)"
+body_has "$K1" "attestationmechanism: the primary key"
+expect_http 200 "update with the current etag" PUT "/enrollments/svc-1?$V" -H "$(A)" -H "$J" -H "If-Match: $E1" \
+  -d "{\"registrationId\":\"svc-1\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$K1\",\"secondaryKey\":\"$K1\"}},\"provisioningStatus\":\"disabled\"}"
+E2=$(etag_of)
+[ "$E1" != "$E2" ] && ok "the etag changed" || bad "the etag did not change"
+expect_http 412 "update with a stale etag: 412" PUT "/enrollments/svc-1?$V" -H "$(A)" -H "$J" -H "If-Match: $E1" \
+  -d "{\"registrationId\":\"svc-1\",\"attestation\":{\"type\":\"symmetricKey\"}}"
+body_has '"errorCode":412001' "412 error body"
+expect_http 412 "delete with a stale etag: 412" DELETE "/enrollments/svc-1?$V" -H "$(A)" -H "If-Match: $E1"
+expect_http 200 "still there after the refused delete" GET "/enrollments/svc-1?$V" -H "$(A)"
+body_has '"provisioningStatus":"disabled"' "the update stuck"
+expect_http 400 "an enrollment with a bad key" PUT "/enrollments/svc-2?$V" -H "$(A)" -H "$J" \
+  -d '{"registrationId":"svc-2","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"not base64"}}}'
+body_has '"errorCode":400001' "bad key: error body"
+expect_http 400 "body id differs from the URL" PUT "/enrollments/svc-2?$V" -H "$(A)" -H "$J" \
+  -d '{"registrationId":"svc-3","attestation":{"type":"symmetricKey"}}'
+expect_http 415 "wrong content type" PUT "/enrollments/svc-2?$V" -H "$(A)" -H 'Content-Type: text/plain' -d '{}'
+expect_http 404 "get a missing enrollment" GET "/enrollments/nobody?$V" -H "$(A)"
+body_has '"errorCode":404201' "missing enrollment: 404201"
+expect_http 401 "without a SAS" GET "/enrollments/svc-1?$V"
+expect_http 204 "delete with the current etag" DELETE "/enrollments/svc-1?$V" -H "$(A)" -H "If-Match: $E2"
+expect_http 404 "gone" GET "/enrollments/svc-1?$V" -H "$(A)"
+
+# ---- bulk (POST /enrollments/ with the C SDK's trailing slash) ----
+items=""
+for i in $(seq 1 7); do
+  items="$items${items:+,}{\"registrationId\":\"bulk-$i\",\"attestation\":{\"type\":\"symmetricKey\"}}"
+done
+expect_http 200 "bulk create of 7" POST "/enrollments/?$V" -H "$(A)" -H "$J" -d "{\"mode\":\"create\",\"enrollments\":[$items]}"
+body_has '"isSuccessful":true' "bulk create succeeded"
+expect_http 200 "bulk create again reports conflicts" POST "/enrollments?$V" -H "$(A)" -H "$J" \
+  -d '{"mode":"create","enrollments":[{"registrationId":"bulk-1","attestation":{"type":"symmetricKey"}},{"registrationId":"bulk-8","attestation":{"type":"symmetricKey"}}]}'
+body_has '"isSuccessful":false' "bulk: not successful"
+body_has '"registrationId":"bulk-1","errorCode":409001' "bulk: bulk-1 is a 409"
+expect_http 200 "bulk updateIfMatchETag with a stale etag" POST "/enrollments?$V" -H "$(A)" -H "$J" \
+  -d '{"mode":"updateIfMatchETag","enrollments":[{"registrationId":"bulk-2","etag":"\"00000000-0000-0000-0000-000000000000\"","attestation":{"type":"symmetricKey"}}]}'
+body_has '"errorCode":412001' "bulk: stale etag is a 412"
+expect_http 400 "bulk with an unknown mode" POST "/enrollments?$V" -H "$(A)" -H "$J" -d '{"mode":"upsert","enrollments":[]}'
+
+# ---- query with continuation ----
+pages=0 seen=0 cont=""
+while :; do
+  if [ -n "$cont" ]; then http POST "/enrollments/query?$V" -H "$(A)" -H "$J" -H "x-ms-max-item-count: 3" -H "x-ms-continuation: $cont" -d '{"query":"*"}'
+  else http POST "/enrollments/query?$V" -H "$(A)" -H "$J" -H "x-ms-max-item-count: 3" -d '{"query":"*"}'; fi
+  [ "$(cat "$T/status")" = 200 ] || { bad "query page HTTP $(cat "$T/status")"; break; }
+  pages=$((pages+1)); seen=$((seen + $(grep -o '"registrationId"' "$T/body" | wc -l)))
+  cont=$(grep -i '^x-ms-continuation:' "$T/hdr" | sed 's/^[^:]*: *//' | tr -d '\r')
+  [ -z "$cont" ] && break
+  [ $pages -gt 10 ] && { bad "query does not end"; break; }
+done
+[ "$seen" = 8 ] && ok "query returned all 8 enrollments" || bad "query returned $seen enrollments, wanted 8"
+[ "$pages" = 3 ] && ok "in 3 pages of 3" || bad "in $pages pages"
+hdr_lacks '^x-ms-continuation' "the last page has no x-ms-continuation"
+hdr_has '^x-ms-item-type: Enrollment' "x-ms-item-type"
+expect_http 400 "a query other than *" POST "/enrollments/query?$V" -H "$(A)" -H "$J" -d '{"query":"SELECT * FROM devices WHERE 1=1"}'
+expect_http 200 "bulk delete" POST "/enrollments?$V" -H "$(A)" -H "$J" \
+  -d '{"mode":"delete","enrollments":[{"registrationId":"bulk-1","attestation":{"type":"symmetricKey"}},{"registrationId":"bulk-2","attestation":{"type":"symmetricKey"}}]}'
+body_has '"isSuccessful":true' "bulk delete succeeded"
+expect_http 404 "bulk-1 is gone" GET "/enrollments/bulk-1?$V" -H "$(A)"
+
+# ---- groups, registrations by group ----
+GK=$(openssl rand -base64 64 | tr -d '\n')
+expect_http 200 "create a symmetric-key group" PUT "/enrollmentGroups/grp-1?$V" -H "$(A)" -H "$J" \
+  -d "{\"enrollmentGroupId\":\"grp-1\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$GK\",\"secondaryKey\":\"$GK\"}}}"
+GE=$(etag_of)
+expect_http 200 "group attestation mechanism (lower-case path, as Node)" POST "/enrollmentgroups/grp-1/attestationmechanism?$V" -H "$(A)"
+body_has "$GK" "group key shown"
+echo "$GK" >"$T/gk"
+for d in g-dev-1 g-dev-2 g-dev-3 g-dev-4; do
+  "$CUSTOS" device register --scope "$SCOPE" --host "$HP" --ca "$CA" --key-file "$T/gk" --group --registration-id $d >/dev/null \
+    || bad "register $d"
+done
+expect_http 200 "registrations of the group, first page" POST "/registrations/grp-1/query?$V" -H "$(A)" -H "$J" -H "x-ms-max-item-count: 3" -d '{}'
+n=$(grep -o '"registrationId"' "$T/body" | wc -l)
+[ "$n" = 3 ] && ok "3 records on the first page" || bad "$n records on the first page"
+hdr_has '^x-ms-item-type: DeviceRegistration' "item type DeviceRegistration"
+cont=$(grep -i '^x-ms-continuation:' "$T/hdr" | sed 's/^[^:]*: *//' | tr -d '\r')
+expect_http 200 "second page" POST "/registrations/grp-1/query?$V" -H "$(A)" -H "x-ms-max-item-count: 3" -H "x-ms-continuation: $cont"
+n=$(grep -o '"registrationId"' "$T/body" | wc -l)
+[ "$n" = 1 ] && ok "1 record on the last page" || bad "$n records on the last page"
+hdr_lacks '^x-ms-continuation' "no continuation on the last page"
+expect_http 200 "get a registration record" GET "/registrations/g-dev-1?$V" -H "$(A)"
+body_has '"assignedHub":"hub1.custos.local"' "record: hub"
+RE=$(etag_of)
+expect_http 412 "delete a record with a stale etag" DELETE "/registrations/g-dev-1?$V" -H "$(A)" -H 'If-Match: "stale"'
+expect_http 204 "delete a record" DELETE "/registrations/g-dev-1?$V" -H "$(A)" -H "If-Match: $RE"
+expect_http 404 "the record is gone" GET "/registrations/g-dev-1?$V" -H "$(A)"
+body_has '"errorCode":404203' "missing record: 404203"
+expect_http 412 "group update with a stale etag" PUT "/enrollmentGroups/grp-1?$V" -H "$(A)" -H "$J" -H 'If-Match: "nope"' \
+  -d '{"enrollmentGroupId":"grp-1","attestation":{"type":"symmetricKey"}}'
+expect_http 204 "delete the group" DELETE "/enrollmentGroups/grp-1?$V" -H "$(A)" -H "If-Match: $GE"
+
+# ---- CA certificates and proof of possession ----
+"$CUSTOS" pki issue --cn "Svc Root" --ca --out "$T/ca" >/dev/null || bad "pki issue"
+CERT=$(awk '{printf "%s\\n", $0}' "$T/ca.pem")
+expect_http 200 "upload a CA certificate" PUT "/certificates/svc-root?$V" -H "$(A)" -H "$J" -d "{\"certificate\":\"$CERT\"}"
+body_has '"isVerified":false' "not verified yet"
+CE=$(etag_of)
+expect_http 200 "generate a verification code" POST "/certificates/svc-root/generateVerificationCode?$V" -H "$(A)" -H "If-Match: $CE"
+CODE=$(sed 's/.*"verificationCode":"\([^"]*\)".*/\1/' "$T/body")
+[ -n "$CODE" ] && ok "a verification code" || bad "no verification code"
+http GET "/certificates/svc-root?$V" -H "$(A)"; CE=$(etag_of)
+"$CUSTOS" pki verification-cert --ca-cert "$T/ca.pem" --ca-key "$T/ca.key" --code "$CODE" --out "$T/pop.pem" >/dev/null || bad "verification-cert"
+POP=$(awk '{printf "%s\\n", $0}' "$T/pop.pem")
+expect_http 400 "verify with a certificate for another code" POST "/certificates/svc-root/verify?$V" -H "$(A)" -H "$J" -H "If-Match: $CE" \
+  -d "{\"certificate\":\"$CERT\"}"
+expect_http 200 "verify with the proof of possession" POST "/certificates/svc-root/verify?$V" -H "$(A)" -H "$J" -H "If-Match: $CE" \
+  -d "{\"certificate\":\"$POP\"}"
+body_has '"isVerified":true' "verified"
+expect_http 200 "a group on the verified CA (caReferences)" PUT "/enrollmentGroups/grp-ca?$V" -H "$(A)" -H "$J" \
+  -d '{"enrollmentGroupId":"grp-ca","attestation":{"type":"x509","x509":{"caReferences":{"primary":"svc-root"}}}}'
+
+# ---- the C and Node service SDK spellings ----
+expect_http 200 "api-version 2018-04-01 (C service SDK)" GET "/enrollmentGroups/grp-ca?api-version=2018-04-01" -H "$(A)" -H 'UserAgent: iothub_dps_prov_client/1.0'
+stop_server TERM
+[ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"

@@ -1,0 +1,129 @@
+/* custos device register: one device registration, as a device would make
+ * it, with keys from files or tokens. Exit status: 0 assigned, 3 refused,
+ * 4 failed (the service could not assign, e.g. no hub), 1 error, 2 usage. */
+#include "cli.h"
+
+#include <custos/device.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cu_cmd_device(int argc, char **argv);
+
+enum { EXIT_REFUSED = 3, EXIT_FAILED = 4 };
+
+static void usage(FILE *f)
+{
+    fputs("usage: custos device register --scope SCOPE --host HOST[:PORT] --ca FILE\n"
+          "         (--x509 --cert FILE --key URI|FILE\n"
+          "          | --symmetric-key URI | --key-file FILE) [--registration-id ID] [--group]\n"
+          "         [--payload JSON] [--api-version V] [--timeout SECONDS] [--json]\n\n"
+          "Registers one device and polls until the service answers for good.\n"
+          "  --x509             TLS client certificate: --cert is a PEM with the leaf first and\n"
+          "                     the intermediates to send; --key a PEM file or a pkcs11: URI\n"
+          "  --symmetric-key    the HMAC key in a token (pkcs11: URI)\n"
+          "  --key-file         a file holding the base64 key\n"
+          "  --group            the key is an enrollment group's: derive the device key\n"
+          "  --registration-id  required for symmetric keys; X.509 default: the leaf's CN\n"
+          "Exit status: 0 assigned, 3 refused, 4 failed (not assigned), 1 error, 2 usage.\n",
+          f);
+}
+
+static void print_json(const cu_dev_result *r)
+{
+    printf("{\"result\":");
+    cu_cli_json_str(stdout, cu_dev_outcome_str(r->outcome));
+    printf(",\"httpStatus\":%d,\"registrationId\":", r->http_status);
+    cu_cli_json_str(stdout, r->registration_id);
+    printf(",\"status\":");
+    cu_cli_json_str(stdout, r->status);
+    printf(",\"assignedHub\":");
+    cu_cli_json_str(stdout, r->assigned_hub);
+    printf(",\"deviceId\":");
+    cu_cli_json_str(stdout, r->device_id);
+    printf(",\"substatus\":");
+    cu_cli_json_str(stdout, r->substatus);
+    printf(",\"operationId\":");
+    cu_cli_json_str(stdout, r->operation_id);
+    printf(",\"errorCode\":%d,\"message\":", r->error_code);
+    cu_cli_json_str(stdout, r->message);
+    printf(",\"polls\":%u}\n", r->polls);
+}
+
+static int cmd_register(int argc, char **argv)
+{
+    const char *scope = NULL, *host = NULL, *ca = NULL, *cert = NULL, *key = NULL, *symkey = NULL,
+               *key_file = NULL, *regid = NULL, *payload = NULL, *apiv = NULL, *timeout = NULL;
+    bool x509 = false, group = false, json = false, help = false;
+    cu_cli_opt opts[] = {
+        {"--scope", &scope, NULL, NULL, NULL, 0},
+        {"--host", &host, NULL, NULL, NULL, 0},
+        {"--ca", &ca, NULL, NULL, NULL, 0},
+        {"--x509", NULL, &x509, NULL, NULL, 0},
+        {"--cert", &cert, NULL, NULL, NULL, 0},
+        {"--key", &key, NULL, NULL, NULL, 0},
+        {"--symmetric-key", &symkey, NULL, NULL, NULL, 0},
+        {"--key-file", &key_file, NULL, NULL, NULL, 0},
+        {"--registration-id", &regid, NULL, NULL, NULL, 0},
+        {"--group", NULL, &group, NULL, NULL, 0},
+        {"--payload", &payload, NULL, NULL, NULL, 0},
+        {"--api-version", &apiv, NULL, NULL, NULL, 0},
+        {"--timeout", &timeout, NULL, NULL, NULL, 0},
+        {"--json", NULL, &json, NULL, NULL, 0},
+        {"--help", NULL, &help, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, 0},
+    };
+    int rc = cu_cli_parse("device register", argc, argv, opts, NULL, 0, NULL);
+    if (rc != CU_EXIT_OK)
+        return rc;
+    if (help) {
+        usage(stdout);
+        return CU_EXIT_OK;
+    }
+    if (scope == NULL || host == NULL || ca == NULL)
+        return cu_cli_usage("device register", "--scope, --host and --ca are required");
+    int kinds = (x509 ? 1 : 0) + (symkey ? 1 : 0) + (key_file ? 1 : 0);
+    if (kinds != 1)
+        return cu_cli_usage("device register", "give exactly one of --x509, --symmetric-key, --key-file");
+    if (x509 && (cert == NULL || key == NULL))
+        return cu_cli_usage("device register", "--x509 needs --cert FILE and --key URI|FILE");
+    if (!x509 && regid == NULL)
+        return cu_cli_usage("device register", "a symmetric key needs --registration-id");
+    if (x509 && group)
+        return cu_cli_usage("device register", "--group applies to symmetric keys");
+    cu_dev_config cfg = {.host = host, .id_scope = scope, .ca_file = ca, .registration_id = regid,
+                         .cert_file = x509 ? cert : NULL, .key = x509 ? key : NULL, .symkey_uri = symkey,
+                         .key_file = key_file, .group = group, .payload_json = payload, .api_version = apiv,
+                         .timeout = timeout ? (unsigned)strtoul(timeout, NULL, 10) : 0};
+    cu_dev_result res;
+    cu_dev_register(&cfg, &res);
+    if (json) {
+        print_json(&res);
+    } else if (res.outcome == CU_DEV_ASSIGNED) {
+        printf("assigned: %s -> %s (device id %s, %s)\n", res.registration_id, res.assigned_hub, res.device_id,
+               res.substatus);
+    } else if (res.outcome == CU_DEV_ERROR) {
+        fprintf(stderr, "custos: registration of %s failed: %s\n", res.registration_id, res.message);
+    } else {
+        printf("%s: %s (HTTP %d, error %d: %s)\n", cu_dev_outcome_str(res.outcome), res.registration_id,
+               res.http_status, res.error_code, res.message[0] ? res.message : res.status);
+    }
+    int status = res.outcome == CU_DEV_ASSIGNED  ? CU_EXIT_OK
+                 : res.outcome == CU_DEV_REFUSED ? EXIT_REFUSED
+                 : res.outcome == CU_DEV_FAILED  ? EXIT_FAILED
+                                                 : CU_EXIT_FAIL;
+    cu_dev_result_clear(&res);
+    return status;
+}
+
+int cu_cmd_device(int argc, char **argv)
+{
+    if (argc < 2 || cu_cli_is_help(argv[1])) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CU_EXIT_USAGE : CU_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "register"))
+        return cmd_register(argc - 1, argv + 1);
+    return cu_cli_usage("device", "unknown subcommand '%s'", argv[1]);
+}
