@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,9 +132,19 @@ json_t *cu_prov__audit_decision(const cu_prov_request *req, const cu_prov_result
     if (req->chain != NULL)
         json_object_set_new(j, "chain", chain_json(req->chain));
     if (req->tpm_ek != NULL) {
+        /* SHA-256 of the EK's TPM2B_PUBLIC (what the default registration
+         * id is made of); an EK that is not base64 gets none. */
+        uint8_t *ek = NULL, md[32];
+        size_t len = 0;
         char fp[65];
-        cu_prov__ek_sha256(req->tpm_ek, fp);
-        json_object_set_new(j, "tpm", json_pack("{s:s}", "ekSha256", fp));
+        if (cu_prov__b64_decode(req->tpm_ek, strlen(req->tpm_ek), &ek, &len) == CU_OK &&
+            EVP_Digest(ek, len, md, NULL, EVP_sha256(), NULL) == 1) {
+            cu_prov__hex(md, 32, fp);
+            json_object_set_new(j, "tpm", json_pack("{s:s}", "ekSha256", fp));
+        }
+        if (ek != NULL)
+            OPENSSL_clear_free(ek, len);
+        cu_err_clear();
     }
     if (res->outcome == CU_PROV_PROVISION) {
         const cu_reg_record *r = &res->record;
