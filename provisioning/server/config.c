@@ -19,6 +19,8 @@ void cu_srv_config_init(cu_srv_config *cfg)
     cfg->sas_skew = 300;
     cfg->shutdown_grace = 10;
     cfg->tls_tickets = 1;
+    cfg->audit_sign_every = 1000;
+    cfg->audit_sign_seconds = 60;
     cfg->log_level = 2;
 }
 
@@ -42,6 +44,7 @@ void cu_srv_config_clear(cu_srv_config *cfg)
     free(cfg->server_cert);
     free(cfg->keyring);
     free(cfg->provider_path);
+    free(cfg->audit_key);
     free(cfg->log_file);
     memset(cfg, 0, sizeof *cfg);
 }
@@ -136,6 +139,8 @@ cu_rc cu_srv_config_set(cu_srv_config *cfg, const char *key, const char *v)
         return set_str(&cfg->keyring, key, v);
     if (!strcmp(key, "provider-path"))
         return set_str(&cfg->provider_path, key, v);
+    if (!strcmp(key, "audit-key"))
+        return set_str(&cfg->audit_key, key, v);
     if (!strcmp(key, "log-file"))
         return set_str(&cfg->log_file, key, v);
     if (!strcmp(key, "log-format")) {
@@ -184,6 +189,8 @@ cu_rc cu_srv_config_set(cu_srv_config *cfg, const char *key, const char *v)
         {"sas-skew", 0, 86400, sizeof cfg->sas_skew, &cfg->sas_skew},
         {"shutdown-grace", 0, 3600, sizeof cfg->shutdown_grace, &cfg->shutdown_grace},
         {"tls-tickets", 0, 4, sizeof cfg->tls_tickets, &cfg->tls_tickets},
+        {"audit-sign-every", 1, 1000000, sizeof cfg->audit_sign_every, &cfg->audit_sign_every},
+        {"audit-sign-seconds", 1, 86400, sizeof cfg->audit_sign_seconds, &cfg->audit_sign_seconds},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(key, nums[i].k) != 0)

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ struct cu_srv_state {
     char ca_key[PATHLEN];
     char cert_file[PATHLEN];
     char key_spec[PATHLEN];
+    char audit_key_spec[PATHLEN];
     char endpoint_file[PATHLEN];
     cu_keyring *inner;     /* the real keyring */
     cu_keyring *kr;        /* counting wrapper handed to stores */
@@ -170,6 +172,36 @@ static cu_rc ensure_hubs(cu_store *s, const cu_srv_config *cfg, bool create)
     return cu_store_hub_put(s, &h, why, sizeof why);
 }
 
+/* The key that signs audit chain heads: a pkcs11: URI (through the
+ * provider), or a file made on first start. Its public half is written to
+ * STATE/audit.pub so that `custos audit verify --pubkey` needs nothing else. */
+static cu_rc ensure_audit_key(cu_srv_state *st, const char *dir)
+{
+    EVP_PKEY *key = NULL;
+    char pub[PATHLEN];
+    cu_rc rc = path_in(pub, dir, "audit.pub");
+    if (rc != CU_OK)
+        return rc;
+    if (strncmp(st->audit_key_spec, "pkcs11:", 7) != 0 && !exists(st->audit_key_spec)) {
+        if ((rc = cu_pki_keygen(&key)) != CU_OK || (rc = cu_pki_write_key(st->audit_key_spec, key)) != CU_OK)
+            goto cleanup;
+    } else if ((rc = cu_srv__srv_load_pubkey(st->audit_key_spec, &key)) != CU_OK) {
+        goto cleanup;
+    }
+    FILE *f = fopen(pub, "w");
+    if (f == NULL || !PEM_write_PUBKEY(f, key)) {
+        rc = cu_err_set_sys(CU_E_IO, errno, "cannot write %s", pub);
+        if (f != NULL)
+            fclose(f);
+        goto cleanup;
+    }
+    if (fclose(f) != 0)
+        rc = cu_err_set_sys(CU_E_IO, errno, "cannot write %s", pub);
+cleanup:
+    EVP_PKEY_free(key);
+    return rc;
+}
+
 static cu_rc ensure_certs(cu_srv_state *st, bool create)
 {
     EVP_PKEY *ca_key = NULL, *key = NULL;
@@ -263,6 +295,10 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
         snprintf(st->cert_file, sizeof st->cert_file, "%s", cfg->server_cert);
     else if ((rc = path_in(st->cert_file, dir, "server.crt")) != CU_OK)
         goto fail;
+    if (cfg->audit_key)
+        snprintf(st->audit_key_spec, sizeof st->audit_key_spec, "%s", cfg->audit_key);
+    else if ((rc = path_in(st->audit_key_spec, dir, "audit.key")) != CU_OK)
+        goto fail;
     if (cfg->server_key)
         snprintf(st->key_spec, sizeof st->key_spec, "%s", cfg->server_key);
     else if ((rc = path_in(st->key_spec, dir, "server.key")) != CU_OK)
@@ -318,12 +354,14 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     }
     if ((rc = cu_srv__metrics_keyring(st->inner, &st->kr)) != CU_OK)
         goto fail;
-    if (strncmp(st->key_spec, "pkcs11:", 7) == 0 && (rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK)
+    if ((strncmp(st->key_spec, "pkcs11:", 7) == 0 || strncmp(st->audit_key_spec, "pkcs11:", 7) == 0) &&
+        (rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK)
         goto fail;
     if ((rc = cu_store_open_sqlite(st->db, st->kr, &s)) != CU_OK)
         goto fail;
     if ((rc = ensure_scope(st, s, cfg, create)) != CU_OK || (rc = ensure_policy(st, s, create)) != CU_OK ||
-        (rc = ensure_hubs(s, cfg, create)) != CU_OK || (rc = ensure_certs(st, create)) != CU_OK)
+        (rc = ensure_hubs(s, cfg, create)) != CU_OK || (rc = ensure_certs(st, create)) != CU_OK ||
+        (create && (rc = ensure_audit_key(st, dir)) != CU_OK))
         goto fail;
     cu_store_close(s);
     *_out = st;
@@ -352,6 +390,7 @@ cu_keyring *cu_srv_state_keyring(cu_srv_state *st) { return st->kr; }
 const char *cu_srv_state_ca_file(const cu_srv_state *st) { return st->ca_file; }
 const char *cu_srv_state_cert_file(const cu_srv_state *st) { return st->cert_file; }
 const char *cu_srv_state_key_spec(const cu_srv_state *st) { return st->key_spec; }
+const char *cu_srv_state_audit_key_spec(const cu_srv_state *st) { return st->audit_key_spec; }
 const char *cu_srv_state_host(const cu_srv_state *st) { return st->names[0]; }
 void *cu_srv_state_libctx(cu_srv_state *st) { (void)st; return NULL; }
 

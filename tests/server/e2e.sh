@@ -146,3 +146,11 @@ contains "$T/custosd.log" 'reqid=' "log lines carry request ids"
 stop_server TERM
 if [ "$SRV_RC" = 0 ]; then ok "custosd exits 0 after SIGTERM"; else bad "custosd exit status $SRV_RC after SIGTERM"; fi
 contains "$T/custosd.log" 'custosd stopped' "SIGTERM stops custosd cleanly"
+
+# ---- the audit log of everything above: whole, and signed by custosd ----
+expect_rc 0 "audit verify with custosd's audit key" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
+contains "$T/out" "signatures checked\|signed head" "the chain head is signed"
+if grep -q "no signed head yet" "$T/out" "$T/err"; then bad "custosd left the head unsigned"; else ok "custosd signed the head at shutdown"; fi
+expect_rc 0 "audit export" "$CUSTOS" audit export --state "$STATE"
+contains "$T/out" '"type":"registration.refused"' "refusals are in the log"
+contains "$T/out" '"type":"registration"' "registrations are in the log"

@@ -40,6 +40,9 @@ typedef struct cu_srv_config {
     char *server_cert;                   /* FILE; NULL: STATE/server.crt */
     char *keyring;                       /* pkcs11: URI of the store's MAC key; NULL: STATE/keyring.key */
     char *provider_path;                 /* where custos.so lives (pkcs11: keys) */
+    char *audit_key;                     /* FILE or pkcs11: URI signing audit heads; NULL: STATE/audit.key */
+    unsigned audit_sign_every;           /* sign the audit head every N records; 1000 */
+    unsigned audit_sign_seconds;         /* ... or after S seconds; 60 */
     unsigned workers;                    /* 0: one per CPU */
     size_t max_body;                     /* bytes; 96 KiB */
     size_t max_headers;                  /* bytes; 16 KiB */
@@ -85,6 +88,8 @@ const uint8_t *cu_srv_state_policy_key(const cu_srv_state *st, size_t *_len);
 const char *cu_srv_state_ca_file(const cu_srv_state *st);
 const char *cu_srv_state_cert_file(const cu_srv_state *st);
 const char *cu_srv_state_key_spec(const cu_srv_state *st);
+/* The audit head signing key: a file or a pkcs11: URI. */
+const char *cu_srv_state_audit_key_spec(const cu_srv_state *st);
 /* The host name devices and service clients use (first configured name,
  * else "localhost"). */
 const char *cu_srv_state_host(const cu_srv_state *st);
