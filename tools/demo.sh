@@ -66,16 +66,17 @@ shown() {
     printf '%s$%s%s\n' "$B" "$out" "$N"
 }
 run() { shown "$@"; "$@"; }
+quiet() { shown "$@"; "$@" >/dev/null; }
 shown_uri() { printf '%s' "${1%%\?*}?…"; }
 indent() { sed 's/^/    /'; }
 
 # ------------------------------------------------------- stop what we start --
 CUSTOSD_PID=
 TPM_DIRS=()
-cleanup() {
-    local rc=$? d i
-    trap - EXIT INT TERM
+stop_custosd() {
+    local i
     if [ -n "$CUSTOSD_PID" ] && kill -0 "$CUSTOSD_PID" 2>/dev/null; then
+        shown kill -TERM "$CUSTOSD_PID"
         kill -TERM "$CUSTOSD_PID" 2>/dev/null || true
         for i in $(seq 1 100); do
             kill -0 "$CUSTOSD_PID" 2>/dev/null || break
@@ -86,11 +87,22 @@ cleanup() {
             kill -KILL "$CUSTOSD_PID" 2>/dev/null || true
         fi
         wait "$CUSTOSD_PID" 2>/dev/null || true
-        say "custosd (PID $CUSTOSD_PID) stopped."
+        say "    custosd (PID $CUSTOSD_PID) stopped."
     fi
+    CUSTOSD_PID=
+}
+stop_tokens() {
+    local d
     for d in "${TPM_DIRS[@]}"; do
-        "$CUSTOS" token stop --dir "$d" >/dev/null 2>&1 || echo "demo: could not stop the swtpm of $d" >&2
+        quiet "$CUSTOS" token stop --dir "$d" || echo "demo: could not stop the swtpm of $d" >&2
     done
+    TPM_DIRS=()
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_custosd
+    stop_tokens
     [ "$rc" = 0 ] || echo "demo: failed (exit $rc); logs and state are in $DEMO" >&2
     exit "$rc"
 }
@@ -161,7 +173,7 @@ new_token() { # NAME KIND [quiet]: token init, shown; sets KIND[NAME], ENVS[NAME
 keygen() { # TOKEN TYPE LABEL: the key made in the token; KEY_URI = its URI with the PIN file
     local class=private
     [ "$2" = hmac256 ] && class=secret-key
-    run "$CUSTOS" token keygen --dir "$TOKENS/$1" --type "$2" --label "$3" --pin-source "$USER_PIN" >/dev/null
+    quiet "$CUSTOS" token keygen --dir "$TOKENS/$1" --type "$2" --label "$3" --pin-source "$USER_PIN"
     KEY_URI="pkcs11:token=$1;object=$3;type=$class?module-path=$(urlenc "${MODULE[$1]}")&pin-source=file:$(urlenc "$USER_PIN")"
 }
 in_token() { # TOKEN COMMAND...: run with the token's environment, shown
@@ -362,7 +374,9 @@ table() { # STAGE EXPECTED-ASSIGNED...: the stage's table, checked against the s
     done <"$RESULTS"
     want="$* "
     if [ "$got" = "$want" ]; then
-        say "  -> as the seed says: assigned ${want% }; the others refused."
+        if [ "$stage" = 4 ]; then say "  -> all three assigned."
+        elif [ "$stage" = 1 ]; then say "  -> as the seed says: all five assigned."
+        else say "  -> as the seed says: ${want% } assigned, the others refused."; fi
     else
         say "  -> NOT what the seed says: assigned ${got:-none }, expected ${want% }" >&2
         MISMATCH=1
@@ -386,8 +400,114 @@ cli "$ENTRY" "$CUSTOS" enrollment create device-3 --cert "$PKI/device-3.pem" --d
 for i in 1 2 3 4 5; do x509_register 3 "$i"; done
 table 3 device-1 device-2
 
-echo "$(( $(date +%s) - T0 ))" >"$DEMO/.t-stages"
+# ======================================================= symmetric keys ==
+step "4. Symmetric keys: an enrollment group, three devices whose keys are derived from it"
+say "The group key is made once, given to the service and imported into the factory's token (SoftHSM2)."
+say "Each device key is HMAC-SHA256(group key, registration id), computed inside the token (--group)."
+new_token factory softhsm2 quiet
+mkdir -p "$DEMO/keys"
+openssl rand 32 >"$DEMO/keys/sensors.raw"
+base64 -w0 <"$DEMO/keys/sensors.raw" >"$DEMO/keys/sensors.b64"
+note "    (openssl rand 32 > ${DEMO#"$ROOT"/}/keys/sensors.raw; base64 of it in sensors.b64; both 0600 and removed below)"
+quiet "$CUSTOS" token hmac-import --dir "$TOKENS/factory" --key-file "$DEMO/keys/sensors.raw" --label sensors \
+    --pin-source "$USER_PIN"
+SYM_KEY="pkcs11:token=factory;object=sensors;type=secret-key?module-path=$(urlenc "${MODULE[factory]}")&pin-source=file:$(urlenc "$USER_PIN")"
+cli "$ENTRY" "$CUSTOS" group create sensors --attestation symmetricKey --primary-key-file "$DEMO/keys/sensors.b64" --state "$DEMO"
+rm -f "$DEMO/keys/sensors.raw" "$DEMO/keys/sensors.b64"
+note "    (key files removed: the token holds the key, the store holds it wrapped by the keyring)"
+for i in 1 2 3; do
+    register 4 "sensor-$i" "symmetric key" factory --symmetric-key "$SYM_KEY" --group --registration-id "sensor-$i"
+done
+table 4 sensor-1 sensor-2 sensor-3
 
-step "Outcome"
-[ -z "$MISMATCH" ] || { echo "demo: the outcomes differ from the seed's example" >&2; exit 1; }
-say "done in $(( $(date +%s) - T0 )) s"
+# ================================================================= TPM ==
+step "5. A TPM device"
+if "$CUSTOS" device register --help 2>&1 | grep -q -- '--tpm'; then
+    say "(this build's device client has --tpm, but the demo's TPM part is not written yet)"
+else
+    say "Skipped: this build's 'custos device register' has no --tpm yet (TPM attestation, issue 7)."
+fi
+
+# ============================================================= explain ==
+step "6. Why was a device refused? custos enrollment explain"
+say "custosd tells a refused device only '401 Unauthorized' (as the public service does); the operator asks:"
+shown "$CUSTOS" enrollment explain --cert "$PKI/device-4-chain.pem" --state "$DEMO"
+env "${SVC_ENV[@]}" "$CUSTOS" enrollment explain --cert "$PKI/device-4-chain.pem" --state "$DEMO" | indent || true
+
+# ============================================================= custody ==
+step "Key custody: where every key lives (custos audit custody)"
+# A process can use one SoftHSM2 store and one software keystore at a time
+# (docs/tokens.md), and `audit custody --state` reads every token in one
+# process: with several SoftHSM2 token directories it cannot read them all.
+# So: one run per token, the CSV rows joined into one table.
+say "One run per token (a process reads one SoftHSM2 store at a time), the rows joined:"
+shown "$CUSTOS" audit custody --dir "$TOKENS/TOKEN" --pin-source "$USER_PIN" --csv
+custody_rc=0
+{
+    for d in "$TOKENS"/*/; do
+        d=${d%/}
+        "$CUSTOS" audit custody --dir "$d" --pin-source "$USER_PIN" --csv | tail -n +2 || custody_rc=1
+    done
+} >"$DEMO/custody.csv"
+# CSV fields: kind, token, manufacturer, model, serial, class, type, bits,
+# label, id, sensitive, extractable, always-sensitive, never-extractable,
+# local, certificates, flags (quoted strings; a quoted field may hold commas).
+awk '
+function split_csv(line, f,    n, i, c, q, cur) {
+    n = 0; cur = ""; q = 0
+    for (i = 1; i <= length(line); i++) {
+        c = substr(line, i, 1)
+        if (q) { if (c == "\"") q = 0; else cur = cur c }
+        else if (c == "\"") q = 1
+        else if (c == ",") { f[++n] = cur; cur = "" }
+        else cur = cur c
+    }
+    f[++n] = cur
+    return n
+}
+BEGIN { printf "  %-10s %-9s %-12s %-8s %-10s %-5s %-5s %-6s %s\n", "token", "kind", "key", "class", "type", "sens", "extr", "local", "flags" }
+{
+    split_csv($0, f)
+    cls = f[6]; sub(/-key$/, "", cls)
+    printf "  %-10s %-9s %-12s %-8s %-10s %-5s %-5s %-6s %s\n", f[2], f[1], f[9], cls, f[7] " " f[8], f[11], f[12], f[15], f[17]
+}' "$DEMO/custody.csv"
+say "  sens/extr: CKA_SENSITIVE / CKA_EXTRACTABLE; local: generated inside the token."
+say "  'imported': the service must know a symmetric group key, so that one key came from outside."
+[ "$custody_rc" = 0 ] || say "  (a token could not be read: see the messages above)"
+
+# ============================================================= summary ==
+step "Summary"
+printf '  %s%-10s %-14s %-20s %-20s %-20s %s%s\n' "$B" device mechanism "stage 1" "stage 2" "stage 3" "stage 4" "$N"
+for dev in device-1 device-2 device-3 device-4 device-5 sensor-1 sensor-2 sensor-3; do
+    cell=()
+    mech=
+    for st in 1 2 3 4; do
+        r=$(awk -F'\t' -v s="$st" -v d="$dev" '$1 == s && $2 == d { print ($6 == "assigned" ? $7 : $6) ": " $3 }' "$RESULTS")
+        [ -n "$r" ] && mech=${r#*: }
+        r=${r%%: *}
+        cell+=("${r:--}")
+    done
+    printf '  %-10s %-14s %-20s %-20s %-20s %s\n' "$dev" "$mech" "${cell[@]}"
+done
+if [ -n "$MISMATCH" ]; then
+    echo "demo: the outcomes differ from the seed's example (see the tables above)" >&2
+    exit 1
+fi
+say "Every outcome is the seed's: all five; then B's devices refused; then device-3 refused too."
+
+step "Where things are"
+say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server TLS key), device-1..5, factory (group key)"
+say "  ${DEMO#"$ROOT"/}/pins/       the PIN files (0600)"
+say "  ${DEMO#"$ROOT"/}/pki/        the test PKI: certificates; root/cert-a/cert-b keys are files"
+say "  ${DEMO#"$ROOT"/}/            custosd's state: custos.db (SQLite), custosd.conf, custosd.log,"
+kr=", keyring.key (the store's keyring, a file)"
+[ -n "$KEYRING" ] && kr=
+say "               ca.crt/ca.key (custosd's CA, a file), server.crt$kr"
+say "  ${DEMO#"$ROOT"/}/results.tsv every registration of this run"
+say "Look around:  ${CUSTOS#"$ROOT"/} registration list --state ${DEMO#"$ROOT"/}"
+say "Run it again: make demo (starts from fresh tokens and state)."
+
+step "Stop what the demo started"
+stop_custosd
+stop_tokens
+say "Done in $(( $(date +%s) - T0 )) s."
