@@ -229,6 +229,12 @@ for i in 1 2 3 4 5; do
     DEV_KEY[device-$i]=$KEY_URI
 done
 
+say ""
+say "What a PKCS#11 application sees (the service's token and one software keystore token):"
+shown "$CUSTOS" token list --dir "$TOKENS/custosd" --dir "$TOKENS/device-2"
+"$CUSTOS" token list --dir "$TOKENS/custosd" --dir "$TOKENS/device-2" | sed '/^       /d' | indent
+note "    (mechanism lists cut after their first line)"
+
 # ============================================================== the PKI ==
 step "2. The seed's PKI: root -> A -> devices 1-3, root -> B -> devices 4-5"
 note "The CA keys of this test PKI are files (${PKI#"$ROOT"/}/root.key, cert-a.key, cert-b.key); every device key is in its token."
@@ -256,8 +262,6 @@ for i in 1 2 3 4 5; do
 done
 note "(then: openssl x509 -req -CA cert-X.pem -CAkey cert-X.key … > device-N.pem; device-N-chain.pem = device-N.pem + cert-X.pem)"
 
-step "custos token list (the service's token and a software keystore token)"
-run "$CUSTOS" token list --dir "$TOKENS/custosd" --dir "$TOKENS/device-2"
 
 # ============================================================== custosd ==
 step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
