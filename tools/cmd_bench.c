@@ -24,6 +24,7 @@
 extern char **environ;
 
 int cu_cmd_bench(int argc, char **argv);
+int cu_bench_load(int argc, char **argv);
 
 typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE__N } mode;
 static const char *mode_names[MODE__N] = {"custos", "raw-C_Sign", "raw-C_Sign-copy", "openssl-software"};
@@ -420,6 +421,7 @@ int cu_cmd_bench(int argc, char **argv)
 {
     static const cu_cli_group cmds[] = {
         {"sign", "signatures per second: the token layer beside raw C_Sign", bench_sign},
+        {"load", "registrations per second of a running custosd (tools/bench_load.c)", cu_bench_load},
     };
     int rc = cu_cli_dispatch("bench", NULL, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     cu_p11_shutdown();

@@ -18,6 +18,7 @@ void cu_srv_config_init(cu_srv_config *cfg)
     cfg->retry_after = 2;
     cfg->sas_skew = 300;
     cfg->shutdown_grace = 10;
+    cfg->tls_tickets = 1;
     cfg->log_level = 2;
 }
 
@@ -182,6 +183,7 @@ cu_rc cu_srv_config_set(cu_srv_config *cfg, const char *key, const char *v)
         {"rate-device", 0, 100000, sizeof cfg->rate_device, &cfg->rate_device},
         {"sas-skew", 0, 86400, sizeof cfg->sas_skew, &cfg->sas_skew},
         {"shutdown-grace", 0, 3600, sizeof cfg->shutdown_grace, &cfg->shutdown_grace},
+        {"tls-tickets", 0, 4, sizeof cfg->tls_tickets, &cfg->tls_tickets},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(key, nums[i].k) != 0)

@@ -189,7 +189,7 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
     if (evthread_use_pthreads() != 0)
         return cu_err_set(CU_E_STATE, "libevent threads unavailable");
     signal(SIGPIPE, SIG_IGN);
-    if ((rc = cu_srv__tls_ctx_new(st, &srv.ssl)) != CU_OK)
+    if ((rc = cu_srv__tls_ctx_new(st, cfg->tls_tickets, &srv.ssl)) != CU_OK)
         goto cleanup;
     if ((rc = cu_srv__limits_new(cfg->rate_global, cfg->rate_device, &srv.limits)) != CU_OK)
         goto cleanup;

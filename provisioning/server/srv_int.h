@@ -122,7 +122,7 @@ struct cu_srv__srv {
 };
 
 /* ---- tls.c ---- */
-cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, SSL_CTX **_out);
+cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, unsigned tickets, SSL_CTX **_out);
 /* The TLS connection a request arrived on (NULL if none). */
 SSL *cu_srv__tls_of(struct evhttp_request *req);
 

@@ -28,7 +28,7 @@ static void info_cb(const SSL *ssl, int where, int ret)
         cu_srv__metrics_tls(false);
 }
 
-cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, SSL_CTX **_out)
+cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, unsigned tickets, SSL_CTX **_out)
 {
     EVP_PKEY *key = NULL;
     cu_rc rc = CU_OK;
@@ -59,10 +59,11 @@ cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, SSL_CTX **_out)
     /* Needed for session resumption once client certificates are asked for. */
     SSL_CTX_set_session_id_context(ctx, SID_CTX, sizeof SID_CTX - 1);
     SSL_CTX_set_info_callback(ctx, info_cb);
-    /* One TLS 1.3 ticket, not two: a client resumes once (the poll after
-     * the PUT, PROTOCOL.md §10), and each ticket costs a copy of the session
-     * with its peer certificate — a fifth of an X.509 registration. */
-    SSL_CTX_set_num_tickets(ctx, 1);
+    /* One TLS 1.3 ticket by default, not two: a client resumes once (the
+     * poll after the PUT, PROTOCOL.md §10), and each ticket costs a copy of
+     * the session with its peer certificate (~9% of an X.509 registration).
+     * tls-tickets = 0 turns resumption off. */
+    SSL_CTX_set_num_tickets(ctx, tickets);
     EVP_PKEY_free(key);
     ERR_clear_error();
     *_out = ctx;

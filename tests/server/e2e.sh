@@ -50,6 +50,12 @@ done
 derive "$GK" sym-g-4 >"$T/dk4"
 expect_rc 0 "a device holding only its derived key is assigned" register --key-file "$T/dk4" --registration-id sym-g-4
 expect_rc 3 "the group key itself is not a device key" register --key-file "$T/gk" --registration-id sym-g-5
+# Accepted but not assigned: a custom allocation whose webhook is down.
+expect_rc 0 "an enrollment with a dead allocation webhook" "$CUSTOS" enrollment create sym-nohub --attestation symmetricKey \
+  --primary-key-file "$T/pk" --allocation-policy custom --webhook-url http://127.0.0.1:9/allocate --state "$STATE"
+expect_rc 4 "its registration fails (exit 4)" register --key-file "$T/pk" --registration-id sym-nohub --json
+contains "$T/out" '"status":"failed"' "status failed"
+contains "$T/out" '"errorCode":400208' "errorCode 400208 (no hub)"
 OLD=$(( $(date +%s) - 3600 ))
 expect_http 401 "an expired SAS is refused" PUT "/$SCOPE/registrations/sym-1/register?api-version=2021-06-01" \
   -H "Authorization: $(sas "$SCOPE" sym-1 "$PK" $OLD)" -H 'Content-Type: application/json' -d '{"registrationId":"sym-1"}'

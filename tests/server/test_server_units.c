@@ -53,6 +53,7 @@ static void test_config(void)
         {"register-reply", "later", CU_E_INVALID_ARG}, {"device-error-detail", "yes", CU_OK},
         {"device-error-detail", "maybe", CU_E_INVALID_ARG}, {"state", "", CU_E_INVALID_ARG},
         {"no-such-key", "1", CU_E_INVALID_ARG}, {"server-key", "pkcs11:token=x", CU_OK},
+        {"tls-tickets", "0", CU_OK},           {"tls-tickets", "5", CU_E_INVALID_ARG},
     };
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
         cu_srv_config cfg;

@@ -50,6 +50,7 @@ typedef struct cu_srv_config {
     unsigned rate_device;                /* requests per device per 10 s; 0 = no limit */
     unsigned sas_skew;                   /* seconds; 300 */
     unsigned shutdown_grace;             /* seconds to finish work on SIGTERM; 10 */
+    unsigned tls_tickets;                /* TLS 1.3 session tickets per handshake; 1 */
     bool error_detail;                   /* tell devices why they were refused */
     cu_srv_log_format log_format;
     int log_level;                       /* 0 error, 1 warn, 2 info, 3 debug */
