@@ -272,17 +272,20 @@ step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
     echo "hub = hub1.custos.local"
     echo "hub = hub2.custos.local"
     echo "retry-after = 1"
+    echo "shutdown-grace = 3"
     echo "log-file = $DEMO/custosd.log"
 } >"$DEMO/custosd.conf"
 kr=
 [ -n "$KEYRING" ] && kr=", keyring = <URI of store-seal>"
-say "custosd.conf: server-key = <URI of the tls key>$kr, two hubs, retry-after = 1, log-file"
+say "custosd.conf: server-key = <URI of the tls key>$kr, two hubs, retry-after = 1, shutdown-grace = 3, log-file"
 SVC_ENV=(OPENSSL_MODULES="$PROVIDERS")
 read -r -a e <<<"${ENVS[custosd]}"
 SVC_ENV+=("${e[@]}")
 [ -n "$KEYRING" ] && SVC_ENV+=(CUSTOS_KEYRING_URI="$KEYRING")
 shown "${e[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" '&'
-env "${SVC_ENV[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" \
+# In a session of its own (setsid), so that a Ctrl-C reaches this script,
+# not custosd: custosd is stopped by the clean-up, with SIGTERM, in order.
+setsid env "${SVC_ENV[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" \
     </dev/null >>"$DEMO/custosd.log" 2>&1 &
 CUSTOSD_PID=$!
 echo "$CUSTOSD_PID" >"$DEMO/custosd.pid"
@@ -362,6 +365,12 @@ register() { # STAGE DEVICE MECHANISM TOKEN ARGS...: one registration, recorded
         4) result=failed ;;
         *) result="error($rc)" ;;
     esac
+    if [ "$result" != assigned ] && [ "$result" != refused ]; then
+        kill -0 "$CUSTOSD_PID" 2>/dev/null || echo "demo: custosd (PID $CUSTOSD_PID) is no longer running; its log:" >&2
+        kill -0 "$CUSTOSD_PID" 2>/dev/null || tail -n 5 "$DEMO/custosd.log" >&2
+        echo "demo: the registration of $dev ended in $result, neither assigned nor refused: stopping" >&2
+        exit 1
+    fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$stage" "$dev" "$mech" "$tok" "${KIND[$tok]}" "$result" "${hub:--}" >>"$RESULTS"
 }
 x509_register() { # STAGE N
