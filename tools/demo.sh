@@ -399,16 +399,19 @@ MISMATCH=
 
 # ================================================================ stages ==
 step "Stage 1: one enabled enrollment group on the root certificate"
+note "Seed: \"Initially, you can create a single enabled group enrollment entry for the root certificate to enable access for all five devices.\""
 cli "$ENTRY" "$CUSTOS" group create root-group --cert "$PKI/root.pem" --state "$DEMO"
 for i in 1 2 3 4 5; do x509_register 1 "$i"; done
 table 1 device-1 device-2 device-3 device-4 device-5
 
 step "Stage 2: certificate B is compromised: a disabled group for B"
+note "Seed: \"If certificate B later becomes compromised, you can create a disabled enrollment group entry for certificate B to prevent Device 4 and Device 5 from enrolling.\""
 cli "$ENTRY" "$CUSTOS" group create group-b --cert "$PKI/cert-b.pem" --disable --state "$DEMO"
 for i in 1 2 3 4 5; do x509_register 2 "$i"; done
 table 2 device-1 device-2 device-3
 
 step "Stage 3: device 3 is compromised: a disabled individual enrollment for its certificate"
+note "Seed: \"If still later Device 3 becomes compromised, you can create a disabled individual enrollment entry for its certificate. This revokes access for Device 3, but still allows Device 1 and Device 2 to enroll.\""
 cli "$ENTRY" "$CUSTOS" enrollment create device-3 --cert "$PKI/device-3.pem" --disable --state "$DEMO"
 for i in 1 2 3 4 5; do x509_register 3 "$i"; done
 table 3 device-1 device-2
@@ -443,7 +446,13 @@ fi
 
 # ============================================================= explain ==
 step "6. Why was a device refused? custos enrollment explain"
-say "custosd tells a refused device only '401 Unauthorized' (as the public service does); the operator asks:"
+say "custosd tells a refused device only '401 Unauthorized', as the public service does. Its log says why:"
+rid=$(grep 'path=/[^ ]*/registrations/device-4/register ' "$DEMO/custosd.log" | grep ' status=401 ' | tail -n 1 |
+      sed -n 's/.* reqid=\([^ ]*\) .*/\1/p')
+if [ -n "$rid" ]; then
+    grep -F "reqid=$rid " "$DEMO/custosd.log" | indent
+fi
+say "and the operator can ask the same question of the store, without a registration:"
 shown "$CUSTOS" enrollment explain --cert "$PKI/device-4-chain.pem" --state "$DEMO"
 env "${SVC_ENV[@]}" "$CUSTOS" enrollment explain --cert "$PKI/device-4-chain.pem" --state "$DEMO" | indent || true
 
