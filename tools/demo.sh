@@ -377,17 +377,20 @@ x509_register() { # STAGE N
     register "$1" "device-$2" x509 "device-$2" --x509 --cert "$PKI/device-$2-chain.pem" --key "${DEV_KEY[device-$2]}"
 }
 table() { # STAGE EXPECTED-ASSIGNED...: the stage's table, checked against the seed
-    local stage=$1 st dev mech tok kind result hub want got=
+    local stage=$1 st dev mech tok kind result hub want got='' name
     shift
     printf '\n  %s%-10s %-13s %-22s %-9s %s%s\n' "$B" device mechanism "token (kind)" result hub "$N"
     while IFS=$'\t' read -r st dev mech tok kind result hub; do
         [ "$st" = "$stage" ] || continue
-        printf '  %-10s %-13s %-22s %-9s %s\n' "$dev" "$mech" "$tok ($kind)" "$result" "$hub"
+        name=$dev
+        [ "${#name}" -le 10 ] || name="${name:0:9}…"
+        printf '  %-10s %-13s %-22s %-9s %s\n' "$name" "$mech" "$tok ($kind)" "$result" "$hub"
         [ "$result" = assigned ] && got+="$dev "
     done <"$RESULTS"
     want="$* "
     if [ "$got" = "$want" ]; then
         if [ "$stage" = 4 ]; then say "  -> all three assigned."
+        elif [ "$stage" = 5 ]; then say "  -> the TPM device is assigned."
         elif [ "$stage" = 1 ]; then say "  -> as the seed says: all five assigned."
         else say "  -> as the seed says: ${want% } assigned, the others refused."; fi
     else
@@ -438,10 +441,36 @@ table 4 sensor-1 sensor-2 sensor-3
 
 # ================================================================= TPM ==
 step "5. A TPM device"
-if "$CUSTOS" device register --help 2>&1 | grep -q -- '--tpm'; then
-    say "(this build's device client has --tpm, but the demo's TPM part is not written yet)"
-else
+TPM_DONE=
+if ! "$CUSTOS" device register --help 2>&1 | grep -q -- '--tpm'; then
     say "Skipped: this build's 'custos device register' has no --tpm yet (TPM attestation, issue 7)."
+elif ! "$CUSTOS" device tpm-identity --help >/dev/null 2>&1; then
+    say "Skipped: this build has no 'custos device tpm-identity' to read the TPM's endorsement key."
+else
+    say "A device whose identity is its TPM's endorsement key (EK): a software TPM (swtpm) behind a tpm2 token."
+    say "The operator enrolls the EK before the device first connects; the device answers the service's"
+    say "challenge inside the TPM (ActivateCredential, Import) and signs its SAS token there."
+    new_token tpm-device tpm2 quiet
+    TPM_DIRS+=("$TOKENS/tpm-device")
+    shown "$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json
+    ident=$("$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json)
+    ek=$(printf '%s\n' "$ident" | sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p')
+    tpm_id=$(printf '%s\n' "$ident" | sed -n 's/.*"registrationId":"\([^"]*\)".*/\1/p')
+    if [ -z "$ek" ] || [ -z "$tpm_id" ]; then
+        echo "demo: no EK from custos device tpm-identity: $ident" >&2
+        exit 1
+    fi
+    say "    registration id $tpm_id (base32 of the EK's SHA-256), EK ${ek:0:24}… (base64 TPM2B_PUBLIC)"
+    mkdir -p "$DEMO/keys"
+    printf '%s\n' "$ek" >"$DEMO/keys/tpm-device.ek"
+    cli "$ENTRY" "$CUSTOS" enrollment create "$tpm_id" --attestation tpm --ek-file "$DEMO/keys/tpm-device.ek" --state "$DEMO"
+    if "$CUSTOS" device register --help 2>&1 | grep -q -- '--dir'; then
+        register 5 "$tpm_id" tpm tpm-device --tpm --dir "$TOKENS/tpm-device" --registration-id "$tpm_id"
+    else
+        register 5 "$tpm_id" tpm tpm-device --tpm --tcti tabrmd:bus_type=session --registration-id "$tpm_id"
+    fi
+    table 5 "$tpm_id"
+    TPM_DONE=1
 fi
 
 # ============================================================= explain ==
@@ -499,18 +528,26 @@ say "  'imported': the service must know a symmetric group key, so that one key 
 
 # ============================================================= summary ==
 step "Summary"
-printf '  %s%-10s %-14s %-20s %-20s %-20s %s%s\n' "$B" device mechanism "stage 1" "stage 2" "stage 3" "stage 4" "$N"
-for dev in device-1 device-2 device-3 device-4 device-5 sensor-1 sensor-2 sensor-3; do
-    cell=()
+stages=(1 2 3 4)
+devs=(device-1 device-2 device-3 device-4 device-5 sensor-1 sensor-2 sensor-3)
+if [ -n "$TPM_DONE" ]; then stages+=(5); devs+=("$tpm_id"); fi
+printf '  %s%-10s %-14s' "$B" device mechanism
+for st in "${stages[@]}"; do printf ' %-9s' "stage $st"; done
+printf '%s\n' "$N"
+for dev in "${devs[@]}"; do
+    name=$dev
+    [ "${#name}" -le 10 ] || name="${name:0:9}…"
+    printf '  %-10s' "$name"
+    row=
     mech=
-    for st in 1 2 3 4; do
-        r=$(awk -F'\t' -v s="$st" -v d="$dev" '$1 == s && $2 == d { print ($6 == "assigned" ? $7 : $6) ": " $3 }' "$RESULTS")
-        [ -n "$r" ] && mech=${r#*: }
-        r=${r%%: *}
-        cell+=("${r:--}")
+    for st in "${stages[@]}"; do
+        r=$(awk -F'\t' -v s="$st" -v d="$dev" '$1 == s && $2 == d { print ($6 == "assigned" ? $7 : $6) "\t" $3 }' "$RESULTS")
+        if [ -n "$r" ]; then mech=${r#*$'\t'}; r=${r%%$'\t'*}; r=${r%%.*}; else r=-; fi
+        row+=$(printf ' %-9s' "$r")
     done
-    printf '  %-10s %-14s %-20s %-20s %-20s %s\n' "$dev" "$mech" "${cell[@]}"
+    printf ' %-14s%s\n' "$mech" "$row"
 done
+say "  (hub1, hub2: hub1.custos.local, hub2.custos.local; -: not registered in that stage)"
 if [ -n "$MISMATCH" ]; then
     echo "demo: the outcomes differ from the seed's example (see the tables above)" >&2
     exit 1
