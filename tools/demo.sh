@@ -59,6 +59,7 @@ shown() {
         a=${a//$ROOT\//}
         case $a in pkcs11:*\?*) a=$(shown_uri "$a") ;; esac
         case $a in
+            '&') ;;
             *[!A-Za-z0-9_./:=@%+,-]* | '') a="'$a'" ;;
         esac
         out+=" $a"
@@ -275,9 +276,8 @@ step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
     echo "shutdown-grace = 3"
     echo "log-file = $DEMO/custosd.log"
 } >"$DEMO/custosd.conf"
-kr=
-[ -n "$KEYRING" ] && kr=", keyring = <URI of store-seal>"
-say "custosd.conf: server-key = <URI of the tls key>$kr, two hubs, retry-after = 1, shutdown-grace = 3, log-file"
+say "${DEMO#"$ROOT"/}/custosd.conf (docs/custosd.md):"
+grep -v '^#' "$DEMO/custosd.conf" | sed -e 's/?[^ ]*$/?…/' -e "s|$ROOT/||" | indent
 SVC_ENV=(OPENSSL_MODULES="$PROVIDERS")
 read -r -a e <<<"${ENVS[custosd]}"
 SVC_ENV+=("${e[@]}")
