@@ -421,7 +421,7 @@ int cu_cmd_bench(int argc, char **argv)
 {
     static const cu_cli_group cmds[] = {
         {"sign", "signatures per second: the token layer beside raw C_Sign", bench_sign},
-        {"load", "registrations per second of a running custosd (tools/bench_load.c)", cu_bench_load},
+        {"load", "registrations per second of a running custosd", cu_bench_load},
     };
     int rc = cu_cli_dispatch("bench", NULL, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     cu_p11_shutdown();

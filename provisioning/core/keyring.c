@@ -5,6 +5,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
@@ -253,14 +254,21 @@ static cu_rc mac_keyring(OSSL_LIB_CTX *libctx, const char *propq, const uint8_t 
     if (key_uri != NULL)
         params[np++] = OSSL_PARAM_construct_utf8_string("key-uri", (char *)key_uri, 0);
     params[np] = OSSL_PARAM_construct_end();
-    if ((m->mac = EVP_MAC_fetch(libctx, "HMAC", propq)) == NULL ||
-        (m->tmpl = EVP_MAC_CTX_new(m->mac)) == NULL) {
-        rc = cu_err_set(CU_E_CRYPTO, "cannot fetch HMAC%s%s", propq ? " with " : "", propq ? propq : "");
+    /* A token key is the provider's own MAC; a key in memory, plain HMAC. */
+    const char *name = key_uri != NULL ? "CUSTOS-HMAC" : "HMAC";
+    if ((m->mac = EVP_MAC_fetch(libctx, name, propq)) == NULL || (m->tmpl = EVP_MAC_CTX_new(m->mac)) == NULL) {
+        ERR_clear_error();
+        rc = cu_err_set(CU_E_CRYPTO, "cannot fetch the MAC %s%s%s%s", name, propq ? " with " : "",
+                        propq ? propq : "", key_uri ? " (is the custos provider loaded?)" : "");
         goto cleanup;
     }
     /* A provider-held key is named, not passed: init with no key bytes. */
     if (EVP_MAC_init(m->tmpl, key, klen, params) != 1) {
-        rc = cu_err_set(CU_E_CRYPTO, "cannot key the keyring HMAC%s", key_uri ? " (key-uri)" : "");
+        char buf[256] = "";
+        ERR_error_string_n(ERR_peek_last_error(), buf, sizeof buf);
+        ERR_clear_error();
+        rc = cu_err_set(CU_E_CRYPTO, "cannot key the keyring HMAC%s%s: %s", key_uri ? " with " : "",
+                        key_uri ? key_uri : "", buf);
         goto cleanup;
     }
     rc = cu_keyring_new(ops, m, _out);

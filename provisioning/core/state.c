@@ -62,7 +62,8 @@ cu_rc cu_state_open(const char *dir, const char *key_uri, cu_state **_out)
     if (key_uri == NULL)
         key_uri = getenv("CUSTOS_KEYRING_URI");
     if (key_uri != NULL && *key_uri != 0) {
-        rc = cu_keyring_evp_mac_new(NULL, "provider=custos", key_uri, &st->kr);
+        if ((rc = cu_keyring_provider_load(NULL)) == CU_OK)
+            rc = cu_keyring_evp_mac_new(NULL, "provider=custos", key_uri, &st->kr);
     } else {
         if ((rc = software_key(dir, key)) == CU_OK)
             rc = cu_keyring_software_new(key, sizeof key, &st->kr);

@@ -7,7 +7,6 @@
 #include <openssl/evp.h>
 
 /* Loads the custos provider (and default) once. */
-cu_rc cu_dev__provider(const char *path);
 /* A private key from a PEM file or a pkcs11: URI. */
 cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_key);
 

@@ -3,6 +3,7 @@
  * file, or in the token through the provider's EVP_MAC). */
 #include "dev_int.h"
 
+#include <custos/keyring.h>
 #include <custos/sas.h>
 
 #include <ctype.h>
@@ -32,38 +33,6 @@ static cu_rc ossl_fail(const char *what)
     return cu_err_set(CU_E_CRYPTO, "%s: %s", what, e ? buf : "OpenSSL error");
 }
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static bool loaded;
-
-cu_rc cu_dev__provider(const char *path)
-{
-    char dir[PATH_MAX];
-    cu_rc rc = CU_OK;
-    pthread_mutex_lock(&lock);
-    if (loaded)
-        goto out;
-    if (path == NULL)
-        path = getenv("OPENSSL_MODULES");
-    if (path == NULL) {
-        ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 32);
-        char *slash = n > 0 ? (dir[n] = 0, strrchr(dir, '/')) : NULL;
-        if (slash != NULL) {
-            strcpy(slash, "/../lib/ossl-modules");
-            path = dir;
-        }
-    }
-    if (path != NULL)
-        OSSL_PROVIDER_set_default_search_path(NULL, path);
-    if (OSSL_PROVIDER_load(NULL, "default") == NULL || OSSL_PROVIDER_load(NULL, "custos") == NULL) {
-        rc = ossl_fail("loading the custos OpenSSL provider");
-        goto out;
-    }
-    loaded = true;
-out:
-    pthread_mutex_unlock(&lock);
-    return rc;
-}
-
 cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_key)
 {
     if (strncmp(spec, "pkcs11:", 7) != 0) {
@@ -77,7 +46,7 @@ cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_
         *_key = k;
         return CU_OK;
     }
-    cu_rc rc = cu_dev__provider(provider_path);
+    cu_rc rc = cu_keyring_provider_load(provider_path);
     if (rc != CU_OK)
         return rc;
     OSSL_STORE_CTX *sc = OSSL_STORE_open_ex(spec, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
@@ -99,25 +68,17 @@ cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_
     return CU_OK;
 }
 
-/* HMAC-SHA256 with a token key: the provider's MAC, keyed by URI. */
+/* HMAC-SHA256 with a token key: the provider's MAC, keyed by URI (the
+ * same path as the service's keyring). */
 static cu_rc token_hmac(const char *uri, const char *provider_path, const void *data, size_t len, uint8_t out[32])
 {
-    cu_rc rc = cu_dev__provider(provider_path);
-    if (rc != CU_OK)
-        return rc;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "CUSTOS-HMAC", NULL);
-    if (mac == NULL)
-        mac = EVP_MAC_fetch(NULL, "HMAC", "provider=custos");
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    size_t outl = 0;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("key-uri", (char *)uri, 0),
-                           OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
-                           OSSL_PARAM_construct_end()};
-    if (ctx == NULL || !EVP_MAC_init(ctx, NULL, 0, params) || !EVP_MAC_update(ctx, data, len) ||
-        !EVP_MAC_final(ctx, out, &outl, 32) || outl != 32)
-        rc = ossl_fail("HMAC with the token key");
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
+    cu_keyring *kr = NULL;
+    cu_rc rc = cu_keyring_provider_load(provider_path);
+    if (rc == CU_OK)
+        rc = cu_keyring_evp_mac_new(NULL, "provider=custos", uri, &kr);
+    if (rc == CU_OK)
+        rc = cu_keyring_mac(kr, data, len, out);
+    cu_keyring_free(kr);
     return rc;
 }
 

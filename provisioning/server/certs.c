@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <custos/keyring.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 #include <openssl/store.h>
@@ -25,54 +26,11 @@ static cu_rc ossl_fail(const char *what)
     return cu_err_set(CU_E_CRYPTO, "%s: %s", what, e ? buf : "OpenSSL error");
 }
 
-static pthread_mutex_t prov_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool prov_loaded;
-
-cu_rc cu_srv__srv_provider_load(const char *path)
-{
-    char dir[PATH_MAX];
-    cu_rc rc = CU_OK;
-    pthread_mutex_lock(&prov_lock);
-    if (prov_loaded)
-        goto out;
-    if (path == NULL)
-        path = getenv("OPENSSL_MODULES");
-    if (path == NULL) {
-        /* build/bin/custosd -> build/lib/ossl-modules */
-        ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 32);
-        if (n > 0) {
-            dir[n] = 0;
-            char *slash = strrchr(dir, '/');
-            if (slash != NULL) {
-                strcpy(slash, "/../lib/ossl-modules");
-                path = dir;
-            }
-        }
-    }
-    if (path != NULL && !OSSL_PROVIDER_set_default_search_path(NULL, path)) {
-        rc = ossl_fail("provider search path");
-        goto out;
-    }
-    /* Loading one provider explicitly turns off the implicit default. */
-    if (OSSL_PROVIDER_load(NULL, "default") == NULL) {
-        rc = ossl_fail("loading the default provider");
-        goto out;
-    }
-    if (OSSL_PROVIDER_load(NULL, "custos") == NULL) {
-        rc = ossl_fail("loading the custos provider (provider-path?)");
-        goto out;
-    }
-    prov_loaded = true;
-out:
-    pthread_mutex_unlock(&prov_lock);
-    return rc;
-}
-
 static cu_rc store_load(const char *uri, bool want_private, EVP_PKEY **_key)
 {
     OSSL_STORE_CTX *sc = NULL;
     EVP_PKEY *key = NULL;
-    cu_rc rc = cu_srv__srv_provider_load(NULL);
+    cu_rc rc = cu_keyring_provider_load(NULL);
     if (rc != CU_OK)
         return rc;
     if ((sc = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL)) == NULL)

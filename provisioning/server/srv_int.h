@@ -33,12 +33,6 @@ cu_rc cu_srv__srv_issue_server_cert(EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key, c
                                 size_t n, X509 **_cert);
 /* True if cert covers every name. */
 bool cu_srv__srv_cert_covers(X509 *cert, const char *const *names, size_t n);
-/* Loads the custos provider (and default) when a pkcs11: URI is used. */
-cu_rc cu_srv__srv_provider_load(const char *path);
-
-/* ---- keyring_token.c ---- */
-/* A keyring whose HMAC key is in a token (pkcs11: URI, through the provider). */
-cu_rc cu_srv__keyring_token_new(const char *uri, cu_keyring **_out);
 
 cu_rc cu_srv__state_write_endpoint(cu_srv_state *st, const char *endpoint);
 

@@ -304,8 +304,8 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     if (kuri == NULL && getenv("CUSTOS_KEYRING_URI") != NULL && *getenv("CUSTOS_KEYRING_URI") != 0)
         kuri = getenv("CUSTOS_KEYRING_URI");
     if (kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0) {
-        if ((rc = cu_srv__srv_provider_load(cfg->provider_path)) != CU_OK ||
-            (rc = cu_srv__keyring_token_new(kuri, &st->inner)) != CU_OK)
+        if ((rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK ||
+            (rc = cu_keyring_evp_mac_new(NULL, "provider=custos", kuri, &st->inner)) != CU_OK)
             goto fail;
     } else {
         char kp[PATHLEN];
@@ -318,7 +318,7 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     }
     if ((rc = cu_srv__metrics_keyring(st->inner, &st->kr)) != CU_OK)
         goto fail;
-    if (strncmp(st->key_spec, "pkcs11:", 7) == 0 && (rc = cu_srv__srv_provider_load(cfg->provider_path)) != CU_OK)
+    if (strncmp(st->key_spec, "pkcs11:", 7) == 0 && (rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK)
         goto fail;
     if ((rc = cu_store_open_sqlite(st->db, st->kr, &s)) != CU_OK)
         goto fail;

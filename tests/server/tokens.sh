@@ -82,3 +82,8 @@ expect_http 200 "metrics" GET /metrics
 if grep -q 'custos_token_operations_total{operation="keyring_mac"} [1-9]' "$T/body"; then ok "keyring MACs counted"; else bad "no keyring MACs counted"; fi
 stop_server TERM
 [ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
+# The command line opens the same token-sealed store through the provider.
+CUSTOS_KEYRING_URI=$KRURI expect_rc 0 "custos enrollment show on the token-sealed store" \
+  "$CUSTOS" enrollment show kr-1 --state "$STATE"
+contains "$T/out" "kr-1" "the enrollment is read back"
+expect_rc 1 "without the token key the store is refused" "$CUSTOS" enrollment show kr-1 --state "$STATE"

@@ -39,11 +39,17 @@ const char *cu_keyring_name(const cu_keyring *kr);
  * development only — the key is as safe as the process. */
 cu_rc cu_keyring_software_new(const uint8_t *key, size_t len, cu_keyring **_out);
 
-/* The production keyring: an EVP_MAC "HMAC" fetched with propq (e.g.
- * "provider=custos") whose key is named by a pkcs11: URI passed as the
- * OSSL_PARAM "key-uri" (digest SHA256). The key never leaves the token. */
+/* The production keyring: the provider's EVP_MAC "CUSTOS-HMAC" fetched with
+ * propq (e.g. "provider=custos", or NULL) whose key is named by a pkcs11: URI
+ * passed as the OSSL_PARAM "key-uri" (digest SHA256). The key never leaves
+ * the token. Load the provider first (cu_keyring_provider_load). */
 cu_rc cu_keyring_evp_mac_new(void *libctx /* OSSL_LIB_CTX*, may be NULL */, const char *propq,
                              const char *key_uri, cu_keyring **_out);
+
+/* Loads the Custos OpenSSL provider and the default one into the default
+ * library context, once per process. search_path: where custos.so is; NULL
+ * means $OPENSSL_MODULES, else <dir of the program>/../lib/ossl-modules. */
+cu_rc cu_keyring_provider_load(const char *search_path);
 
 /* HMAC over the raw bytes. */
 cu_rc cu_keyring_mac(cu_keyring *kr, const uint8_t *data, size_t len, uint8_t out[32]);
