@@ -198,28 +198,11 @@ keygen custosd ec-p256 tls
 SERVER_KEY=$KEY_URI
 say "    -> $(shown_uri "$SERVER_KEY")"
 
-# The store's keyring (the HMAC key that seals enrollments and wraps their
-# secrets) can live in the token too (custosd: keyring = pkcs11:…). The
-# custos commands below must open the same store, so the token keyring is
-# used only when this build's CLI can open such a store.
-KEYRING=
-probe=$DEMO/.probe
-mkdir -p "$probe"
-if "$CUSTOS" token init --kind softhsm2 --label probe --dir "$probe/tok" --pin-source "$USER_PIN" \
-       --so-pin-source "$SO_PIN" >/dev/null 2>&1 &&
-   puri=$("$CUSTOS" token keygen --dir "$probe/tok" --type hmac256 --label seal --pin-source "$USER_PIN" 2>/dev/null) &&
-   env SOFTHSM2_CONF="$probe/tok/softhsm2.conf" CUSTOS_KEYRING_URI="$(with_pin "$puri")" \
-       "$CUSTOS" hub list --state "$probe/state" >/dev/null 2>&1; then
-    keygen custosd hmac256 store-seal
-    KEYRING=$KEY_URI
-    say "The store's keyring key is in the token too (custosd: keyring = <its URI>)."
-else
-    say "The store's keyring stays a file (${DEMO#"$ROOT"/}/keyring.key): custosd could keep it in the token"
-    say "(keyring = pkcs11:…), but this build's custos commands cannot open such a store yet"
-    say "(docs/custosd.md, Known limits), and the demo manages enrollments with them."
-fi
-rm -rf "$probe"
-
+# The store's keyring: the HMAC key that seals enrollments and wraps their
+# secrets (custosd: keyring = URI; the custos commands: CUSTOS_KEYRING_URI).
+keygen custosd hmac256 store-seal
+KEYRING=$KEY_URI
+say "    -> $(shown_uri "$KEYRING")   (the store's keyring: seals every enrollment, wraps their secrets)"
 say ""
 say "One token per device: devices 1, 3, 5 in SoftHSM2, devices 2, 4 in the Custos software keystore."
 declare -A DEV_KEY
@@ -269,7 +252,7 @@ step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
 {
     echo "# written by tools/demo.sh (docs/custosd.md)"
     echo "server-key = $SERVER_KEY"
-    [ -n "$KEYRING" ] && echo "keyring = $KEYRING"
+    echo "keyring = $KEYRING"
     echo "hub = hub1.custos.local"
     echo "hub = hub2.custos.local"
     echo "retry-after = 1"
@@ -278,10 +261,10 @@ step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
 } >"$DEMO/custosd.conf"
 say "${DEMO#"$ROOT"/}/custosd.conf (docs/custosd.md):"
 grep -v '^#' "$DEMO/custosd.conf" | sed -e 's/?[^ ]*$/?…/' -e "s|$ROOT/||" | indent
-SVC_ENV=(OPENSSL_MODULES="$PROVIDERS")
 read -r -a e <<<"${ENVS[custosd]}"
-SVC_ENV+=("${e[@]}")
-[ -n "$KEYRING" ] && SVC_ENV+=(CUSTOS_KEYRING_URI="$KEYRING")
+SVC_ENV=("${e[@]}" CUSTOS_KEYRING_URI="$KEYRING")
+# The same for a shell: `. var/demo/service.env` before custos commands on the state.
+for v in "${SVC_ENV[@]}"; do printf "export %s='%s'\n" "${v%%=*}" "${v#*=}"; done >"$DEMO/service.env"
 shown "${e[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" '&'
 # In a session of its own (setsid), so that a Ctrl-C reaches this script,
 # not custosd: custosd is stopped by the clean-up, with SIGTERM, in order.
@@ -311,7 +294,7 @@ shown curl --cacert "$DEMO/ca.crt" "$ENDPOINT/healthz"
 indent <"$DEMO/healthz"; echo
 say "custosd (PID $CUSTOSD_PID) serves $ENDPOINT; its certificate is for the key in the token:"
 if cmp -s <(openssl x509 -in "$DEMO/server.crt" -noout -pubkey) \
-        <(env "${SVC_ENV[@]}" openssl pkey -provider custos -provider default -in "$SERVER_KEY" -pubout 2>/dev/null); then
+        <(env "${SVC_ENV[@]}" openssl pkey -provider-path "$PROVIDERS" -provider custos -provider default -in "$SERVER_KEY" -pubout 2>/dev/null); then
     say "    server.crt's public key = the public half of pkcs11:token=custosd;object=tls (no server.key file)"
 else
     say "    (server.crt does not match the token key!)"
@@ -331,6 +314,12 @@ shown "$CUSTOS" service info --state "$DEMO" --config "$DEMO/custosd.conf"
 env "${SVC_ENV[@]}" "$CUSTOS" service info --state "$DEMO" --config "$DEMO/custosd.conf" |
     grep -v -i 'connection string' | indent
 note "    (the connection string is left out: it carries the service's shared access key)"
+say ""
+say "The custos commands on the service's state (group, enrollment, registration, service) open the"
+say "store with the same keyring, through the service's token: its environment and CUSTOS_KEYRING_URI,"
+say "written to ${DEMO#"$ROOT"/}/service.env for a shell:"
+shown . "$DEMO/service.env"
+sed -e "s/?[^ ]*\$/?…'/" -e "s|$ROOT/||" "$DEMO/service.env" | indent
 DPS=(--scope "$SCOPE" --host "$HOSTPORT" --ca "$DEMO/ca.crt")
 say ""
 say "Every registration below is: custos device register \$DPS …   where"
@@ -559,11 +548,9 @@ say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server TLS key), device
 say "  ${DEMO#"$ROOT"/}/pins/       the PIN files (0600)"
 say "  ${DEMO#"$ROOT"/}/pki/        the test PKI: certificates; root/cert-a/cert-b keys are files"
 say "  ${DEMO#"$ROOT"/}/            custosd's state: custos.db (SQLite), custosd.conf, custosd.log,"
-kr=", keyring.key (the store's keyring, a file)"
-[ -n "$KEYRING" ] && kr=
-say "               ca.crt/ca.key (custosd's CA, a file), server.crt$kr"
+say "               service.env, ca.crt/ca.key (custosd's CA, a file), server.crt"
 say "  ${DEMO#"$ROOT"/}/results.tsv every registration of this run"
-say "Look around:  ${CUSTOS#"$ROOT"/} registration list --state ${DEMO#"$ROOT"/}"
+say "Look around:  . ${DEMO#"$ROOT"/}/service.env; ${CUSTOS#"$ROOT"/} registration list --state ${DEMO#"$ROOT"/}"
 say "Run it again: make demo (starts from fresh tokens and state)."
 
 step "Stop what the demo started"
