@@ -432,7 +432,8 @@ table 4 sensor-1 sensor-2 sensor-3
 step "5. A TPM device"
 TPM_DONE=
 if ! "$CUSTOS" device register --help 2>&1 | grep -q -- '--tpm'; then
-    say "Skipped: this build's 'custos device register' has no --tpm yet (TPM attestation, issue 7)."
+    say "Skipped: 'custos device register' has no --tpm in this build yet (issue 7: the service side is"
+    say "there, the device client's TPM registration is not). The demo adds a TPM device once it is."
 elif ! "$CUSTOS" device tpm-identity --help >/dev/null 2>&1; then
     say "Skipped: this build has no 'custos device tpm-identity' to read the TPM's endorsement key."
 else
