@@ -239,12 +239,14 @@ for i in 1 2 3 4 5; do
     if [ "$i" -le 3 ]; then ca=cert-a; else ca=cert-b; fi
     in_token "$dev" openssl req -new -provider-path "$PROVIDERS" -provider custos -provider default \
         -key "${DEV_KEY[$dev]}" -subj "/O=Custos test PKI/CN=$dev" -out "$PKI/$dev.csr"
+    shown openssl x509 -req -in "$PKI/$dev.csr" -CA "$PKI/$ca.pem" -CAkey "$PKI/$ca.key" -set_serial 0x… \
+        -days 365 -extfile "$PKI/device.ext" -out "$PKI/$dev.pem"
     openssl x509 -req -in "$PKI/$dev.csr" -CA "$PKI/$ca.pem" -CAkey "$PKI/$ca.key" \
         -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$PKI/device.ext" \
         -out "$PKI/$dev.pem" 2>/dev/null
     cat "$PKI/$dev.pem" "$PKI/$ca.pem" >"$PKI/$dev-chain.pem"
 done
-note "(then: openssl x509 -req -CA cert-X.pem -CAkey cert-X.key … > device-N.pem; device-N-chain.pem = device-N.pem + cert-X.pem)"
+note "(device.ext: CA:FALSE, keyUsage digitalSignature, extendedKeyUsage clientAuth; device-N-chain.pem = device-N.pem + cert-a/b.pem)"
 
 
 # ============================================================== custosd ==
