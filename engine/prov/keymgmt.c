@@ -179,19 +179,21 @@ static const OSSL_PARAM *rsa_settable_params(void *provctx)
     return EVP_KEYMGMT_settable_params(((cu_prov_ctx *)provctx)->sw_rsa);
 }
 
+/* Other operations (ECDH, RSA encryption) are the default provider's: a
+ * software key exports to it; a token key's private half does not. */
 static const char *ec_query_operation_name(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? "ECDSA" : NULL;
+    return operation_id == OSSL_OP_SIGNATURE ? CU_PROV_SIG_ECDSA : operation_id == OSSL_OP_KEYEXCH ? "ECDH" : NULL;
 }
 
 static const char *rsa_query_operation_name(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? "RSA" : NULL;
+    return operation_id == OSSL_OP_SIGNATURE ? CU_PROV_SIG_RSA : NULL;
 }
 
-/* Imports public parts (e.g. a certificate's key, for match). A private key
- * is refused: it would have to live in software here, and refusing it makes
- * OpenSSL use the default provider for software keys. */
+/* Imports a software key: public parts (a certificate's key, for match) or a
+ * whole key pair (EVP_PKEY_fromdata on "EC" or "RSA" when custos was met
+ * first). It lives in the private library context and works in software. */
 static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
 {
     cu_prov_key *k = keydata;
@@ -201,18 +203,19 @@ static int km_import(void *keydata, int selection, const OSSL_PARAM params[])
 
     if (k == NULL || k->obj != NULL)
         return 0;
-    if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL
-        || OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL)
-        return 0;
-    int sel = (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? EVP_PKEY_PUBLIC_KEY : EVP_PKEY_KEY_PARAMETERS;
+    bool priv = (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY)
+                && (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL
+                    || OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL);
+    int sel = priv ? EVP_PKEY_KEYPAIR
+              : (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? EVP_PKEY_PUBLIC_KEY : EVP_PKEY_KEY_PARAMETERS;
     ctx = EVP_PKEY_CTX_new_from_name(k->pc->sw, cu_prov_key_type_name(k->type), NULL);
     if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0
         || EVP_PKEY_fromdata(ctx, &pk, sel, (OSSL_PARAM *)params) <= 0)
         goto out;
     if (!cu_prov_key_set_pub(k, pk))
         goto out;
-    k->has_public = (sel == EVP_PKEY_PUBLIC_KEY);
-    k->soft_private = false;
+    k->has_public = (sel != EVP_PKEY_KEY_PARAMETERS);
+    k->soft_private = priv;
     ok = 1;
 out:
     EVP_PKEY_free(pk);
@@ -280,7 +283,8 @@ typedef struct gen_ctx {
     cu_prov_ctx *pc;
     cu_key_type type;
     int selection;
-    char *uri;          /* pkcs11-uri: generate on this token */
+    char *uri;          /* pkcs11-uri: generate on this token (no pin-value) */
+    char *pin;          /* its pin-value, if it had one */
     char *group;        /* EC curve name */
     size_t bits;        /* RSA modulus size */
     EVP_PKEY_CTX *sw;   /* software generation when there is no URI */
@@ -349,8 +353,14 @@ static int km_gen_set_params(void *genctx, const OSSL_PARAM params[])
             CU_PROV_RAISE(g->pc, CU_PROV_R_NOT_A_PKCS11_URI, "%s must be a pkcs11: URI", KEYGEN_URI_PARAM);
             return 0;
         }
-        if (!set_str(&g->uri, s))
+        char *clean = NULL, *pin = NULL;
+        if (!cu_prov_uri_split_pin(s, &clean, &pin))
             return 0;
+        OPENSSL_free(g->uri);
+        g->uri = clean;
+        if (g->pin != NULL)
+            OPENSSL_clear_free(g->pin, strlen(g->pin));
+        g->pin = pin;
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL) {
         if (!OSSL_PARAM_get_utf8_string_ptr(p, &s) || !set_str(&g->group, s))
@@ -434,7 +444,7 @@ static void *gen_on_token(gen_ctx *g)
         return NULL;
     (void)cu_prov_uri_attr(g->uri, "object", &label, &label_len);
     (void)cu_prov_uri_attr(g->uri, "id", &id, &id_len);
-    if ((rc = cu_prov_token(g->pc, g->uri, NULL, &tok)) != CU_OK) {
+    if ((rc = cu_prov_token(g->pc, g->uri, g->pin, &tok)) != CU_OK) {
         CU_PROV_RAISE_RC(g->pc, rc, "opening the token for key generation");
         goto out;
     }
@@ -484,6 +494,8 @@ static void km_gen_cleanup(void *genctx)
         return;
     EVP_PKEY_CTX_free(g->sw);
     OPENSSL_free(g->uri);
+    if (g->pin != NULL)
+        OPENSSL_clear_free(g->pin, strlen(g->pin));
     OPENSSL_free(g->group);
     OPENSSL_free(g);
 }

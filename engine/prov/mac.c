@@ -101,11 +101,17 @@ static void *mac_dupctx(void *vctx)
 static int set_key_uri(mac_ctx *m, const char *uri)
 {
     cu_object *obj = NULL;
+    char *clean = NULL, *pin = NULL;
     if (!cu_prov_is_pkcs11_uri(uri)) {
         CU_PROV_RAISE(m->pc, CU_PROV_R_NOT_A_PKCS11_URI, "%s must be a pkcs11: URI", KEY_URI_PARAM);
         return 0;
     }
-    cu_rc rc = cu_prov_cached_object(m->pc, uri, CU_CLASS_SECRET_KEY, &obj);
+    if (!cu_prov_uri_split_pin(uri, &clean, &pin))
+        return 0;
+    cu_rc rc = cu_prov_cached_object(m->pc, clean, pin, CU_CLASS_SECRET_KEY, &obj);
+    OPENSSL_free(clean);
+    if (pin != NULL)
+        OPENSSL_clear_free(pin, strlen(pin));
     if (rc != CU_OK)
         return CU_PROV_RAISE_RC(m->pc, rc, "finding the HMAC key");
     if (cu_object_key_type(obj) != CU_KEY_HMAC) {

@@ -138,8 +138,23 @@ const char *cu_prov_hash_name(cu_hash h)
 
 cu_hash cu_prov_hash_from_name(const cu_prov_ctx *pc, const char *name)
 {
+    /* The usual spellings first: EVP_MD_is_a takes a lock per call, and this
+     * runs for every digest-sign (TLS names the digest each time). */
+    static const struct {
+        const char *name;
+        cu_hash h;
+    } fast[] = {
+        { "SHA256", CU_HASH_SHA256 }, { "SHA2-256", CU_HASH_SHA256 }, { "SHA-256", CU_HASH_SHA256 },
+        { "SHA384", CU_HASH_SHA384 }, { "SHA2-384", CU_HASH_SHA384 }, { "SHA-384", CU_HASH_SHA384 },
+        { "SHA512", CU_HASH_SHA512 }, { "SHA2-512", CU_HASH_SHA512 }, { "SHA-512", CU_HASH_SHA512 },
+        { "SHA224", CU_HASH_SHA224 }, { "SHA2-224", CU_HASH_SHA224 }, { "SHA-224", CU_HASH_SHA224 },
+        { "SHA1", CU_HASH_SHA1 },     { "SHA-1", CU_HASH_SHA1 },
+    };
     if (name == NULL)
         return CU_HASH_NONE;
+    for (size_t i = 0; i < sizeof fast / sizeof fast[0]; i++)
+        if (OPENSSL_strcasecmp(name, fast[i].name) == 0)
+            return fast[i].h;
     for (int h = CU_HASH_SHA1; h < CU_PROV_N_HASH; h++)
         if (pc->md[h] != NULL && EVP_MD_is_a(pc->md[h], name))
             return (cu_hash)h;
@@ -217,6 +232,39 @@ static const char *default_quirks(const char *module)
     if (module != NULL && strstr(module, "tpm2_pkcs11") != NULL)
         return "no-session-copy";
     return NULL;
+}
+
+int cu_prov_uri_split_pin(const char *uri, char **_clean, char **_pin)
+{
+    size_t n = strlen(uri), o = 0, len = 0;
+    char *clean = OPENSSL_malloc(n + 1);
+    *_pin = NULL;
+    if (clean == NULL)
+        return 0;
+    const char *q = strchr(uri, '?');
+    if (q == NULL) {
+        memcpy(clean, uri, n + 1);
+        *_clean = clean;
+        return 1;
+    }
+    (void)cu_prov_uri_query(uri, "pin-value", _pin, &len);
+    memcpy(clean, uri, (size_t)(q - uri));
+    o = (size_t)(q - uri);
+    char sep = '?';
+    for (const char *p = q + 1; *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t l = amp != NULL ? (size_t)(amp - p) : strlen(p);
+        if (!(l >= 10 && strncmp(p, "pin-value=", 10) == 0) && l > 0) {
+            clean[o++] = sep;
+            memcpy(clean + o, p, l);
+            o += l;
+            sep = '&';
+        }
+        p += l + (amp != NULL);
+    }
+    clean[o] = '\0';
+    *_clean = clean;
+    return 1;
 }
 
 /* True if the query of the URI has the attribute (e.g. "pin-value"). */
@@ -313,6 +361,22 @@ cu_rc cu_prov_token(cu_prov_ctx *pc, const char *uri, const char *pin, cu_token 
         return cu_err_set(CU_E_URI, "not a pkcs11: URI");
     if ((key = token_key(uri)) == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
+    if (pin != NULL) {
+        /* A token opened with one PIN is not handed out for another. */
+        unsigned char d[32];
+        unsigned int dl = 0;
+        char *k2 = OPENSSL_zalloc(strlen(key) + 2 * sizeof d + 8);
+        if (k2 == NULL || !EVP_Digest(pin, strlen(pin), d, &dl, pc->md[CU_HASH_SHA256], NULL)) {
+            OPENSSL_free(k2);
+            OPENSSL_clear_free(key, strlen(key));
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+        }
+        size_t o = (size_t)sprintf(k2, "%s#pin=", key);
+        for (unsigned int i = 0; i < dl; i++)
+            o += (size_t)sprintf(k2 + o, "%02x", d[i]);
+        OPENSSL_clear_free(key, strlen(key));
+        key = k2;
+    }
 
     pthread_mutex_lock(&pc->lock);
     locked = true;
@@ -374,7 +438,7 @@ out:
     return CU_OK;
 }
 
-cu_rc cu_prov_cached_object(cu_prov_ctx *pc, const char *uri, cu_class cls, cu_object **_obj)
+cu_rc cu_prov_cached_object(cu_prov_ctx *pc, const char *uri, const char *pin, cu_class cls, cu_object **_obj)
 {
     cu_prov_token_entry *e;
     cu_token *tok = NULL;
@@ -391,7 +455,7 @@ cu_rc cu_prov_cached_object(cu_prov_ctx *pc, const char *uri, cu_class cls, cu_o
     }
     pthread_mutex_unlock(&pc->lock);
 
-    if ((rc = cu_prov_token(pc, uri, NULL, &tok)) != CU_OK)
+    if ((rc = cu_prov_token(pc, uri, pin, &tok)) != CU_OK)
         return rc;
     rc = cu_token_find(tok, uri, cls, &obj);
     cu_token_unref(tok);
@@ -649,9 +713,12 @@ static const OSSL_ALGORITHM keymgmts[] = {
     { NULL, NULL, NULL, NULL },
 };
 
+/* Signatures have names of their own, which only our key managers name for
+ * signing (query_operation_name): a software key of the default provider then
+ * never detours through custos, whatever the order of the providers. */
 static const OSSL_ALGORITHM signatures[] = {
-    { "ECDSA", CU_PROV_PROPS, cu_prov_ecdsa_signature_functions, "ECDSA in PKCS#11 tokens" },
-    { "RSA:rsaEncryption:1.2.840.113549.1.1.1", CU_PROV_PROPS, cu_prov_rsa_signature_functions,
+    { CU_PROV_SIG_ECDSA, CU_PROV_PROPS, cu_prov_ecdsa_signature_functions, "ECDSA in PKCS#11 tokens" },
+    { CU_PROV_SIG_RSA, CU_PROV_PROPS, cu_prov_rsa_signature_functions,
       "RSA PKCS#1 v1.5 and PSS in PKCS#11 tokens" },
     { NULL, NULL, NULL, NULL },
 };

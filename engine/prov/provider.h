@@ -16,6 +16,8 @@
 
 #define CU_PROV_NAME "custos"
 #define CU_PROV_PROPS "provider=custos"
+#define CU_PROV_SIG_ECDSA "CUSTOS-ECDSA"
+#define CU_PROV_SIG_RSA "CUSTOS-RSA"
 
 /* Reason codes: 1..CU_E__COUNT-1 are the token layer's cu_rc values, so a
  * token error keeps its meaning in OpenSSL's queue; the rest are ours. */
@@ -94,6 +96,11 @@ int cu_prov_uri_attr(const char *uri, const char *attr, char **_val, size_t *_le
 /* The same for a query attribute (e.g. "module-path"). */
 int cu_prov_uri_query(const char *uri, const char *attr, char **_val, size_t *_len);
 
+/* Splits a pin-value out of a URI, so that no PIN reaches a message: *_clean
+ * is the URI without it (caller frees with OPENSSL_free), *_pin its decoded
+ * value or NULL (caller frees with OPENSSL_clear_free(p, strlen(p))). */
+int cu_prov_uri_split_pin(const char *uri, char **_clean, char **_pin);
+
 /* Opens (or finds in the cache) the token the URI names and returns a new
  * reference. pin, if not NULL, overrides the URI's and the configured PIN
  * source. Errors are left in cu_err_last(). */
@@ -103,6 +110,6 @@ cu_rc cu_prov_token(cu_prov_ctx *pc, const char *uri, const char *pin, cu_token 
 /* Finds the one object of class cls the URI names, opening its token, and
  * keeps it for the provider's lifetime (borrowed: do not free). For keys used
  * again and again by short-lived contexts (MAC keys). */
-cu_rc cu_prov_cached_object(cu_prov_ctx *pc, const char *uri, cu_class cls, cu_object **_obj);
+cu_rc cu_prov_cached_object(cu_prov_ctx *pc, const char *uri, const char *pin, cu_class cls, cu_object **_obj);
 
 #endif

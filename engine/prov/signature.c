@@ -28,6 +28,8 @@ typedef struct sig_ctx {
     cu_hash mgf1;        /* NONE: same as hash */
     int saltlen;         /* >= 0, or RSA_PSS_SALTLEN_DIGEST / _MAX / _AUTO */
     EVP_MD_CTX *md;      /* streaming digest-sign/verify */
+    bool md_started;     /* md holds the digest of the updates so far */
+    bool digesting;      /* initialized for digest-sign/verify */
     EVP_PKEY_CTX *sw;    /* software verify and AlgorithmIdentifier */
 } sig_ctx;
 
@@ -373,6 +375,7 @@ static int init(sig_ctx *c, void *provkey, bool signing, const OSSL_PARAM params
         c->key = k;
     }
     c->signing = signing;
+    c->digesting = false;
     EVP_PKEY_CTX_free(c->sw);
     c->sw = NULL;
     return sig_set_ctx_params(c, params);
@@ -392,13 +395,26 @@ static int digest_init(sig_ctx *c, const char *mdname, void *provkey, bool signi
 {
     if (!init(c, provkey, signing, params))
         return 0;
+    c->digesting = true;
     if (mdname != NULL && mdname[0] != '\0' && !set_hash(c, mdname, &c->hash))
         return 0;
     if (c->hash == CU_HASH_NONE)
         c->hash = CU_HASH_SHA256;
+    c->md_started = false; /* the digest starts with the first update: a
+                            * one-shot digest-sign (TLS) needs none */
+    return 1;
+}
+
+static int md_start(sig_ctx *c)
+{
+    if (c->md_started)
+        return 1;
     if (c->md == NULL && (c->md = EVP_MD_CTX_new()) == NULL)
         return 0;
-    return EVP_DigestInit_ex(c->md, cu_prov_md(c->pc, c->hash), NULL);
+    if (!EVP_DigestInit_ex(c->md, cu_prov_md(c->pc, c->hash), NULL))
+        return 0;
+    c->md_started = true;
+    return 1;
 }
 
 static int sig_digest_sign_init(void *vctx, const char *mdname, void *provkey, const OSSL_PARAM params[])
@@ -540,11 +556,11 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
 static int sig_digest_update(void *vctx, const unsigned char *data, size_t datalen)
 {
     sig_ctx *c = vctx;
-    if (c == NULL || c->md == NULL) {
+    if (c == NULL || !c->digesting) {
         CU_PROV_RAISE(c != NULL ? c->pc : NULL, CU_PROV_R_OPERATION, "digest operation not initialized");
         return 0;
     }
-    return EVP_DigestUpdate(c->md, data, datalen);
+    return md_start(c) && EVP_DigestUpdate(c->md, data, datalen);
 }
 
 static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
@@ -552,14 +568,15 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
     sig_ctx *c = vctx;
     unsigned char dgst[MAX_DIGEST];
     unsigned int dlen = 0;
-    if (c == NULL || c->md == NULL || c->key == NULL)
+    if (c == NULL || !c->digesting || c->key == NULL)
         return 0;
     if (sig == NULL) {
         *siglen = c->key->max_sig;
         return 1;
     }
-    if (!EVP_DigestFinal_ex(c->md, dgst, &dlen))
+    if (!md_start(c) || !EVP_DigestFinal_ex(c->md, dgst, &dlen))
         return 0;
+    c->md_started = false;
     return sign_digest(c, sig, siglen, sigsize, dgst, dlen);
 }
 
@@ -602,8 +619,9 @@ static int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t 
     sig_ctx *c = vctx;
     unsigned char dgst[MAX_DIGEST];
     unsigned int dlen = 0;
-    if (c == NULL || c->md == NULL || !EVP_DigestFinal_ex(c->md, dgst, &dlen))
+    if (c == NULL || !c->digesting || !md_start(c) || !EVP_DigestFinal_ex(c->md, dgst, &dlen))
         return 0;
+    c->md_started = false;
     return verify_digest(c, sig, siglen, dgst, dlen);
 }
 

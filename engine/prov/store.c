@@ -32,7 +32,8 @@ typedef struct result {
 
 typedef struct store_ctx {
     cu_prov_ctx *pc;
-    char *uri;
+    char *uri;         /* without pin-value */
+    char *pin;         /* the URI's pin-value, or NULL */
     int expect;
     uint8_t *subject;  /* DER of a subject name to filter certificates by */
     size_t subject_len;
@@ -56,7 +57,7 @@ static void *st_open(void *provctx, const char *uri)
         return NULL;
     }
     store_ctx *s = OPENSSL_zalloc(sizeof *s);
-    if (s == NULL || (s->uri = OPENSSL_strdup(uri)) == NULL) {
+    if (s == NULL || !cu_prov_uri_split_pin(uri, &s->uri, &s->pin)) {
         OPENSSL_free(s);
         return NULL;
     }
@@ -195,7 +196,12 @@ static int search(store_ctx *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     case OSSL_STORE_INFO_PKEY: find_priv = t_priv; break;
     case OSSL_STORE_INFO_PUBKEY: find_pub = t_pub; priv_for_pub = t_priv; break;
     case OSSL_STORE_INFO_CERT: want_cert = t_cert; break;
-    case 0: find_priv = t_priv; find_pub = t_pub; want_cert = t_cert; break;
+    case 0:
+        /* A search by subject name is for certificates (X509_LOOKUP_store). */
+        find_priv = t_priv && s->subject == NULL;
+        find_pub = t_pub && s->subject == NULL;
+        want_cert = t_cert;
+        break;
     default: ok = 1; goto out; /* parameters, CRLs, names: none here */
     }
     bool named = cu_prov_uri_attr(s->uri, "object", &tmp, &tl);
@@ -205,7 +211,7 @@ static int search(store_ctx *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
     bool one_key = s->expect == OSSL_STORE_INFO_PKEY || s->expect == OSSL_STORE_INFO_PUBKEY;
     bool unique = named || one_key;
 
-    cu_rc rc = cu_prov_token(s->pc, s->uri, NULL, &tok);
+    cu_rc rc = cu_prov_token(s->pc, s->uri, s->pin, &tok);
     if (rc != CU_OK) {
         CU_PROV_RAISE_RC(s->pc, rc, "opening the token");
         goto out;
@@ -366,6 +372,8 @@ static int st_close(void *loaderctx)
     OPENSSL_free(s->res);
     OPENSSL_free(s->subject);
     OPENSSL_free(s->uri);
+    if (s->pin != NULL)
+        OPENSSL_clear_free(s->pin, strlen(s->pin));
     OPENSSL_free(s);
     return 1;
 }

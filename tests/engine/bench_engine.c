@@ -1,17 +1,18 @@
 /* bench_engine: the provider's speed, side by side in one run on one SoftHSM2
  * token and key (docs/benchmarks.md, issue 4 "Speed").
  *
- *   bench_engine [--seconds S] [--rounds R] [--other-provider PATH] [--no-engine] [--no-tls]
+ *   bench_engine [--seconds S] [--rounds R] [--threads T] [--other-provider PATH] [--no-engine] [--no-tls]
  *
  * Rates (operations per second, median of R rounds, modes interleaved):
- *   ECDSA P-256 / RSA-2048 (PKCS#1 v1.5, SHA-256), one thread:
+ *   ECDSA P-256 / RSA-2048 (PKCS#1 v1.5, SHA-256), T threads (1):
  *     software   the default provider with the key in memory (the ceiling)
  *     custos     EVP_DigestSignInit_ex + EVP_DigestSign through custos
  *     raw        C_SignInit + C_Sign on the token object (digest precomputed)
  *     raw copy   the same on a session copy of the key (C_CopyObject)
  *     libp11     the libp11 engine (libengine-pkcs11-openssl), same EVP calls
  *     other      another provider's module (--other-provider), same EVP calls
- *   HMAC-SHA256 of 64 bytes: CUSTOS-HMAC vs raw C_SignInit + C_Sign.
+ *   HMAC-SHA256 of 64 bytes: CUSTOS-HMAC vs raw C_SignInit + C_Sign (object
+ *   and session copy).
  *   TLS 1.3 full handshakes (in-process client, P-256 server key in a file vs
  *   in the token): handshakes/s and server CPU per handshake.
  * Every mode runs in its own child process, so no two PKCS#11 users share a
@@ -77,25 +78,68 @@ static void key_uri(char *out, size_t n, const char *label)
 
 /* ---- EVP signing loops ---- */
 
-static double evp_loop(OSSL_LIB_CTX *lib, EVP_PKEY *pk)
+static int nthreads = 1;
+
+typedef struct loop_arg {
+    OSSL_LIB_CTX *lib;
+    EVP_PKEY *pk;
+    CK_OBJECT_HANDLE h;
+    CK_MECHANISM_TYPE mech;
+    const unsigned char *in;
+    size_t len;
+    int copy;
+    double end;
+    long n;
+} loop_arg;
+
+/* Runs fn on nthreads threads until a.end; the rate of all of them. */
+static double threaded(void *(*fn)(void *), loop_arg *proto)
 {
+    pthread_t th[16];
+    loop_arg a[16];
+    double t0 = now(), c0 = proc_cpu();
+    long n = 0;
+    proto->end = t0 + seconds;
+    for (int i = 0; i < nthreads; i++) {
+        a[i] = *proto;
+        pthread_create(&th[i], NULL, fn, &a[i]);
+    }
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        if (a[i].n < 0)
+            return -1;
+        n += a[i].n;
+    }
+    double t = now() - t0;
+    loop_cpu_us = n > 0 ? (proc_cpu() - c0) / (double)n * 1e6 : 0;
+    return (double)n / t;
+}
+
+static void *evp_thread(void *arg)
+{
+    loop_arg *a = arg;
     unsigned char sig[512];
     EVP_MD_CTX *m = EVP_MD_CTX_new();
-    long n = 0;
-    double t0 = now(), t, c0 = proc_cpu();
     do {
-        for (int i = 0; i < 32; i++, n++) {
+        for (int i = 0; i < 32; i++, a->n++) {
             size_t sl = sizeof sig;
-            if (EVP_DigestSignInit_ex(m, NULL, "SHA256", lib, NULL, pk, NULL) != 1
+            if (EVP_DigestSignInit_ex(m, NULL, "SHA256", a->lib, NULL, a->pk, NULL) != 1
                 || EVP_DigestSign(m, sig, &sl, msg, sizeof msg) != 1) {
                 ERR_print_errors_fp(stderr);
-                return -1;
+                a->n = -1;
+                EVP_MD_CTX_free(m);
+                return NULL;
             }
         }
-    } while ((t = now() - t0) < seconds);
-    loop_cpu_us = (proc_cpu() - c0) / (double)n * 1e6;
+    } while (now() < a->end);
     EVP_MD_CTX_free(m);
-    return (double)n / t;
+    return NULL;
+}
+
+static double evp_loop(OSSL_LIB_CTX *lib, EVP_PKEY *pk)
+{
+    loop_arg a = { .lib = lib, .pk = pk };
+    return threaded(evp_thread, &a);
 }
 
 static EVP_PKEY *store_load(OSSL_LIB_CTX *lib, const char *uri)
@@ -184,6 +228,7 @@ static double mode_libp11(const char *alg)
 
 static CK_FUNCTION_LIST *f;
 static CK_SESSION_HANDLE sess;
+static CK_SLOT_ID raw_slot;
 
 static int raw_open(void)
 {
@@ -196,6 +241,7 @@ static int raw_open(void)
         CK_TOKEN_INFO ti;
         if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, LABEL, strlen(LABEL)) == 0
             && ti.label[strlen(LABEL)] == ' ') {
+            raw_slot = slots[i];
             if (f->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &sess) != CKR_OK)
                 return 0;
             CK_RV rv = f->C_Login(sess, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN));
@@ -216,21 +262,43 @@ static CK_OBJECT_HANDLE raw_find(const char *label, CK_OBJECT_CLASS cls)
     return n == 1 ? h : CK_INVALID_HANDLE;
 }
 
-static double raw_loop(CK_OBJECT_HANDLE h, CK_MECHANISM_TYPE mech, const unsigned char *in, size_t len)
+/* One thread of raw signing: its own session (and session copy). */
+static void *raw_thread(void *arg)
 {
-    CK_MECHANISM m = { mech, NULL, 0 };
+    loop_arg *a = arg;
+    CK_MECHANISM m = { a->mech, NULL, 0 };
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE h = a->h;
     unsigned char sig[512];
-    long n = 0;
-    double t0 = now(), t, c0 = proc_cpu();
-    do {
-        for (int i = 0; i < 32; i++, n++) {
-            CK_ULONG sl = sizeof sig;
-            if (f->C_SignInit(sess, &m, h) != CKR_OK || f->C_Sign(sess, (CK_BYTE_PTR)in, len, sig, &sl) != CKR_OK)
-                return -1;
+    if (f->C_OpenSession(raw_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) != CKR_OK) {
+        a->n = -1;
+        return NULL;
+    }
+    if (a->copy) {
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE t[] = { { CKA_TOKEN, &no, sizeof no } };
+        if (f->C_CopyObject(s, a->h, t, 1, &h) != CKR_OK) {
+            a->n = -1;
+            return NULL;
         }
-    } while ((t = now() - t0) < seconds);
-    loop_cpu_us = (proc_cpu() - c0) / (double)n * 1e6;
-    return (double)n / t;
+    }
+    do {
+        for (int i = 0; i < 32; i++, a->n++) {
+            CK_ULONG sl = sizeof sig;
+            if (f->C_SignInit(s, &m, h) != CKR_OK || f->C_Sign(s, (CK_BYTE_PTR)a->in, a->len, sig, &sl) != CKR_OK) {
+                a->n = -1;
+                return NULL;
+            }
+        }
+    } while (now() < a->end);
+    f->C_CloseSession(s);
+    return NULL;
+}
+
+static double raw_loop(CK_OBJECT_HANDLE h, CK_MECHANISM_TYPE mech, const unsigned char *in, size_t len, int copy)
+{
+    loop_arg a = { .h = h, .mech = mech, .in = in, .len = len, .copy = copy };
+    return threaded(raw_thread, &a);
 }
 
 static const unsigned char sha256_prefix[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
@@ -247,23 +315,16 @@ static double mode_raw(const char *alg, int copy)
     CK_OBJECT_HANDLE h = raw_find(hmac ? "sas" : ec ? "ec" : "rsa", hmac ? CKO_SECRET_KEY : CKO_PRIVATE_KEY);
     if (h == CK_INVALID_HANDLE)
         return -1;
-    if (copy) {
-        CK_BBOOL no = CK_FALSE;
-        CK_ATTRIBUTE t[] = { { CKA_TOKEN, &no, sizeof no } };
-        if (f->C_CopyObject(sess, h, t, 1, &h) != CKR_OK)
-            return -1;
-    }
-    if (hmac) {
-        return raw_loop(h, CKM_SHA256_HMAC, msg, sizeof msg);
-    }
+    if (hmac)
+        return raw_loop(h, CKM_SHA256_HMAC, msg, sizeof msg, copy);
     memcpy(in, sha256_prefix, sizeof sha256_prefix);
     SHA256(msg, sizeof msg, in + sizeof sha256_prefix);
     if (ec) {
         mech = CKM_ECDSA;
         len = 32;
-        return raw_loop(h, mech, in + sizeof sha256_prefix, len);
+        return raw_loop(h, mech, in + sizeof sha256_prefix, len, copy);
     }
-    return raw_loop(h, CKM_RSA_PKCS, in, sizeof in);
+    return raw_loop(h, CKM_RSA_PKCS, in, sizeof in, copy);
 }
 
 static double mode_custos_hmac(void)
@@ -474,6 +535,8 @@ int main(int argc, char **argv)
             seconds = atof(argv[++i]);
         else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
             rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            nthreads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--other-provider") == 0 && i + 1 < argc)
             other_provider = argv[++i];
         else if (strcmp(argv[i], "--no-engine") == 0)
@@ -481,7 +544,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--no-tls") == 0)
             no_tls = 1;
         else {
-            fprintf(stderr, "usage: %s [--seconds S] [--rounds R] [--other-provider PATH] [--no-engine] [--no-tls]\n",
+            fprintf(stderr, "usage: %s [--seconds S] [--rounds R] [--threads T] [--other-provider PATH] [--no-engine] "
+                            "[--no-tls]\n",
                     argv[0]);
             return 2;
         }
@@ -489,6 +553,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (rounds < 1 || rounds > 15)
         rounds = 3;
+    if (nthreads < 1 || nthreads > 16)
+        nthreads = 1;
     if (getenv("CUSTOS_OSSL_MODULES") == NULL) {
         fprintf(stderr, "set CUSTOS_OSSL_MODULES to the directory of custos.so\n");
         return 2;
@@ -541,15 +607,15 @@ int main(int argc, char **argv)
                             : strcmp(m, "software") == 0 ? mode_software(alg)
                             : strcmp(m, "libp11") == 0 ? mode_libp11(alg)
                             : mode_raw(alg, strcmp(m, "rawcopy") == 0);
-        printf("%s %s: %.0f/s%s\n", m, alg, r, cpu > 0 ? "" : "");
+        printf("%s %s: %.0f/s, %.1f us CPU/op\n", m, alg, r, loop_cpu_us);
         if (cpu > 0)
             printf("server CPU %.0f us/handshake\n", cpu);
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         sh(cmd, NULL, 0);
         return 0;
     }
-    printf("# custos provider benchmark: SoftHSM2, one thread, %.1f s per mode, median of %d rounds\n", seconds,
-           rounds);
+    printf("# custos provider benchmark: SoftHSM2, %d thread(s), %.1f s per mode, median of %d rounds\n", nthreads,
+           seconds, rounds);
     const char *algs[] = { "ec", "rsa", "hmac" };
     const char *names[] = { "ECDSA P-256 (SHA-256)", "RSA-2048 PKCS#1 v1.5 (SHA-256)", "HMAC-SHA256 (64 bytes)" };
     for (int a = 0; a < 3; a++) {
@@ -559,8 +625,8 @@ int main(int argc, char **argv)
             modes[nm++] = "software";
         modes[nm++] = "custos";
         modes[nm++] = "raw";
+        modes[nm++] = "raw copy";
         if (a < 2) {
-            modes[nm++] = "raw copy";
             if (!no_engine)
                 modes[nm++] = "libp11";
             if (other_provider)

@@ -10,6 +10,7 @@ KIND=${1:?kind}
 make_token "$KIND" "cli-$KIND" || { echo "cannot make a $KIND token"; exit 1; }
 EC=$(keygen ec-p256 ec1 01) && EC384=$(keygen ec-p384 ec384 03) && RSA=$(keygen rsa2048 rsa1 02) \
     || { echo "keygen failed"; exit 1; }
+MODULE=$(sed -n 's/^module=//p' "$TOKEN_DIR/custos-token.conf")
 cd "$W" || exit 1
 printf 'The quick brown fox jumps over the lazy dog\n' >msg
 head -c 100000 /dev/urandom >big
@@ -24,6 +25,11 @@ check "req -new -x509 RSA" ossl req "${PROV[@]}" -new -x509 -key "$RSA" -subj /C
 check "req -new -x509 RSA-PSS" ossl req "${PROV[@]}" -new -x509 -key "$RSA" -sigopt rsa_padding_mode:pss \
     -sigopt rsa_pss_saltlen:digest -subj /CN=pss -days 2 -out pss.crt
 check "EC certificate verifies (default provider)" openssl verify -CAfile ec1.crt ec1.crt
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -subj /CN=leaf \
+    -out leaf.csr 2>/dev/null
+check "x509 -req -CAkey: the token key as a CA" ossl x509 "${PROV[@]}" -req -in leaf.csr -CA ec1.crt \
+    -CAkey "$EC" -CAcreateserial -days 1 -out leaf.crt
+check "  leaf verifies" openssl verify -CAfile ec1.crt leaf.crt
 check "RSA certificate verifies" openssl verify -CAfile rsa1.crt rsa1.crt
 check "RSA-PSS certificate verifies" openssl verify -CAfile pss.crt pss.crt
 check "certificate key equals pkey -pubout" cmp <(openssl x509 -in ec1.crt -noout -pubkey) ec1.pub
@@ -60,6 +66,10 @@ check "pkeyutl raw sign RSA-PSS" ossl pkeyutl "${PROV[@]}" -sign -inkey "$RSA" -
     -pkeyopt digest:sha256 -in msg.sha256 -out raw3.sig
 check "  verifies" openssl pkeyutl -verify -pubin -inkey rsa1.pub -pkeyopt rsa_padding_mode:pss \
     -pkeyopt digest:sha256 -in msg.sha256 -sigfile raw3.sig
+head -c 36 /dev/urandom >md5sha1 # the TLS 1.0/1.1 MD5+SHA-1 input, signed as given
+check "pkeyutl raw RSA PKCS#1 sign without digest (TLS 1.0 style)" ossl pkeyutl "${PROV[@]}" -sign -inkey "$RSA" \
+    -in md5sha1 -out raw4.sig
+check "  recovers the input" cmp <(openssl pkeyutl -verifyrecover -pubin -inkey rsa1.pub -in raw4.sig) md5sha1
 check "dgst -verify with the token's key (software verify in custos)" ossl dgst "${PROV[@]}" -sha256 \
     -verify "$EC" -signature ec.sig big
 
@@ -92,17 +102,16 @@ check_fails "an empty PIN from the passphrase callback: a PIN error" "custos:.*P
     -in "$NOPIN" -passin pass: -pubout
 
 # --- HMAC (CUSTOS-HMAC) with a token secret key
-if [ "$KIND" = softhsm2 ]; then
+if [ "$KIND" != tpm2 ]; then # tpm2-pkcs11 makes HMAC keys only with tpm2_ptool (engine_provider)
     HM=$(keygen hmac256 hmac1 04)
     check "openssl mac CUSTOS-HMAC" ossl mac "${PROV[@]}" -propquery provider=custos -macopt "key-uri:$HM" \
         -in msg -out mac.hex CUSTOS-HMAC
-    pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label "cli-$KIND" --login --pin "$(cat "$W/pin")" \
+    preloaded pkcs11-tool --module "$MODULE" --token-label "cli-$KIND" --login --pin "$(cat "$W/pin")" \
         --sign --mechanism SHA256-HMAC --id 04 -i msg -o mac.bin >/dev/null 2>&1
     check "  equals C_Sign(CKM_SHA256_HMAC) on the token" test "$(tr -d '\n' <mac.hex | tr A-F a-f)" = "$(xxd -p -c 64 mac.bin)"
 fi
 
 # --- openssl.cnf: module path and PIN source from the provider's section
-MODULE=$(sed -n 's/^module=//p' "$TOKEN_DIR/custos-token.conf")
 cat >openssl.cnf <<EOF
 openssl_conf = openssl_init
 [openssl_init]
@@ -150,11 +159,18 @@ check_fails "wrong key type: RSA padding on an EC key" "padding|parameter" ossl 
     -sigopt rsa_padding_mode:pss -sign "$EC" msg
 check_fails "wrong key type: signing with a public key" "no private key|private" ossl dgst "${PROV[@]}" -sha256 \
     -sign "$(with_pin "$PUB_URI")" msg
-if [ "$KIND" = softhsm2 ]; then
+if [ "$KIND" != tpm2 ]; then
     check_fails "wrong key type: EC key as HMAC key" "HMAC key|secret|not found" ossl mac "${PROV[@]}" \
         -propquery provider=custos -macopt "key-uri:$EC" -in msg CUSTOS-HMAC
 fi
 check_fails "no such token" "no .*token|TOKEN|not found" ossl pkey "${PROV[@]}" \
     -in "pkcs11:token=nosuchtoken;object=ec1?$Q" -pubout
+
+no_pin_in_errors() {
+    ossl pkey "${PROV[@]}" -in "pkcs11:token=nosuchtoken;object=ec1?${TOKEN_URI#*\?}&pin-value=S3CRETPIN" -pubout \
+        >"$W/pinout" 2>&1
+    grep -q "custos:" "$W/pinout" && ! grep "custos:" "$W/pinout" | grep -q S3CRETPIN
+}
+check "a pin-value never appears in custos's errors" no_pin_in_errors
 
 finish

@@ -35,13 +35,23 @@ finish() {
 }
 
 # openssl with the sanitizer runtimes preloaded when custos.so is an ASan
-# build; leak checking is off for that foreign process. Bounded to 60 s.
+# build; leak checking is off for that foreign process. Bounded (120 s).
 ossl() {
     if [ -n "${CUSTOS_OSSL_PRELOAD:-}" ]; then
         LD_PRELOAD="$CUSTOS_OSSL_PRELOAD" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0 \
-            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 timeout 60 openssl "$@"
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 timeout "${CUSTOS_OSSL_TIMEOUT:-120}" openssl "$@"
     else
-        timeout 60 openssl "$@"
+        timeout "${CUSTOS_OSSL_TIMEOUT:-120}" openssl "$@"
+    fi
+}
+
+# Any other uninstrumented tool that loads an ASan-built module (pkcs11-tool
+# with custos-soft.so).
+preloaded() {
+    if [ -n "${CUSTOS_OSSL_PRELOAD:-}" ]; then
+        LD_PRELOAD="$CUSTOS_OSSL_PRELOAD" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 "$@"
+    else
+        "$@"
     fi
 }
 

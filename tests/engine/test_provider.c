@@ -19,6 +19,7 @@
 #include <openssl/rsa.h>
 #include <openssl/store.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <p11-kit/pkcs11.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,12 +304,56 @@ static void test_match_and_certificate(void)
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_set_subject_name(x, n);
     X509_set_issuer_name(x, n);
+    X509_EXTENSION *bc = X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE");
+    X509_add_ext(x, bc, -1);
+    X509_EXTENSION_free(bc);
     CU_ASSERT(X509_set_pubkey(x, ec) == 1);
     CU_ASSERT(X509_sign(x, ec, EVP_sha256()) > 0);
     CU_ASSERT(X509_verify(x, twin) == 1);
     CU_ASSERT(X509_check_private_key(x, ec) == 1);
     CU_ASSERT(X509_check_private_key(x, other) != 1);
     ERR_clear_error();
+
+    /* The certificate as a trust anchor in the token, found by subject
+     * through X509_STORE_load_store (as the provisioning engine does). */
+    unsigned char *der = NULL;
+    int dl = i2d_X509(x, &der);
+    cu_token *t = NULL;
+    cu_object *o = NULL;
+    uint8_t id = 0x21;
+    CU_ASSERT_FATAL(dl > 0 && cu_fixture_token_open(hsm, PIN, &t) == CU_OK);
+    CU_ASSERT(cu_token_import_cert(t, der, (size_t)dl, "anchor", &id, 1, &o) == CU_OK);
+    cu_object_free(o);
+    cu_token_unref(t);
+    OPENSSL_free(der);
+    EVP_PKEY *lk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *leaf = X509_new();
+    X509_NAME *ln = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(ln, "CN", MBSTRING_ASC, (const unsigned char *)"leaf", -1, -1, 0);
+    X509_set_version(leaf, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(leaf), 8);
+    X509_gmtime_adj(X509_getm_notBefore(leaf), 0);
+    X509_gmtime_adj(X509_getm_notAfter(leaf), 3600);
+    X509_set_subject_name(leaf, ln);
+    X509_set_issuer_name(leaf, n);
+    X509_set_pubkey(leaf, lk);
+    CU_ASSERT(X509_sign(leaf, ec, EVP_sha256()) > 0);
+    char *store_uri = key_uri(hsm, "type=cert", pin_file);
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *vc = X509_STORE_CTX_new_ex(lib, NULL);
+    CU_ASSERT(X509_STORE_load_store_ex(st, store_uri, lib, NULL) == 1);
+    CU_ASSERT(X509_STORE_CTX_init(vc, st, leaf, NULL) == 1);
+    int vr = X509_verify_cert(vc);
+    if (vr != 1)
+        fprintf(stderr, "verify: %s\n", X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc)));
+    CU_ASSERT(vr == 1);
+    ERR_clear_error();
+    X509_STORE_CTX_free(vc);
+    X509_STORE_free(st);
+    free(store_uri);
+    X509_NAME_free(ln);
+    X509_free(leaf);
+    EVP_PKEY_free(lk);
     X509_NAME_free(n);
     X509_free(x);
     EVP_PKEY_free(twin);
@@ -384,6 +429,48 @@ static void test_fork(void)
     CU_ASSERT(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT(sign_verify(ec, "SHA256", 0)); /* the parent still signs */
     EVP_PKEY_free(ec);
+}
+
+/* Software keys in a context where custos is met before default: generated,
+ * built from data, signing, verifying and deriving as usual. */
+static void test_software_keys(void)
+{
+    EVP_PKEY *a = EVP_PKEY_Q_keygen(lib, NULL, "EC", "P-256"), *b = EVP_PKEY_Q_keygen(lib, NULL, "EC", "P-256");
+    CU_ASSERT_FATAL(a != NULL && b != NULL);
+    CU_ASSERT(sign_verify(a, "SHA256", 0));
+    /* The same key pair through EVP_PKEY_fromdata. */
+    OSSL_PARAM *data = NULL;
+    EVP_PKEY *c = NULL;
+    EVP_PKEY_CTX *fc = EVP_PKEY_CTX_new_from_name(lib, "EC", NULL);
+    CU_ASSERT(EVP_PKEY_todata(a, EVP_PKEY_KEYPAIR, &data) == 1);
+    CU_ASSERT(fc != NULL && EVP_PKEY_fromdata_init(fc) == 1 && EVP_PKEY_fromdata(fc, &c, EVP_PKEY_KEYPAIR, data) == 1);
+    CU_ASSERT(c != NULL && sign_verify(c, "SHA384", 0) && EVP_PKEY_eq(a, c) == 1);
+    /* ECDH both ways gives one secret. */
+    unsigned char s1[64], s2[64];
+    size_t l1 = sizeof s1, l2 = sizeof s2;
+    EVP_PKEY_CTX *d1 = EVP_PKEY_CTX_new_from_pkey(lib, a, NULL), *d2 = EVP_PKEY_CTX_new_from_pkey(lib, b, NULL);
+    CU_ASSERT(EVP_PKEY_derive_init(d1) == 1 && EVP_PKEY_derive_set_peer(d1, b) == 1 && EVP_PKEY_derive(d1, s1, &l1) == 1);
+    CU_ASSERT(EVP_PKEY_derive_init(d2) == 1 && EVP_PKEY_derive_set_peer(d2, a) == 1 && EVP_PKEY_derive(d2, s2, &l2) == 1);
+    CU_ASSERT(l1 == 32 && l1 == l2 && memcmp(s1, s2, l1) == 0);
+    /* RSA encryption with a software key (the default provider's). */
+    EVP_PKEY *r = EVP_PKEY_Q_keygen(lib, NULL, "RSA", (size_t)2048);
+    unsigned char ct[256], pt[256];
+    size_t cl = sizeof ct, pl = sizeof pt;
+    EVP_PKEY_CTX *e = EVP_PKEY_CTX_new_from_pkey(lib, r, NULL), *dd = EVP_PKEY_CTX_new_from_pkey(lib, r, NULL);
+    CU_ASSERT(e != NULL && EVP_PKEY_encrypt_init(e) == 1 && EVP_PKEY_encrypt(e, ct, &cl, (const unsigned char *)msg, 16) == 1);
+    CU_ASSERT(dd != NULL && EVP_PKEY_decrypt_init(dd) == 1 && EVP_PKEY_decrypt(dd, pt, &pl, ct, cl) == 1 && pl == 16
+              && memcmp(pt, msg, 16) == 0);
+    ERR_print_errors_fp(stderr);
+    EVP_PKEY_CTX_free(e);
+    EVP_PKEY_CTX_free(dd);
+    EVP_PKEY_free(r);
+    EVP_PKEY_CTX_free(d1);
+    EVP_PKEY_CTX_free(d2);
+    EVP_PKEY_CTX_free(fc);
+    OSSL_PARAM_free(data);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+    EVP_PKEY_free(c);
 }
 
 /* Loading the URI fails and the error queue says why. */
@@ -500,6 +587,7 @@ IN_OWN_CONTEXT(test_match_and_certificate)
 IN_OWN_CONTEXT(test_hmac)
 IN_OWN_CONTEXT(test_keygen)
 IN_OWN_CONTEXT(test_fork)
+IN_OWN_CONTEXT(test_software_keys)
 IN_OWN_CONTEXT(test_bad_input)
 IN_OWN_CONTEXT(test_tpm_removed)
 IN_OWN_CONTEXT(test_module_finalized)
@@ -510,6 +598,7 @@ static const cu_test_case cases[] = {
     { "CUSTOS-HMAC equals HMAC-SHA256 on both tokens", test_hmac_case },
     { "EVP_PKEY_generate with pkcs11-uri", test_keygen_case },
     { "fork()ed child signs", test_fork_case },
+    { "software keys with custos met first", test_software_keys_case },
     { "bad input: clear errors", test_bad_input_case },
     { "TPM removed under a loaded key", test_tpm_removed_case },
     { "module finalized under a loaded key", test_module_finalized_case },

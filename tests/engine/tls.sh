@@ -11,6 +11,7 @@ KIND=${1:?kind}
 
 make_token "$KIND" "tls-$KIND" || { echo "cannot make a $KIND token"; exit 1; }
 EC=$(keygen ec-p256 ec1 01) && RSA=$(keygen rsa2048 rsa1 02) || { echo "keygen failed"; exit 1; }
+KIND_DIR=$TOKEN_DIR
 PEER_EC=$EC
 PEER_RSA=$RSA
 if [ "$KIND" != softhsm2 ]; then
@@ -37,10 +38,10 @@ if [ "$KIND" != softhsm2 ]; then
     check "certificate for the peer's RSA key" issue "$PEER_RSA" $PRSA
 fi
 
-handshake() { # PROTO SERVER_KEY SERVER_CN CLIENT_KEY CLIENT_CN
-    local proto=$1 skey=$2 scn=$3 ckey=$4 ccn=$5
-    start_server srv.log -key "$skey" -cert "$scn.crt" -CAfile ca.crt -Verify 2 -verify_return_error \
-        -naccept 1 -www "-$proto" || return 1
+handshake() { # PROTO SERVER_KEY SERVER_CN CLIENT_KEY CLIENT_CN [GROUPS [SERVER_CERT]]
+    local proto=$1 skey=$2 scn=$3 ckey=$4 ccn=$5 groups=${6:-} scert=${7:-$3.crt}
+    start_server srv.log -key "$skey" -cert "$scert" -CAfile ca.crt -Verify 2 -verify_return_error \
+        -naccept 1 -www "-$proto" ${groups:+-groups $groups} || return 1
     printf 'GET / HTTP/1.0\r\n\r\n' | ossl s_client "${PROV[@]}" -connect "127.0.0.1:$PORT" -key "$ckey" -cert "$ccn.crt" -CAfile ca.crt \
         -verify_return_error -brief "-$proto" >cli.log 2>&1
     local rc=$?
@@ -56,6 +57,9 @@ handshake() { # PROTO SERVER_KEY SERVER_CN CLIENT_KEY CLIENT_CN
     grep -q "Verification: OK" cli.log || return 1                        # client verified the server
     grep -q "Peer certificate: CN = $scn" cli.log || return 1
     grep -Eq "Protocol version: TLSv1\.${proto#tls1_}" cli.log || return 1
+    if [ -n "$groups" ]; then                                  # a NIST curve, not X25519
+        grep -Eq "Server Temp Key: ECDH, (prime256v1|secp384r1)" cli.log || return 1
+    fi
     grep -q "depth=0 CN = $ccn" srv.log && grep -q "verify return:1" srv.log    # server verified the client
 }
 
@@ -67,5 +71,14 @@ for proto in tls1_2 tls1_3; do
     check "$proto: client EC key in $KIND, server RSA key$P" handshake $proto "$PEER_RSA" $PRSA "$EC" ec-peer
     check "$proto: client RSA key in $KIND, server EC key$P" handshake $proto "$PEER_EC" $PEC "$RSA" rsa-peer
 done
+# The server's certificate from the token too.
+check "import the server certificate into the token" "$CUSTOS_BIN" token import --cert ec-peer.crt --label ec1 \
+    --id 01 --dir "$KIND_DIR" --pin-source "$W/pin"
+CERT_URI="${EC/type=private/type=cert}"
+check "tls1_3: server key and certificate both from the token" handshake tls1_3 "$EC" ec-peer "$PEER_RSA" $PRSA "" \
+    "$CERT_URI"
+# ECDHE on a NIST curve: the ephemeral keys come from custos's EC key manager.
+check "tls1_3 with ECDHE P-256 and P-384" handshake tls1_3 "$EC" ec-peer "$PEER_RSA" $PRSA P-256:P-384
+check "tls1_2 with ECDHE P-384" handshake tls1_2 "$RSA" rsa-peer "$PEER_EC" $PEC P-384:P-256
 
 finish
