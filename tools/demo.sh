@@ -203,6 +203,12 @@ say "    -> $(shown_uri "$SERVER_KEY")"
 keygen custosd hmac256 store-seal
 KEYRING=$KEY_URI
 say "    -> $(shown_uri "$KEYRING")   (the store's keyring: seals every enrollment, wraps their secrets)"
+AUDIT_KEY=
+if "$CUSTOS" audit verify --help >/dev/null 2>&1; then
+    keygen custosd ec-p256 audit
+    AUDIT_KEY=$KEY_URI
+    say "    -> $(shown_uri "$AUDIT_KEY")   (signs the heads of the audit log)"
+fi
 say ""
 say "One token per device: devices 1, 3, 5 in SoftHSM2, devices 2, 4 in the Custos software keystore."
 declare -A DEV_KEY
@@ -476,6 +482,20 @@ fi
 say "and the operator can ask the same question of the store, without a registration:"
 shown "$CUSTOS" enrollment explain --cert "$PKI/device-4-chain.pem" --state "$DEMO"
 env "${SVC_ENV[@]}" "$CUSTOS" enrollment explain --cert "$PKI/device-4-chain.pem" --state "$DEMO" | indent || true
+
+# =========================================================== audit log ==
+if [ -n "$AUDIT_KEY" ]; then
+    step "The audit log: every decision and change, hash-chained in the store (docs/audit.md)"
+    say "Records by type (custos audit export: one JSON object per record):"
+    shown "$CUSTOS" audit export --state "$DEMO"
+    env "${SVC_ENV[@]}" "$CUSTOS" audit export --state "$DEMO" | sed -n 's/.*"type":"\([^"]*\)".*/\1/p' |
+        sort | uniq -c | sort -rn | indent
+    say "Sign the log's head with the audit key in the service's token, then verify chain and signature:"
+    cli . "$CUSTOS" audit sign --key-uri "$AUDIT_KEY" --state "$DEMO"
+    cli . "$CUSTOS" audit verify --key-uri "$AUDIT_KEY" --state "$DEMO"
+else
+    note "(The audit log, custos audit verify/export, is not in this build yet: skipped.)"
+fi
 
 # ============================================================= custody ==
 step "Key custody: where every key lives (custos audit custody)"
