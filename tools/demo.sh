@@ -122,8 +122,12 @@ if [ -d "$DEMO" ] && [ -n "$(ls -A "$DEMO")" ]; then
     if [ -s "$DEMO/custosd.pid" ]; then            # an earlier run that was killed hard
         old=$(cat "$DEMO/custosd.pid")
         if grep -qa -- "$DEMO" "/proc/$old/cmdline" 2>/dev/null; then
+            echo "demo: stopping the custosd (PID $old) an earlier run left running"
             kill -TERM "$old" 2>/dev/null || true
-            sleep 1
+            for _ in $(seq 1 50); do
+                kill -0 "$old" 2>/dev/null || break
+                sleep 0.1
+            done
         fi
     fi
     for d in "$TOKENS"/*/; do
