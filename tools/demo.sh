@@ -492,11 +492,28 @@ if [ -n "$AUDIT_KEY" ]; then
     step "The audit log: every decision and change, hash-chained in the store (docs/audit.md)"
     say "Records by type (custos audit export: one JSON object per record):"
     shown "$CUSTOS" audit export --state "$DEMO"
-    env "${SVC_ENV[@]}" "$CUSTOS" audit export --state "$DEMO" | sed -n 's/.*"type":"\([^"]*\)".*/\1/p' |
-        sort | uniq -c | sort -rn | indent
-    say "Sign the log's head with the audit key in the service's token, then verify chain and signature:"
-    cli . "$CUSTOS" audit sign --key-uri "$AUDIT_KEY" --state "$DEMO"
-    cli . "$CUSTOS" audit verify --key-uri "$AUDIT_KEY" --state "$DEMO"
+    env "${SVC_ENV[@]}" "$CUSTOS" audit export --state "$DEMO" |
+        sed -n 's/^{"seq":[0-9]*,"at":"[^"]*","type":"\([^"]*\)".*/\1/p' | sort | uniq -c | sort -rn | indent
+    # custos audit loads the key through OSSL_STORE: the custos provider
+    # comes from an openssl.cnf (docs/provider.md).
+    cat >"$DEMO/openssl.cnf" <<EOF
+# written by tools/demo.sh: the custos provider beside the default one (docs/provider.md)
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+default = default_sect
+custos = custos_sect
+[default_sect]
+activate = 1
+[custos_sect]
+module = $PROVIDERS/custos.so
+activate = 1
+EOF
+    say "Sign the log's head with the audit key in the service's token, then verify chain and signature"
+    say "(custos audit reads the key through OpenSSL: ${DEMO#"$ROOT"/}/openssl.cnf loads the custos provider):"
+    cli . OPENSSL_CONF="$DEMO/openssl.cnf" "$CUSTOS" audit sign --key-uri "$AUDIT_KEY" --state "$DEMO"
+    cli . OPENSSL_CONF="$DEMO/openssl.cnf" "$CUSTOS" audit verify --key-uri "$AUDIT_KEY" --state "$DEMO"
 else
     note "(The audit log, custos audit verify/export, is not in this build yet: skipped.)"
 fi
