@@ -284,7 +284,7 @@ setsid env "${SVC_ENV[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --con
     </dev/null >>"$DEMO/custosd.log" 2>&1 &
 CUSTOSD_PID=$!
 echo "$CUSTOSD_PID" >"$DEMO/custosd.pid"
-for _ in $(seq 1 200); do
+for _ in $(seq 1 600); do
     [ -s "$DEMO/endpoint" ] && break
     kill -0 "$CUSTOSD_PID" 2>/dev/null || break
     sleep 0.05
@@ -297,7 +297,7 @@ fi
 ENDPOINT=$(cat "$DEMO/endpoint")
 HOSTPORT=${ENDPOINT#https://}
 up=
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     if curl -fsS --cacert "$DEMO/ca.crt" "$ENDPOINT/healthz" >"$DEMO/healthz" 2>/dev/null; then up=1; break; fi
     sleep 0.1
 done
