@@ -14,10 +14,11 @@
 #   4. a symmetric-key enrollment group and three devices whose keys are
 #      derived inside a token;
 #   5. a TPM device, when this build's device client has --tpm;
-#   6. `custos enrollment explain` for a refused device; the key custody
-#      report of every token.
+#   6. `custos enrollment explain` for a refused device; the audit log, when
+#      this build has it; the key custody report of every token.
 # It stops everything it started (custosd; the swtpm of a tpm2 token), also
-# on an error or Ctrl-C.
+# on an error or Ctrl-C; results.tsv holds every registration's outcome
+# (tests/demo checks it).
 #
 # usage: tools/demo.sh BUILD_DIR        (make demo runs: tools/demo.sh build)
 # Everything goes to ./var/demo (CUSTOS_DEMO_VAR=DIR for another place),
@@ -101,7 +102,8 @@ stop_tokens() {
 }
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    trap - EXIT
+    trap '' INT TERM                 # a second Ctrl-C must not cut the clean-up short
     stop_custosd
     stop_tokens
     [ "$rc" = 0 ] || echo "demo: failed (exit $rc); logs and state are in $DEMO" >&2
