@@ -106,7 +106,11 @@ cleanup() {
     trap '' INT TERM                 # a second Ctrl-C must not cut the clean-up short
     stop_custosd
     stop_tokens
-    [ "$rc" = 0 ] || echo "demo: failed (exit $rc); logs and state are in $DEMO" >&2
+    case $rc in
+        0) ;;
+        130 | 143) echo "demo: interrupted; what it made is in $DEMO" >&2 ;;
+        *) echo "demo: failed (exit $rc); logs and state are in $DEMO" >&2 ;;
+    esac
     exit "$rc"
 }
 trap cleanup EXIT
