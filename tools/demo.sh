@@ -178,7 +178,7 @@ new_token() { # NAME KIND [quiet]: token init, shown; sets KIND[NAME], ENVS[NAME
         --pin-source "$USER_PIN" --so-pin-source "$SO_PIN")
     [ "${3:-}" = quiet ] || printf '%s\n' "$out" | indent
     KIND[$name]=$kind
-    ENVS[$name]=$(token_env "$d" | tr '\n' ' ')
+    ENVS[$name]=$(token_env "$d")
     MODULE[$name]=$(sed -n 's/^module=//p' "$d/custos-token.conf")
 }
 keygen() { # TOKEN TYPE LABEL: the key made in the token; KEY_URI = its URI with the PIN file
@@ -190,7 +190,7 @@ keygen() { # TOKEN TYPE LABEL: the key made in the token; KEY_URI = its URI with
 in_token() { # TOKEN COMMAND...: run with the token's environment, shown
     local t=$1; shift
     local -a e
-    read -r -a e <<<"${ENVS[$t]}"
+    mapfile -t e <<<"${ENVS[$t]}"
     shown "${e[@]}" "$@"
     env "${e[@]}" "$@"
 }
@@ -279,7 +279,7 @@ step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
 } >"$DEMO/custosd.conf"
 say "${DEMO#"$ROOT"/}/custosd.conf (docs/custosd.md):"
 grep -v '^#' "$DEMO/custosd.conf" | sed -e 's/?[^ ]*$/?…/' -e "s|$ROOT/||" | indent
-read -r -a e <<<"${ENVS[custosd]}"
+mapfile -t e <<<"${ENVS[custosd]}"
 SVC_ENV=("${e[@]}" CUSTOS_KEYRING_URI="$KEYRING")
 # The same for a shell: `. var/demo/service.env` before custos commands on the state.
 for v in "${SVC_ENV[@]}"; do printf "export %s='%s'\n" "${v%%=*}" "${v#*=}"; done >"$DEMO/service.env"
@@ -352,7 +352,7 @@ register() { # STAGE DEVICE MECHANISM TOKEN ARGS...: one registration, recorded
     local stage=$1 dev=$2 mech=$3 tok=$4 rc=0 out result hub
     shift 4
     local -a e
-    read -r -a e <<<"${ENVS[$tok]}"
+    mapfile -t e <<<"${ENVS[$tok]}"
     # shellcheck disable=SC2016 # $DPS is shown, not expanded
     printf '%s$ %s %s device register $DPS' "$B" "${e[*]//$ROOT\//}" "${CUSTOS#"$ROOT"/}"
     local a
