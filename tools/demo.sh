@@ -286,7 +286,7 @@ for v in "${SVC_ENV[@]}"; do printf "export %s='%s'\n" "${v%%=*}" "${v#*=}"; don
 shown "${e[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" '&'
 # In a session of its own (setsid), so that a Ctrl-C reaches this script,
 # not custosd: custosd is stopped by the clean-up, with SIGTERM, in order.
-setsid env "${SVC_ENV[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" \
+setsid env "${e[@]}" "$CUSTOSD" --state "$DEMO" --listen 127.0.0.1:0 --config "$DEMO/custosd.conf" \
     </dev/null >>"$DEMO/custosd.log" 2>&1 &
 CUSTOSD_PID=$!
 echo "$CUSTOSD_PID" >"$DEMO/custosd.pid"
