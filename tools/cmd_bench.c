@@ -37,7 +37,9 @@ typedef struct bench {
     CK_MECHANISM mech;   /* the raw mechanism, for the raw loops */
     uint8_t raw_in[64 + 19];
     size_t raw_in_len;
-    CK_OBJECT_HANDLE raw_handle;
+    CK_OBJECT_HANDLE raw_handle;   /* the handle the raw loop signs with now */
+    CK_OBJECT_HANDLE token_handle; /* the token object */
+    CK_OBJECT_HANDLE copy_handle;  /* a session copy of it, or 0 */
     EVP_PKEY *soft_key;  /* the software twin (same type and size), the ceiling */
     uint8_t hmac_key[32];
     double seconds;
@@ -163,23 +165,44 @@ static void *run_worker(void *p)
     return NULL;
 }
 
-static double run_mode(bench *b, mode m, int threads)
+/* One turn of one contestant: T threads for b->seconds. Adds to the
+ * contestant's count and time. */
+static void run_turn(bench *b, mode m, int threads, unsigned long *count, double *elapsed)
 {
     pthread_t th[64];
     worker w[64];
     b->m = m;
+    b->raw_handle = m == MODE_COPY ? b->copy_handle : b->token_handle;
     double t0 = now();
     for (int i = 0; i < threads; i++) {
         w[i] = (worker){b, 0};
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
-    unsigned long total = 0;
     for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
-        total += w[i].count;
+        *count += w[i].count;
     }
-    double dt = now() - t0;
-    return atomic_load(&b->failed) ? -1 : (double)total / dt;
+    *elapsed += now() - t0;
+}
+
+/* Contestants take turns of TURN seconds until each has had its share, so
+ * that a busy machine slows them alike and their ratios stay meaningful. */
+enum { TURNS_PER_SECOND = 10 };
+
+static void run_contest(bench *b, const bool active[MODE__N], double seconds, int threads, double rate[MODE__N])
+{
+    unsigned long count[MODE__N] = {0};
+    double elapsed[MODE__N] = {0};
+    int turns = (int)(seconds * TURNS_PER_SECOND + 0.5);
+    if (turns < 1)
+        turns = 1;
+    b->seconds = seconds / turns;
+    for (int t = 0; t < turns && !atomic_load(&b->failed); t++)
+        for (int m = 0; m < MODE__N; m++)
+            if (active[m])
+                run_turn(b, (mode)m, threads, &count[m], &elapsed[m]);
+    for (int m = 0; m < MODE__N; m++)
+        rate[m] = active[m] && elapsed[m] > 0 && !atomic_load(&b->failed) ? (double)count[m] / elapsed[m] : 0;
 }
 
 /* Runs P copies of this command (one process each) and sums their rates. */
@@ -279,7 +302,9 @@ static int bench_sign(int argc, char **argv)
                "digest; RSA: PKCS#1 v1.5 SHA-256; HMAC: HMAC-SHA256 of 64 bytes), through\n"
                "the token layer and, in the same run, through a raw C_SignInit+C_Sign loop\n"
                "on the token object and on a session copy of it, and with a software key\n"
-               "of the same type in OpenSSL (the ceiling). T threads per process;\n"
+               "of the same type in OpenSSL (the ceiling). The contestants take turns of\n"
+               "0.1 s, S seconds each in all, so that a busy machine slows them alike.\n"
+               "T threads per process;\n"
                "P processes (each its own copy of this command), rates summed.\n");
         return CU_EXIT_OK;
     }
@@ -303,7 +328,7 @@ static int bench_sign(int argc, char **argv)
     }
     b->key = key;
     b->seconds = seconds;
-    b->raw_handle = cu_object_get_handle(key);
+    b->token_handle = cu_object_get_handle(key);
     unsigned int mdlen = 0;
     EVP_Digest("custos bench", 12, b->input, &mdlen, EVP_sha256(), NULL);
     b->input_len = mdlen;
@@ -348,34 +373,29 @@ static int bench_sign(int argc, char **argv)
             goto out;
         }
     }
-    rate[MODE_LAYER] = run_mode(b, MODE_LAYER, threads);
-    if (!layer_only && rate[MODE_LAYER] > 0) {
-        rate[MODE_RAW] = run_mode(b, MODE_RAW, threads);
-        /* A session copy made by a session this benchmark keeps open. */
-        CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(t.tok));
-        CK_SESSION_HANDLE keep;
+    /* The contestants: the layer; raw C_Sign on the token object and on a
+     * session copy (made by a session kept open for the run); a software key
+     * of the same type in OpenSSL, the ceiling. */
+    bool active[MODE__N] = {[MODE_LAYER] = true};
+    CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(t.tok));
+    CK_SESSION_HANDLE keep = CK_INVALID_HANDLE;
+    if (!layer_only) {
         CK_BBOOL no = CK_FALSE;
         CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof no}};
-        CK_OBJECT_HANDLE copy;
-        if (f->C_OpenSession(d->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &keep) == CKR_OK) {
-            if (f->C_CopyObject(keep, b->raw_handle, tmpl, 1, &copy) == CKR_OK) {
-                b->raw_handle = copy;
-                rate[MODE_COPY] = run_mode(b, MODE_COPY, threads);
-            }
-            f->C_CloseSession(keep);
-        }
-    }
-    if (!layer_only && rate[MODE_LAYER] > 0) {
-        bool ok = true;
+        active[MODE_RAW] = true;
+        if (f->C_OpenSession(d->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &keep) == CKR_OK &&
+            f->C_CopyObject(keep, b->token_handle, tmpl, 1, &b->copy_handle) == CKR_OK)
+            active[MODE_COPY] = true;
         if (b->sig.alg == CU_SIG_ECDSA)
-            ok = (b->soft_key = EVP_EC_gen(cu_object_bits(key) == 384 ? "P-384" : "P-256")) != NULL;
+            active[MODE_SOFT] = (b->soft_key = EVP_EC_gen(cu_object_bits(key) == 384 ? "P-384" : "P-256")) != NULL;
         else if (b->sig.alg == CU_SIG_RSA_PKCS1)
-            ok = (b->soft_key = EVP_RSA_gen(cu_object_bits(key) ? cu_object_bits(key) : 2048)) != NULL;
+            active[MODE_SOFT] = (b->soft_key = EVP_RSA_gen(cu_object_bits(key) ? cu_object_bits(key) : 2048)) != NULL;
         else
-            ok = RAND_bytes(b->hmac_key, sizeof b->hmac_key) == 1;
-        if (ok)
-            rate[MODE_SOFT] = run_mode(b, MODE_SOFT, threads);
+            active[MODE_SOFT] = RAND_bytes(b->hmac_key, sizeof b->hmac_key) == 1;
     }
+    run_contest(b, active, seconds, threads, rate);
+    if (keep != CK_INVALID_HANDLE)
+        f->C_CloseSession(keep); /* also destroys the session copy */
     if (atomic_load(&b->failed)) {
         rc = cu_cli_fail("benchmark failed: %s", b->err);
         goto out;
@@ -392,7 +412,7 @@ static int bench_sign(int argc, char **argv)
         printf("}\n");
     } else {
         if (!quiet)
-            printf("token '%s' (%s), key %s-%u '%s', %d thread(s), %.1f s per mode\n", d->label, d->manufacturer,
+            printf("token '%s' (%s), key %s-%u '%s', %d thread(s), %.1f s each, in turns of 0.1 s\n", d->label, d->manufacturer,
                    cu_key_type_str(cu_object_key_type(key)), cu_object_bits(key), cu_object_label(key), threads,
                    seconds);
         for (int m = 0; m < MODE__N; m++)

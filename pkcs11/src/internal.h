@@ -110,6 +110,8 @@ cu_rc cu__uri_parse(const char *uri, P11KitUri **_u);
  * padded with NULs instead of blanks (tpm2-pkcs11's model), which would
  * print as %00 runs. */
 void cu__uri_token_fields(CK_TOKEN_INFO *ti);
+/* The URI without its pin-value, for error messages (returns buf). */
+const char *cu__uri_for_message(const char *uri, char *buf, size_t len);
 /* Reads a PIN from a pin-source value ("file:/p", "file:///p" or "/p"). */
 cu_rc cu__pin_from_source(const char *src, char **_pin);
 void cu__secret_free(char *s);

@@ -238,12 +238,30 @@ cu_module *cu__module_ref(cu_module *m)
     return m;
 }
 
+static void module_free(cu_module *m)
+{
+    p11_kit_module_release(m->f);
+    pthread_mutex_destroy(&m->lock);
+    free(m->path);
+    free(m);
+}
+
 /* Modules stay loaded until cu_p11_shutdown: unloading a module that another
- * user in the process (a provider, an engine) still has is never safe. */
+ * user in the process (a provider, an engine) still has is never safe. A
+ * module finalized while still referenced is freed with its last reference. */
 void cu_module_unref(cu_module *m)
 {
-    if (m != NULL)
-        atomic_fetch_sub(&m->refs, 1);
+    if (m == NULL || atomic_fetch_sub(&m->refs, 1) != 1 || !m->finalized)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    for (cu_module **pp = &zombies; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            module_free(m);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
 }
 
 const char *cu_module_path(const cu_module *m)
@@ -501,10 +519,7 @@ void cu_p11_shutdown(void)
         }
         m->logins = NULL;
         if (atomic_load(&m->refs) == 0) {
-            p11_kit_module_release(m->f);
-            pthread_mutex_destroy(&m->lock);
-            free(m->path);
-            free(m);
+            module_free(m);
         } else {
             /* Still referenced by open tokens: they now fail cleanly. */
             m->next = keep;
@@ -513,6 +528,11 @@ void cu_p11_shutdown(void)
         m = next;
     }
     pthread_mutex_lock(&registry_lock);
-    zombies = keep;
+    while (keep != NULL) {
+        cu_module *next = keep->next;
+        keep->next = zombies;
+        zombies = keep;
+        keep = next;
+    }
     pthread_mutex_unlock(&registry_lock);
 }

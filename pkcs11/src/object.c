@@ -265,8 +265,9 @@ cu_rc cu_token_find_all(cu_token *t, const char *uri, cu_class cls, cu_object **
             return rc;
         CK_TOKEN_INFO ti;
         if (t->f->C_GetTokenInfo(t->slot, &ti) != CKR_OK || !p11_kit_uri_match_token_info(u, &ti)) {
-            rc = cu_err_set(CU_E_TOKEN_NOT_FOUND, "%s does not match %.200s",
-                            cu__token_name(t, name, sizeof name), uri);
+            char shown[256];
+            rc = cu_err_set(CU_E_TOKEN_NOT_FOUND, "%s does not match %s", cu__token_name(t, name, sizeof name),
+                            cu__uri_for_message(uri, shown, sizeof shown));
             goto out;
         }
         static const CK_ATTRIBUTE_TYPE types[] = {CKA_LABEL, CKA_ID, CKA_CLASS};
@@ -309,7 +310,7 @@ cu_rc cu_token_find(cu_token *t, const char *uri, cu_class cls, cu_object **_out
 {
     cu_object **objs = NULL;
     size_t n = 0;
-    char name[96];
+    char name[96], shown[256];
     if (_out == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "find: no output");
     cu_rc rc = cu_token_find_all(t, uri, cls, &objs, &n);
@@ -317,12 +318,13 @@ cu_rc cu_token_find(cu_token *t, const char *uri, cu_class cls, cu_object **_out
         return rc;
     if (n == 0) {
         bool hint = t->login_required && !t->logged_in;
-        rc = cu_err_set(CU_E_OBJECT_NOT_FOUND, "%s: no %s object matches %.200s%s",
-                        cu__token_name(t, name, sizeof name), cu_class_str(cls), uri ? uri : "(any)",
+        rc = cu_err_set(CU_E_OBJECT_NOT_FOUND, "%s: no %s object matches %s%s",
+                        cu__token_name(t, name, sizeof name), cu_class_str(cls),
+                        cu__uri_for_message(uri, shown, sizeof shown),
                         hint ? " (not logged in: private objects are hidden; give a PIN)" : "");
     } else if (n > 1) {
-        rc = cu_err_set(CU_E_AMBIGUOUS, "%s: %zu objects match %.200s: add object=, id= or type=",
-                        cu__token_name(t, name, sizeof name), n, uri ? uri : "(any)");
+        rc = cu_err_set(CU_E_AMBIGUOUS, "%s: %zu objects match %s: add object=, id= or type=",
+                        cu__token_name(t, name, sizeof name), n, cu__uri_for_message(uri, shown, sizeof shown));
     } else {
         *_out = objs[0];
         objs[0] = NULL;

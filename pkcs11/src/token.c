@@ -191,11 +191,13 @@ static cu_rc select_slot(cu_module *m, P11KitUri *u, const char *uri, CK_SLOT_ID
         }
     }
     free(slots);
+    char shown[256];
     if (hits == 0)
-        return cu_err_set(CU_E_TOKEN_NOT_FOUND, "no initialized token of %s matches %.200s", m->path, uri);
+        return cu_err_set(CU_E_TOKEN_NOT_FOUND, "no initialized token of %s matches %s", m->path,
+                          cu__uri_for_message(uri, shown, sizeof shown));
     if (hits > 1)
-        return cu_err_set(CU_E_AMBIGUOUS, "%zu tokens of %s match %.200s: name one by token= or serial=",
-                          hits, m->path, uri);
+        return cu_err_set(CU_E_AMBIGUOUS, "%zu tokens of %s match %s: name one by token= or serial=", hits,
+                          m->path, cu__uri_for_message(uri, shown, sizeof shown));
     return CU_OK;
 }
 

@@ -33,6 +33,34 @@ cu_rc cu__uri_parse(const char *uri, P11KitUri **_u)
     return CU_OK;
 }
 
+const char *cu__uri_for_message(const char *uri, char *buf, size_t len)
+{
+    /* Messages name the URI a caller gave, but never its pin-value. */
+    size_t o = 0;
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    if (uri == NULL)
+        return "(any)";
+    size_t head = q ? (size_t)(q - uri) : strlen(uri);
+    o = snprintf(buf, len, "%.*s", (int)head, uri) < 0 ? 0 : head;
+    if (o >= len)
+        return buf;
+    char sep = '?';
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        size_t n = strcspn(p, "&");
+        if (strncmp(p, "pin-value=", 10) != 0 && n > 0 && o + n + 2 < len) {
+            buf[o++] = sep;
+            memcpy(buf + o, p, n);
+            o += n;
+            sep = '&';
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    buf[o < len ? o : len - 1] = '\0';
+    return buf;
+}
+
 cu_rc cu__pin_from_source(const char *src, char **_pin)
 {
     char buf[256];

@@ -331,9 +331,11 @@ static void test_token_not_found(void)
 {
     char uri[1024];
     cu_token *t = NULL;
-    snprintf(uri, sizeof uri, "pkcs11:token=no-such-token?module-path=%s", be.module);
+    snprintf(uri, sizeof uri, "pkcs11:token=no-such-token?module-path=%s&pin-value=s3cr3t-pin", be.module);
     CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_E_TOKEN_NOT_FOUND);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-token"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "module-path="));
+    CU_ASSERT_PTR_NULL(strstr(cu_err_last()->msg, "s3cr3t-pin")); /* never the PIN */
     CU_ASSERT_EQUAL(cu_token_open("pkcs11:token=x?module-path=/nonexistent/module.so", NULL, &t), CU_E_MODULE);
 }
 
@@ -366,8 +368,10 @@ static void test_find(void)
     CU_ASSERT_EQUAL(cu_object_key_type(o), CU_KEY_EC);
     cu_object_free(o);
     o = NULL;
-    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=no-such-key", CU_CLASS_PRIVATE_KEY, &o), CU_E_OBJECT_NOT_FOUND);
+    CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=no-such-key?pin-value=s3cr3t-pin", CU_CLASS_PRIVATE_KEY, &o),
+                    CU_E_OBJECT_NOT_FOUND);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "no-such-key"));
+    CU_ASSERT_PTR_NULL(strstr(cu_err_last()->msg, "s3cr3t-pin"));
     /* Private and public halves share the label: ambiguous without a type. */
     CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256", CU_CLASS_ANY, &o), CU_E_AMBIGUOUS);
     CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256", CU_CLASS_PUBLIC_KEY, &o), CU_OK);
