@@ -2,7 +2,7 @@
  * before it first connects: its endorsement key in the form an enrollment
  * takes (attestation.tpm.endorsementKey, base64 of the marshalled
  * TPM2B_PUBLIC) and its default registration id (PROTOCOL.md §3.1).
- * The lead's dispatcher calls cu_cmd_device_tpm_identity for
+ * tools/cmd_device.c calls cu_cmd_device_tpm_identity for
  * `custos device tpm-identity ...` with argv[0] = "tpm-identity". */
 #include "cli.h"
 
@@ -15,6 +15,31 @@
 #include <string.h>
 
 int cu_cmd_device_tpm_identity(int argc, char **argv);
+int cu_cmd_device_tpm_dir(const char *dir, char *tcti, size_t n, cu_fixture **_fx);
+
+/* The TCTI of a tpm2 token directory's swtpm (custos token init --kind
+ * tpm2): started if it is not running; through its tpm2-abrmd when it has
+ * one (the fixture puts its D-Bus address in the environment). *_fx stays
+ * open while the TPM is used (free with cu_fixture_free). Also used by
+ * `custos device register --tpm --dir`. */
+int cu_cmd_device_tpm_dir(const char *dir, char *tcti, size_t n, cu_fixture **_fx)
+{
+    cu_fixture *fx = NULL;
+    *_fx = NULL;
+    if (cu_fixture_open(dir, &fx) != CU_OK)
+        return cu_cli_fail("%s", cu_err_last()->msg);
+    if (cu_fixture_get_kind(fx) != CU_FIXTURE_TPM2) {
+        int rc = cu_cli_fail("%s is a %s token, not a tpm2 one", dir, cu_fixture_kind_str(cu_fixture_get_kind(fx)));
+        cu_fixture_free(fx);
+        return rc;
+    }
+    if (cu_fixture_tpm_has_rm(fx))
+        snprintf(tcti, n, "tabrmd:bus_type=session");
+    else
+        snprintf(tcti, n, "swtpm:host=127.0.0.1,port=%d", cu_fixture_tpm_port(fx));
+    *_fx = fx;
+    return CU_EXIT_OK;
+}
 
 static void usage(FILE *f)
 {
@@ -64,24 +89,10 @@ int cu_cmd_device_tpm_identity(int argc, char **argv)
         return cu_cli_usage("device tpm-identity", "--ek takes rsa or ecc, not '%s'", ek_kind);
     if (tcti != NULL && dir != NULL)
         return cu_cli_usage("device tpm-identity", "--tcti and --dir exclude each other");
-    if (dir != NULL) {
-        /* The token's swtpm (and tpm2-abrmd, whose D-Bus address the fixture
-         * puts in the environment). */
-        if (cu_fixture_open(dir, &fx) != CU_OK)
-            return cu_cli_fail("%s", cu_err_last()->msg);
-        if (cu_fixture_get_kind(fx) != CU_FIXTURE_TPM2) {
-            rc = cu_cli_fail("%s is a %s token, not a tpm2 one", dir,
-                             cu_fixture_kind_str(cu_fixture_get_kind(fx)));
-            cu_fixture_free(fx);
-            return rc;
-        }
-        if (cu_fixture_tpm_has_rm(fx))
-            snprintf(tcti_buf, sizeof tcti_buf, "tabrmd:bus_type=session");
-        else
-            snprintf(tcti_buf, sizeof tcti_buf, "swtpm:host=127.0.0.1,port=%d",
-                     cu_fixture_tpm_port(fx));
+    if (dir != NULL && (rc = cu_cmd_device_tpm_dir(dir, tcti_buf, sizeof tcti_buf, &fx)) != CU_EXIT_OK)
+        return rc;
+    if (dir != NULL)
         tcti = tcti_buf;
-    }
     if (tcti == NULL)
         tcti = getenv("CUSTOS_TPM_TCTI");
     /* tpm2-tss logs its own errors to stderr; ours say the same, once. */

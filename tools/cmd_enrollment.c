@@ -6,7 +6,7 @@
 #include <custos/prov.h>
 #include <custos/state.h>
 #include <custos/store.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 #include <custos/x509.h>
 
 #include <errno.h>
@@ -433,11 +433,16 @@ static int cmd_write(cu_enr_kind kind, bool create, int argc, char **argv)
     if (id == NULL && o.file == NULL && create && kind == CU_ENR_INDIVIDUAL && o.ek != NULL) {
         /* A TPM device's default registration id comes from its EK. */
         char *ek = read_key_file(o.ek);
-        if (ek == NULL || cu_tpm_registration_id(ek, &derived) != CU_OK) {
+        cu_tpmsvc_pub *pub = NULL;
+        if (ek == NULL || cu_tpmsvc_pub_parse_b64(ek, &pub) != CU_OK || (derived = malloc(CU_TPM_REGID_LEN + 1)) == NULL ||
+            cu_tpmsvc_registration_id(pub, derived) != CU_OK) {
             free(ek);
+            free(derived);
+            cu_tpmsvc_pub_free(pub);
             return cu_cli_fail("%s: %s", o.ek, cu_err_last()->msg);
         }
         free(ek);
+        cu_tpmsvc_pub_free(pub);
         id = derived;
     }
     if (id == NULL && o.file == NULL)

@@ -3,14 +3,16 @@
 #include <custos/enrollment.h>
 #include <custos/prov.h>
 #include <custos/store.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 
 #include "prov_int.h"
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 cu_rc cu_prov_new(cu_store *store, const cu_prov_config *cfg, cu_prov **_out)
 {
@@ -208,57 +210,70 @@ static void set_substatus(const cu_enr *e, const cu_reg_record *old, cu_reg_reco
              old && old->initial_hub[0] ? old->initial_hub : rec->assigned_hub);
 }
 
-/* Issues a TPM activation: K is kept (wrapped, sealed) for the SAS that
- * follows; the blob goes into the 401 answer. */
-static cu_rc tpm_challenge(cu_prov *p, const cu_prov_request *req, cu_prov_result *res)
+/* The device's SRK, parsed and checked for its role; on refusal the answer
+ * is 400 (400006 in custosd): the keys are unusable, not the device's
+ * right to register. */
+static bool tpm_srk_ok(const cu_prov_request *req, cu_prov_result *res)
 {
-    cu_tpm_pub *ek = NULL, *srk = NULL;
-    cu_tpm_activation act;
-    char fp[65];
-    cu_rc rc = CU_OK;
-    memset(&act, 0, sizeof act);
-    if (req->tpm_srk == NULL || cu_tpm_pub_decode(req->tpm_srk, &srk) != CU_OK) {
+    cu_tpmsvc_pub *srk = NULL;
+    bool ok = req->tpm_srk != NULL && cu_tpmsvc_pub_parse_b64(req->tpm_srk, &srk) == CU_OK &&
+              cu_tpmsvc_pub_check(srk, CU_TPM_ROLE_SRK) == CU_OK;
+    cu_tpmsvc_pub_free(srk);
+    if (!ok) {
         res->outcome = CU_PROV_REFUSE;
         res->http_status = 400;
         res->error_code = 400004;
         snprintf(res->explain.reason, sizeof res->explain.reason, "tpm.storageRootKey: %.400s",
                  req->tpm_srk ? cu_err_last()->msg : "required for the challenge");
-        goto cleanup;
     }
-    if ((rc = cu_tpm_pub_decode(req->tpm_ek, &ek)) != CU_OK || (rc = cu_tpm_activation_make(ek, srk, &act)) != CU_OK)
+    return ok;
+}
+
+/* Issues a TPM challenge: the blob goes into the 401 answer; its identity
+ * key K is kept sealed in the store, bound to this scope, id and EK, for
+ * CU_PROV_TPM_CHALLENGE_TTL seconds (the SAS that follows is checked with
+ * it, by whichever node serves the store). */
+static cu_rc tpm_challenge(cu_prov *p, const cu_prov_request *req, cu_prov_result *res)
+{
+    uint8_t k[CU_TPM_ID_KEY_LEN];
+    char *blob = NULL, *sealed = NULL;
+    uint64_t now = p->now ? (uint64_t)p->now : (uint64_t)time(NULL);
+    cu_rc rc;
+    if (!tpm_srk_ok(req, res))
+        return CU_OK;
+    if ((rc = cu_tpmsvc_challenge_new(req->tpm_ek, req->tpm_srk, NULL, k, &blob)) != CU_OK)
         goto cleanup;
-    cu_prov__ek_sha256(req->tpm_ek, fp);
-    if ((rc = cu_store_tpm_key_put(p->store, req->registration_id, act.key, fp)) != CU_OK)
+    if ((rc = cu_tpmsvc_challenge_seal(cu_store_get0_keyring(p->store), cu_prov__tpm_scope(p),
+                                       req->registration_id, req->tpm_ek, now + CU_PROV_TPM_CHALLENGE_TTL, k,
+                                       &sealed)) != CU_OK ||
+        (rc = cu_store_tpm_challenge_put(p->store, req->registration_id, sealed)) != CU_OK)
         goto cleanup;
-    if ((res->tpm_authentication_key = cu_tpm_activation_blob(&act)) == NULL) {
-        rc = cu_err_set(CU_E_NOMEM, "out of memory");
-        goto cleanup;
-    }
+    res->tpm_authentication_key = blob;
+    blob = NULL;
     res->http_status = 401;
 cleanup:
-    cu_tpm_activation_clear(&act);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
+    OPENSSL_cleanse(k, sizeof k);
+    free(blob);
+    free(sealed);
     return rc;
 }
 
+/* The second activation of the final answer: a fresh hub key for the same
+ * TPM (PROTOCOL.md §3.8). */
 static cu_rc tpm_second_blob(const cu_prov_request *req, cu_prov_result *res)
 {
-    cu_tpm_pub *ek = NULL, *srk = NULL;
-    cu_tpm_activation act;
+    cu_tpmsvc_pub *ek = NULL, *srk = NULL;
     cu_rc rc;
-    memset(&act, 0, sizeof act);
     if (req->tpm_srk == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "tpm.storageRootKey is required");
-    if ((rc = cu_tpm_pub_decode(req->tpm_ek, &ek)) == CU_OK && (rc = cu_tpm_pub_decode(req->tpm_srk, &srk)) == CU_OK &&
-        (rc = cu_tpm_activation_make(ek, srk, &act)) == CU_OK) {
-        if ((res->tpm_authentication_key = cu_tpm_activation_blob(&act)) == NULL)
-            rc = cu_err_set(CU_E_NOMEM, "out of memory");
-        memcpy(res->hub_key, act.key, 32);
-    }
-    cu_tpm_activation_clear(&act);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
+    if (RAND_priv_bytes(res->hub_key, sizeof res->hub_key) != 1)
+        return cu_err_set(CU_E_CRYPTO, "no random bytes for the hub key");
+    if ((rc = cu_tpmsvc_pub_parse_b64(req->tpm_ek, &ek)) == CU_OK &&
+        (rc = cu_tpmsvc_pub_parse_b64(req->tpm_srk, &srk)) == CU_OK &&
+        (rc = cu_tpmsvc_pub_check(ek, CU_TPM_ROLE_EK)) == CU_OK && (rc = cu_tpmsvc_pub_check(srk, CU_TPM_ROLE_SRK)) == CU_OK)
+        rc = cu_tpmsvc_blob_build_b64(ek, srk, res->hub_key, sizeof res->hub_key, NULL, &res->tpm_authentication_key);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(srk);
     return rc;
 }
 

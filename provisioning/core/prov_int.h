@@ -94,5 +94,5 @@ struct cu_prov {
 /* Runs attestation and precedence; on PROVISION *_enr is the deciding entry
  * (caller frees). Never writes. */
 cu_rc cu_prov__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, struct cu_enr **_enr);
-/* Lower-case hex SHA-256 of a base64 EK as sent (binds a TPM challenge). */
-void cu_prov__ek_sha256(const char *ek_b64, char out[65]);
+/* The id scope TPM challenges are sealed to ("-" when the engine has none). */
+const char *cu_prov__tpm_scope(const cu_prov *p);

@@ -11,7 +11,7 @@
 #include <custos/prov.h>
 #include <custos/sas.h>
 #include <custos/store.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 #include <custos/x509.h>
 
 #include "prov_int.h"
@@ -423,12 +423,9 @@ cleanup:
 
 /* ---- TPM ---- */
 
-void cu_prov__ek_sha256(const char *ek_b64, char out[65])
-{
-    unsigned char md[32];
-    EVP_Digest(ek_b64, strlen(ek_b64), md, NULL, EVP_sha256(), NULL);
-    cu_prov__hex(md, 32, out);
-}
+/* The scope a pending challenge is bound to (an engine without an id scope
+ * still binds its challenges to something fixed). */
+const char *cu_prov__tpm_scope(const cu_prov *p) { return p->id_scope[0] ? p->id_scope : "-"; }
 
 /* TPM devices have individual enrollments only. Without Authorization the
  * answer is a challenge; with it, the SAS must verify with the key of the
@@ -436,15 +433,15 @@ void cu_prov__ek_sha256(const char *ek_b64, char out[65])
 static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_enr **_enr)
 {
     cu_rc rc = CU_OK;
-    cu_tpm_pub *ek = NULL, *enrolled = NULL;
+    cu_tpmsvc_pub *ek = NULL, *enrolled = NULL;
     cu_enr *ind = NULL;
     cu_sas *sas = NULL;
     cu_prov_candidate *c;
-    uint8_t key[32];
-    char ek_fp[65], have_fp[65] = "", why[512];
+    uint8_t key[CU_TPM_ID_KEY_LEN];
+    char *sealed = NULL, why[512];
 
     snprintf(ex->attestation, sizeof ex->attestation, "tpm");
-    if (cu_tpm_pub_decode(req->tpm_ek, &ek) != CU_OK) {
+    if (cu_tpmsvc_pub_parse_b64(req->tpm_ek, &ek) != CU_OK || cu_tpmsvc_pub_check(ek, CU_TPM_ROLE_EK) != CU_OK) {
         refuse(ex, "tpm.endorsementKey: %s", cu_err_last()->msg);
         goto cleanup;
     }
@@ -471,7 +468,8 @@ static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain
         refuse(ex, "the enrollment for '%.128s' is not a TPM enrollment", req->registration_id);
         goto cleanup;
     }
-    if (cu_tpm_pub_decode(cu_enr_get0_tpm_ek(ind), &enrolled) != CU_OK || !cu_tpm_pub_same_key(ek, enrolled)) {
+    if (cu_tpmsvc_pub_parse_b64(cu_enr_get0_tpm_ek(ind), &enrolled) != CU_OK ||
+        !cu_tpmsvc_pub_same_key(ek, enrolled)) {
         snprintf(c->note, sizeof c->note, "the device's endorsement key is not the enrolled one");
         refuse(ex, "the endorsement key is not the one enrolled for '%.128s'", req->registration_id);
         goto cleanup;
@@ -494,9 +492,10 @@ static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain
         refuse(ex, "%s", cu_err_last()->msg);
         goto cleanup;
     }
-    cu_prov__ek_sha256(req->tpm_ek, ek_fp);
-    rc = cu_store_tpm_key_get(p->store, req->registration_id, key, have_fp);
-    if (rc == CU_E_OBJECT_NOT_FOUND || (rc == CU_OK && strcmp(ek_fp, have_fp) != 0)) {
+    /* The key of the latest challenge, if it was issued to this id and this
+     * EK and has not expired (the seal binds all three). */
+    rc = cu_store_tpm_challenge_get(p->store, req->registration_id, &sealed);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
         rc = CU_OK;
         c->decided = true;
         ex->decided = 0;
@@ -505,7 +504,19 @@ static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain
     } else if (rc != CU_OK) {
         goto cleanup;
     }
-    cu_sas_key k = {key, 32, "activated TPM"};
+    rc = cu_tpmsvc_challenge_open(cu_store_get0_keyring(p->store), cu_prov__tpm_scope(p), req->registration_id,
+                                  req->tpm_ek, p->now, sealed, key);
+    if (rc == CU_E_VERIFY || rc == CU_E_INVALID_ARG) {
+        rc = CU_OK;
+        c->decided = true;
+        ex->decided = 0;
+        refuse(ex, "no valid TPM challenge for this device (%.300s); register without Authorization first",
+               cu_err_last()->msg);
+        goto cleanup;
+    } else if (rc != CU_OK) {
+        goto cleanup;
+    }
+    cu_sas_key k = {key, CU_TPM_ID_KEY_LEN, "activated TPM"};
     cu_sas_check chk = {p->id_scope, req->registration_id, NULL, p->now, p->skew};
     if (cu_sas_verify(sas, &chk, &k, 1, NULL, why, sizeof why) != CU_OK) {
         c->decided = true;
@@ -521,9 +532,10 @@ static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain
     }
 cleanup:
     OPENSSL_cleanse(key, sizeof key);
+    free(sealed);
     cu_sas_free(sas);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(enrolled);
+    cu_tpmsvc_pub_free(ek);
+    cu_tpmsvc_pub_free(enrolled);
     cu_enr_free(ind);
     return rc;
 }

@@ -1,7 +1,8 @@
 /* The device's side of the registration protocol (PROTOCOL.md §1): PUT
  * register, then GET the operation every Retry-After seconds until the
  * answer is final. One libcurl handle, so the poll reuses the connection
- * (and, for X.509, the TLS session). */
+ * (and, for X.509, the TLS session). TPM: the first PUT is answered with a
+ * challenge, taken by tpm.c, and the PUT repeated with the TPM's SAS. */
 #include "dev_int.h"
 
 #include <custos/x509.h>
@@ -187,23 +188,33 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
     tls_keys keys = {.cfg = cfg};
     xfer x = {0};
     json_t *req = NULL, *ans = NULL;
+    cu_dev__tpm tpm;
     cu_rc rc = CU_OK;
-    bool x509 = cfg->cert_file != NULL;
+    bool x509 = !cfg->tpm && cfg->cert_file != NULL;
     double deadline = now_s() + (cfg->timeout ? cfg->timeout : 120);
 
     memset(res, 0, sizeof *res);
+    memset(&tpm, 0, sizeof tpm);
     res->outcome = CU_DEV_ERROR;
     if (cfg->host == NULL || cfg->id_scope == NULL || cfg->ca_file == NULL ||
-        (x509 ? cfg->key == NULL : (cfg->symkey_uri == NULL) == (cfg->key_file == NULL))) {
-        rc = cu_err_set(CU_E_INVALID_ARG, "need host, id scope, CA file, and either a certificate with its key "
-                                          "or exactly one symmetric key");
+        (cfg->tpm ? cfg->cert_file != NULL || cfg->key != NULL || cfg->symkey_uri != NULL || cfg->key_file != NULL
+         : x509  ? cfg->key == NULL
+                 : (cfg->symkey_uri == NULL) == (cfg->key_file == NULL))) {
+        rc = cu_err_set(CU_E_INVALID_ARG, "need host, id scope, CA file, and either a certificate with its key, "
+                                          "exactly one symmetric key, or the TPM");
         goto cleanup;
     }
-    if ((rc = registration_id(cfg, res->registration_id)) != CU_OK)
+    if (cfg->tpm) {
+        if ((rc = cu_dev__tpm_open(cfg, &tpm)) != CU_OK)
+            goto cleanup;
+        snprintf(res->registration_id, sizeof res->registration_id, "%s",
+                 cfg->registration_id ? cfg->registration_id : tpm.regid);
+    } else if ((rc = registration_id(cfg, res->registration_id)) != CU_OK) {
         goto cleanup;
+    }
     if (x509 && (rc = cu_dev__load_key(cfg->key, cfg->provider_path, &keys.key)) != CU_OK)
         goto cleanup;
-    if (!x509) {
+    if (!x509 && !cfg->tpm) {
         uint64_t se = (uint64_t)time(NULL) + 3600;
         if ((rc = cu_dev_sas_token(cfg, res->registration_id, se, &token)) != CU_OK)
             goto cleanup;
@@ -223,6 +234,13 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
             goto cleanup;
         }
         json_object_set_new(req, "payload", pl);
+    }
+    /* TPM: the EK and SRK go with every PUT, the first one without a SAS. */
+    if (req != NULL && cfg->tpm &&
+        json_object_set_new(req, "tpm", json_pack("{s:s, s:s}", "endorsementKey", tpm.ek_b64, "storageRootKey",
+                                                  tpm.srk_b64)) != 0) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
     }
     if (req == NULL || (body = json_dumps(req, JSON_COMPACT)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
@@ -304,6 +322,22 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
             sleep((unsigned)(x.retry_after > 0 ? x.retry_after : 1));
             continue;
         }
+        if (code == 401 && cfg->tpm && put && authz == NULL && ans != NULL && cu_dev__tpm_is_challenge(ans)) {
+            /* The TPM challenge: activate it in the TPM, sign the SAS there
+             * and send the same PUT again with it (polls reuse it). */
+            res->message[0] = 0;
+            res->error_code = 0;
+            if ((rc = cu_dev__tpm_answer(&tpm, cfg, res->registration_id, ans, &authz)) != CU_OK)
+                goto cleanup;
+            struct curl_slist *more = curl_slist_append(hdr, authz);
+            if (more == NULL) {
+                rc = cu_err_set(CU_E_NOMEM, "out of memory");
+                goto cleanup;
+            }
+            hdr = more;
+            curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+            continue;
+        }
         if (code == 401 || code == 403 || code == 404) {
             res->outcome = CU_DEV_REFUSED;
             goto cleanup;
@@ -315,6 +349,11 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
             goto cleanup;
         }
         if (!strcasecmp(res->status, "assigned")) {
+            /* TPM: the hub key comes as a second blob for the TPM. */
+            if (cfg->tpm && (rc = cu_dev__tpm_assigned(&tpm, ans)) != CU_OK) {
+                snprintf(res->message, sizeof res->message, "%s", cu_err_last()->msg);
+                goto cleanup;
+            }
             res->outcome = CU_DEV_ASSIGNED;
             goto cleanup;
         }
@@ -355,5 +394,6 @@ cleanup:
     }
     free(token);
     EVP_PKEY_free(keys.key);
+    cu_dev__tpm_close(&tpm);
     return rc;
 }

@@ -1206,72 +1206,52 @@ cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *
 
 /* ---- TPM challenges ---- */
 
-cu_rc cu_store_tpm_key_put(cu_store *s, const char *registration_id, const uint8_t key[32],
-                           const char *ek_sha256_hex)
+cu_keyring *cu_store_get0_keyring(cu_store *s) { return s ? s->kr : NULL; }
+
+/* The value is already sealed by the keyring (custos/tpmsvc.h binds scope,
+ * id, EK and expiry); the row itself is sealed like every other row. */
+cu_rc cu_store_tpm_challenge_put(cu_store *s, const char *registration_id, const char *sealed)
 {
-    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && key != NULL && ek_sha256_hex != NULL,
-                                CU_E_INVALID_ARG);
-    char aad[200], *w = NULL, *body = NULL, now[32];
-    char *lid = cu_prov__lower_dup(registration_id);
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && sealed != NULL, CU_E_INVALID_ARG);
+    char *body = NULL, now[32];
     json_t *j = NULL;
     cu_rc rc;
-    if (lid == NULL)
-        return cu_err_set(CU_E_NOMEM, "out of memory");
-    snprintf(aad, sizeof aad, "tpmChallenge/%.150s", lid);
     cu_prov__timestamp(now);
-    if ((rc = cu_store_begin(s)) != CU_OK)
-        goto cleanup2;
-    if ((rc = cu_keyring_wrap(s->kr, key, 32, aad, &w)) != CU_OK)
-        goto cleanup;
-    j = json_pack("{s:s, s:s, s:s}", "key", w, "ekSha256", ek_sha256_hex, "issued", now);
+    j = json_pack("{s:s, s:s}", "sealed", sealed, "issued", now);
     if (j == NULL || (body = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
-    rc = doc_put(s, CU_KIND_TPM_CHALLENGE, registration_id, body, NULL, 0);
+    if ((rc = cu_store_begin(s)) != CU_OK)
+        goto cleanup;
+    rc = finish(s, doc_put(s, CU_KIND_TPM_CHALLENGE, registration_id, body, NULL, 0));
 cleanup:
-    rc = finish(s, rc);
-cleanup2:
-    free(w);
     free(body);
-    free(lid);
     json_decref(j);
     return rc;
 }
 
-cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key[32], char ek_sha256_hex[65])
+cu_rc cu_store_tpm_challenge_get(cu_store *s, const char *registration_id, char **_sealed)
 {
-    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && key != NULL, CU_E_INVALID_ARG);
-    char aad[200], *body = NULL, *lid = cu_prov__lower_dup(registration_id);
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && _sealed != NULL, CU_E_INVALID_ARG);
+    char *body = NULL;
     json_t *j = NULL;
     json_error_t e;
-    uint8_t *k = NULL;
-    size_t kl = 0;
+    const char *v;
     cu_rc rc;
-    if (lid == NULL)
-        return cu_err_set(CU_E_NOMEM, "out of memory");
-    snprintf(aad, sizeof aad, "tpmChallenge/%.150s", lid);
+    *_sealed = NULL;
     if ((rc = doc_get(s, CU_KIND_TPM_CHALLENGE, registration_id, &body)) != CU_OK)
         goto cleanup;
-    const char *w = NULL, *ek = NULL;
-    if ((j = json_loads(body, 0, &e)) == NULL || (w = json_string_value(json_object_get(j, "key"))) == NULL ||
-        (ek = json_string_value(json_object_get(j, "ekSha256"))) == NULL) {
+    if ((j = json_loads(body, 0, &e)) == NULL) {
         rc = cu_err_set(CU_E_STATE, "stored TPM challenge does not parse");
-        goto cleanup;
+    } else if ((v = json_string_value(json_object_get(j, "sealed"))) == NULL) {
+        /* A challenge of an older format: as if none had been issued. */
+        rc = cu_err_set(CU_E_OBJECT_NOT_FOUND, "no pending TPM challenge for '%.128s'", registration_id);
+    } else if ((*_sealed = strdup(v)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
     }
-    if ((rc = cu_keyring_unwrap(s->kr, w, aad, &k, &kl)) != CU_OK)
-        goto cleanup;
-    if (kl != 32) {
-        rc = cu_err_set(CU_E_STATE, "stored TPM key has the wrong size");
-        goto cleanup;
-    }
-    memcpy(key, k, 32);
-    if (ek_sha256_hex != NULL)
-        snprintf(ek_sha256_hex, 65, "%s", ek);
 cleanup:
-    cu_keyring_secret_free(k, kl);
     json_decref(j);
     free(body);
-    free(lid);
     return rc;
 }

@@ -1,10 +1,12 @@
-/* TPM attestation without a TPM: public-area parsing, the default
- * registration id, the blob's layout, and the engine's refusals. (The
- * blob is checked against a real TPM by prov_tpm_swtpm.) */
+/* The engine's TPM flow without a TPM (cu_prov_register on custos/tpmsvc.h):
+ * the challenge, the pending key sealed in the store (bound to the id, the
+ * EK and an expiry), the SAS, the second blob, and the refusals. The blob
+ * itself is checked by tests/tpm (known answers, swtpm), and over HTTPS by
+ * tpm_custosd and server_tpm. */
 #include "fixture.h"
 
 #include <custos/sas.h>
-#include <custos/tpm.h>
+#include <custos/tpmsvc.h>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -73,58 +75,15 @@ static int teardown(void)
     return 0;
 }
 
-static void test_pub_and_blob(void)
+/* The identity key of the pending challenge, as the engine will open it. */
+static cu_rc pending_key(fx *f, const char *regid, const char *ek, time_t now, uint8_t key[CU_TPM_ID_KEY_LEN])
 {
-    cu_tpm_pub *ek = NULL, *srk = NULL, *again = NULL;
-    CU_ASSERT_EQUAL_FATAL(ek_len, 316); /* the size PROTOCOL.md gives for an EK */
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_decode(ek_b64, &ek), CU_OK);
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_pub_decode_raw(srk_raw, srk_len, &srk), CU_OK);
-    CU_ASSERT_EQUAL(cu_tpm_pub_decode(ek_b64, &again), CU_OK);
-    CU_ASSERT_TRUE(cu_tpm_pub_same_key(ek, again));
-    CU_ASSERT_FALSE(cu_tpm_pub_same_key(ek, srk));
-    cu_tpm_pub_free(again);
-    /* Refusals: truncated, trailing byte, not RSA, bad base64. */
-    cu_tpm_pub *x = NULL;
-    CU_ASSERT_EQUAL(cu_tpm_pub_decode_raw(ek_raw, ek_len - 1, &x), CU_E_INVALID_ARG);
-    uint8_t buf[400];
-    memcpy(buf, ek_raw, ek_len);
-    buf[3] = 0x23; /* ECC */
-    CU_ASSERT_EQUAL(cu_tpm_pub_decode_raw(buf, ek_len, &x), CU_E_INVALID_ARG);
-    buf[3] = 0x01;
-    buf[1] = (uint8_t)(buf[1] + 1);
-    CU_ASSERT_EQUAL(cu_tpm_pub_decode_raw(buf, ek_len, &x), CU_E_INVALID_ARG);
-    CU_ASSERT_EQUAL(cu_tpm_pub_decode("@@@@", &x), CU_E_INVALID_ARG);
-    CU_ASSERT_PTR_NULL(x);
-
-    cu_tpm_activation act;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_activation_make(ek, srk, &act), CU_OK);
-    /* Field sizes of a real DPS blob (PROTOCOL.md §3.3), field 6 empty. */
-    CU_ASSERT_EQUAL(act.cred_blob_len, 2 + 52);
-    CU_ASSERT_EQUAL(act.enc_secret_len, 2 + 256);
-    CU_ASSERT_EQUAL(act.dup_private_len, 2 + 142);
-    CU_ASSERT_EQUAL(act.in_sym_seed_len, 2 + 256);
-    CU_ASSERT_EQUAL(act.id_public_len, 2 + 48);
-    CU_ASSERT_EQUAL(act.enc_uri_len, 2);
-    static const uint8_t idpub_head[] = {0x00, 0x30, 0x00, 0x08, 0x00, 0x0b, 0x00, 0x04, 0x04, 0x40,
-                                         0x00, 0x00, 0x00, 0x05, 0x00, 0x0b, 0x00, 0x20};
-    CU_ASSERT_EQUAL(memcmp(act.id_public, idpub_head, sizeof idpub_head), 0);
-    char *blob = cu_tpm_activation_blob(&act);
-    CU_ASSERT_EQUAL(strlen(blob), 4 * ((766 + 2) / 3));
-    free(blob);
-    cu_tpm_activation_clear(&act);
-    cu_tpm_pub_free(ek);
-    cu_tpm_pub_free(srk);
-}
-
-static void test_registration_id(void)
-{
-    /* Computed independently with Python's base64.b32encode. */
-    char *id = NULL;
-    CU_ASSERT_EQUAL_FATAL(cu_tpm_registration_id("AAEC", &id), CU_OK); /* bytes 00 01 02 */
-    /* python3: base64.b32encode(hashlib.sha256(b"\x00\x01\x02").digest()).decode().lower().rstrip("=") */
-    CU_ASSERT_STRING_EQUAL(id, "vzftfahfnyx27a7ucstohwv6tvp34gexmvcmax7ncinmzoc3kp6a");
-    CU_ASSERT_EQUAL(strlen(id), 52);
-    free(id);
+    char *sealed = NULL;
+    cu_rc rc = cu_store_tpm_challenge_get(f->store, regid, &sealed);
+    if (rc == CU_OK)
+        rc = cu_tpmsvc_challenge_open(f->kr, "0ne00000001", regid, ek, now, sealed, key);
+    free(sealed);
+    return rc;
 }
 
 static void test_engine_refusals(void)
@@ -163,9 +122,15 @@ static void test_engine_refusals(void)
     CU_ASSERT_EQUAL(res.http_status, 401);
     CU_ASSERT_PTR_NOT_NULL(res.tpm_authentication_key);
     cu_prov_result_clear(&res);
+    /* K is sealed in the store: bound to the id and the EK, not readable
+     * for another EK, expiring. */
     uint8_t key[32];
-    char fp[65];
-    CU_ASSERT_EQUAL_FATAL(cu_store_tpm_key_get(f.store, "tpm-dev", key, fp), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(pending_key(&f, "tpm-dev", ek_b64, 0, key), CU_OK);
+    CU_ASSERT_EQUAL(pending_key(&f, "tpm-dev", srk_b64, 0, key), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(pending_key(&f, "other-dev", ek_b64, 0, key), CU_E_OBJECT_NOT_FOUND);
+    CU_ASSERT_EQUAL(pending_key(&f, "tpm-dev", ek_b64, time(NULL) + CU_PROV_TPM_CHALLENGE_TTL + 5, key),
+                    CU_E_VERIFY);
+    CU_ASSERT_EQUAL_FATAL(pending_key(&f, "tpm-dev", ek_b64, 0, key), CU_OK);
     /* The device (here: us, holding K) signs a SAS; it provisions, with a second blob. */
     char *tok = NULL;
     CU_ASSERT_EQUAL(cu_sas_sign(key, 32, "0ne00000001", "tpm-dev", (uint64_t)time(NULL) + 600, "registration", &tok), CU_OK);
@@ -175,15 +140,41 @@ static void test_engine_refusals(void)
     CU_ASSERT_STRING_EQUAL(res.record.status, "assigned");
     CU_ASSERT_STRING_EQUAL(res.record.attestation, "tpm");
     CU_ASSERT_PTR_NOT_NULL(res.tpm_authentication_key);
+    /* The second blob has the layout of a real one (PROTOCOL.md §3.3). */
+    if (res.tpm_authentication_key != NULL)
+        CU_ASSERT_EQUAL(strlen(res.tpm_authentication_key), 4 * ((766 + 2) / 3));
     cu_prov_result_clear(&res);
+    /* The same SAS once the challenge has expired: refused, and why. */
+    cu_prov *late = NULL;
+    cu_prov_config lc = {.id_scope = "0ne00000001", .now = time(NULL) + CU_PROV_TPM_CHALLENGE_TTL + 5,
+                         .sas_skew = 86400};
+    CU_ASSERT_EQUAL_FATAL(cu_prov_new(f.store, &lc, &late), CU_OK);
+    CU_ASSERT_EQUAL(cu_prov_register(late, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "expired"));
+    cu_prov_result_clear(&res);
+    cu_prov_free(late);
     free(tok);
-    /* A challenge without the SRK is refused (400). */
+    /* A challenge without the SRK, or with a signing key as SRK, is refused (400). */
     req.authorization = NULL;
     req.tpm_srk = NULL;
     CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
     CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
     CU_ASSERT_EQUAL(res.http_status, 400);
     cu_prov_result_clear(&res);
+    uint8_t sign_srk[400];
+    memcpy(sign_srk, srk_raw, srk_len);
+    sign_srk[7] = 0x04; /* attributes 0x00040072: sign instead of restricted|decrypt */
+    sign_srk[9] = 0x72;
+    char *sign_b64 = b64(sign_srk, srk_len);
+    req.tpm_srk = sign_b64;
+    CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL(res.http_status, 400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "tpm.storageRootKey"));
+    CU_ASSERT_PTR_NULL(res.tpm_authentication_key);
+    cu_prov_result_clear(&res);
+    free(sign_b64);
     /* Disabled: refused before any challenge. */
     CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
                                       "{\"registrationId\":\"tpm-dev\",\"provisioningStatus\":\"disabled\","
@@ -201,8 +192,6 @@ static void test_engine_refusals(void)
 int main(void)
 {
     static const cu_test_case cases[] = {
-        {"TPM2B_PUBLIC parsing and the activation blob layout", test_pub_and_blob},
-        {"default registration id (base32 of SHA-256)", test_registration_id},
         {"engine: challenge, SAS with K, refusals", test_engine_refusals},
         {NULL, NULL},
     };

@@ -32,11 +32,7 @@ TA=$(tcti A); TB=$(tcti B); SRKH=0x81000002
   && ok "the devices read (or make) their EK and SRK" || bad "device ids: $(cat "$T/err")"
 EKA=$(sed -n 1p "$T/idsA"); SRKA=$(sed -n 2p "$T/idsA"); ID=$(sed -n 3p "$T/idsA")
 EKB=$(sed -n 1p "$T/idsB"); SRKB=$(sed -n 2p "$T/idsB")
-# `custos device tpm-identity` once the dispatcher routes it; until then the
-# same command function built as test_tpm_identity_cmd.
-IDCMD=("$CUSTOS" device tpm-identity)
-"$CUSTOS" device tpm-identity --help >/dev/null 2>&1 || IDCMD=("$BIN/test_tpm_identity_cmd")
-expect_rc 0 "custos device tpm-identity --dir" "${IDCMD[@]}" --dir "$T/tpmA" --json
+expect_rc 0 "custos device tpm-identity --dir" "$CUSTOS" device tpm-identity --dir "$T/tpmA" --json
 contains "$T/out" "\"registrationId\":\"$ID\"" "tpm-identity gives the same registration id as the device library"
 
 STATE=$T/var

@@ -1,6 +1,6 @@
 /* `custos device tpm-identity` against a swtpm of the token fixture: the
  * same EK and registration id twice in a row, JSON that parses and agrees
- * with the library, usage errors. CU_TPM_IDENTITY_BIN is the command. */
+ * with the library, usage errors. CU_CUSTOS_BIN is the real `custos`. */
 #include "cu_test.h"
 #include "fixture_child.h"
 
@@ -42,7 +42,7 @@ static int suite_cleanup(void)
 static int run(const char *args, char **_out)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", CU_TPM_IDENTITY_BIN, args);
+    snprintf(cmd, sizeof cmd, "'%s' device tpm-identity %s 2>/dev/null", CU_CUSTOS_BIN, args);
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     char *buf = calloc(1, 8192);

@@ -12,7 +12,6 @@
 
 #include <custos/fixture.h>
 #include <custos/sas.h>
-#include <custos/tpm.h> /* the engine's own TPM service side (provisioning/core/tpm.c) */
 #include <custos/token.h>
 #include <custos/tpmsvc.h>
 #include <custos/tpmdev.h>
@@ -528,49 +527,33 @@ static void test_key_sizes(void)
     cu_tpmdev_close(dev);
 }
 
-/* Interop: the device side against the provisioning engine's own blob
- * (custos/tpm.h in custos_prov), the one cu_prov_register answers with.
- * The engine takes RSA-2048 SRKs only, and 0x81000001 holds tpm2-pkcs11's
- * ECC primary on this shared swtpm: the device keeps a DPS SRK at
- * 0x81000002 (cu_tpmdev_opts.srk_handle). */
-static void test_engine_blob(void)
+/* The DPS SRK at another handle: on this shared swtpm 0x81000001 holds
+ * tpm2-pkcs11's ECC primary, so a device that wants the RSA-2048 SRK of the
+ * public SDKs keeps it at 0x81000002 (cu_tpmdev_opts.srk_handle), created
+ * from the DPS template; the challenge made for it imports, and the SAS
+ * verifies. */
+static void test_dps_srk_handle(void)
 {
     cu_tpmdev_opts o = {.ek = CU_TPMDEV_EK_RSA, .srk_handle = 0x81000002};
     cu_tpmdev *dev = NULL;
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_open(tcti, &o, &dev), CU_OK);
-    char *ek = NULL, *srk = NULL, regid[CU_TPM_REGID_LEN + 1], *eng_id = NULL;
+    char *ek = NULL, *srk = NULL, regid[CU_TPM_REGID_LEN + 1], *blob = NULL, *token = NULL;
+    uint8_t key[CU_TPM_ID_KEY_LEN];
     CU_ASSERT_EQUAL_FATAL(cu_tpmdev_identity(dev, &ek, &srk, regid), CU_OK);
     cu_tpmsvc_pub *sp = NULL;
     CU_ASSERT_EQUAL_FATAL(cu_tpmsvc_pub_parse_b64(srk, &sp), CU_OK);
     CU_ASSERT_EQUAL(cu_tpmsvc_pub_type(sp), CU_TPM_ALG_RSA);
     CU_ASSERT_EQUAL(cu_tpmsvc_pub_attributes(sp), 0x00030472);
     cu_tpmsvc_pub_free(sp);
-    /* Both compute the same default registration id. */
-    CU_ASSERT_EQUAL(cu_tpm_registration_id(ek, &eng_id), CU_OK);
-    if (eng_id != NULL)
-        CU_ASSERT_STRING_EQUAL(eng_id, regid);
-    cu_tpm_pub *e = NULL, *s = NULL;
-    cu_tpm_activation act;
-    memset(&act, 0, sizeof act);
-    CHECK_RC(cu_tpm_pub_decode(ek, &e), CU_OK);
-    CHECK_RC(cu_tpm_pub_decode(srk, &s), CU_OK);
-    char *blob = NULL, *token = NULL;
-    if (e != NULL && s != NULL) {
-        CHECK_RC(cu_tpm_activation_make(e, s, &act), CU_OK);
-        blob = cu_tpm_activation_blob(&act);
-    }
+    CHECK_RC(cu_tpmsvc_challenge_new(ek, srk, NULL, key, &blob), CU_OK);
     CU_ASSERT_PTR_NOT_NULL_FATAL(blob);
     CHECK_RC(cu_tpmdev_import_blob(dev, blob), CU_OK);
     CHECK_RC(cu_tpmdev_sas_token(dev, SCOPE, regid, (uint64_t)time(NULL) + 600, NULL, &token),
              CU_OK);
     if (token != NULL)
-        CU_ASSERT_EQUAL(service_verify(token, regid, act.key, 0), CU_OK);
-    cu_tpm_activation_clear(&act);
-    cu_tpm_pub_free(e);
-    cu_tpm_pub_free(s);
+        CU_ASSERT_EQUAL(service_verify(token, regid, key, 0), CU_OK);
     free(blob);
     free(token);
-    free(eng_id);
     free(ek);
     free(srk);
     cu_tpmdev_close(dev);
@@ -645,7 +628,7 @@ static const cu_test_case cases[] = {
     {"HMAC key sizes", test_key_sizes},
     {"tampered blob: TPM_RC_INTEGRITY, reported, nothing leaked", test_tampered_blob},
     {"second swtpm cannot use the first device's challenge", test_other_tpm},
-    {"interop: the engine's own challenge blob (custos/tpm.h)", test_engine_blob},
+    {"the DPS RSA SRK at 0x81000002 next to tpm2-pkcs11's ECC primary", test_dps_srk_handle},
     {"no TPM / bad options", test_bad_tcti},
     {"owner and endorsement passwords", test_hierarchy_auth},
     {"EK certificate from NV, chain to the manufacturer root", test_ek_cert},

@@ -21,6 +21,9 @@ extern "C" {
 
 /* Default tolerance for SAS expiry, seconds. */
 #define CU_PROV_DEFAULT_SKEW 300
+/* How long a TPM challenge (the 401's identity key) can be answered with a
+ * SAS signed by it, seconds. A device answers within a second or so. */
+#define CU_PROV_TPM_CHALLENGE_TTL 300
 
 typedef struct cu_prov cu_prov;
 

@@ -152,11 +152,16 @@ cu_rc cu_store_hub_delete(cu_store *s, const char *name);
 cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n);
 
 /* ---- TPM challenges ---- */
-/* Keeps the key K of the latest activation issued to a registration id
- * (wrapped, sealed) with the SHA-256 of the EK it was made for. */
-cu_rc cu_store_tpm_key_put(cu_store *s, const char *registration_id, const uint8_t key[32],
-                           const char *ek_sha256_hex);
-cu_rc cu_store_tpm_key_get(cu_store *s, const char *registration_id, uint8_t key[32], char ek_sha256_hex[65]);
+/* Keeps the pending challenge of the latest 401 issued to a registration id
+ * (replacing any earlier one): the string cu_tpmsvc_challenge_seal made,
+ * which wraps the identity key with the keyring and binds it to the scope,
+ * the id, the EK and an expiry. Kept in the store so that any node serving
+ * the same store can verify the device's SAS. */
+cu_rc cu_store_tpm_challenge_put(cu_store *s, const char *registration_id, const char *sealed);
+/* *_sealed: caller frees. @retval CU_E_OBJECT_NOT_FOUND none pending */
+cu_rc cu_store_tpm_challenge_get(cu_store *s, const char *registration_id, char **_sealed);
+/* The keyring the store was opened with (borrowed). */
+cu_keyring *cu_store_get0_keyring(cu_store *s);
 
 /* ---- registration records ---- */
 cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec);

@@ -1,6 +1,6 @@
 /* Custos: the device client — registers one device with custosd (or any
  * service that speaks the public device provisioning REST API) by X.509
- * (TLS client certificate) or symmetric key (SAS token), then polls the
+ * (TLS client certificate), symmetric key (SAS token) or TPM 2.0, then polls the
  * operation until it is final. Keys come from files or from tokens through
  * the Custos OpenSSL provider (pkcs11: URIs); a token-held key never leaves
  * the token. */
@@ -29,6 +29,13 @@ typedef struct cu_dev_config {
     const char *symkey_uri;      /* pkcs11: URI of an HMAC key in a token */
     const char *key_file;        /* a file holding the base64 key */
     bool group;                  /* the key is a group key: derive the device key */
+    /* TPM 2.0 (PROTOCOL.md §3): send the TPM's EK and SRK, activate the 401
+     * challenge and sign the SAS inside the TPM, import the final answer's
+     * second blob (the hub key). The registration id defaults to the EK's
+     * (base32 of its SHA-256). */
+    bool tpm;
+    const char *tpm_tcti;        /* NULL: $CUSTOS_TPM_TCTI, else tpm2-tss's default */
+    uint32_t tpm_srk_handle;     /* 0: 0x81000001, the SDKs' SRK handle (docs/tpm.md) */
     const char *payload_json;    /* sent as "payload", or NULL */
     const char *api_version;     /* NULL: 2021-06-01 (the C SDK's) */
     const char *provider_path;   /* where custos.so lives; NULL: OPENSSL_MODULES or default */
