@@ -13,7 +13,8 @@
 #      `custos device register` in each stage, and a table of the outcomes;
 #   4. a symmetric-key enrollment group and three devices whose keys are
 #      derived inside a token;
-#   5. a TPM device, when this build's device client has --tpm;
+#   5. a TPM device on a software TPM (swtpm behind a tpm2 token), when this
+#      build's device client has --tpm;
 #   6. `custos enrollment explain` for a refused device; the audit log, when
 #      this build has it; the key custody report of every token.
 # It stops everything it started (custosd; the swtpm of a tpm2 token), also
@@ -351,11 +352,13 @@ RESULTS=$DEMO/results.tsv
 register() { # STAGE DEVICE MECHANISM TOKEN ARGS...: one registration, recorded
     local stage=$1 dev=$2 mech=$3 tok=$4 rc=0 out result hub
     shift 4
-    local -a e
-    mapfile -t e <<<"${ENVS[$tok]}"
+    local -a e=()
+    # --dir: the command reads the token's environment from its directory
+    case " $* " in *" --dir "*) ;; *) mapfile -t e <<<"${ENVS[$tok]}" ;; esac
+    local a shown_env=''
+    for a in "${e[@]}"; do shown_env+=" ${a//$ROOT\//}"; done
     # shellcheck disable=SC2016 # $DPS is shown, not expanded
-    printf '%s$ %s %s device register $DPS' "$B" "${e[*]//$ROOT\//}" "${CUSTOS#"$ROOT"/}"
-    local a
+    printf '%s$%s %s device register $DPS' "$B" "$shown_env" "${CUSTOS#"$ROOT"/}"
     for a in "$@"; do
         a=${a//$ROOT\//}
         case $a in pkcs11:*\?*) a="'${a%%\?*}?…'" ;; esac
@@ -471,12 +474,9 @@ else
     say "    registration id $tpm_id (base32 of the EK's SHA-256), EK ${ek:0:24}… (base64 TPM2B_PUBLIC)"
     mkdir -p "$DEMO/keys"
     printf '%s\n' "$ek" >"$DEMO/keys/tpm-device.ek"
-    cli "$ENTRY" "$CUSTOS" enrollment create "$tpm_id" --attestation tpm --ek-file "$DEMO/keys/tpm-device.ek" --state "$DEMO"
-    if "$CUSTOS" device register --help 2>&1 | grep -q -- '--dir'; then
-        register 5 "$tpm_id" tpm tpm-device --tpm --dir "$TOKENS/tpm-device" --registration-id "$tpm_id"
-    else
-        register 5 "$tpm_id" tpm tpm-device --tpm --tcti tabrmd:bus_type=session --registration-id "$tpm_id"
-    fi
+    say "The enrollment without an id takes the TPM's default registration id, as the device does:"
+    cli "$ENTRY" "$CUSTOS" enrollment create --attestation tpm --ek-file "$DEMO/keys/tpm-device.ek" --state "$DEMO"
+    register 5 "$tpm_id" tpm tpm-device --tpm --dir "$TOKENS/tpm-device"
     table 5 "$tpm_id"
     TPM_DONE=1
 fi
@@ -563,6 +563,7 @@ BEGIN { printf "  %-10s %-9s %-12s %-8s %-10s %-5s %-5s %-6s %s\n", "token", "ki
 }' "$DEMO/custody.csv"
 say "  sens/extr: CKA_SENSITIVE / CKA_EXTRACTABLE; local: generated inside the token."
 say "  'imported': the service must know a symmetric group key, so that one key came from outside."
+[ -z "$TPM_DONE" ] || say "  tpm-device: its EK, SRK and the imported keys are TPM objects, not PKCS#11 ones (none listed)."
 [ "$custody_rc" = 0 ] || say "  (a token could not be read: see the messages above)"
 
 # ============================================================= summary ==
@@ -594,7 +595,9 @@ fi
 say "Every outcome is the seed's: all five; then B's devices refused; then device-3 refused too."
 
 step "Where things are"
-say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server TLS key), device-1..5, factory (group key)"
+tpm_line=
+[ -n "$TPM_DONE" ] && tpm_line=", tpm-device (swtpm)"
+say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server keys), device-1..5, factory (group key)$tpm_line"
 say "  ${DEMO#"$ROOT"/}/pins/       the PIN files (0600)"
 say "  ${DEMO#"$ROOT"/}/pki/        the test PKI: certificates; root/cert-a/cert-b keys are files"
 say "  ${DEMO#"$ROOT"/}/            custosd's state: custos.db (SQLite), custosd.conf, custosd.log,"

@@ -114,7 +114,20 @@ check_run() { # N OUT
 4 sensor-2 assigned
 4 sensor-3 assigned
 EOF
-    [ "$(wc -l <"$r")" = 18 ] && ok "run $n: 18 registrations recorded" || bad "run $n: $(wc -l <"$r") registrations, wanted 18"
+    # stage 5: one TPM device, when this build's device client has --tpm
+    local want_n=18 tpm
+    tpm=$(awk -F'\t' '$1 == 5' "$r")
+    if "$BUILD/bin/custos" device register --help 2>&1 | grep -q -- '--tpm'; then
+        want_n=19
+        case $tpm in
+            *$'\t'tpm$'\t'tpm-device$'\t'tpm2$'\t'assigned$'\t'hub[12].custos.local) ok "run $n: the TPM device is assigned" ;;
+            *) bad "run $n: TPM device: '$tpm'" ;;
+        esac
+    else
+        [ -z "$tpm" ] && ok "run $n: no TPM device (no --tpm in this build)" || bad "run $n: a TPM row without --tpm: $tpm"
+    fi
+    [ "$(wc -l <"$r")" = "$want_n" ] && ok "run $n: $want_n registrations recorded" ||
+        bad "run $n: $(wc -l <"$r") registrations, wanted $want_n"
     [ "$wrong" = 0 ] && ok "run $n: every outcome as the seed says"
     # every assigned device has a hub; refused ones none
     if awk -F'\t' '($6 == "assigned") != ($7 ~ /^hub[12]\.custos\.local$/) { bad = 1 } END { exit bad }' "$r"; then
@@ -150,6 +163,13 @@ EOF
         grep -qF -- "$(cat "$p")" "$out" "$V/custosd.log" && bad "run $n: a PIN appears in the output or the log"
     done
     no_leftovers "run $n"
+    # tpm2-abrmd names the swtpm's port, not the token directory
+    local port
+    port=$(sed -n 's/^swtpm.port=//p' "$V/tokens/tpm-device/custos-token.conf" 2>/dev/null)
+    if [ -n "$port" ]; then
+        if pgrep -f "tpm2-abrmd.*port=$port\b" >/dev/null; then bad "run $n: tpm2-abrmd on port $port still runs"
+        else ok "run $n: the TPM token's tpm2-abrmd stopped"; fi
+    fi
 }
 
 for n in 2 3; do
