@@ -97,6 +97,7 @@ stop_custosd() {
 stop_tokens() {
     local d
     for d in "${TPM_DIRS[@]}"; do
+        [ -f "$d/custos-token.conf" ] || continue
         quiet "$CUSTOS" token stop --dir "$d" || echo "demo: could not stop the swtpm of $d" >&2
     done
     TPM_DIRS=()
@@ -461,8 +462,8 @@ else
     say "A device whose identity is its TPM's endorsement key (EK): a software TPM (swtpm) behind a tpm2 token."
     say "The operator enrolls the EK before the device first connects; the device answers the service's"
     say "challenge inside the TPM (ActivateCredential, Import) and signs its SAS token there."
+    TPM_DIRS+=("$TOKENS/tpm-device")       # before init: an interrupted init is stopped too
     new_token tpm-device tpm2 quiet
-    TPM_DIRS+=("$TOKENS/tpm-device")
     shown "$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json
     ident=$("$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json)
     ek=$(printf '%s\n' "$ident" | sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p')
