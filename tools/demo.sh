@@ -61,7 +61,7 @@ shown() {
         a=${a//$ROOT\//}
         case $a in pkcs11:*\?*) a=$(shown_uri "$a") ;; esac
         case $a in
-            '&') ;;
+            '&' | '>') ;;
             *[!A-Za-z0-9_./:=@%+,-]* | '') a="'$a'" ;;
         esac
         out+=" $a"
@@ -436,15 +436,15 @@ say "The group key is made once, given to the service and imported into the fact
 say "Each device key is HMAC-SHA256(group key, registration id), computed inside the token (--group)."
 new_token factory softhsm2 quiet
 mkdir -p "$DEMO/keys"
-openssl rand 32 >"$DEMO/keys/sensors.raw"
-base64 -w0 <"$DEMO/keys/sensors.raw" >"$DEMO/keys/sensors.b64"
-note "    (openssl rand 32 > ${DEMO#"$ROOT"/}/keys/sensors.raw; base64 of it in sensors.b64; both 0600 and removed below)"
+run openssl rand -out "$DEMO/keys/sensors.raw" 32
+shown base64 -w0 "$DEMO/keys/sensors.raw" '>' "$DEMO/keys/sensors.b64"
+base64 -w0 "$DEMO/keys/sensors.raw" >"$DEMO/keys/sensors.b64"
 quiet "$CUSTOS" token hmac-import --dir "$TOKENS/factory" --key-file "$DEMO/keys/sensors.raw" --label sensors \
     --pin-source "$USER_PIN"
 SYM_KEY="pkcs11:token=factory;object=sensors;type=secret-key?module-path=$(urlenc "${MODULE[factory]}")&pin-source=file:$(urlenc "$USER_PIN")"
 cli "$ENTRY" "$CUSTOS" group create sensors --attestation symmetricKey --primary-key-file "$DEMO/keys/sensors.b64" --state "$DEMO"
-rm -f "$DEMO/keys/sensors.raw" "$DEMO/keys/sensors.b64"
-note "    (key files removed: the token holds the key, the store holds it wrapped by the keyring)"
+run rm "$DEMO/keys/sensors.raw" "$DEMO/keys/sensors.b64"
+note "    (the token holds the key, the store holds it wrapped by the keyring)"
 for i in 1 2 3; do
     register 4 "sensor-$i" "symmetric key" factory --symmetric-key "$SYM_KEY" --group --registration-id "sensor-$i"
 done
