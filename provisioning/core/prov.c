@@ -277,15 +277,31 @@ static cu_rc tpm_second_blob(const cu_prov_request *req, cu_prov_result *res)
     return rc;
 }
 
+/* The decision as an audit record: "registration" (with the record, in its
+ * transaction), "registration.refused", "registration.challenge". The
+ * actor is the device that asked. */
+static cu_rc audit_decision(cu_prov *p, const cu_prov_request *req, const cu_prov_result *res, const char *type)
+{
+    char actor[CU_AUDIT_ACTOR_MAX], *js = NULL;
+    json_t *j = cu_prov__audit_decision(req, res);
+    cu_rc rc;
+    snprintf(actor, sizeof actor, "device:%.140s", req->registration_id);
+    if (j == NULL || (js = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+    else
+        rc = cu_audit_append(p->store, type, actor, js, NULL);
+    free(js);
+    json_decref(j);
+    return rc;
+}
+
 cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_res)
 {
     cu_prov__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _res != NULL,
                            CU_E_INVALID_ARG);
     cu_enr *e = NULL;
     cu_reg_record old, *rec = &_res->record;
-    bool have_old = false;
-    char *audit = NULL;
-    json_t *aj = NULL;
+    bool have_old = false, in_txn = false;
     cu_rc rc;
 
     memset(_res, 0, sizeof *_res);
@@ -294,14 +310,23 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
         goto cleanup;
     _res->outcome = _res->explain.outcome;
     if (_res->outcome == CU_PROV_CHALLENGE) {
-        rc = tpm_challenge(p, req, _res);
+        /* The challenge key and its record commit together. */
+        if ((rc = cu_store_begin(p->store)) != CU_OK)
+            goto cleanup;
+        in_txn = true;
+        if ((rc = tpm_challenge(p, req, _res)) != CU_OK)
+            goto cleanup;
+        rc = audit_decision(p, req, _res,
+                            _res->outcome == CU_PROV_CHALLENGE ? "registration.challenge" : "registration.refused");
         goto cleanup;
     }
     if (_res->outcome != CU_PROV_PROVISION) {
         _res->outcome = CU_PROV_REFUSE;
         _res->http_status = 401;
         _res->error_code = 401002;
-        goto cleanup; /* nothing written */
+        /* No registration record; the refusal is audited on its own. */
+        rc = audit_decision(p, req, _res, "registration.refused");
+        goto cleanup;
     }
     have_old = cu_store_reg_get(p->store, req->registration_id, &old) == CU_OK;
     snprintf(rec->registration_id, sizeof rec->registration_id, "%s", req->registration_id);
@@ -324,21 +349,22 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
      * the device's hub key; PROTOCOL.md §3.8). */
     if (cu_enr_get_att_type(e) == CU_ATT_TPM && (rc = tpm_second_blob(req, _res)) != CU_OK)
         goto cleanup;
-    aj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "event", "register", "registrationId",
-                   rec->registration_id, "attestation", rec->attestation, "status", rec->status,
-                   "decidedBy", _res->explain.decided >= 0 ? _res->explain.cand[_res->explain.decided].id : "",
-                   "assignedHub", rec->assigned_hub[0] ? rec->assigned_hub : NULL);
-    if (aj == NULL || (audit = json_dumps(aj, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL) {
-        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+    /* The record and its decision commit together or not at all. */
+    if ((rc = cu_store_begin(p->store)) != CU_OK)
         goto cleanup;
-    }
-    if ((rc = cu_store_reg_put(p->store, rec, audit)) != CU_OK)
+    in_txn = true;
+    if ((rc = cu_store_reg_put(p->store, rec, NULL)) != CU_OK)
         goto cleanup;
     _res->http_status = 200;
     _res->error_code = rec->error_code;
+    rc = audit_decision(p, req, _res, "registration");
 cleanup:
-    json_decref(aj);
-    free(audit);
+    if (in_txn) {
+        if (rc == CU_OK)
+            rc = cu_store_commit(p->store);
+        else
+            cu_store_rollback(p->store);
+    }
     cu_reg_record_clear(&old);
     cu_enr_free(e);
     return rc;

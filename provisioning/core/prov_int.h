@@ -80,7 +80,6 @@ json_t *cu_prov__x509_info(X509 *cert);
 struct cu_store;
 /* DeviceRegistrationState JSON; internal=true adds the bookkeeping fields. */
 json_t *cu_prov__reg_record_json(const cu_reg_record *r, bool internal);
-cu_rc cu_prov__store_audit(struct cu_store *s, const char *event_json);
 
 /* ---- engine internals (resolve.c / prov.c) ---- */
 #include <custos/prov.h>
@@ -96,3 +95,38 @@ struct cu_prov {
 cu_rc cu_prov__resolve(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, struct cu_enr **_enr);
 /* The id scope TPM challenges are sealed to ("-" when the engine has none). */
 const char *cu_prov__tpm_scope(const cu_prov *p);
+
+/* ---- audit internals (core/audit.c, core/audit_events.c, store.c) ---- */
+#include <custos/audit.h>
+#include <openssl/evp.h>
+/* The audit state a store carries (one per connection). */
+typedef struct cu_prov__audit_cfg {
+    char actor[CU_AUDIT_ACTOR_MAX];
+    bool off;                 /* benchmarks only: no records written */
+    EVP_PKEY *signer;         /* automatic head signatures, or NULL */
+    char signer_id[65];       /* its key id, computed once (encoding a key is slow) */
+    unsigned every_n, every_secs;
+    bool signed_known;        /* last_signed_* read from the store */
+    uint64_t last_signed_seq;
+    time_t last_signed_time;
+    time_t retry_at;          /* after a failed automatic signature */
+    cu_rc sign_rc;            /* that failure, for cu_audit_sign_if_due */
+    char sign_msg[256];
+} cu_prov__audit_cfg;
+cu_prov__audit_cfg *cu_prov__store_audit_cfg(struct cu_store *s);
+const struct cu_store_backend *cu_prov__store_backend(struct cu_store *s, void **_b);
+/* Counts a write in the current transaction (a failure after it poisons
+ * the outer transaction). */
+void cu_prov__store_note_write(struct cu_store *s);
+/* Appends a change record {"id","before","after"} (before/after may be NULL;
+ * borrowed) of type "<domain>.<action>". */
+cu_rc cu_prov__audit_change(struct cu_store *s, const char *type, const char *id, json_t *before, json_t *after);
+/* A copy of an enrollment's JSON fit for the audit log: keys removed, the
+ * webhook URL's query (often a function key) redacted. New reference. */
+json_t *cu_prov__audit_enr_json(const struct cu_enr *e);
+/* A store over b without a keyring (cu_store_open_audit_only). */
+cu_rc cu_prov__store_open_unbound(const struct cu_store_backend *ops, void *b, struct cu_store **_out);
+/* Writes the key-use counts of minutes before the current one. */
+cu_rc cu_prov__audit_key_use_flush_finished(struct cu_store *s);
+/* The decision record of a registration attempt (new reference). */
+json_t *cu_prov__audit_decision(const cu_prov_request *req, const cu_prov_result *res);

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct cu_store {
     const cu_store_backend *ops;
@@ -24,6 +26,7 @@ struct cu_store {
     bool failed; /* an inner step failed after writing: the outermost commit rolls back */
     unsigned long writes;     /* writes so far */
     unsigned long wmark[16];  /* writes when each nesting level began */
+    cu_prov__audit_cfg audit; /* actor, signer (core/audit.c) */
 };
 
 /* The HTTP status a refusal maps to (404, 409, 412), for the service. */
@@ -74,6 +77,39 @@ static cu_rc check_row(cu_store *s, int kind, const char *id, const char *body, 
 
 static const char KEYRING_CHECK[] = "keyring-check";
 
+cu_prov__audit_cfg *cu_prov__store_audit_cfg(cu_store *s) { return &s->audit; }
+
+const cu_store_backend *cu_prov__store_backend(cu_store *s, void **_b)
+{
+    *_b = s->b;
+    return s->ops;
+}
+
+void cu_prov__store_note_write(cu_store *s) { s->writes++; }
+
+cu_rc cu_store_set_actor(cu_store *s, const char *actor)
+{
+    cu_prov__return_val_if_fail(s != NULL && actor != NULL && *actor != 0, CU_E_INVALID_ARG);
+    snprintf(s->audit.actor, sizeof s->audit.actor, "%s", actor);
+    return CU_OK;
+}
+
+const char *cu_store_get0_actor(const cu_store *s) { return s ? s->audit.actor : NULL; }
+
+/* Until the caller says who it acts for: the local user of the process. */
+static void default_actor(cu_store *s)
+{
+    char host[256] = "localhost", buf[1024];
+    struct passwd pw, *res = NULL;
+    const char *user = "uid";
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+    if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 && res != NULL)
+        user = res->pw_name;
+    snprintf(s->audit.actor, sizeof s->audit.actor, "local:%.40s@%.100s", user, host);
+}
+
 cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr, cu_store **_out)
 {
     cu_rc rc = CU_OK;
@@ -94,6 +130,13 @@ cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr
     s->ops = ops;
     s->b = b;
     s->kr = kr;
+    default_actor(s);
+#ifdef CUSTOS_AUDIT_BENCH_SWITCH
+    /* Benchmark builds only (cmake -DCMAKE_C_FLAGS=-DCUSTOS_AUDIT_BENCH_SWITCH):
+     * registrations without the audit log, to measure what it costs. Never
+     * in a normal build: the log cannot be switched off. */
+    s->audit.off = getenv("CUSTOS_BENCH_AUDIT_OFF") != NULL;
+#endif
     /* A store is bound to its service key: opening it with another would
      * fail every seal later, so say it now. */
     if ((rc = cu_keyring_seal(kr, "keyring-check", (const uint8_t *)"custos", 6, mac)) != CU_OK)
@@ -116,6 +159,21 @@ cleanup:
     return rc;
 }
 
+cu_rc cu_prov__store_open_unbound(const cu_store_backend *ops, void *b, cu_store **_out)
+{
+    cu_store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        ops->close(b);
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
+    s->ops = ops;
+    s->b = b;
+    s->kr = NULL; /* every seal, wrap and check refuses: documents stay out of reach */
+    default_actor(s);
+    *_out = s;
+    return CU_OK;
+}
+
 cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out)
 {
     cu_prov__return_val_if_fail(state_dir != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
@@ -131,6 +189,11 @@ void cu_store_close(cu_store *s)
 {
     if (s == NULL)
         return;
+    /* Finished minutes of key uses go to the log rather than away; the
+     * current one stays for the process's other stores (or its final
+     * cu_audit_key_use_flush), so that a minute makes one record. */
+    (void)cu_prov__audit_key_use_flush_finished(s);
+    EVP_PKEY_free(s->audit.signer);
     s->ops->close(s->b);
     free(s);
 }
@@ -158,11 +221,14 @@ cu_rc cu_store_commit(cu_store *s)
         return CU_OK;
     if (s->failed) {
         s->ops->rollback(s->b);
+        s->audit.signed_known = false;
         return cu_err_set(CU_E_STATE, "a step of the transaction failed; nothing was written");
     }
     cu_rc rc = s->ops->commit(s->b);
-    if (rc != CU_OK)
+    if (rc != CU_OK) {
         s->ops->rollback(s->b);
+        s->audit.signed_known = false;
+    }
     return rc;
 }
 
@@ -179,6 +245,8 @@ void cu_store_rollback(cu_store *s)
         return;
     }
     s->ops->rollback(s->b);
+    /* A head signed in the rolled-back transaction is gone: reread. */
+    s->audit.signed_known = false;
 }
 
 /* Ends an operation's own transaction: commit on success, else roll back. */
@@ -283,10 +351,27 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     cu_prov__hex(mac, 32, hex);
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
+    char *old = NULL;
+    if (s->ops->meta_get(s->b, name, &old) != CU_OK)
+        old = NULL;
     s->writes++;
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
+    if (rc == CU_OK && strncmp(name, "op:", 3) != 0) {
+        /* Operation state ("op:<id>", written with every registration,
+         * which has its own record) is no configuration change. Secrets
+         * (service policy keys, any wrapped value) show only that they
+         * changed. */
+        bool secret = strncmp(name, "policy:", 7) == 0 || strncmp(value, "cw1:", 4) == 0 ||
+                      (old != NULL && strncmp(old, "cw1:", 4) == 0);
+        json_t *before = old ? json_string(secret ? "(secret)" : old) : NULL;
+        json_t *after = json_string(secret ? "(secret)" : value);
+        rc = cu_prov__audit_change(s, "setting.update", name, before, after);
+        json_decref(before);
+        json_decref(after);
+    }
+    free(old);
     return finish(s, rc);
 }
 
@@ -514,14 +599,18 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
     char *body = NULL, etag[48], now[32];
     const char *id = cu_enr_get0_id(e);
     int kind = enr_kind(cu_enr_get_kind(e));
+    bool repair = false;
+    json_t *before = NULL, *after = NULL;
 
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     rc = cu_store_enr_get(s, cu_enr_get_kind(e), id, &old);
     /* A row that fails its seal may be overwritten by a full replacement
      * (no etag, not create-only): that is how an operator repairs it. */
-    if (rc == CU_E_VERIFY && if_match == NULL && !(flags & CU_STORE_CREATE))
+    if (rc == CU_E_VERIFY && if_match == NULL && !(flags & CU_STORE_CREATE)) {
         rc = CU_OK;
+        repair = true;
+    }
     if (rc == CU_E_OBJECT_NOT_FOUND) {
         if (flags & CU_STORE_REPLACE) {
             last_http = 404;
@@ -567,9 +656,20 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
         goto cleanup;
     if ((rc = enr_body(s, e, &body)) != CU_OK)
         goto cleanup;
-    rc = doc_put(s, kind, id, body, (const char *const *)ks.k, ks.n);
+    if ((rc = doc_put(s, kind, id, body, (const char *const *)ks.k, ks.n)) != CU_OK)
+        goto cleanup;
+    {
+        char type[48];
+        snprintf(type, sizeof type, "%s.%s", kind_domain(kind), old ? "update" : repair ? "repair" : "create");
+        before = old ? cu_prov__audit_enr_json(old) : NULL;
+        after = cu_prov__audit_enr_json(e);
+        rc = after && (old == NULL || before) ? cu_prov__audit_change(s, type, id, before, after)
+                                              : cu_err_set(CU_E_NOMEM, "out of memory");
+    }
 cleanup:
     rc = finish(s, rc);
+    json_decref(before);
+    json_decref(after);
     if (body != NULL)
         OPENSSL_clear_free(body, strlen(body));
     keyset_clear(&ks);
@@ -582,13 +682,18 @@ cu_rc cu_store_enr_delete(cu_store *s, cu_enr_kind kind, const char *id, const c
 {
     cu_prov__return_val_if_fail(s != NULL && id != NULL, CU_E_INVALID_ARG);
     cu_enr *old = NULL;
+    json_t *before = NULL;
+    char type[48];
     cu_rc rc;
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     rc = cu_store_enr_get(s, kind, id, &old);
     if (rc == CU_E_VERIFY && if_match == NULL) {
         /* A tampered row can always be removed. */
-        rc = doc_del(s, enr_kind(kind), id);
+        if ((rc = doc_del(s, enr_kind(kind), id)) == CU_OK) {
+            snprintf(type, sizeof type, "%s.delete", kind_domain(enr_kind(kind)));
+            rc = cu_prov__audit_change(s, type, id, NULL, NULL);
+        }
         goto cleanup;
     }
     if (rc != CU_OK) {
@@ -602,8 +707,13 @@ cu_rc cu_store_enr_delete(cu_store *s, cu_enr_kind kind, const char *id, const c
                         cur ? cur : "(none)", if_match);
         goto cleanup;
     }
-    rc = doc_del(s, enr_kind(kind), id);
+    if ((rc = doc_del(s, enr_kind(kind), id)) != CU_OK)
+        goto cleanup;
+    snprintf(type, sizeof type, "%s.delete", kind_domain(enr_kind(kind)));
+    rc = (before = cu_prov__audit_enr_json(old)) != NULL ? cu_prov__audit_change(s, type, id, before, NULL)
+                                                         : cu_err_set(CU_E_NOMEM, "out of memory");
 cleanup:
+    json_decref(before);
     cu_enr_free(old);
     return finish(s, rc);
 }
@@ -720,6 +830,25 @@ cu_rc cu_store_anchors_by_subject(cu_store *s, const X509_NAME *name, STACK_OF(X
 
 /* ---- CA certificates ---- */
 
+/* A CA document for the audit log: the one-time verification code left out. */
+static json_t *ca_audit_json(json_t *ca)
+{
+    json_t *c = json_deep_copy(ca);
+    if (c != NULL)
+        json_object_del(c, "verificationCode");
+    return c;
+}
+
+static cu_rc ca_audit(cu_store *s, const char *type, const char *name, json_t *before, json_t *after)
+{
+    json_t *b = before ? ca_audit_json(before) : NULL, *a = after ? ca_audit_json(after) : NULL;
+    cu_rc rc = (before && !b) || (after && !a) ? cu_err_set(CU_E_NOMEM, "out of memory")
+                                               : cu_prov__audit_change(s, type, name, b, a);
+    json_decref(b);
+    json_decref(a);
+    return rc;
+}
+
 static cu_rc ca_save(cu_store *s, const char *name, json_t *ca)
 {
     keyset ks = {{0}, 0};
@@ -782,7 +911,8 @@ cu_rc cu_store_ca_add(cu_store *s, const char *name, const char *cert_text, bool
         goto cleanup;
     }
     json_object_set(ca, "info", info);
-    rc = ca_save(s, name, ca);
+    if ((rc = ca_save(s, name, ca)) == CU_OK)
+        rc = ca_audit(s, "caCertificate.create", name, NULL, ca);
 cleanup:
     rc = finish(s, rc);
 cleanup2:
@@ -837,7 +967,7 @@ cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, 
                            char *reason, size_t reason_len)
 {
     cu_prov__return_val_if_fail(s != NULL && name != NULL && _code != NULL, CU_E_INVALID_ARG);
-    json_t *ca = NULL;
+    json_t *ca = NULL, *before = NULL;
     uint8_t r[24];
     char hex[49];
     cu_rc rc;
@@ -858,10 +988,14 @@ cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, 
     for (char *p = hex; *p; p++)
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 32);
+    before = json_deep_copy(ca);
     json_object_set_new(ca, "verificationCode", json_string(hex));
     if ((rc = ca_save(s, name, ca)) == CU_OK && (*_code = strdup(hex)) == NULL)
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
+    if (rc == CU_OK)
+        rc = ca_audit(s, "caCertificate.verificationCode", name, before, ca);
 cleanup:
+    json_decref(before);
     json_decref(ca);
     return finish(s, rc);
 }
@@ -870,7 +1004,7 @@ cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
                          const char *cert_text, char *reason, size_t reason_len)
 {
     cu_prov__return_val_if_fail(s != NULL && name != NULL && cert_text != NULL, CU_E_INVALID_ARG);
-    json_t *ca = NULL;
+    json_t *ca = NULL, *before = NULL;
     X509 *cax = NULL, *proof = NULL;
     EVP_PKEY *pub = NULL;
     char *cn = NULL;
@@ -906,10 +1040,13 @@ cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
                         "the verification certificate is not signed by the key of CA '%s'", name);
         goto cleanup;
     }
+    before = json_deep_copy(ca);
     json_object_set_new(ca, "isVerified", json_true());
     json_object_del(ca, "verificationCode"); /* one use */
-    rc = ca_save(s, name, ca);
+    if ((rc = ca_save(s, name, ca)) == CU_OK)
+        rc = ca_audit(s, "caCertificate.verify", name, before, ca);
 cleanup:
+    json_decref(before);
     EVP_PKEY_free(pub);
     X509_free(cax);
     X509_free(proof);
@@ -947,7 +1084,8 @@ cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, ch
                         name, ids[0]);
         goto cleanup;
     }
-    rc = doc_del(s, CU_KIND_CA, name);
+    if ((rc = doc_del(s, CU_KIND_CA, name)) == CU_OK)
+        rc = ca_audit(s, "caCertificate.delete", name, ca, NULL);
 cleanup:
     cu_store_ids_free(ids, n);
     free(lname);
@@ -966,9 +1104,27 @@ cu_rc cu_store_hub_put(cu_store *s, const cu_hub *hub, char *reason, size_t reas
         return cu_prov__refuse(CU_E_INVALID_ARG, reason, reason_len, "allocationWeight must be 1..1000");
     json_t *j = json_pack("{s:s, s:i, s:b}", "name", hub->name, "allocationWeight", (int)hub->weight,
                           "applyAllocationPolicy", hub->apply);
-    char *body = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    cu_rc rc = body ? doc_put(s, CU_KIND_HUB, hub->name, body, NULL, 0) : cu_err_set(CU_E_NOMEM, "out of memory");
+    json_t *before = NULL;
+    char *body = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL, *old = NULL;
+    cu_rc rc = cu_store_begin(s);
+    if (rc != CU_OK)
+        goto cleanup2;
+    if (body == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    if (doc_get(s, CU_KIND_HUB, hub->name, &old) == CU_OK) {
+        json_error_t e;
+        before = json_loads(old, 0, &e);
+    }
+    if ((rc = doc_put(s, CU_KIND_HUB, hub->name, body, NULL, 0)) == CU_OK)
+        rc = cu_prov__audit_change(s, before ? "hub.update" : "hub.create", hub->name, before, j);
+cleanup:
+    rc = finish(s, rc);
+cleanup2:
+    free(old);
     free(body);
+    json_decref(before);
     json_decref(j);
     return rc;
 }
@@ -1004,7 +1160,19 @@ cu_rc cu_store_hub_get(cu_store *s, const char *name, cu_hub *_hub)
 cu_rc cu_store_hub_delete(cu_store *s, const char *name)
 {
     cu_prov__return_val_if_fail(s != NULL && name != NULL, CU_E_INVALID_ARG);
-    return doc_del(s, CU_KIND_HUB, name);
+    char *old = NULL;
+    json_t *before = NULL;
+    json_error_t e;
+    cu_rc rc = cu_store_begin(s);
+    if (rc != CU_OK)
+        return rc;
+    if (doc_get(s, CU_KIND_HUB, name, &old) == CU_OK)
+        before = json_loads(old, 0, &e);
+    if ((rc = doc_del(s, CU_KIND_HUB, name)) == CU_OK)
+        rc = cu_prov__audit_change(s, "hub.delete", name, before, NULL);
+    free(old);
+    json_decref(before);
+    return finish(s, rc);
 }
 
 cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n)
@@ -1146,10 +1314,8 @@ cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json)
     }
     if ((rc = doc_put(s, CU_KIND_REGISTRATION, rec->registration_id, body, (const char *const *)ks.k, ks.n)) != CU_OK)
         goto cleanup;
-    if (audit_json != NULL) {
-        s->writes++;
-        rc = s->ops->audit(s->b, audit_json);
-    }
+    if (audit_json != NULL)
+        rc = cu_audit_append(s, "registration", NULL, audit_json, NULL);
 cleanup:
     keyset_clear(&ks);
     free(body);
@@ -1175,16 +1341,17 @@ cu_rc cu_store_reg_delete(cu_store *s, const char *registration_id, const char *
                         if_match);
         goto cleanup;
     }
-    rc = doc_del(s, CU_KIND_REGISTRATION, registration_id);
+    if ((rc = doc_del(s, CU_KIND_REGISTRATION, registration_id)) == CU_OK) {
+        json_t *before = cu_prov__reg_record_json(&old, true);
+        rc = before ? cu_prov__audit_change(s, "registration.delete", registration_id, before, NULL)
+                    : cu_err_set(CU_E_NOMEM, "out of memory");
+        json_decref(before);
+    }
 cleanup:
     cu_reg_record_clear(&old);
     return finish(s, rc);
 }
 
-cu_rc cu_prov__store_audit(cu_store *s, const char *event_json)
-{
-    return s->ops->audit(s->b, event_json);
-}
 
 cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *after, size_t limit,
                                  char ***_ids, size_t *_n)

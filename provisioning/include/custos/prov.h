@@ -104,8 +104,11 @@ typedef struct cu_prov_result {
 void cu_prov_result_clear(cu_prov_result *res);
 
 /* Attests, resolves the enrollment by precedence, allocates a hub and writes
- * the registration record and its audit event in one transaction. A refusal
- * is CU_OK with outcome REFUSE and a reason; nothing is written.
+ * the registration record and its audit record (the decision: every
+ * candidate, the deciding entry, the chain's fingerprints, the hub) in one
+ * transaction. A refusal is CU_OK with outcome REFUSE and a reason; no
+ * registration record is written, only the refusal's audit record (in its
+ * own transaction). See audit.h.
  * @retval CU_OK (decision made), CU_E_INVALID_ARG, store errors */
 cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_res);
 

@@ -10,6 +10,7 @@
 #ifndef CUSTOS_STORE_H
 #define CUSTOS_STORE_H
 
+#include <custos/audit.h>
 #include <custos/enrollment.h>
 #include <custos/keyring.h>
 #include <custos/rc.h>
@@ -60,8 +61,30 @@ typedef struct cu_store_backend {
     cu_rc (*count)(void *b, int kind, uint64_t *_n);
     cu_rc (*meta_get)(void *b, const char *name, char **_value);
     cu_rc (*meta_put)(void *b, const char *name, const char *value);
+    /* Schema 1's unchained event table; no longer called (kept for the
+     * layout of this table). */
     cu_rc (*audit)(void *b, const char *event_json);
     void (*close)(void *b);
+
+    /* ---- the audit log (audit.h) ----
+     * Rows only: the common layer (core/audit.c) numbers, chains, hashes and
+     * signs them. It calls audit_last and audit_append inside the write
+     * transaction, which must serialize appends so that two writers never
+     * chain onto the same predecessor (SQLite: BEGIN IMMEDIATE already
+     * holds the one write lock; PostgreSQL: lock a one-row head table with
+     * SELECT ... FOR UPDATE, or pg_advisory_xact_lock, at the start of the
+     * append). Rows are never updated or deleted by Custos. */
+    /* The last record's seq and hash (seq 0, zero hash when empty). */
+    cu_rc (*audit_last)(void *b, uint64_t *_seq, uint8_t hash[32]);
+    cu_rc (*audit_append)(void *b, const cu_audit_record *r);
+    /* Records with seq >= from, in seq order, at most limit; a row that is
+     * not of its form is still returned (zero-filled where it is not), for
+     * the verifier to name. */
+    cu_rc (*audit_read)(void *b, uint64_t from, size_t limit, cu_audit_record **_r, size_t *_n);
+    /* Keeps an existing head at h->seq (never replaces one: a head that
+     * names another hash there is the evidence of a rewritten tail). */
+    cu_rc (*audit_head_put)(void *b, const cu_audit_head *h);
+    cu_rc (*audit_heads_read)(void *b, uint64_t from, size_t limit, cu_audit_head **_h, size_t *_n);
 } cu_store_backend;
 
 /* Opens a store over a backend (takes b; the keyring is borrowed and must
@@ -70,12 +93,24 @@ typedef struct cu_store_backend {
 cu_rc cu_store_open_backend(const cu_store_backend *ops, void *b, cu_keyring *kr, cu_store **_out);
 /* SQLite at path (created, WAL, migrated to the current schema). */
 cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out);
+/* SQLite at path for the audit log only, without the service keyring (an
+ * auditor's copy of the database and the audit key's public part are
+ * enough to verify): cu_audit_read/verify/export, and with writable also
+ * cu_audit_sign_head. Every sealed document read or write fails. Read-only
+ * needs the current schema (CU_STORE_SCHEMA_VERSION); writable migrates. */
+cu_rc cu_store_open_audit_only(const char *path, bool writable, cu_store **_out);
 /* The state directory convention: DIR/custos.db (DIR created 0700). */
 cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out);
 void cu_store_close(cu_store *s);
 const char *cu_store_backend_name(const cu_store *s);
 /* Schema version of the SQLite backend. */
-#define CU_STORE_SCHEMA_VERSION 1
+#define CU_STORE_SCHEMA_VERSION 2
+
+/* Who the changes made through this store are attributed to in the audit
+ * log, e.g. "cli:root@host" or "service-api:policy-name" (copied, at most
+ * CU_AUDIT_ACTOR_MAX-1 bytes). Default "local:<user>@<host>" of the process. */
+cu_rc cu_store_set_actor(cu_store *s, const char *actor);
+const char *cu_store_get0_actor(const cu_store *s);
 
 /* Transactions nest (only the outermost commits). Use them around bulk
  * imports; single operations open their own. */
@@ -165,8 +200,10 @@ cu_keyring *cu_store_get0_keyring(cu_store *s);
 
 /* ---- registration records ---- */
 cu_rc cu_store_reg_get(cu_store *s, const char *registration_id, cu_reg_record *_rec);
-/* Writes the record (new etag, timestamps) and the audit event in one
- * transaction. */
+/* Writes the record (new etag, timestamps) and, when audit_json (a JSON
+ * object) is given, a "registration" audit record in one transaction.
+ * (cu_prov_register writes its own decision record in the same
+ * transaction instead.) */
 cu_rc cu_store_reg_put(cu_store *s, cu_reg_record *rec, const char *audit_json);
 /* Registration ids of the devices provisioned through a group, paged like
  * cu_store_list (POST /registrations/{groupId}/query). */
