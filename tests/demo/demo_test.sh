@@ -156,6 +156,11 @@ EOF
     grep -q "outcome: refuse" "$out" && grep -q "reason: *enrollment group 'group-b' is disabled" "$out" &&
         ok "run $n: explain shows why device-4 is refused" || bad "run $n: no explain output"
     grep -q "Skipped: .*--tpm\|TPM device" "$out" && ok "run $n: the TPM step says what it did" || bad "run $n: no TPM step"
+    if "$BUILD/bin/custos" audit verify --help >/dev/null 2>&1; then
+        grep -Eq '^    audit log verifies: [0-9]+ records .*1 signatures verified' "$out" &&
+            grep -Eq '^ +5 registration\.refused$' "$out" &&
+            ok "run $n: the audit log verifies, with the 5 refusals" || bad "run $n: audit log part"
+    fi
     grep -Eq '^  factory +softhsm2 +sensors .*imported' "$out" && grep -Eq '^  device-2 +soft +device-2 .*software-keystore' "$out" &&
         ok "run $n: custody table" || bad "run $n: custody table"
     grep -q "a process can use one\|NOT what the seed says\|Sanitizer" "$out" && bad "run $n: error text in the output"
