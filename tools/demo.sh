@@ -594,6 +594,7 @@ if [ -n "$MISMATCH" ]; then
     exit 1
 fi
 say "Every outcome is the seed's: all five; then B's devices refused; then device-3 refused too."
+say "The symmetric-key devices${TPM_DONE:+ and the TPM device} are assigned."
 
 step "Where things are"
 tpm_line=
@@ -602,7 +603,9 @@ say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server keys), device-1.
 say "  ${DEMO#"$ROOT"/}/pins/       the PIN files (0600)"
 say "  ${DEMO#"$ROOT"/}/pki/        the test PKI: certificates; root/cert-a/cert-b keys are files"
 say "  ${DEMO#"$ROOT"/}/            custosd's state: custos.db (SQLite), custosd.conf, custosd.log,"
-say "               service.env, ca.crt/ca.key (custosd's CA, a file), server.crt"
+extra=
+[ -f "$DEMO/openssl.cnf" ] && extra=", openssl.cnf"
+say "               service.env$extra, ca.crt/ca.key (custosd's CA, a file), server.crt"
 say "  ${DEMO#"$ROOT"/}/results.tsv every registration of this run"
 say "Look around:  . ${DEMO#"$ROOT"/}/service.env; ${CUSTOS#"$ROOT"/} registration list --state ${DEMO#"$ROOT"/}"
 say "Run it again: make demo (starts from fresh tokens and state)."
