@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -203,4 +204,14 @@ int cu_cli_dispatch(const char *group, const char *usage, const cu_cli_group *cm
         if (strcmp(argv[1], cmds[i].name) == 0)
             return cmds[i].run(argc - 1, argv + 1);
     return cu_cli_usage(group, "unknown %s command '%s'", group, argv[1]);
+}
+
+const char *cu_cli_actor(char *buf, size_t len)
+{
+    char host[256] = "localhost";
+    const struct passwd *pw = getpwuid(geteuid());
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(buf, len, "cli:%s@%s", pw && pw->pw_name ? pw->pw_name : "unknown", host);
+    return buf;
 }

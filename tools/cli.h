@@ -54,6 +54,9 @@ int cu_cli_parse(const char *cmd, int argc, char **argv, const cu_cli_opt *opts,
 int cu_cli_dispatch(const char *group, const char *usage, const cu_cli_group *cmds, size_t n, int argc,
                     char **argv);
 
+/* Who acts, for the audit log: "cli:<user>@<host>" (returns buf). */
+const char *cu_cli_actor(char *buf, size_t len);
+
 /* JSON string output with escaping. */
 void cu_cli_json_str(FILE *f, const char *s);
 

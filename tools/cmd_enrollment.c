@@ -29,8 +29,11 @@ int cu_pcli_enr(cu_enr_kind kind, int argc, char **argv);
 
 int cu_pcli_open(const char *state, cu_state **_st)
 {
+    char actor[320];
     if (cu_state_open(state ? state : DEFAULT_STATE, NULL, _st) != CU_OK)
         return cu_cli_fail("cannot open the state in %s: %s", state ? state : DEFAULT_STATE, cu_err_last()->msg);
+    /* Every change this command makes is audited under its user. */
+    cu_store_set_actor(cu_state_get0_store(*_st), cu_cli_actor(actor, sizeof actor));
     return CU_EXIT_OK;
 }
 

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "token_util.h"
 
+#include <custos/audit.h>
 #include <custos/fixture.h>
 #include <custos/token.h>
 #include <dirent.h>
@@ -308,6 +309,37 @@ static void print_object_json(cu_object *o)
     free(uri);
 }
 
+/* Token administration goes to the audit log of a state directory when the
+ * command is given --state DIR (issue 8: key generated, imported, login
+ * failures). A failure to write it is reported, never silent. */
+static void audit_token(const char *state, const char *kind, const cu_tok_target *t, const char *target,
+                        const cu_object *o, const char *result)
+{
+    char actor[320], desc[256];
+    if (state == NULL)
+        return;
+    const cu_token_desc *d = t && t->tok ? cu_token_get0_desc(t->tok) : NULL;
+    if (d != NULL)
+        snprintf(desc, sizeof desc, "token '%s' serial %s (%s %s)", d->label, d->serial, d->manufacturer, d->model);
+    else
+        snprintf(desc, sizeof desc, "%s", target ? target : "(unknown token)");
+    char *uri = o ? cu_object_uri(o) : NULL;
+    if (cu_audit_token_event(state, cu_cli_actor(actor, sizeof actor), kind, desc, uri, result) != CU_OK)
+        cu_cli_fail("could not write the audit record to %s: %s", state, cu_err_last()->msg);
+    free(uri);
+}
+
+/* Opens a token for an administrative command; a refused PIN is audited. */
+static int open_audited(const char *state, const char *dir, const char *uri, const char *pin_source,
+                        cu_tok_target *t)
+{
+    int rc = cu_tok_target_open(dir, uri, pin_source, true, t);
+    cu_rc why = cu_err_last()->rc;
+    if (rc != CU_EXIT_OK && (why == CU_E_PIN_INCORRECT || why == CU_E_PIN_LOCKED))
+        audit_token(state, "login-failed", NULL, dir ? dir : uri, NULL, cu_rc_str(why));
+    return rc;
+}
+
 /* What keygen and import print: the new object's URI, or its JSON. */
 static void print_new_object(cu_object *o, bool json)
 {
@@ -324,10 +356,12 @@ static void print_new_object(cu_object *o, bool json)
 static int cmd_keygen(int argc, char **argv)
 {
     const char *type = NULL, *label = NULL, *idhex = NULL, *dir = NULL, *pin_source = NULL, *pos[1];
+    const char *state = NULL;
     bool json = false, help = false;
     size_t npos = 0;
     cu_cli_opt opts[] = {
         {"--type", &type, NULL, NULL, NULL, 0},   {"--label", &label, NULL, NULL, NULL, 0},
+        {"--state", &state, NULL, NULL, NULL, 0},
         {"--id", &idhex, NULL, NULL, NULL, 0},    {"--dir", &dir, NULL, NULL, NULL, 0},
         {"--pin-source", &pin_source, NULL, NULL, NULL, 0},
         {"--json", NULL, &json, NULL, NULL, 0},   {"--help", NULL, &help, NULL, NULL, 0},
@@ -339,9 +373,10 @@ static int cmd_keygen(int argc, char **argv)
     if (help) {
         printf("usage: custos token keygen --type ec-p256|ec-p384|rsa2048|rsa3072|rsa4096|hmac256\n"
                "                           --label LABEL [--id HEX] [--dir TOKEN_DIR]\n"
-               "                           [--pin-source FILE] [--json] [URI]\n\n"
+               "                           [--pin-source FILE] [--state DIR] [--json] [URI]\n\n"
                "Generates a key (pair) inside the token: sensitive, never extractable.\n"
-               "Prints the URI of the new private (or secret) key.\n");
+               "Prints the URI of the new private (or secret) key. With --state, the key\n"
+               "generation (or a refused PIN) is recorded in that state's audit log.\n");
         return CU_EXIT_OK;
     }
     cu_keygen_type kt;
@@ -354,13 +389,16 @@ static int cmd_keygen(int argc, char **argv)
     if (idhex && cu_tok_parse_hex(idhex, id, sizeof id, &idlen) != 0)
         return cu_cli_usage("token keygen", "--id must be hex (up to 64 bytes)");
     cu_tok_target t;
-    if ((rc = cu_tok_target_open(dir, npos ? pos[0] : NULL, pin_source, true, &t)) != CU_EXIT_OK)
+    if ((rc = open_audited(state, dir, npos ? pos[0] : NULL, pin_source, &t)) != CU_EXIT_OK)
         return rc;
     cu_object *k = NULL;
-    if (cu_token_keygen(t.tok, kt, label, idlen ? id : NULL, idlen, &k) != CU_OK)
+    if (cu_token_keygen(t.tok, kt, label, idlen ? id : NULL, idlen, &k) != CU_OK) {
         rc = cu_cli_fail("%s", cu_err_last()->msg);
-    else
+        audit_token(state, "keygen", &t, NULL, NULL, cu_err_last()->msg);
+    } else {
         print_new_object(k, json);
+        audit_token(state, "keygen", &t, NULL, k, "ok");
+    }
     cu_object_free(k);
     cu_tok_target_free(&t);
     return rc;
@@ -369,10 +407,12 @@ static int cmd_keygen(int argc, char **argv)
 static int cmd_import(int argc, char **argv)
 {
     const char *cert = NULL, *label = NULL, *idhex = NULL, *dir = NULL, *pin_source = NULL, *pos[1];
+    const char *state = NULL;
     bool json = false, help = false;
     size_t npos = 0;
     cu_cli_opt opts[] = {
         {"--cert", &cert, NULL, NULL, NULL, 0},   {"--label", &label, NULL, NULL, NULL, 0},
+        {"--state", &state, NULL, NULL, NULL, 0},
         {"--id", &idhex, NULL, NULL, NULL, 0},    {"--dir", &dir, NULL, NULL, NULL, 0},
         {"--pin-source", &pin_source, NULL, NULL, NULL, 0},
         {"--json", NULL, &json, NULL, NULL, 0},   {"--help", NULL, &help, NULL, NULL, 0},
@@ -383,8 +423,8 @@ static int cmd_import(int argc, char **argv)
         return rc;
     if (help) {
         printf("usage: custos token import --cert FILE [--label LABEL] [--id HEX] [--dir TOKEN_DIR]\n"
-               "                           [--pin-source FILE] [--json] [URI]\n\n"
-               "Stores a certificate (PEM or DER) on the token. With the id of a key\n"
+               "                           [--pin-source FILE] [--state DIR] [--json] [URI]\n\n"
+               "Stores a certificate (PEM or DER) on the token (audited with --state). With the id of a key\n"
                "(--id), the certificate names that key.\n");
         return CU_EXIT_OK;
     }
@@ -399,15 +439,18 @@ static int cmd_import(int argc, char **argv)
     if (cu_tok_read_cert(cert, &der, &dlen) != 0)
         return CU_EXIT_FAIL;
     cu_tok_target t;
-    if ((rc = cu_tok_target_open(dir, npos ? pos[0] : NULL, pin_source, true, &t)) != CU_EXIT_OK) {
+    if ((rc = open_audited(state, dir, npos ? pos[0] : NULL, pin_source, &t)) != CU_EXIT_OK) {
         free(der);
         return rc;
     }
     cu_object *c = NULL;
-    if (cu_token_import_cert(t.tok, der, dlen, label ? label : "certificate", idlen ? id : NULL, idlen, &c) != CU_OK)
+    if (cu_token_import_cert(t.tok, der, dlen, label ? label : "certificate", idlen ? id : NULL, idlen, &c) != CU_OK) {
         rc = cu_cli_fail("%s", cu_err_last()->msg);
-    else
+        audit_token(state, "import", &t, NULL, NULL, cu_err_last()->msg);
+    } else {
         print_new_object(c, json);
+        audit_token(state, "import", &t, NULL, c, "ok");
+    }
     cu_object_free(c);
     free(der);
     cu_tok_target_free(&t);

@@ -84,6 +84,20 @@ expect_rc 0 "bench sign" "$CUSTOS" bench sign --dir "$D" --uri "$U" --seconds 0.
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['custos']>0 and d['raw-C_Sign']>0, d" "$T/out" \
   && ok "bench reports the layer beside raw C_Sign" || bad "bench JSON"
 
+# Token administration is audited in a state directory's log (--state).
+expect_rc 0 "keygen with --state" "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label audited --state "$T/st"
+CUSTOS_PIN=wrong-9173 expect_rc 1 "keygen with a wrong PIN and --state" "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label x --state "$T/st"
+expect_rc 0 "audit export" "$CUSTOS" audit export --state "$T/st"
+python3 - "$T/out" <<'PY' && ok "the log has the key generation and the refused PIN, no PIN" || bad "token events in the audit log"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["type"] for r in recs] == ["token.keygen", "token.login-failed"], recs
+assert "object=audited" in recs[0]["payload"]["key"] and recs[0]["payload"]["result"] == "ok"
+assert recs[0]["actor"].startswith("cli:")
+assert "wrong-9173" not in open(sys.argv[1]).read()
+PY
+expect_rc 0 "audit verify" "$CUSTOS" audit verify --state "$T/st"
+
 # The custody report over the token directories of a state directory.
 S=$T/state
 expect_rc 0 "init a token under STATE/tokens" "$CUSTOS" token init --kind softhsm2 --label audit --dir "$S/tokens/a"
