@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int cu_cmd_audit_custody(int argc, char **argv);
 
@@ -131,6 +132,79 @@ static int collect_token(report *rep, const char *dir, const char *pin_source)
     cu_objects_free(objs, n);
     cu_tok_target_free(&t);
     return CU_EXIT_OK;
+}
+
+/* Each token directory is read in a process of its own (a module reads its
+ * configuration once per process): the child sends its rows back. */
+typedef struct child_arg {
+    const char *dir, *pin_source;
+} child_arg;
+
+static bool write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w <= 0)
+            return false;
+        b += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static int collect_child(void *arg, int fd)
+{
+    child_arg *c = arg;
+    report rep = {0};
+    int rc = collect_token(&rep, c->dir, c->pin_source);
+    size_t nerr = rep.n_errors < MAX_TOKENS ? rep.n_errors : MAX_TOKENS;
+    if (!write_all(fd, &rep.tokens, sizeof rep.tokens) || !write_all(fd, &rep.n, sizeof rep.n) ||
+        !write_all(fd, rep.rows, rep.n * sizeof *rep.rows) || !write_all(fd, &nerr, sizeof nerr) ||
+        !write_all(fd, rep.errors, nerr * sizeof rep.errors[0]))
+        rc = CU_EXIT_FAIL;
+    free(rep.rows);
+    return rc;
+}
+
+static int collect_isolated(report *rep, const char *dir, const char *pin_source)
+{
+    child_arg c = {dir, pin_source};
+    uint8_t *buf = NULL;
+    size_t len = 0, tokens = 0, n = 0, nerr = 0, off = 0;
+    int rc = cu_tok_run_isolated(collect_child, &c, &buf, &len);
+    bool ok = len >= 2 * sizeof(size_t);
+    if (ok) {
+        memcpy(&tokens, buf, sizeof tokens);
+        memcpy(&n, buf + sizeof tokens, sizeof n);
+        off = 2 * sizeof(size_t);
+        ok = n <= (len - off) / sizeof(key_row);
+    }
+    if (ok) {
+        key_row *nr = n ? realloc(rep->rows, (rep->n + n) * sizeof *nr) : rep->rows;
+        ok = n == 0 || nr != NULL;
+        if (n && nr != NULL) {
+            memcpy(nr + rep->n, buf + off, n * sizeof *nr);
+            rep->rows = nr;
+            rep->n += n;
+            rep->cap = rep->n;
+        }
+        off += n * sizeof(key_row);
+        rep->tokens += tokens;
+    }
+    if (ok && len >= off + sizeof nerr) {
+        memcpy(&nerr, buf + off, sizeof nerr);
+        off += sizeof nerr;
+        for (size_t i = 0; i < nerr && off + sizeof rep->errors[0] <= len && rep->n_errors < MAX_TOKENS; i++) {
+            memcpy(rep->errors[rep->n_errors], buf + off, sizeof rep->errors[0]);
+            rep->errors[rep->n_errors++][sizeof rep->errors[0] - 1] = '\0';
+            off += sizeof rep->errors[0];
+        }
+    }
+    if (!ok && rep->n_errors < MAX_TOKENS)
+        snprintf(rep->errors[rep->n_errors++], sizeof rep->errors[0], "%s: could not be read (exit %d)", dir, rc);
+    free(buf);
+    return ok ? rc : CU_EXIT_FAIL;
 }
 
 static const char *yn(int v)
@@ -372,7 +446,7 @@ int cu_cmd_audit_custody(int argc, char **argv)
     report rep = {0};
     int worst = CU_EXIT_OK;
     for (size_t i = 0; i < n_dirs; i++)
-        if (collect_token(&rep, dirs[i], pin_source) != CU_EXIT_OK)
+        if (collect_isolated(&rep, dirs[i], pin_source) != CU_EXIT_OK)
             worst = CU_EXIT_FAIL;
     if (json)
         print_json(&rep);

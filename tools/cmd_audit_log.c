@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <custos/audit.h>
+#include <custos/keyring.h>
 #include <custos/store.h>
 
 #include <ctype.h>
@@ -74,10 +75,15 @@ static EVP_PKEY *load_pub_file(const char *path)
     return k;
 }
 
-/* A key through OSSL_STORE: a pkcs11: URI once the custos provider is
- * loaded (OPENSSL_CONF), or file:/ paths. want_private: the signing key. */
+/* A key through OSSL_STORE: a pkcs11: URI (through the custos provider,
+ * loaded here), or file:/ paths. want_private: the signing key. */
 static EVP_PKEY *load_uri(const char *uri, bool want_private)
 {
+    /* pkcs11: URIs are the custos provider's; load it like every other command. */
+    if (strncmp(uri, "pkcs11:", 7) == 0 && cu_keyring_provider_load(NULL) != CU_OK) {
+        cu_cli_fail("%s", cu_err_last()->msg);
+        return NULL;
+    }
     OSSL_STORE_CTX *sc = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     EVP_PKEY *k = NULL;
     if (sc == NULL) {

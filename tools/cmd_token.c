@@ -63,20 +63,28 @@ static char *pin_if_available(const char *pin_source, bool uri_has_pin)
     return cu_cli_read_pin(NULL, "CUSTOS_PIN", "User PIN");
 }
 
+/* Opens a token directory; *_started tells whether this started its swtpm
+ * (a tpm2 token that was stopped), so that the caller stops it again. */
+static cu_rc fixture_open(const char *dir, cu_fixture **_f, bool *_started)
+{
+    cu_fixture *probe = NULL;
+    bool was_running = false;
+    if (cu_fixture_load(dir, &probe) == CU_OK) {
+        was_running = cu_fixture_get_kind(probe) != CU_FIXTURE_TPM2 || cu_fixture_tpm_running(probe);
+        cu_fixture_free(probe);
+    }
+    cu_rc rc = cu_fixture_open(dir, _f);
+    *_started = rc == CU_OK && !was_running && cu_fixture_get_kind(*_f) == CU_FIXTURE_TPM2;
+    return rc;
+}
+
 int cu_tok_target_open(const char *dir, const char *uri, const char *pin_source, bool need_pin, cu_tok_target *t)
 {
     memset(t, 0, sizeof *t);
     cu_token_opts o = {0};
     if (dir != NULL) {
-        cu_fixture *probe = NULL;
-        bool was_running = false;
-        if (cu_fixture_load(dir, &probe) == CU_OK) {
-            was_running = cu_fixture_get_kind(probe) != CU_FIXTURE_TPM2 || cu_fixture_tpm_running(probe);
-            cu_fixture_free(probe);
-        }
-        if (cu_fixture_open(dir, &t->fixture) != CU_OK)
+        if (fixture_open(dir, &t->fixture, &t->started) != CU_OK)
             return cu_cli_fail("%s", cu_err_last()->msg);
-        t->started = !was_running && cu_fixture_get_kind(t->fixture) == CU_FIXTURE_TPM2;
         if (uri == NULL)
             uri = cu_fixture_get0_uri(t->fixture);
         o.quirks = cu_fixture_get0_quirks(t->fixture);
@@ -183,6 +191,54 @@ static void print_slot_text(cu_module *m, const cu_token_desc *d)
     free(mechs);
 }
 
+/* Prints one module's slots, tokens and mechanisms. */
+static int list_module(const char *path, bool json, bool first)
+{
+    cu_module *m = NULL;
+    cu_token_desc *slots = NULL;
+    size_t n = 0;
+    if (cu_module_load(path, 0, &m) != CU_OK || cu_module_slots(m, &slots, &n) != CU_OK)
+        return cu_cli_fail("%s", cu_err_last()->msg);
+    if (json) {
+        printf("%s{\"path\":", first ? "" : ",");
+        cu_cli_json_str(stdout, cu_module_path(m));
+        printf(",\"slots\":[");
+        for (size_t s = 0; s < n; s++)
+            print_slot_json(m, &slots[s], s == 0);
+        printf("]}");
+    } else {
+        printf("module %s\n", cu_module_path(m));
+        for (size_t s = 0; s < n; s++)
+            print_slot_text(m, &slots[s]);
+    }
+    free(slots);
+    cu_module_unref(m);
+    return CU_EXIT_OK;
+}
+
+typedef struct list_dir_arg {
+    const char *dir;
+    bool json, first;
+} list_dir_arg;
+
+/* In a child process: the module of one token directory, with its environment. */
+static int list_dir_child(void *arg, int fd)
+{
+    list_dir_arg *a = arg;
+    cu_fixture *f = NULL;
+    bool started = false;
+    (void)fd;
+    if (fixture_open(a->dir, &f, &started) != CU_OK)
+        return cu_cli_fail("%s", cu_err_last()->msg);
+    int rc = list_module(cu_fixture_get0_module(f), a->json, a->first);
+    if (started) {
+        cu_p11_shutdown(); /* while its TPM still answers */
+        cu_fixture_stop(f);
+    }
+    cu_fixture_free(f);
+    return rc;
+}
+
 /* Token directories under STATE/tokens/ (what `make demo` and operators make). */
 static size_t state_token_dirs(const char *state, char **dirs, size_t max)
 {
@@ -238,53 +294,21 @@ static int cmd_list(int argc, char **argv)
         for (size_t i = 0; i < n_owned; i++)
             dirs[n_dir++] = owned[i];
     }
-    /* Each token directory contributes its module (after setting its env). */
-    cu_fixture *fx[MAX_LIST];
-    size_t n_fx = 0;
-    for (size_t i = 0; i < n_dir && rc == CU_EXIT_OK; i++) {
-        if (cu_fixture_open(dirs[i], &fx[n_fx]) != CU_OK) {
-            rc = cu_cli_fail("%s", cu_err_last()->msg);
-            break;
-        }
-        const char *m = cu_fixture_get0_module(fx[n_fx]);
-        bool dup = false;
-        for (size_t k = 0; k < n_mod; k++)
-            dup |= strcmp(modules[k], m) == 0;
-        if (!dup && n_mod < MAX_LIST)
-            modules[n_mod++] = m;
-        n_fx++;
-    }
-    if (rc == CU_EXIT_OK && n_mod == 0)
-        rc = cu_cli_fail("no module to list: give --module PATH or --dir DIR (none under %s/tokens)", state);
-    if (json && rc == CU_EXIT_OK)
+    if (n_mod == 0 && n_dir == 0)
+        return cu_cli_fail("no module to list: give --module PATH or --dir DIR (none under %s/tokens)", state);
+    if (json)
         printf("{\"modules\":[");
-    for (size_t i = 0; i < n_mod && rc == CU_EXIT_OK; i++) {
-        cu_module *m = NULL;
-        cu_token_desc *slots = NULL;
-        size_t n = 0;
-        if (cu_module_load(modules[i], 0, &m) != CU_OK || cu_module_slots(m, &slots, &n) != CU_OK) {
-            rc = cu_cli_fail("%s", cu_err_last()->msg);
-            break;
-        }
-        if (json) {
-            printf("%s{\"path\":", i ? "," : "");
-            cu_cli_json_str(stdout, cu_module_path(m));
-            printf(",\"slots\":[");
-            for (size_t s = 0; s < n; s++)
-                print_slot_json(m, &slots[s], s == 0);
-            printf("]}");
-        } else {
-            printf("module %s\n", cu_module_path(m));
-            for (size_t s = 0; s < n; s++)
-                print_slot_text(m, &slots[s]);
-        }
-        free(slots);
-        cu_module_unref(m);
+    size_t shown = 0;
+    for (size_t i = 0; i < n_mod && rc == CU_EXIT_OK; i++)
+        rc = list_module(modules[i], json, shown++ == 0);
+    /* A module reads its configuration (SOFTHSM2_CONF, ...) once per
+     * process: each token directory is listed by a process of its own. */
+    for (size_t i = 0; i < n_dir && rc == CU_EXIT_OK; i++) {
+        list_dir_arg la = {dirs[i], json, shown++ == 0};
+        rc = cu_tok_run_isolated(list_dir_child, &la, NULL, NULL);
     }
     if (json && rc == CU_EXIT_OK)
         printf("]}\n");
-    for (size_t i = 0; i < n_fx; i++)
-        cu_fixture_free(fx[i]);
     for (size_t i = 0; i < n_owned; i++)
         free(owned[i]);
     return rc;

@@ -23,6 +23,13 @@ void cu_tok_target_free(cu_tok_target *t);
 /* Prints "label":…,"manufacturer":…,"model":…,"serial":… (no braces) to stdout. */
 void cu_tok_json_fields(const cu_token_desc *d);
 
+/* Runs fn(arg, fd) in a child process and returns its exit status; fd is the
+ * write end of a pipe whose bytes the parent collects into *_out (caller
+ * frees; may be NULL). A PKCS#11 module reads its configuration (SOFTHSM2_CONF,
+ * TPM2_PKCS11_STORE...) once per process, so each token directory of one kind
+ * needs a process of its own. */
+int cu_tok_run_isolated(int (*fn)(void *arg, int fd), void *arg, uint8_t **_out, size_t *_len);
+
 int cu_tok_parse_hex(const char *hex, uint8_t *out, size_t max, size_t *_len);
 /* Reads a PEM or DER certificate file into DER (caller frees); prints errors. */
 int cu_tok_read_cert(const char *path, uint8_t **_der, size_t *_len);

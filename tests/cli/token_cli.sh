@@ -105,20 +105,28 @@ K=$("$CUSTOS" token keygen --dir "$S/tokens/a" --type ec-p256 --label signer --i
 head -c 32 /dev/urandom > "$T/hmac.key"
 expect_rc 0 "import a known HMAC key" "$CUSTOS" token hmac-import --dir "$S/tokens/a" --key-file "$T/hmac.key" --label imported
 expect_rc 0 "store the signer's certificate under its id" "$CUSTOS" token import --dir "$S/tokens/a" --cert "$T/c.pem" --id c0ffee --label signer-cert
+# A second token of the same kind: SoftHSM2 reads its configuration once per
+# process, so the report must read each token directory on its own.
+expect_rc 0 "a second SoftHSM2 token under STATE/tokens" "$CUSTOS" token init --kind softhsm2 --label audit-b --dir "$S/tokens/b"
+expect_rc 0 "a key on it" "$CUSTOS" token keygen --dir "$S/tokens/b" --type rsa2048 --label b-key
+expect_rc 0 "token list of two SoftHSM2 token directories" "$CUSTOS" token list --state "$S" --json
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); l={s['token']['label'] for m in d['modules'] for s in m['slots'] if s.get('token',{}).get('initialized')}; assert l=={'audit','audit-b'}, l" "$T/out" \
+  && ok "both tokens listed, each with its own configuration" || bad "token list of two token directories"
 expect_rc 0 "audit custody (json)" "$CUSTOS" audit custody --state "$S" --json
 python3 - "$T/out" <<'PY' && ok "custody report: imported key flagged, certificate named, summary right" || bad "custody report JSON"
 import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["summary"]
-assert s["tokens"] == 1 and s["keys"] == 2 and s["flagged"] == 1 and s["imported"] == 1, s
+assert s["tokens"] == 2 and s["keys"] == 3 and s["flagged"] == 1 and s["imported"] == 1, s
 k = {x["label"]: x for x in d["keys"]}
 assert k["imported"]["flags"] == ["imported"] and k["imported"]["local"] is False, k["imported"]
 assert k["signer"]["flags"] == [] and "cli-device" in k["signer"]["certificates"], k["signer"]
 assert k["signer"]["token"]["kind"] == "softhsm2" and k["signer"]["token"]["serial"], k["signer"]
+assert k["b-key"]["token"]["label"] == "audit-b" and k["b-key"]["bits"] == 2048, k["b-key"]
 PY
 expect_rc 0 "audit custody (csv)" "$CUSTOS" audit custody --state "$S" --csv
 contains "$T/out" "^token_kind,token_label,manufacturer" "CSV has its header"
-[ "$(wc -l < "$T/out")" = 3 ] && ok "CSV has one line per key" || bad "CSV line count"
+[ "$(wc -l < "$T/out")" = 4 ] && ok "CSV has one line per key" || bad "CSV line count"
 expect_rc 0 "audit custody (html)" "$CUSTOS" audit custody --state "$S" --html
 contains "$T/out" "<strong>Flagged</strong></td><td><strong>1</strong>" "HTML summary counts the flagged key"
 if grep -Eq '(src|href)=' "$T/out"; then bad "HTML page loads something from outside"; else ok "HTML page is self-contained"; fi
