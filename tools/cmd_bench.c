@@ -51,6 +51,7 @@ typedef struct bench {
 typedef struct worker {
     bench *b;
     unsigned long count;
+    CK_SESSION_HANDLE session; /* the raw loop's session, open for the whole run */
 } worker;
 
 static double now(void)
@@ -126,13 +127,7 @@ static void *run_worker(void *p)
     uint8_t sig[1024];
     double end = now() + b->seconds;
     CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(cu_object_get0_token(b->key)));
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    if (b->m != MODE_LAYER &&
-        f->C_OpenSession(cu_token_get0_desc(cu_object_get0_token(b->key))->slot_id, CKF_SERIAL_SESSION, NULL, NULL,
-                         &s) != CKR_OK) {
-        fail(b, "C_OpenSession failed");
-        return NULL;
-    }
+    CK_SESSION_HANDLE s = w->session;
     while (!atomic_load(&b->failed)) {
         for (int i = 0; i < 16; i++) {
             size_t len = sizeof sig;
@@ -160,14 +155,13 @@ static void *run_worker(void *p)
         if (now() >= end)
             break;
     }
-    if (s != CK_INVALID_HANDLE)
-        f->C_CloseSession(s);
     return NULL;
 }
 
 /* One turn of one contestant: T threads for b->seconds. Adds to the
  * contestant's count and time. */
-static void run_turn(bench *b, mode m, int threads, unsigned long *count, double *elapsed)
+static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *sessions, unsigned long *count,
+                     double *elapsed)
 {
     pthread_t th[64];
     worker w[64];
@@ -175,7 +169,7 @@ static void run_turn(bench *b, mode m, int threads, unsigned long *count, double
     b->raw_handle = m == MODE_COPY ? b->copy_handle : b->token_handle;
     double t0 = now();
     for (int i = 0; i < threads; i++) {
-        w[i] = (worker){b, 0};
+        w[i] = (worker){b, 0, sessions[i]};
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
     for (int i = 0; i < threads; i++) {
@@ -197,10 +191,24 @@ static void run_contest(bench *b, const bool active[MODE__N], double seconds, in
     if (turns < 1)
         turns = 1;
     b->seconds = seconds / turns;
+    /* The raw loops keep one session per thread for the whole run, as a
+     * server would (and as the layer's pool does). */
+    CK_SESSION_HANDLE sessions[64];
+    cu_token *tok = cu_object_get0_token(b->key);
+    CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(tok));
+    for (int i = 0; i < threads; i++) {
+        sessions[i] = CK_INVALID_HANDLE;
+        if ((active[MODE_RAW] || active[MODE_COPY]) &&
+            f->C_OpenSession(cu_token_get0_desc(tok)->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &sessions[i]) != CKR_OK)
+            fail(b, "C_OpenSession failed");
+    }
     for (int t = 0; t < turns && !atomic_load(&b->failed); t++)
         for (int m = 0; m < MODE__N; m++)
             if (active[m])
-                run_turn(b, (mode)m, threads, &count[m], &elapsed[m]);
+                run_turn(b, (mode)m, threads, sessions, &count[m], &elapsed[m]);
+    for (int i = 0; i < threads; i++)
+        if (sessions[i] != CK_INVALID_HANDLE)
+            f->C_CloseSession(sessions[i]);
     for (int m = 0; m < MODE__N; m++)
         rate[m] = active[m] && elapsed[m] > 0 && !atomic_load(&b->failed) ? (double)count[m] / elapsed[m] : 0;
 }
