@@ -273,6 +273,8 @@ step "3. custosd on a free loopback port, its state in ${DEMO#"$ROOT"/}/"
     echo "# written by tools/demo.sh (docs/custosd.md)"
     echo "server-key = $SERVER_KEY"
     echo "keyring = $KEYRING"
+    # custosd signs the audit log's head with the token's audit key as it goes.
+    [ -n "$AUDIT_KEY" ] && echo "audit-key = $AUDIT_KEY"
     echo "hub = hub1.custos.local"
     echo "hub = hub2.custos.local"
     echo "retry-after = 1"
@@ -517,7 +519,8 @@ activate = 1
 module = $PROVIDERS/custos.so
 activate = 1
 EOF
-    say "Sign the log's head with the audit key in the service's token, then verify chain and signature"
+    say "custosd signed the log's head with the audit key in the service's token as it ran;"
+    say "sign the last records now, then verify the chain and every signature"
     say "(custos audit reads the key through OpenSSL: ${DEMO#"$ROOT"/}/openssl.cnf loads the custos provider):"
     cli . OPENSSL_CONF="$DEMO/openssl.cnf" "$CUSTOS" audit sign --key-uri "$AUDIT_KEY" --state "$DEMO"
     cli . OPENSSL_CONF="$DEMO/openssl.cnf" "$CUSTOS" audit verify --key-uri "$AUDIT_KEY" --state "$DEMO"
