@@ -15,7 +15,9 @@ export OPENSSL_MODULES=$MODS CUSTOS_PIN=1234 CUSTOS_SO_PIN=12345678
 # PKCS#11 modules are left loaded at exit by design (SoftHSM2 is never
 # finalized), which LeakSanitizer would report against every process here.
 OSSL=openssl
-if ldd "$MODS/custos.so" 2>/dev/null | grep -q libasan; then
+# (the whole ldd output first: with pipefail, grep -q closing the pipe
+# early would make ldd fail and the test run where it must skip)
+if [[ "$(ldd "$MODS/custos.so" 2>/dev/null)" == *libasan* ]]; then
   PRE="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
   OSSL="env LD_PRELOAD=$PRE ASAN_OPTIONS=detect_leaks=0 openssl"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
