@@ -135,6 +135,36 @@ static bool cert_is(const char *pem, const char *sha256)
     return same;
 }
 
+/* Adds the individual-enrollment candidate: looks the enrollment up, records
+ * whether it exists and is enabled, and notes why it cannot match when there
+ * is none or it uses another attestation than want. *_ind is NULL when there
+ * is none; *_usable says it exists with attestation want. */
+static cu_rc individual_candidate(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_att_type want,
+                                  cu_prov_candidate **_c, cu_enr **_ind, bool *_usable)
+{
+    cu_prov_candidate *c = add_cand(ex, "individual");
+    *_ind = NULL;
+    *_usable = false;
+    if ((*_c = c) == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    cu_rc rc = cu_store_enr_get(p->store, CU_ENR_INDIVIDUAL, req->registration_id, _ind);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
+        snprintf(c->note, sizeof c->note, "no individual enrollment for '%.128s'", req->registration_id);
+        return CU_OK;
+    }
+    if (rc != CU_OK)
+        return rc;
+    c->exists = true;
+    c->enabled = cu_enr_is_enabled(*_ind);
+    snprintf(c->id, sizeof c->id, "%s", cu_enr_get0_id(*_ind));
+    if (cu_enr_get_att_type(*_ind) != want)
+        snprintf(c->note, sizeof c->note, "the individual enrollment uses %s attestation, not %s",
+                 cu_att_type_str(cu_enr_get_att_type(*_ind)), cu_att_type_str(want));
+    else
+        *_usable = true;
+    return CU_OK;
+}
+
 static cu_rc resolve_x509(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_enr **_enr)
 {
     cu_rc rc = CU_OK;
@@ -156,24 +186,13 @@ static cu_rc resolve_x509(cu_prov *p, const cu_prov_request *req, cu_prov_explai
     }
 
     /* 1. The individual enrollment, which must match the leaf itself. */
-    if ((c = add_cand(ex, "individual")) == NULL)
-        goto nomem;
-    cand_cert(c, leaf, 0);
-    rc = cu_store_enr_get(p->store, CU_ENR_INDIVIDUAL, req->registration_id, &ind);
-    if (rc == CU_E_OBJECT_NOT_FOUND) {
-        rc = CU_OK;
-        snprintf(c->note, sizeof c->note, "no individual enrollment for '%.128s'", req->registration_id);
-    } else if (rc != CU_OK) {
+    bool usable;
+    if ((rc = individual_candidate(p, req, ex, CU_ATT_X509, &c, &ind, &usable)) != CU_OK)
         goto cleanup;
-    } else {
-        c->exists = true;
-        c->enabled = cu_enr_is_enabled(ind);
-        snprintf(c->id, sizeof c->id, "%s", cu_enr_get0_id(ind));
-        if (cu_enr_get_att_type(ind) != CU_ATT_X509) {
-            snprintf(c->note, sizeof c->note, "the individual enrollment uses %s attestation, not x509",
-                     cu_att_type_str(cu_enr_get_att_type(ind)));
-        } else if (!cert_is(cu_enr_get0_cert(ind, CU_ENR_PRIMARY), c->cert_sha256) &&
-                   !cert_is(cu_enr_get0_cert(ind, CU_ENR_SECONDARY), c->cert_sha256)) {
+    cand_cert(c, leaf, 0);
+    if (usable) {
+        if (!cert_is(cu_enr_get0_cert(ind, CU_ENR_PRIMARY), c->cert_sha256) &&
+            !cert_is(cu_enr_get0_cert(ind, CU_ENR_SECONDARY), c->cert_sha256)) {
             snprintf(c->note, sizeof c->note,
                      "its certificates are not the device's certificate (sha256 %.16s...): same id, "
                      "other device", c->cert_sha256);
@@ -321,42 +340,29 @@ static cu_rc resolve_sas(cu_prov *p, const cu_prov_request *req, cu_prov_explain
         refuse(ex, "%s", cu_err_last()->msg);
         goto cleanup;
     }
-    if ((c = add_cand(ex, "individual")) == NULL)
-        goto nomem;
-    rc = cu_store_enr_get(p->store, CU_ENR_INDIVIDUAL, req->registration_id, &ind);
-    if (rc == CU_E_OBJECT_NOT_FOUND) {
-        rc = CU_OK;
-        snprintf(c->note, sizeof c->note, "no individual enrollment for '%.128s'", req->registration_id);
-    } else if (rc != CU_OK) {
+    bool usable;
+    if ((rc = individual_candidate(p, req, ex, CU_ATT_SYMMETRIC_KEY, &c, &ind, &usable)) != CU_OK)
         goto cleanup;
-    } else {
-        c->exists = true;
-        c->enabled = cu_enr_is_enabled(ind);
-        snprintf(c->id, sizeof c->id, "%s", cu_enr_get0_id(ind));
-        if (cu_enr_get_att_type(ind) != CU_ATT_SYMMETRIC_KEY) {
-            snprintf(c->note, sizeof c->note, "the individual enrollment uses %s attestation, not symmetricKey",
-                     cu_att_type_str(cu_enr_get_att_type(ind)));
+    if (usable) {
+        if ((rc = try_keys(p, sas, ind, false, req->registration_id, &mac, &ok, why, sizeof why)) != CU_OK)
+            goto cleanup;
+        if (!mac) {
+            snprintf(c->note, sizeof c->note, "%.300s", why);
         } else {
-            if ((rc = try_keys(p, sas, ind, false, req->registration_id, &mac, &ok, why, sizeof why)) != CU_OK)
-                goto cleanup;
-            if (!mac) {
-                snprintf(c->note, sizeof c->note, "%.300s", why);
-            } else {
-                c->matched = true;
-                snprintf(c->note, sizeof c->note, "the token is signed with the enrollment's key");
-                if (!ok) {
-                    c->decided = true;
-                    ex->decided = 0;
-                    refuse(ex, "%s", why);
-                    goto cleanup;
-                }
-                decide(ex, 0, "individual enrollment");
-                if (ex->outcome == CU_PROV_PROVISION) {
-                    *_enr = ind;
-                    ind = NULL;
-                }
+            c->matched = true;
+            snprintf(c->note, sizeof c->note, "the token is signed with the enrollment's key");
+            if (!ok) {
+                c->decided = true;
+                ex->decided = 0;
+                refuse(ex, "%s", why);
                 goto cleanup;
             }
+            decide(ex, 0, "individual enrollment");
+            if (ex->outcome == CU_PROV_PROVISION) {
+                *_enr = ind;
+                ind = NULL;
+            }
+            goto cleanup;
         }
     }
     /* Groups: the one whose derived key signed the token. The device does
