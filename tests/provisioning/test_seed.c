@@ -146,6 +146,24 @@ static void test_individual_needs_same_cert(void)
     fx_close(&f);
 }
 
+/* An individual enrollment with another attestation does not match an
+ * X.509 device: the groups decide, as if it were not there. */
+static void test_individual_other_attestation(void)
+{
+    fx f;
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "seedatt") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                      "{\"registrationId\":\"device-1\",\"attestation\":{\"type\":\"symmetricKey\","
+                                      "\"symmetricKey\":{\"primaryKey\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"}}}"),
+                          CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_FALSE(fx_has_record(&f, "device-1"));
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root", &root, true), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_PROVISION);
+    fx_close(&f);
+}
+
 /* A group on an intermediate works without the root being known. */
 static void test_group_on_intermediate(void)
 {
@@ -238,6 +256,7 @@ int main(void)
     static const cu_test_case cases[] = {
         {"seed five-device example", test_seed_example},
         {"individual must match the leaf itself", test_individual_needs_same_cert},
+        {"individual enrollment of another attestation", test_individual_other_attestation},
         {"group on an intermediate", test_group_on_intermediate},
         {"bad X.509 inputs refused, nothing written", test_bad_x509},
         {"PEM chain input", test_chain_pem},
