@@ -109,21 +109,31 @@ static const unsigned char *curve_der(const char *group, size_t *_len)
     return NULL;
 }
 
-static CK_RV set_bn(cs_attrs *l, CK_ATTRIBUTE_TYPE type, EVP_PKEY *pkey, const char *param)
+/* A big integer attribute; pad > 0 left-pads it to that many bytes, so an
+ * EC scalar reads back with the width of the curve whatever its value. */
+static CK_RV set_bn_padded(cs_attrs *l, CK_ATTRIBUTE_TYPE type, EVP_PKEY *pkey,
+                           const char *param, int pad)
 {
     BIGNUM *bn = NULL;
     if (EVP_PKEY_get_bn_param(pkey, param, &bn) != 1)
         return CKR_FUNCTION_FAILED;
     int n = BN_num_bytes(bn);
+    if (pad > n)
+        n = pad;
     unsigned char *b = OPENSSL_malloc(n > 0 ? (size_t)n : 1);
     CK_RV rv = CKR_HOST_MEMORY;
     if (b != NULL) {
-        BN_bn2bin(bn, b);
+        BN_bn2binpad(bn, b, n);
         rv = cs_attrs_set(l, type, b, (CK_ULONG)n);
         OPENSSL_clear_free(b, n > 0 ? (size_t)n : 1);
     }
     BN_clear_free(bn);
     return rv;
+}
+
+static CK_RV set_bn(cs_attrs *l, CK_ATTRIBUTE_TYPE type, EVP_PKEY *pkey, const char *param)
+{
+    return set_bn_padded(l, type, pkey, param, 0);
 }
 
 CK_RV cs_object_set_public_attrs(cs_attrs *l, EVP_PKEY *pkey, bool private_key)
@@ -798,7 +808,10 @@ static CK_RV secret_attr(const cs_object *o, CK_ATTRIBUTE_TYPE type, unsigned ch
     default: return CKR_ATTRIBUTE_TYPE_INVALID;
     }
     cs_attrs tmp = {0};
-    CK_RV rv = set_bn(&tmp, type, o->pkey, param);
+    int pad = 0;
+    if (type == CKA_VALUE && EVP_PKEY_is_a(o->pkey, "EC"))
+        pad = (EVP_PKEY_get_bits(o->pkey) + 7) / 8;
+    CK_RV rv = set_bn_padded(&tmp, type, o->pkey, param, pad);
     if (rv != CKR_OK) {
         cs_attrs_clear(&tmp);
         return CKR_ATTRIBUTE_TYPE_INVALID;
