@@ -190,10 +190,24 @@ static double since(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* A reply is in flight from the handler until libevent has written it
+ * (on_complete) or the connection goes away with it unwritten (on_close):
+ * libevent frees a request whose client left without reading the reply
+ * and never calls its on_complete. A connection carries at most one reply
+ * at a time, so the close callback is armed only while one is pending. */
+static void on_close(struct evhttp_connection *evcon, void *arg)
+{
+    cu_srv__srv *srv = arg;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
 static void on_complete(struct evhttp_request *req, void *arg)
 {
-    (void)req;
     cu_srv__srv *srv = arg;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon != NULL)
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
     atomic_fetch_sub(&srv->inflight, 1);
 }
 
@@ -236,6 +250,7 @@ void cu_srv__http_handle(struct evhttp_request *req, void *arg)
     r.method = evhttp_request_get_command(req);
     atomic_fetch_add(&w->srv->inflight, 1);
     evhttp_request_set_on_complete_cb(req, on_complete, w->srv);
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_close, w->srv);
     cu_srv__metrics_inflight(1);
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
