@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,16 +63,100 @@ cleanup:
     return rc;
 }
 
+/* ---- decoded-certificate cache ----
+ *
+ * The engine decodes the certificates of the groups and CAs that could
+ * issue a device's chain on every X.509 registration, and OpenSSL 3.0
+ * decodes a public key slowly (a decoder context per key): a fifth of
+ * custosd's CPU per registration. Decoded certificates are kept by the
+ * SHA-256 of the text they came from, so the cache needs no invalidation:
+ * a changed group or CA certificate is other text, and whether an entry
+ * exists, is enabled or is trusted is still read (and its seal checked)
+ * from the store every time. Only public data is kept: certificates.
+ * Direct-mapped and bounded (CACHE_SLOTS certificates); a slot is replaced
+ * when another text maps to it. CUSTOS_X509_CACHE=0 turns it off
+ * (benchmarks compare with and without). */
+#define CACHE_SLOTS 1024
+typedef struct cache_slot {
+    uint8_t md[32];
+    X509 *x;
+} cache_slot;
+static cache_slot cache[CACHE_SLOTS];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static bool cache_on;
+
+static void cache_init(void)
+{
+    const char *e = getenv("CUSTOS_X509_CACHE");
+    cache_on = e == NULL || strcmp(e, "0") != 0;
+    /* OpenSSL registers its own exit handler when it initialises; ours,
+     * registered after it, runs before it. */
+    if (cache_on && (OPENSSL_init_crypto(0, NULL) != 1 || atexit(cu_x509_cache_clear) != 0))
+        cache_on = false;
+}
+
+static X509 *cache_get(const uint8_t md[32])
+{
+    X509 *x = NULL;
+    cache_slot *sl = &cache[(md[0] | (md[1] << 8)) % CACHE_SLOTS];
+    pthread_mutex_lock(&cache_lock);
+    if (sl->x != NULL && memcmp(sl->md, md, 32) == 0 && X509_up_ref(sl->x) == 1)
+        x = sl->x;
+    pthread_mutex_unlock(&cache_lock);
+    return x;
+}
+
+static void cache_put(const uint8_t md[32], X509 *x)
+{
+    X509 *old = NULL;
+    cache_slot *sl = &cache[(md[0] | (md[1] << 8)) % CACHE_SLOTS];
+    if (X509_up_ref(x) != 1)
+        return;
+    pthread_mutex_lock(&cache_lock);
+    old = sl->x;
+    memcpy(sl->md, md, 32);
+    sl->x = x;
+    pthread_mutex_unlock(&cache_lock);
+    X509_free(old);
+}
+
+void cu_x509_cache_clear(void)
+{
+    pthread_mutex_lock(&cache_lock);
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        X509_free(cache[i].x);
+        cache[i].x = NULL;
+    }
+    pthread_mutex_unlock(&cache_lock);
+}
+
+static cu_rc decode_uncached(const char *text, size_t len, X509 **_out);
+
 cu_rc cu_x509_decode(const char *text, size_t len, X509 **_out)
 {
     cu_prov__return_val_if_fail(text != NULL && _out != NULL, CU_E_INVALID_ARG);
+    uint8_t md[32];
+    *_out = NULL;
+    if (len > CU_X509_MAX_INPUT)
+        return cu_err_set(CU_E_INVALID_ARG, "certificate larger than %d bytes", CU_X509_MAX_INPUT);
+    pthread_once(&cache_once, cache_init);
+    if (!cache_on || EVP_Digest(text, len, md, NULL, EVP_sha256(), NULL) != 1)
+        return decode_uncached(text, len, _out);
+    if ((*_out = cache_get(md)) != NULL)
+        return CU_OK;
+    cu_rc rc = decode_uncached(text, len, _out);
+    if (rc == CU_OK)
+        cache_put(md, *_out);
+    return rc;
+}
+
+static cu_rc decode_uncached(const char *text, size_t len, X509 **_out)
+{
     uint8_t *raw = NULL;
     size_t rawlen = 0;
     cu_rc rc = CU_OK;
 
-    *_out = NULL;
-    if (len > CU_X509_MAX_INPUT)
-        return cu_err_set(CU_E_INVALID_ARG, "certificate larger than %d bytes", CU_X509_MAX_INPUT);
     if (looks_pem(text, len))
         return decode_pem_one(text, len, _out);
     /* base64 of PEM (C service SDK) or of DER; tolerate line breaks. */

@@ -19,8 +19,12 @@ extern "C" {
 #define CU_X509_MAX_INPUT (64 * 1024)
 
 /* Decodes one certificate given as PEM, base64 of PEM (the C service SDK) or
- * base64 of DER. *_out is a new reference. */
+ * base64 of DER. *_out is a new reference to a certificate that may be
+ * shared (decoded certificates are cached by the SHA-256 of their text):
+ * never modify it. */
 cu_rc cu_x509_decode(const char *text, size_t len, X509 **_out);
+/* Drops the cached certificates (tests, shutdown). */
+void cu_x509_cache_clear(void);
 /* PEM text of cert (caller frees). */
 char *cu_x509_to_pem(X509 *cert);
 /* Lower-case hex SHA-256 of the DER (65 bytes) / SHA-1 upper hex as the public
