@@ -19,8 +19,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int cu_bench_load(int argc, char **argv);
+
+/* CPU seconds (user + system) of process pid so far, from /proc; < 0 if
+ * unknown. */
+static double proc_cpu(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* after "pid (comm) ": state is field 3, utime 14, stime 15 */
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
 
 static cu_rc enroll_group(cu_store *s, const char *id, const char *att_json)
 {
@@ -39,13 +60,14 @@ static cu_rc enroll_group(cu_store *s, const char *id, const char *att_json)
 int cu_bench_load(int argc, char **argv)
 {
     const char *state = NULL, *mode_s = "symmetric", *count_s = NULL, *conc_s = "64", *prefix = NULL,
-               *succ_path = NULL, *max_s = NULL, *first_s = NULL;
+               *succ_path = NULL, *max_s = NULL, *first_s = NULL, *pid_s = NULL;
     bool json = false, help = false, retry = false;
     cu_cli_opt opts[] = {
         {"--state", &state, NULL, NULL, NULL, 0},       {"--mode", &mode_s, NULL, NULL, NULL, 0},
         {"--count", &count_s, NULL, NULL, NULL, 0},     {"--concurrency", &conc_s, NULL, NULL, NULL, 0},
         {"--prefix", &prefix, NULL, NULL, NULL, 0},     {"--first", &first_s, NULL, NULL, NULL, 0},
         {"--successes", &succ_path, NULL, NULL, NULL, 0}, {"--max-seconds", &max_s, NULL, NULL, NULL, 0},
+        {"--server-pid", &pid_s, NULL, NULL, NULL, 0},
         {"--retry", NULL, &retry, NULL, NULL, 0},       {"--json", NULL, &json, NULL, NULL, 0},
         {"--help", NULL, &help, NULL, NULL, 0},         {NULL, NULL, NULL, NULL, NULL, 0},
     };
@@ -55,7 +77,8 @@ int cu_bench_load(int argc, char **argv)
     if (help) {
         printf("usage: custos bench load [--state DIR] [--mode symmetric|x509] [--count N]\n"
                "                         [--concurrency C] [--prefix P] [--first N] [--retry]\n"
-               "                         [--successes FILE] [--max-seconds S] [--json]\n\n"
+               "                         [--successes FILE] [--max-seconds S] [--server-pid PID]\n"
+               "                         [--json]\n\n"
                "Drives the custosd whose state is DIR (default ./var) on this machine:\n"
                "  symmetric  devices derive their keys from a fresh symmetric-key group and\n"
                "             keep their connection alive (default count 20000)\n"
@@ -64,6 +87,9 @@ int cu_bench_load(int argc, char **argv)
                "Prints registrations per second and p50/p99 latency (PUT to final answer).\n"
                "--retry reconnects and retries a device after a transport error (restarts);\n"
                "--successes writes the id of every assigned registration to FILE.\n"
+               "CPU per registration: this generator's own (user + system), and custosd's\n"
+               "when --server-pid names it (read from /proc): rates on a shared machine vary,\n"
+               "CPU per registration much less.\n"
                "Exit status 0 only if every registration was assigned.\n");
         return CU_EXIT_OK;
     }
@@ -150,12 +176,22 @@ int cu_bench_load(int argc, char **argv)
     if (ai != NULL)
         freeaddrinfo(ai);
     cu_load_result res;
+    long spid = pid_s ? atol(pid_s) : 0;
+    double s0 = spid > 0 ? proc_cpu(spid) : -1;
+    if (pid_s != NULL && s0 < 0) {
+        cu_cli_fail("--server-pid %s: no such process to measure", pid_s);
+        goto out;
+    }
     /* A service that goes away mid-write must be an error, not a signal. */
     signal(SIGPIPE, SIG_IGN);
     if (cu_load_run(&lc, &res) != CU_OK) {
         cu_cli_fail("%s", cu_err_last()->msg);
         goto out;
     }
+    double s1 = s0 >= 0 ? proc_cpu(spid) : -1;
+    size_t done = res.assigned + res.refused + res.failed + res.errors;
+    double cli_us = done ? res.cpu_seconds / (double)done * 1e6 : 0;
+    double srv_us = s0 >= 0 && s1 >= s0 && done ? (s1 - s0) / (double)done * 1e6 : -1;
     /* The engine tries every symmetric-key group for a derived key: leave
      * no bench group behind to slow later registrations. */
     char why[256];
@@ -164,9 +200,12 @@ int cu_bench_load(int argc, char **argv)
     if (json) {
         printf("{\"mode\":\"%s\",\"count\":%ld,\"concurrency\":%ld,\"assigned\":%zu,\"refused\":%zu,\"failed\":%zu,"
                "\"errors\":%zu,\"retries\":%zu,\"handshakes\":%zu,\"seconds\":%.3f,\"perSecond\":%.1f,"
-               "\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"maxMs\":%.3f,\"prefix\":",
+               "\"p50Ms\":%.3f,\"p99Ms\":%.3f,\"maxMs\":%.3f,\"clientCpuUs\":%.1f,",
                mode_s, count, conc, res.assigned, res.refused, res.failed, res.errors, res.retries, res.handshakes,
-               res.seconds, rps, res.p50_ms, res.p99_ms, res.max_ms);
+               res.seconds, rps, res.p50_ms, res.p99_ms, res.max_ms, cli_us);
+        if (srv_us >= 0)
+            printf("\"serverCpuUs\":%.1f,", srv_us);
+        printf("\"prefix\":");
         cu_cli_json_str(stdout, prefix);
         printf(",\"firstError\":");
         cu_cli_json_str(stdout, res.first_error);
@@ -176,6 +215,11 @@ int cu_bench_load(int argc, char **argv)
                "latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; refused %zu, failed %zu, errors %zu, retries %zu\n",
                mode_s, res.assigned, count, res.seconds, rps, conc, res.handshakes, res.p50_ms, res.p99_ms,
                res.max_ms, res.refused, res.failed, res.errors, res.retries);
+        printf("CPU per registration: client %.0f us", cli_us);
+        if (srv_us >= 0)
+            printf(", custosd %.0f us: two idle cores would carry %.0f registrations/s", srv_us,
+                   2e6 / (srv_us + cli_us));
+        printf("\n");
         if (res.first_error[0])
             printf("first error: %s\n", res.first_error);
     }

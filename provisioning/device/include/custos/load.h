@@ -46,6 +46,7 @@ typedef struct cu_load_config {
 typedef struct cu_load_result {
     size_t assigned, refused, failed, errors, retries, handshakes;
     double seconds;            /* wall time of the timed phase */
+    double cpu_seconds;        /* the generator's own CPU (user + system) in it */
     double p50_ms, p99_ms, max_ms;
     char first_error[256];
 } cu_load_result;
