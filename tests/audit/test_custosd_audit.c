@@ -1,11 +1,13 @@
-/* custosd's bound on refusals before the engine (refusals.c): a few
- * records per address and minute, a summary for the rest, a fixed memory
- * whatever the number of addresses; registration ids and reasons escaped
- * and cut. The records themselves, from a running custosd, are
- * custosd_audit.sh. */
+/* custosd's audit pieces, without a running custosd: the bound on
+ * refusals before the engine (refusals.c: a few records per address and
+ * minute, a summary for the rest, a fixed memory whatever the number of
+ * addresses; registration ids and reasons escaped and cut), and the
+ * keyring's uses by operation (keyuse.c), TPM identity keys told apart.
+ * The records of a running custosd are custosd_audit.sh. */
 #include "srv_int.h"
 
 #include <custos/audit.h>
+#include <custos/keyring.h>
 #include <custos/store.h>
 #include <cu_test.h>
 
@@ -158,6 +160,70 @@ static void test_summaries(void)
     free(dir);
 }
 
+/* Every keyring operation is a use of the keyring key, by what it did. */
+static void test_keyring_uses(void)
+{
+    char *dir = cu_test_mkdtemp("keyuse"), path[4096];
+    cu_store *s = NULL;
+    cu_keyring *kr = NULL;
+    uint8_t key[32] = {1, 2, 3}, mac[32], *plain = NULL;
+    size_t plen = 0;
+    char *w = NULL, *tw = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+    snprintf(path, sizeof path, "%s/custos.db", dir);
+    CU_ASSERT_EQUAL_FATAL(cu_store_open_audit_only(path, true, &s), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(s), CU_OK); /* nothing pending from elsewhere */
+    uint64_t from = 1;
+    cu_audit_record *r = NULL;
+    size_t n = records(s, 1, &r);
+    if (n > 0)
+        from = r[n - 1].seq + 1;
+    cu_audit_records_free(r, n);
+    CU_ASSERT_EQUAL_FATAL(cu_keyring_software_new(key, sizeof key, &kr), CU_OK);
+    /* Before custosd enables counting, nothing is counted. */
+    cu_srv__keyuse_watch_keyring(kr, "/no/such/keyring.key");
+    CU_ASSERT_EQUAL(cu_keyring_mac(kr, key, 3, mac), CU_OK);
+    CU_ASSERT_PTR_NULL(cu_srv__keyuse_get0_name(CU_SRV_KEY_KEYRING));
+    cu_srv__keyuse_enable();
+    cu_srv__keyuse_watch_keyring(kr, "/no/such/keyring.key");
+    CU_ASSERT_STRING_EQUAL(cu_srv__keyuse_get0_name(CU_SRV_KEY_KEYRING), "file:/no/such/keyring.key");
+    CU_ASSERT_EQUAL(cu_keyring_seal(kr, "d", key, 3, mac), CU_OK);                 /* mac */
+    CU_ASSERT_EQUAL(cu_keyring_seal_check(kr, "d", key, 3, mac), CU_OK);           /* mac */
+    CU_ASSERT_EQUAL(cu_keyring_wrap(kr, key, 16, "enrollment/x", &w), CU_OK);      /* mac (derive) + wrap */
+    CU_ASSERT_EQUAL(cu_keyring_unwrap(kr, w, "enrollment/x", &plain, &plen), CU_OK); /* unwrap */
+    cu_keyring_secret_free(plain, plen);
+    CU_ASSERT_EQUAL(cu_keyring_wrap(kr, key, 32, "custos tpm challenge v1|s|r|e|1", &tw), CU_OK);
+    CU_ASSERT_EQUAL(cu_keyring_unwrap(kr, tw, "custos tpm challenge v1|s|r|e|1", &plain, &plen), CU_OK);
+    cu_keyring_secret_free(plain, plen);
+    /* A failed unwrap used the key too. */
+    CU_ASSERT_EQUAL(cu_keyring_unwrap(kr, w, "enrollment/y", &plain, &plen), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(s), CU_OK);
+    n = records(s, from, &r);
+    CU_ASSERT_EQUAL(n, 1);
+    if (n == 1) {
+        CU_ASSERT_STRING_EQUAL(r[0].type, "key.use");
+        json_error_t e;
+        json_t *j = json_loads(r[0].payload, 0, &e);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "key")), "file:/no/such/keyring.key");
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "role")), "keyring");
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(j, "count")), 8);
+        json_t *u = json_object_get(j, "uses");
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(u, "mac")), 3);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(u, "wrap")), 1);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(u, "unwrap")), 2);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(u, "tpm-identity-wrap")), 1);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(u, "tpm-identity-unwrap")), 1);
+        json_decref(j);
+    }
+    cu_audit_records_free(r, n);
+    free(w);
+    free(tw);
+    cu_keyring_free(kr);
+    cu_store_close(s);
+    cu_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     static const cu_test_case cases[] = {
@@ -165,9 +231,10 @@ int main(void)
         {"a few records per address and minute", test_bound_per_address},
         {"a few records per minute from any number of addresses", test_bound_per_minute},
         {"summaries of what was not recorded", test_summaries},
+        {"the keyring's uses by operation", test_keyring_uses},
         {NULL, NULL},
     };
-    if (cu_test_add_suite("refusals", NULL, NULL, cases) != 0)
+    if (cu_test_add_suite("custosd audit", NULL, NULL, cases) != 0)
         return 2;
     return cu_test_run();
 }
