@@ -27,8 +27,7 @@ static void info_cb(const SSL *ssl, int where, int ret)
          * full handshake is a use of it. */
         if (!SSL_session_reused(ssl))
             cu_srv__keyuse_count(CU_SRV_KEY_TLS, "handshake");
-    }
-    else if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && ret != 0 && (ret >> 8) == SSL3_AL_FATAL)
+    } else if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && ret != 0 && (ret >> 8) == SSL3_AL_FATAL)
         cu_srv__metrics_tls(false);
 }
 
