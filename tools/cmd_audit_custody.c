@@ -1,8 +1,9 @@
 /* custos audit custody: where every key lives and whether it could ever have
  * left its token, over every configured token (the token directories under
- * STATE/tokens/ and those given by --dir), as text, JSON, CSV or one
- * self-contained HTML page. */
+ * STATE/tokens/ and those given by --dir), and, with --state, its last use
+ * from the audit log; as text, JSON, CSV or one self-contained HTML page. */
 #include "cli.h"
+#include "cmd_audit_lastuse.h"
 #include "token_util.h"
 
 #include <custos/fixture.h>
@@ -29,12 +30,16 @@ typedef struct key_row {
     char id[129];
     char certs[512];     /* subjects of the certificates with the same CKA_ID */
     bool flag_soft, flag_extractable, flag_imported;
+    cu_lastuse_hit last;  /* filled in by the parent, from the audit log */
+    char last_text[400];
 } key_row;
 
 typedef struct report {
     key_row *rows;
     size_t n, cap;
     size_t tokens;
+    const cu_lastuse *log; /* NULL: no --state */
+    const char *state;
     char errors[MAX_TOKENS][600];
     size_t n_errors;
 } report;
@@ -221,6 +226,14 @@ static void flags_text(const key_row *r, char *out, size_t size)
         out[n - 1] = '\0';
 }
 
+static size_t with_use(const report *rep)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rep->n; i++)
+        n += rep->rows[i].last.found;
+    return n;
+}
+
 static void summary(const report *rep, size_t *_flagged, size_t *_soft, size_t *_extr, size_t *_imp)
 {
     *_flagged = *_soft = *_extr = *_imp = 0;
@@ -261,8 +274,15 @@ static void print_json(const report *rep)
     size_t fl, so, ex, im;
     summary(rep, &fl, &so, &ex, &im);
     printf("{\"summary\":{\"tokens\":%zu,\"keys\":%zu,\"flagged\":%zu,\"software_keystore\":%zu,"
-           "\"ever_extractable\":%zu,\"imported\":%zu,\"unreadable_tokens\":%zu},\"keys\":[",
+           "\"ever_extractable\":%zu,\"imported\":%zu,\"unreadable_tokens\":%zu,\"audit_log\":",
            rep->tokens, rep->n, fl, so, ex, im, rep->n_errors);
+    if (cu_lastuse_have_log(rep->log)) {
+        cu_cli_json_str(stdout, rep->state);
+        printf(",\"keys_with_recorded_use\":%zu", with_use(rep));
+    } else {
+        printf("null");
+    }
+    printf("},\"keys\":[");
     for (size_t i = 0; i < rep->n; i++) {
         const key_row *r = &rep->rows[i];
         printf("%s{\"token\":{\"kind\":\"%s\",", i ? "," : "", r->kind);
@@ -282,10 +302,30 @@ static void print_json(const report *rep)
 #undef JB
         printf(",\"certificates\":");
         cu_cli_json_str(stdout, r->certs);
-        printf(",\"flags\":[%s%s%s%s%s]}", r->flag_soft ? "\"software-keystore\"" : "",
+        printf(",\"flags\":[%s%s%s%s%s]", r->flag_soft ? "\"software-keystore\"" : "",
                r->flag_soft && (r->flag_extractable || r->flag_imported) ? "," : "",
                r->flag_extractable ? "\"ever-extractable\"" : "", r->flag_extractable && r->flag_imported ? "," : "",
                r->flag_imported ? "\"imported\"" : "");
+        /* recorded false: "never recorded", or no log read (summary.audit_log null). */
+        printf(",\"last_use\":{\"recorded\":%s", r->last.found ? "true" : "false");
+        if (r->last.found) {
+            printf(",\"at\":");
+            cu_cli_json_str(stdout, r->last.at);
+            printf(",\"record\":");
+            cu_cli_json_str(stdout, r->last.type);
+            printf(",\"seq\":%llu", (unsigned long long)r->last.seq);
+            if (!strcmp(r->last.type, "key.use"))
+                printf(",\"count\":%lu", r->last.count);
+            if (r->last.role[0]) {
+                printf(",\"role\":");
+                cu_cli_json_str(stdout, r->last.role);
+            }
+            printf(",\"actor\":");
+            cu_cli_json_str(stdout, r->last.actor);
+        }
+        printf(",\"text\":");
+        cu_cli_json_str(stdout, r->last_text);
+        printf("}}");
     }
     printf("],\"errors\":[");
     for (size_t i = 0; i < rep->n_errors && i < MAX_TOKENS; i++) {
@@ -298,7 +338,7 @@ static void print_json(const report *rep)
 static void print_csv(const report *rep)
 {
     printf("token_kind,token_label,manufacturer,model,serial,class,type,bits,label,id,sensitive,extractable,"
-           "always_sensitive,never_extractable,local,certificates,flags\n");
+           "always_sensitive,never_extractable,local,certificates,flags,last_use_at,last_use\n");
     for (size_t i = 0; i < rep->n; i++) {
         const key_row *r = &rep->rows[i];
         char fl[64];
@@ -316,6 +356,10 @@ static void print_csv(const report *rep)
         csv_field(r->certs);
         putchar(',');
         csv_field(fl);
+        putchar(',');
+        csv_field(r->last.found ? r->last.at : "");
+        putchar(',');
+        csv_field(r->last_text);
         putchar('\n');
     }
 }
@@ -327,6 +371,11 @@ static void print_text(const report *rep)
     printf("Key custody: %zu token(s), %zu key(s), %zu flagged (software keystore %zu, ever extractable %zu, "
            "imported %zu)%s\n\n",
            rep->tokens, rep->n, fl, so, ex, im, rep->n_errors ? " -- some tokens could not be read" : "");
+    if (cu_lastuse_have_log(rep->log))
+        printf("Last use from the audit log of %s: %zu of %zu key(s) have a recorded use.\n\n", rep->state,
+               with_use(rep), rep->n);
+    else
+        printf("Last use: not read (give --state DIR for its audit log).\n\n");
     printf("%-8s %-16s %-12s %-5s %5s %-20s %-4s %-4s %-5s %-5s %-5s %s\n", "KIND", "TOKEN", "CLASS", "TYPE",
            "BITS", "LABEL", "SENS", "EXTR", "ASENS", "NEXTR", "LOCAL", "FLAGS / CERTIFICATES");
     for (size_t i = 0; i < rep->n; i++) {
@@ -339,6 +388,8 @@ static void print_text(const report *rep)
                f[0] ? "FLAGGED: " : "", f, r->certs[0] ? "" : "");
         if (r->certs[0])
             printf("%-8s certificate: %s\n", "", r->certs);
+        if (cu_lastuse_have_log(rep->log))
+            printf("%-8s last use: %s\n", "", r->last_text);
     }
     for (size_t i = 0; i < rep->n_errors && i < MAX_TOKENS; i++)
         printf("\nunreadable: %s\n", rep->errors[i]);
@@ -362,11 +413,19 @@ static void print_html(const report *rep)
            "<tr><td><strong>Flagged</strong></td><td><strong>%zu</strong></td></tr>"
            "<tr><td>in the software keystore</td><td>%zu</td></tr><tr><td>ever extractable</td><td>%zu</td></tr>"
            "<tr><td>imported (not generated on the token)</td><td>%zu</td></tr>"
-           "<tr><td>tokens that could not be read</td><td>%zu</td></tr></table>\n",
+           "<tr><td>tokens that could not be read</td><td>%zu</td></tr>",
            when, rep->tokens, rep->n, fl, so, ex, im, rep->n_errors);
+    if (cu_lastuse_have_log(rep->log)) {
+        printf("<tr><td>keys with a recorded use (audit log of ");
+        html_text(rep->state);
+        printf(")</td><td>%zu</td></tr>", with_use(rep));
+    } else {
+        printf("<tr><td>last uses</td><td>not read (no --state)</td></tr>");
+    }
+    printf("</table>\n");
     printf("<h2>Keys</h2>\n<table><tr><th>Token</th><th>Class / type</th><th>Label</th><th>Id</th><th>Sensitive</th>"
            "<th>Extractable</th><th>Always sensitive</th><th>Never extractable</th><th>Local</th>"
-           "<th>Certificates</th><th>Flags</th></tr>\n");
+           "<th>Certificates</th><th>Flags</th><th>Last use</th></tr>\n");
     for (size_t i = 0; i < rep->n; i++) {
         const key_row *r = &rep->rows[i];
         char f[64];
@@ -385,7 +444,9 @@ static void print_html(const report *rep)
                yn(r->c.sensitive), yn(r->c.extractable), yn(r->c.always_sensitive), yn(r->c.never_extractable),
                yn(r->c.local));
         html_text(r->certs);
-        printf("</td><td>%s</td></tr>\n", f);
+        printf("</td><td>%s</td><td>", f);
+        html_text(r->last_text);
+        printf("</td></tr>\n");
     }
     printf("</table>\n");
     for (size_t i = 0; i < rep->n_errors && i < MAX_TOKENS; i++) {
@@ -398,7 +459,7 @@ static void print_html(const report *rep)
 
 int cu_cmd_audit_custody(int argc, char **argv)
 {
-    const char *dirs[MAX_TOKENS], *state = "./var", *pin_source = NULL;
+    const char *dirs[MAX_TOKENS], *state = NULL, *pin_source = NULL;
     size_t n_dirs = 0;
     bool json = false, csv = false, html = false, help = false;
     cu_cli_opt opts[] = {
@@ -419,6 +480,9 @@ int cu_cmd_audit_custody(int argc, char **argv)
                "extractable, always-sensitive, never-extractable, local, and the certificates\n"
                "that name it. Keys in the software keystore, keys that were ever extractable\n"
                "and keys not generated on their token are flagged; a summary comes first.\n"
+               "With --state, each key's last use from that state's audit log: custosd's\n"
+               "key.use records (per key and minute) and the token keygen/import records,\n"
+               "matched by the pkcs11: URI they name the key with; else \"never recorded\".\n"
                "--html writes one self-contained page. Exit status 1 if a token cannot be read.\n");
         return CU_EXIT_OK;
     }
@@ -427,7 +491,11 @@ int cu_cmd_audit_custody(int argc, char **argv)
     char *owned[MAX_TOKENS];
     size_t n_owned = 0;
     char path[1024];
-    snprintf(path, sizeof path, "%s/tokens", state);
+    cu_lastuse *log = NULL;
+    /* The log is read when the state is named: the last uses are its. */
+    if (state != NULL && (rc = cu_lastuse_load(state, &log)) != CU_EXIT_OK)
+        return rc;
+    snprintf(path, sizeof path, "%s/tokens", state ? state : "./var");
     DIR *d = n_dirs == 0 ? opendir(path) : NULL;
     struct dirent *e;
     while (d != NULL && (e = readdir(d)) != NULL && n_owned < MAX_TOKENS) {
@@ -440,7 +508,7 @@ int cu_cmd_audit_custody(int argc, char **argv)
     if (d != NULL)
         closedir(d);
     if (n_dirs == 0) {
-        rc = cu_cli_fail("no configured tokens: none under %s/tokens; give --dir TOKEN_DIR", state);
+        rc = cu_cli_fail("no configured tokens: none under %s/tokens; give --dir TOKEN_DIR", state ? state : "./var");
         goto out;
     }
     report rep = {0};
@@ -448,6 +516,13 @@ int cu_cmd_audit_custody(int argc, char **argv)
     for (size_t i = 0; i < n_dirs; i++)
         if (collect_isolated(&rep, dirs[i], pin_source) != CU_EXIT_OK)
             worst = CU_EXIT_FAIL;
+    rep.log = log;
+    rep.state = state;
+    for (size_t i = 0; i < rep.n; i++) {
+        key_row *r = &rep.rows[i];
+        cu_lastuse_find(log, &r->tok, r->label, r->id, r->c.cls, &r->last);
+        cu_lastuse_text(log, &r->last, r->last_text, sizeof r->last_text);
+    }
     if (json)
         print_json(&rep);
     else if (csv)
@@ -461,5 +536,6 @@ int cu_cmd_audit_custody(int argc, char **argv)
 out:
     for (size_t i = 0; i < n_owned; i++)
         free(owned[i]);
+    cu_lastuse_free(log);
     return rc;
 }

@@ -198,6 +198,10 @@ static cu_rc sign_unlocked(cu_store *s, EVP_PKEY *key, const char *key_id, uint6
         goto cleanup;
     }
     h.sig_len = sig_len;
+    /* The signature was made: a use of the audit key, whatever becomes of
+     * the transaction. */
+    if (key == cfg->signer && cfg->signer_name[0])
+        (void)cu_audit_key_count(cfg->signer_name, "audit", "sign", 1, 0);
     cu_prov__store_note_write(s);
     if ((rc = ops->audit_head_put(b, &h)) != CU_OK)
         goto cleanup;
@@ -338,6 +342,16 @@ cu_rc cu_audit_set_signer(cu_store *s, EVP_PKEY *key, unsigned every_n, unsigned
     cfg->signed_known = false;
     cfg->retry_at = 0;
     cfg->sign_rc = CU_OK;
+    return CU_OK;
+}
+
+EVP_PKEY *cu_audit_get0_signer(cu_store *s) { return s ? cu_prov__store_audit_cfg(s)->signer : NULL; }
+
+cu_rc cu_audit_set_signer_name(cu_store *s, const char *key_name)
+{
+    cu_prov__return_val_if_fail(s != NULL && (key_name == NULL || strlen(key_name) < 256), CU_E_INVALID_ARG);
+    cu_prov__audit_cfg *cfg = cu_prov__store_audit_cfg(s);
+    snprintf(cfg->signer_name, sizeof cfg->signer_name, "%s", key_name ? key_name : "");
     return CU_OK;
 }
 

@@ -168,10 +168,17 @@ json_t *cu_prov__audit_decision(const cu_prov_request *req, const cu_prov_result
 
 /* ---- the service's key uses ---- */
 
+#define KU_OPS 6   /* operations told apart per key and minute; more go to "other" */
+#define KU_WORD 24 /* bytes of a role or operation name, with the NUL */
+
 typedef struct ku {
     char key[256];
+    char role[KU_WORD];
     long long minute; /* time / 60 */
     unsigned long count;
+    size_t nops;
+    char op[KU_OPS][KU_WORD];
+    unsigned long op_count[KU_OPS];
 } ku;
 
 /* Process-wide: every thread's uses of a key in a minute make one record. */
@@ -179,26 +186,71 @@ static pthread_mutex_t ku_lock = PTHREAD_MUTEX_INITIALIZER;
 static ku *ku_tab;
 static size_t ku_n, ku_cap;
 
-static int ku_add_unlocked(const char *key, long long minute, unsigned long count)
+static void ku_add_op(ku *e, const char *op, unsigned long count)
+{
+    size_t i = 0;
+    if (op == NULL || *op == 0)
+        return;
+    for (; i < e->nops; i++)
+        if (strcmp(e->op[i], op) == 0)
+            break;
+    if (i == e->nops) {
+        if (e->nops == KU_OPS) {
+            i = KU_OPS - 1; /* the last slot becomes "other" */
+            snprintf(e->op[i], KU_WORD, "other");
+        } else {
+            snprintf(e->op[i], KU_WORD, "%s", op);
+            e->op_count[i] = 0;
+            e->nops++;
+        }
+    }
+    e->op_count[i] += count;
+}
+
+static ku *ku_find_unlocked(const char *key, long long minute)
 {
     for (size_t i = 0; i < ku_n; i++)
-        if (ku_tab[i].minute == minute && strcmp(ku_tab[i].key, key) == 0) {
-            ku_tab[i].count += count;
-            return 0;
-        }
+        if (ku_tab[i].minute == minute && strcmp(ku_tab[i].key, key) == 0)
+            return &ku_tab[i];
     if (ku_n == ku_cap) {
         size_t cap = ku_cap ? ku_cap * 2 : 16;
         ku *t = realloc(ku_tab, cap * sizeof *t);
         if (t == NULL)
-            return -1;
+            return NULL;
         ku_tab = t;
         ku_cap = cap;
     }
-    snprintf(ku_tab[ku_n].key, sizeof ku_tab[ku_n].key, "%s", key);
-    ku_tab[ku_n].minute = minute;
-    ku_tab[ku_n].count = count;
-    ku_n++;
+    ku *e = &ku_tab[ku_n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->key, sizeof e->key, "%s", key);
+    e->minute = minute;
+    return e;
+}
+
+static int ku_add_unlocked(const char *key, const char *role, const char *op, long long minute,
+                           unsigned long count)
+{
+    ku *e = ku_find_unlocked(key, minute);
+    if (e == NULL)
+        return -1;
+    if (e->role[0] == 0 && role != NULL)
+        snprintf(e->role, sizeof e->role, "%s", role);
+    e->count += count;
+    ku_add_op(e, op, count);
     return 0;
+}
+
+/* Puts back an entry that could not be written. */
+static void ku_merge_unlocked(const ku *done)
+{
+    ku *e = ku_find_unlocked(done->key, done->minute);
+    if (e == NULL)
+        return; /* out of memory: those counts are lost, as an unwritable log loses them */
+    if (e->role[0] == 0)
+        memcpy(e->role, done->role, sizeof e->role);
+    e->count += done->count;
+    for (size_t i = 0; i < done->nops; i++)
+        ku_add_op(e, done->op[i], done->op_count[i]);
 }
 
 /* Moves the entries of minutes before `before` (all when before is
@@ -228,18 +280,38 @@ static cu_rc ku_take_unlocked(long long before, ku **_out, size_t *_n)
     return CU_OK;
 }
 
+/* {"key", "role"?, "minute", "count", "uses"?}: role and the uses by
+ * operation only when the counter said them. */
+static json_t *ku_json(const ku *e)
+{
+    char at[32];
+    time_t t = (time_t)(e->minute * 60);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:00Z", &tm);
+    json_t *j = json_object();
+    if (j == NULL)
+        return NULL;
+    json_object_set_new(j, "key", json_string(e->key));
+    if (e->role[0])
+        json_object_set_new(j, "role", json_string(e->role));
+    json_object_set_new(j, "minute", json_string(at));
+    json_object_set_new(j, "count", json_integer((json_int_t)e->count));
+    if (e->nops > 0) {
+        json_t *u = json_object();
+        for (size_t i = 0; u != NULL && i < e->nops; i++)
+            json_object_set_new(u, e->op[i], json_integer((json_int_t)e->op_count[i]));
+        json_object_set_new(j, "uses", u);
+    }
+    return j;
+}
+
 static cu_rc ku_write(cu_store *s, ku *done, size_t n)
 {
     cu_rc rc = CU_OK;
     size_t i = 0;
     for (; i < n && rc == CU_OK; i++) {
-        char at[32];
-        time_t t = (time_t)(done[i].minute * 60);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(at, sizeof at, "%Y-%m-%dT%H:%M:00Z", &tm);
-        json_t *j = json_pack("{s:s, s:s, s:I}", "key", done[i].key, "minute", at, "count",
-                              (json_int_t)done[i].count);
+        json_t *j = ku_json(&done[i]);
         rc = append_json(s, "key.use", NULL, j);
         json_decref(j);
     }
@@ -247,7 +319,7 @@ static cu_rc ku_write(cu_store *s, ku *done, size_t n)
         /* Not written: keep the counts for the next flush. */
         pthread_mutex_lock(&ku_lock);
         for (size_t k = i - 1; k < n; k++)
-            (void)ku_add_unlocked(done[k].key, done[k].minute, done[k].count);
+            ku_merge_unlocked(&done[k]);
         pthread_mutex_unlock(&ku_lock);
     }
     return rc;
@@ -256,7 +328,7 @@ static cu_rc ku_write(cu_store *s, ku *done, size_t n)
 /* pkcs11: URIs lose pin-value and pin-source; other names are kept. */
 static void strip_pin(const char *in, char *out, size_t size)
 {
-    if (strncmp(in, "pkcs11:", 7) != 0) {
+    if (strncmp(in, "pkcs11:", 7) != 0 || strstr(in, "pin-") == NULL) {
         snprintf(out, size, "%s", in);
         return;
     }
@@ -287,41 +359,29 @@ static void strip_pin(const char *in, char *out, size_t size)
     }
 }
 
-cu_rc cu_audit_key_use_n(cu_store *s, const char *key_id, unsigned long count, time_t now)
+static bool word_ok(const char *w)
 {
-    cu_prov__return_val_if_fail(s != NULL && key_id != NULL && *key_id != 0 && strlen(key_id) < 1024,
+    return w == NULL || (*w != 0 && strlen(w) < KU_WORD);
+}
+
+cu_rc cu_audit_key_count(const char *key_id, const char *role, const char *op, unsigned long n, time_t now)
+{
+    cu_prov__return_val_if_fail(key_id != NULL && *key_id != 0 && strlen(key_id) < 1024 && word_ok(role) &&
+                                    word_ok(op),
                                 CU_E_INVALID_ARG);
     char key[256];
-    ku *done = NULL;
-    size_t n = 0;
     cu_rc rc = CU_OK;
     strip_pin(key_id, key, sizeof key);
+    pthread_mutex_lock(&ku_lock);
+    /* The clock is read under the lock: a use counted after a flush took
+     * its minute is in a later minute, so a minute makes one record. */
     if (now == 0)
         now = time(NULL);
-    long long minute = (long long)now / 60;
-    pthread_mutex_lock(&ku_lock);
-    if (ku_add_unlocked(key, minute, count) != 0)
+    if (ku_add_unlocked(key, role, op, (long long)now / 60, n) != 0)
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
-    else
-        rc = ku_take_unlocked(minute, &done, &n);
     pthread_mutex_unlock(&ku_lock);
-    if (rc == CU_OK && n > 0)
-        rc = ku_write(s, done, n);
-    free(done);
     return rc;
 }
-
-cu_rc cu_audit_key_use(cu_store *s, const char *key_id) { return cu_audit_key_use_n(s, key_id, 1, 0); }
-
-static cu_rc flush_before(cu_store *s, long long minute);
-
-cu_rc cu_audit_key_use_flush(cu_store *s)
-{
-    cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
-    return flush_before(s, LLONG_MAX);
-}
-
-cu_rc cu_prov__audit_key_use_flush_finished(cu_store *s) { return flush_before(s, (long long)time(NULL) / 60); }
 
 static cu_rc flush_before(cu_store *s, long long minute)
 {
@@ -335,6 +395,31 @@ static cu_rc flush_before(cu_store *s, long long minute)
     free(done);
     return rc;
 }
+
+cu_rc cu_audit_key_use_n(cu_store *s, const char *key_id, unsigned long count, time_t now)
+{
+    cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    if (now == 0)
+        now = time(NULL);
+    cu_rc rc = cu_audit_key_count(key_id, NULL, NULL, count, now);
+    return rc == CU_OK ? flush_before(s, (long long)now / 60) : rc;
+}
+
+cu_rc cu_audit_key_use(cu_store *s, const char *key_id) { return cu_audit_key_use_n(s, key_id, 1, 0); }
+
+cu_rc cu_audit_key_use_flush(cu_store *s)
+{
+    cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    return flush_before(s, LLONG_MAX);
+}
+
+cu_rc cu_audit_key_use_flush_due(cu_store *s)
+{
+    cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    return flush_before(s, (long long)time(NULL) / 60);
+}
+
+cu_rc cu_prov__audit_key_use_flush_finished(cu_store *s) { return flush_before(s, (long long)time(NULL) / 60); }
 
 /* ---- token administration ---- */
 

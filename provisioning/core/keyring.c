@@ -21,6 +21,8 @@ struct cu_keyring {
     pthread_mutex_t lock;
     int have_wrap_key;
     uint8_t wrap_key[32];
+    void (*use)(void *ctx, cu_keyring_use what, const char *aad); /* observer, or NULL */
+    void *use_ctx;
 };
 
 static const char WRAP_LABEL[] = "custos keyring wrap key v1";
@@ -55,9 +57,20 @@ const char *cu_keyring_name(const cu_keyring *kr)
     return kr ? kr->ops->name : NULL;
 }
 
+void cu_keyring_set_observer(cu_keyring *kr, void (*use)(void *ctx, cu_keyring_use what, const char *aad),
+                             void *ctx)
+{
+    if (kr == NULL)
+        return;
+    kr->use = use;
+    kr->use_ctx = ctx;
+}
+
 cu_rc cu_keyring_mac(cu_keyring *kr, const uint8_t *data, size_t len, uint8_t out[32])
 {
     cu_prov__return_val_if_fail(kr != NULL && (data != NULL || len == 0) && out != NULL, CU_E_INVALID_ARG);
+    if (kr->use != NULL)
+        kr->use(kr->use_ctx, CU_KEYRING_USE_MAC, NULL);
     return kr->ops->mac(kr->ctx, data, len, out);
 }
 
@@ -119,6 +132,8 @@ cu_rc cu_keyring_wrap(cu_keyring *kr, const uint8_t *secret, size_t len, const c
     *_out = NULL;
     if ((rc = wrap_key(kr, key)) != CU_OK)
         goto cleanup;
+    if (kr->use != NULL)
+        kr->use(kr->use_ctx, CU_KEYRING_USE_WRAP, aad);
     if ((buf = malloc(blen)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
@@ -173,6 +188,8 @@ cu_rc cu_keyring_unwrap(cu_keyring *kr, const char *wrapped, const char *aad, ui
     ptlen = rawlen - 28;
     if ((rc = wrap_key(kr, key)) != CU_OK)
         goto cleanup;
+    if (kr->use != NULL)
+        kr->use(kr->use_ctx, CU_KEYRING_USE_UNWRAP, aad);
     if ((pt = OPENSSL_malloc(ptlen + 1)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;

@@ -105,6 +105,7 @@ typedef struct cu_prov__audit_cfg {
     bool off;                 /* benchmarks only: no records written */
     EVP_PKEY *signer;         /* automatic head signatures, or NULL */
     char signer_id[65];       /* its key id, computed once (encoding a key is slow) */
+    char signer_name[256];    /* counted as a key use per signature when set */
     unsigned every_n, every_secs;
     bool signed_known;        /* last_signed_* read from the store */
     uint64_t last_signed_seq;

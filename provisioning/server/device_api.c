@@ -5,12 +5,14 @@
  * service answers, or — with register-reply = final — the final state. */
 #include "srv_int.h"
 
+#include <custos/audit.h>
 #include <custos/enrollment.h>
 #include <custos/sas.h>
 #include <custos/x509.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,21 @@ static cu_rc evidence_get(cu_srv__req *r, evidence *ev)
     return rc;
 }
 
+/* A refusal before the engine decides: the reply, and its audit record
+ * (bounded per address and minute: refusals.c). */
+static void early_refusal(cu_srv__req *r, const char *regid, int status, int code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void early_refusal(cu_srv__req *r, const char *regid, int status, int code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cu_srv__reply_error(r, status, code, "%s", msg);
+    cu_srv__refusal_record(r, regid, status, code, msg);
+}
+
 /* The DeviceRegistration body: an object; registrationId, if present, must
  * name the device of the URL; payload and the TPM's keys are handed on. */
 typedef struct dev_body {
@@ -124,12 +141,12 @@ static bool parse_body(cu_srv__req *r, const char *regid, dev_body *_b)
     if (r->body_len == 0)
         return true;
     if (!cu_srv__req_json_type(r)) {
-        cu_srv__reply_error(r, 415, 415000, "Content-Type must be application/json");
+        early_refusal(r, regid, 415, 415000, "Content-Type must be application/json");
         return false;
     }
     json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &e);
     if (j == NULL) {
-        cu_srv__reply_error(r, 400, 400001, "malformed JSON at line %d column %d: %s", e.line, e.column, e.text);
+        early_refusal(r, regid, 400, 400001, "malformed JSON at line %d column %d: %s", e.line, e.column, e.text);
         return false;
     }
     bool ok = false;
@@ -137,12 +154,12 @@ static bool parse_body(cu_srv__req *r, const char *regid, dev_body *_b)
     json_t *tpm = json_object_get(j, "tpm");
     json_t *ek = json_object_get(tpm, "endorsementKey"), *srk = json_object_get(tpm, "storageRootKey");
     if (!json_is_object(j)) {
-        cu_srv__reply_error(r, 400, 400001, "the body must be a JSON object");
+        early_refusal(r, regid, 400, 400001, "the body must be a JSON object");
     } else if (id != NULL && !json_is_null(id) && (!json_is_string(id) || !cu_srv__ieq(json_string_value(id), regid))) {
-        cu_srv__reply_error(r, 400, 400003, "registrationId in the body does not match the URL");
+        early_refusal(r, regid, 400, 400003, "registrationId in the body does not match the URL");
     } else if (tpm != NULL && !json_is_null(tpm) &&
                (!json_is_object(tpm) || !json_is_string(ek) || (srk != NULL && !json_is_string(srk)))) {
-        cu_srv__reply_error(r, 400, 400001, "tpm must hold endorsementKey (and storageRootKey) strings");
+        early_refusal(r, regid, 400, 400001, "tpm must hold endorsementKey (and storageRootKey) strings");
     } else {
         ok = true;
         if ((pl != NULL && !json_is_null(pl) &&
@@ -166,6 +183,14 @@ static void refuse(cu_srv__req *r, const char *why)
         cu_srv__reply_error(r, 401, 401002, "Unauthorized: %s", why);
     else
         cu_srv__reply_error(r, 401, 401002, "Unauthorized");
+}
+
+/* refuse(), before the engine decided: audited here (the engine audits its
+ * own decisions). */
+static void refuse_early(cu_srv__req *r, const char *regid, const char *why)
+{
+    refuse(r, why);
+    cu_srv__refusal_record(r, regid, 401, 401002, why);
 }
 
 static void store_failed(cu_srv__req *r, const char *what)
@@ -210,7 +235,7 @@ static void do_register(cu_srv__req *r, const char *regid)
     if ((wait = cu_srv__limits_device(srv->limits, regid)) != 0 || !cu_srv__limits_global(srv->limits)) {
         /* New work only: an accepted registration is slowed on its poll. */
         retry_after(r, wait ? wait : 1);
-        cu_srv__reply_error(r, 429, 429001, "too many requests; retry after %u s", wait ? wait : 1);
+        early_refusal(r, regid, 429, 429001, "too many requests; retry after %u s", wait ? wait : 1);
         result = CU_RES_THROTTLED;
         goto out;
     }
@@ -225,7 +250,7 @@ static void do_register(cu_srv__req *r, const char *regid)
     r->mech = tpm ? CU_MECH_TPM : ev.authz ? CU_MECH_SYMKEY : ev.chain ? CU_MECH_X509 : CU_MECH_NONE;
     if (!tpm && ev.authz == NULL && ev.chain == NULL) {
         result = CU_RES_REFUSED;
-        refuse(r, "no credentials: neither a SAS token nor a client certificate");
+        refuse_early(r, regid, "no credentials: neither a SAS token nor a client certificate");
         goto out;
     }
     /* One kind of evidence: a SAS (symmetric key, or TPM with its keys),
@@ -349,7 +374,7 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
     }
     cu_rc rc = cu_srv__op_get(r->w->store, regid, &op);
     if (rc == CU_E_OBJECT_NOT_FOUND || (rc == CU_OK && strcmp(op.op_id, op_id) != 0)) {
-        cu_srv__reply_error(r, 404, 404002, "operation not found");
+        early_refusal(r, regid, 404, 404002, "operation not found");
         goto out;
     }
     if (rc != CU_OK) {
@@ -361,12 +386,12 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
         goto out;
     }
     if (!poll_authorized(r, &op, &ev)) {
-        refuse(r, "the poll does not carry the credentials that registered");
+        refuse_early(r, regid, "the poll does not carry the credentials that registered");
         goto out;
     }
     rc = cu_store_reg_get(r->w->store, regid, &rec);
     if (rc == CU_E_OBJECT_NOT_FOUND) {
-        cu_srv__reply_error(r, 404, 404002, "the registration no longer exists");
+        early_refusal(r, regid, 404, 404002, "the registration no longer exists");
         goto out;
     }
     if (rc != CU_OK) {
@@ -403,7 +428,7 @@ static void do_status(cu_srv__req *r, const char *regid)
                             .chain = ev.authz || body.tpm_ek ? NULL : ev.chain, .tpm_ek = body.tpm_ek,
                             .tpm_srk = body.tpm_srk};
     if (ev.authz == NULL && ev.chain == NULL) {
-        refuse(r, "no credentials");
+        refuse_early(r, regid, "no credentials");
         goto out;
     }
     if (cu_prov_explain_request(r->w->prov, &preq, &ex) != CU_OK) {
@@ -411,7 +436,7 @@ static void do_status(cu_srv__req *r, const char *regid)
         goto out;
     }
     if (ex.outcome != CU_PROV_PROVISION) {
-        refuse(r, ex.reason);
+        refuse_early(r, regid, ex.reason); /* explained, not recorded by the engine */
         goto out;
     }
     cu_rc rc = cu_store_reg_get(r->w->store, regid, &rec);
@@ -436,18 +461,24 @@ bool cu_srv__device_api(cu_srv__req *r)
         return false;
     cu_srv__srv *srv = r->w->srv;
     const char *regid = r->segs[2];
+    char actor[CU_AUDIT_ACTOR_MAX], esc[160];
     r->route = "device";
+    /* What this request writes is the device's doing (the engine names
+     * the device of its decisions itself). */
+    cu_srv__escape(regid, 128, esc, sizeof esc);
+    snprintf(actor, sizeof actor, "device:%.150s", esc);
+    cu_store_set_actor(r->w->store, actor);
     bool reg = r->nsegs == 4 && cu_srv__ieq(r->segs[3], "register");
     bool poll = r->nsegs == 5 && cu_srv__ieq(r->segs[3], "operations");
     bool status = r->nsegs == 3;
     if (!reg && !poll && !status) {
-        cu_srv__reply_error(r, 404, 404000, "no such resource");
+        early_refusal(r, regid, 404, 404000, "no such resource");
     } else if (!cu_srv__ieq(r->segs[0], cu_srv_state_id_scope(srv->st))) {
-        cu_srv__reply_error(r, 404, 404001, "unknown id scope");
+        early_refusal(r, regid, 404, 404001, "unknown id scope");
     } else if (!cu_enr_regid_valid(regid)) {
-        cu_srv__reply_error(r, 400, 400002, "invalid registration id");
+        early_refusal(r, regid, 400, 400002, "invalid registration id");
     } else if (!cu_srv__api_version_ok(cu_srv__req_query(r, "api-version"))) {
-        cu_srv__reply_error(r, 400, 400004, "missing or unsupported api-version");
+        early_refusal(r, regid, 400, 400004, "missing or unsupported api-version");
     } else if (reg && r->method == EVHTTP_REQ_PUT) {
         do_register(r, regid);
     } else if (poll && r->method == EVHTTP_REQ_GET) {
@@ -456,7 +487,7 @@ bool cu_srv__device_api(cu_srv__req *r)
         do_status(r, regid);
     } else {
         cu_srv__add_header(r, "Allow", reg ? "PUT" : poll ? "GET" : "POST");
-        cu_srv__reply_error(r, 405, 405000, "method not allowed");
+        early_refusal(r, regid, 405, 405000, "method not allowed");
     }
     return true;
 }

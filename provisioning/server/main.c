@@ -86,6 +86,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "custosd: %s\n", cu_err_last()->msg);
         goto out;
     }
+    /* custosd records its own key uses in the audit log (from the state's
+     * first keyring operation on). */
+    cu_srv__keyuse_enable();
     if ((rc = cu_srv_state_open(&cfg, true, &st)) == CU_OK)
         rc = cu_srv_run(&cfg, st);
     if (rc != CU_OK) {

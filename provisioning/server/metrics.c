@@ -21,6 +21,8 @@ static atomic_ullong lat_sum_us;
 static atomic_ullong http_by_code[6]; /* 1xx..5xx, other */
 static atomic_ullong tls_ok, tls_fail, store_errors, keyring_ops;
 static atomic_llong inflight;
+static atomic_ullong key_uses[CU_SRV_KEY__N];
+static const char *const KEY_ROLE[CU_SRV_KEY__N] = {"tls-server", "keyring", "audit", "service-policy"};
 
 void cu_srv__metrics_registration(int mech, int result, double seconds)
 {
@@ -45,6 +47,11 @@ void cu_srv__metrics_tls(bool ok) { atomic_fetch_add_explicit(ok ? &tls_ok : &tl
 void cu_srv__metrics_store_error(void) { atomic_fetch_add_explicit(&store_errors, 1, memory_order_relaxed); }
 void cu_srv__metrics_keyring_op(void) { atomic_fetch_add_explicit(&keyring_ops, 1, memory_order_relaxed); }
 void cu_srv__metrics_inflight(int d) { atomic_fetch_add_explicit(&inflight, d, memory_order_relaxed); }
+void cu_srv__metrics_key_use(int which)
+{
+    if (which >= 0 && which < CU_SRV_KEY__N)
+        atomic_fetch_add_explicit(&key_uses[which], 1, memory_order_relaxed);
+}
 
 typedef struct sbuf {
     char *p;
@@ -120,6 +127,10 @@ char *cu_srv__metrics_render(void)
                   "# TYPE custos_token_operations_total counter\n"
                   "custos_token_operations_total{operation=\"keyring_mac\"} %llu\n",
               atomic_load(&keyring_ops));
+    sb_printf(&b, "# HELP custos_key_uses_total Uses of the service's own keys (the audit log's key.use records).\n"
+                  "# TYPE custos_key_uses_total counter\n");
+    for (int k = 0; k < CU_SRV_KEY__N; k++)
+        sb_printf(&b, "custos_key_uses_total{role=\"%s\"} %llu\n", KEY_ROLE[k], atomic_load(&key_uses[k]));
     sb_printf(&b, "# HELP custos_requests_in_flight Requests being handled.\n"
                   "# TYPE custos_requests_in_flight gauge\ncustos_requests_in_flight %lld\n",
               atomic_load(&inflight));

@@ -32,6 +32,7 @@ typedef struct wctx {
     struct event *stop_ev;
     struct event *drain_ev;
     struct event *audit_ev;  /* worker 0: signs the audit head when due */
+    cu_srv__minute *minute;  /* worker 0: writes key uses and refusal summaries each minute */
     struct evhttp_bound_socket *bound[CU_SRV_MAX_LISTEN];
     size_t n_bound;
     struct timespec deadline;
@@ -149,9 +150,11 @@ static void audit_cb(evutil_socket_t fd, short what, void *arg)
 
 static void worker_free(wctx *c)
 {
-    /* Sign the head on the way out, so the last records are covered. */
-    if (c->audit_ev != NULL && c->w.store != NULL && cu_audit_sign_head(c->w.store, NULL, NULL) != CU_OK)
-        log_audit_error("audit head not signed at shutdown");
+    /* Write what was counted and sign the head on the way out, so the last
+     * records are covered. */
+    if (c->audit_ev != NULL && c->w.store != NULL)
+        cu_srv__audit_final(&c->w);
+    cu_srv__minute_stop(c->minute);
     if (c->audit_ev)
         event_free(c->audit_ev);
     if (c->stop_ev)
@@ -192,6 +195,12 @@ static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
     rc = cu_audit_set_signer(c->w.store, audit_key, cfg->audit_sign_every, cfg->audit_sign_seconds);
     EVP_PKEY_free(audit_key);
     if (rc != CU_OK)
+        return rc;
+    cu_srv__keyuse_name(CU_SRV_KEY_AUDIT, cu_srv_state_audit_key_spec(srv->st));
+    if ((rc = cu_audit_set_signer_name(c->w.store, cu_srv__keyuse_get0_name(CU_SRV_KEY_AUDIT))) != CU_OK ||
+        (rc = cu_store_set_actor(c->w.store, cu_srv__self_actor())) != CU_OK)
+        return rc;
+    if (index == 0 && (rc = cu_srv__minute_start(&c->w, &c->minute)) != CU_OK)
         return rc;
     if (index == 0) {
         struct timeval every = {(time_t)(cfg->audit_sign_seconds > 1 ? cfg->audit_sign_seconds / 2 : 1), 0};

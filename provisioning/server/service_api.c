@@ -528,6 +528,9 @@ bool cu_srv__service_api(cu_srv__req *r)
         cu_srv__reply_error(r, 401, 401000, "Unauthorized: %s", why);
         return true;
     }
+    /* Every change this request makes is the policy's that signed it (the
+     * check accepts this one policy only). */
+    cu_store_set_actor(r->w->store, "service-api:" CU_SRV_POLICY);
     const char *ver = cu_srv__req_query(r, "api-version");
     if (!cu_srv__api_version_ok(ver)) {
         cu_srv__reply_error(r, 400, 400004, "missing or unsupported api-version");

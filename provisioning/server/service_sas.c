@@ -15,6 +15,8 @@
 
 #define MAX_TOKEN 4096
 
+void (*cu_srv__service_sas_key_used)(void);
+
 static int hexval(int c)
 {
     return isdigit(c) ? c - '0' : isxdigit(c) ? (tolower(c) - 'a' + 10) : -1;
@@ -132,6 +134,8 @@ cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, char *why, 
     /* Sign what was sent; also the decoded form, for hand-made tokens. */
     const char *forms[2] = {sr_raw, sr};
     bool ok = false;
+    if (cu_srv__service_sas_key_used != NULL)
+        cu_srv__service_sas_key_used();
     for (int f = 0; f < 2 && !ok; f++) {
         char msg[1100];
         uint8_t mac[32];

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* ---- certs.c ---- */
 /* Loads a private key from a PEM file or a pkcs11: URI (through the
@@ -61,10 +62,38 @@ void cu_srv__metrics_tls(bool ok);
 void cu_srv__metrics_store_error(void);
 void cu_srv__metrics_keyring_op(void);
 void cu_srv__metrics_inflight(int delta);
+void cu_srv__metrics_key_use(int which); /* CU_SRV_KEY_* */
 /* Prometheus text (caller frees). */
 char *cu_srv__metrics_render(void);
 /* A keyring that counts the operations of inner (borrowed). */
 cu_rc cu_srv__metrics_keyring(cu_keyring *inner, cu_keyring **_out);
+
+/* ---- keyuse.c: the service's own key uses, for the audit log ---- */
+enum { CU_SRV_KEY_TLS = 0, CU_SRV_KEY_KEYRING, CU_SRV_KEY_AUDIT, CU_SRV_KEY_POLICY, CU_SRV_KEY__N };
+/* custosd counts from here on (the command line's uses of the state are
+ * not the service's). */
+void cu_srv__keyuse_enable(void);
+/* Names the key (a pkcs11: URI, or a file path shown as file:PATH); before
+ * the workers start. */
+void cu_srv__keyuse_name(int which, const char *spec);
+const char *cu_srv__keyuse_get0_name(int which);
+/* One use of the key by op ("handshake", "sign", "verify", ...): counted
+ * in memory, any thread. */
+void cu_srv__keyuse_count(int which, const char *op);
+/* Names the keyring key and counts kr's operations as its uses. */
+void cu_srv__keyuse_watch_keyring(cu_keyring *kr, const char *spec);
+/* "custosd@<host>": the actor of what the service writes on its own. */
+const char *cu_srv__self_actor(void);
+typedef struct cu_srv__worker cu_srv__worker;
+/* Writes the key uses and refusal summaries of the minutes that are over
+ * (all: everything counted) through w's store. */
+void cu_srv__audit_flush(cu_srv__worker *w, bool all);
+/* At shutdown, on worker 0: writes everything and signs the head over it. */
+void cu_srv__audit_final(cu_srv__worker *w);
+/* Worker 0's timer: cu_srv__audit_flush just after every minute boundary. */
+typedef struct cu_srv__minute cu_srv__minute;
+cu_rc cu_srv__minute_start(cu_srv__worker *w, cu_srv__minute **_out);
+void cu_srv__minute_stop(cu_srv__minute *m);
 
 /* ---- limits.c ---- */
 typedef struct cu_srv__limits cu_srv__limits;
@@ -92,7 +121,7 @@ cu_rc cu_srv__op_get(cu_store *s, const char *registration_id, cu_srv__op *_op);
 
 /* ---- server.c: workers ---- */
 typedef struct cu_srv__srv cu_srv__srv;
-typedef struct cu_srv__worker {
+struct cu_srv__worker {
     cu_srv__srv *srv;
     unsigned index;
     struct event_base *base;
@@ -100,7 +129,7 @@ typedef struct cu_srv__worker {
     cu_store *store;
     cu_prov *prov;
     pthread_t thread;
-} cu_srv__worker;
+};
 
 struct cu_srv__srv {
     const cu_srv_config *cfg;
@@ -163,8 +192,25 @@ double cu_srv__req_elapsed(cu_srv__req *r);
 bool cu_srv__device_api(cu_srv__req *r);
 bool cu_srv__service_api(cu_srv__req *r);
 
+/* ---- refusals.c: device requests refused before the engine decides ---- */
+/* Replied already; audits it, bounded per remote address and minute. */
+void cu_srv__refusal_record(cu_srv__req *r, const char *regid, int status, int code, const char *reason);
+/* The bound: true when this refusal gets a record of its own, false when
+ * it is only counted for the minute's summary. now 0: the clock. */
+bool cu_srv__refusal_note(const char *remote, int code, time_t now);
+/* Writes the summaries of the minutes that are over (all: the current one
+ * too). */
+cu_rc cu_srv__refusals_flush(cu_store *s, bool all);
+void cu_srv__refusals_reset(void); /* tests */
+/* in, printable and bounded: at most shown bytes, others as \xNN, then
+ * "...(N bytes)" when cut. */
+void cu_srv__escape(const char *in, size_t shown, char *out, size_t size);
+
 /* ---- service_sas.c ---- */
 /* Verifies a service SAS (sr = host or host/path, skn = the policy). */
 cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, char *why, size_t why_len);
+/* Called once per check that gets as far as the policy key (keyuse.c
+ * counts it; a pointer, so that the parser stands alone in its fuzzer). */
+extern void (*cu_srv__service_sas_key_used)(void);
 
 #endif

@@ -354,6 +354,17 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     }
     if ((rc = cu_srv__metrics_keyring(st->inner, &st->kr)) != CU_OK)
         goto fail;
+    /* The keyring's uses are the service's key uses (audit log). */
+    {
+        char kname[PATHLEN];
+        if (kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0)
+            snprintf(kname, sizeof kname, "%s", kuri);
+        else if (cfg->keyring != NULL)
+            snprintf(kname, sizeof kname, "%s", cfg->keyring);
+        else if ((rc = path_in(kname, dir, "keyring.key")) != CU_OK)
+            goto fail;
+        cu_srv__keyuse_watch_keyring(st->kr, kname);
+    }
     if ((strncmp(st->key_spec, "pkcs11:", 7) == 0 || strncmp(st->audit_key_spec, "pkcs11:", 7) == 0) &&
         (rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK)
         goto fail;

@@ -22,10 +22,13 @@ static int accept_chain(X509_STORE_CTX *ctx, void *arg)
 
 static void info_cb(const SSL *ssl, int where, int ret)
 {
-    (void)ssl;
-    if (where & SSL_CB_HANDSHAKE_DONE)
+    if (where & SSL_CB_HANDSHAKE_DONE) {
         cu_srv__metrics_tls(true);
-    else if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && ret != 0 && (ret >> 8) == SSL3_AL_FATAL)
+        /* A resumed session proves nothing with the server key: only a
+         * full handshake is a use of it. */
+        if (!SSL_session_reused(ssl))
+            cu_srv__keyuse_count(CU_SRV_KEY_TLS, "handshake");
+    } else if ((where & SSL_CB_ALERT) && (where & SSL_CB_WRITE) && ret != 0 && (ret >> 8) == SSL3_AL_FATAL)
         cu_srv__metrics_tls(false);
 }
 
@@ -47,6 +50,7 @@ cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, unsigned tickets, SSL_CTX **_out)
     }
     if ((rc = cu_srv__srv_load_key(cu_srv_state_key_spec(st), &key)) != CU_OK)
         goto fail;
+    cu_srv__keyuse_name(CU_SRV_KEY_TLS, cu_srv_state_key_spec(st));
     if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
         ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
         rc = cu_err_set(CU_E_CRYPTO, "server key does not fit the certificate: %s", buf);

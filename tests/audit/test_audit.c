@@ -574,6 +574,96 @@ static void test_key_use_per_minute(void)
     fx_close(&f);
 }
 
+/* Counting without writing (any thread, no store), by role and operation,
+ * written per key per minute when the minute is over; PINs never written. */
+static void test_key_count_roles(void)
+{
+    fx f;
+    CU_ASSERT_FATAL(fx_open(&f, "aucount") == 0);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    uint64_t from = last_seq(f.store) + 1;
+    time_t m = 1700000040; /* 2023-11-14T22:14:00Z: over */
+    const char *uri = "pkcs11:token=svc;object=keyring;type=secret-key?pin-value=1234&module-path=/x.so";
+    CU_ASSERT_EQUAL(cu_audit_key_count(uri, "keyring", "mac", 3, m + 1), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_key_count(uri, "keyring", "wrap", 2, m + 59), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_key_count(uri, "keyring", "mac", 1, m + 2), CU_OK);
+    /* Seven kinds of use: the sixth and seventh are "other". */
+    const char *ops[] = {"a", "b", "c", "d", "e", "f", "g"};
+    for (size_t i = 0; i < 7; i++)
+        CU_ASSERT_EQUAL(cu_audit_key_count("many-ops", NULL, ops[i], 1, m + 3), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_key_count("plain", NULL, NULL, 4, m + 4), CU_OK);
+    /* The current minute is not over: not written by a due flush. */
+    CU_ASSERT_EQUAL(cu_audit_key_count("now-key", "tls-server", "handshake", 1, 0), CU_OK);
+    /* Refused: no key, a role or op longer than a word. */
+    CU_ASSERT_EQUAL(cu_audit_key_count("", NULL, NULL, 1, m), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_audit_key_count("k", "a-role-longer-than-23-bytes", NULL, 1, m), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_audit_key_count("k", NULL, "", 1, m), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(last_seq(f.store) + 1, from); /* counting never writes */
+
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush_due(f.store), CU_OK);
+    cu_audit_record *r = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(cu_audit_read(f.store, from, 100, &r, &n), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT_STRING_EQUAL(r[0].type, "key.use");
+    CU_ASSERT_STRING_EQUAL(r[0].payload, "{\"key\":\"pkcs11:token=svc;object=keyring;type=secret-key?module-path=/x.so\","
+                                         "\"role\":\"keyring\",\"minute\":\"2023-11-14T22:14:00Z\",\"count\":6,"
+                                         "\"uses\":{\"mac\":4,\"wrap\":2}}");
+    CU_ASSERT_STRING_EQUAL(r[1].payload, "{\"key\":\"many-ops\",\"minute\":\"2023-11-14T22:14:00Z\",\"count\":7,"
+                                         "\"uses\":{\"a\":1,\"b\":1,\"c\":1,\"d\":1,\"e\":1,\"other\":2}}");
+    CU_ASSERT_STRING_EQUAL(r[2].payload, "{\"key\":\"plain\",\"minute\":\"2023-11-14T22:14:00Z\",\"count\":4}");
+    cu_audit_records_free(r, n);
+    /* The current minute's count waits for the final flush. */
+    CU_ASSERT_EQUAL(last_seq(f.store), from + 2);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_audit_read(f.store, from + 3, 100, &r, &n), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r[0].payload, "\"key\":\"now-key\",\"role\":\"tls-server\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r[0].payload, "\"count\":1,\"uses\":{\"handshake\":1}"));
+    cu_audit_records_free(r, n);
+    fx_close(&f);
+}
+
+/* The audit key's signatures are its uses once the store names it. */
+static void test_signer_uses_counted(void)
+{
+    fx f;
+    EVP_PKEY *key = ec_key();
+    uint64_t seq = 0;
+    CU_ASSERT_FATAL(fx_open(&f, "ausigner") == 0 && key != NULL);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 2, 0), CU_OK);
+    CU_ASSERT_PTR_EQUAL(cu_audit_get0_signer(f.store), key);
+    /* Unnamed: signatures are not counted. */
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    uint64_t from = last_seq(f.store) + 1;
+    CU_ASSERT_EQUAL(cu_audit_set_signer_name(f.store, "file:/state/audit.key"), CU_OK);
+    for (int i = 0; i < 4; i++) /* heads at every second record: 2 */
+        CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_sign_head(f.store, NULL, &seq), CU_OK); /* the last record: a third */
+    CU_ASSERT_EQUAL(cu_audit_sign_head(f.store, NULL, &seq), CU_OK); /* signed already: no use */
+    /* A key that is not the signer is not the audit key. */
+    EVP_PKEY *other = ec_key();
+    CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{}", NULL), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_sign_head(f.store, other, &seq), CU_OK);
+    CU_ASSERT_EQUAL(cu_audit_set_signer(f.store, key, 0, 0), CU_OK); /* no head for the flush itself */
+    CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
+    cu_audit_record *r = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(cu_audit_read(f.store, from, 100, &r, &n), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 6);
+    CU_ASSERT_STRING_EQUAL(r[5].type, "key.use");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r[5].payload, "\"key\":\"file:/state/audit.key\",\"role\":\"audit\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r[5].payload, "\"count\":3,\"uses\":{\"sign\":3}}"));
+    cu_audit_records_free(r, n);
+    CU_ASSERT_EQUAL(cu_audit_set_signer_name(f.store, NULL), CU_OK);
+    EVP_PKEY_free(other);
+    EVP_PKEY_free(key);
+    fx_close(&f);
+}
+
 /* Signing by time: the first append after T seconds since the last head
  * signs; a service timer signs a quiet log. */
 static void test_sign_by_time(void)
@@ -788,6 +878,8 @@ int main(void)
         {"seed example: who decided, from the log", test_seed_from_log},
         {"no secret in the database", test_no_secrets},
         {"key uses per key per minute", test_key_use_per_minute},
+        {"key uses counted by role and operation", test_key_count_roles},
+        {"the audit key's signatures counted", test_signer_uses_counted},
         {"signing by time, and from a timer", test_sign_by_time},
         {"a schema 1 store migrates", test_migrate_v1},
         {"export, and refused arguments", test_export_and_args},

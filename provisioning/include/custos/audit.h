@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,6 +84,8 @@ cu_rc cu_audit_append(struct cu_store *s, const char *type, const char *actor, c
  * The key may live in a token: only EVP_DigestSign is used (SHA-256; none
  * for Ed25519/Ed448). The store keeps it until closed or replaced. */
 cu_rc cu_audit_set_signer(struct cu_store *s, EVP_PKEY *key, unsigned every_n, unsigned every_secs);
+/* The key of cu_audit_set_signer, or NULL (borrowed). */
+EVP_PKEY *cu_audit_get0_signer(struct cu_store *s);
 /* Signs the current head now with key (or the signer set above when key is
  * NULL), in its own transaction. Nothing to sign (empty log, or the head is
  * already signed) is CU_OK with *_seq = the head's seq. */
@@ -105,6 +108,24 @@ cu_rc cu_audit_key_use_n(struct cu_store *s, const char *key_id, unsigned long c
 /* Writes every pending count now: at shutdown (cu_store_close writes only
  * the minutes that are over), or before a report. */
 cu_rc cu_audit_key_use_flush(struct cu_store *s);
+/* Counts n uses of a key in the minute of now (0: the clock) in memory
+ * only: it never writes, so it may be called on any thread, inside another
+ * transaction, or where no store is at hand (a TLS handshake callback, a
+ * keyring). role ("tls-server", "keyring", "audit", ...) and op (what the
+ * use was: "handshake", "mac", "wrap", "sign", ...) may be NULL; each is a
+ * word of at most 23 bytes. The record then carries "role" and "uses"
+ * (the count by op, at most 6 ops a minute; more are counted as "other").
+ * The counts are written by cu_audit_key_use_flush_due (e.g. a timer at each
+ * minute boundary) or cu_audit_key_use_flush (at shutdown). */
+cu_rc cu_audit_key_count(const char *key_id, const char *role, const char *op, unsigned long n, time_t now);
+/* Writes the counts of the minutes that are over, one "key.use" record per
+ * key per minute. */
+cu_rc cu_audit_key_use_flush_due(struct cu_store *s);
+/* Counts every head this store signs with the signer of
+ * cu_audit_set_signer (automatic or cu_audit_sign_head with key NULL) as a
+ * use of key_name (role "audit", op "sign") with cu_audit_key_count. NULL:
+ * not counted (the default: only a service records its own key uses). */
+cu_rc cu_audit_set_signer_name(struct cu_store *s, const char *key_name);
 
 /* Token administration from the command line (custos token ...): appends a
  * "token.<kind>" record to the audit log of the state directory state_dir

@@ -51,6 +51,19 @@ cu_rc cu_keyring_evp_mac_new(void *libctx /* OSSL_LIB_CTX*, may be NULL */, cons
  * means $OPENSSL_MODULES, else <dir of the program>/../lib/ossl-modules. */
 cu_rc cu_keyring_provider_load(const char *search_path);
 
+/* What a keyring operation did with the key, for an observer. */
+typedef enum cu_keyring_use {
+    CU_KEYRING_USE_MAC = 1, /* a MAC by the keyring's key: raw, seal, seal check, wrap-key derivation */
+    CU_KEYRING_USE_WRAP,    /* a secret wrapped with the derived wrap key */
+    CU_KEYRING_USE_UNWRAP,  /* a secret unwrapped */
+} cu_keyring_use;
+/* Calls use(ctx, what, aad) once per operation of kr (aad: the wrap's or
+ * unwrap's, else NULL), on the calling thread; set it before kr is shared
+ * between threads. The service counts its key uses for the audit log with
+ * it. use NULL: none. */
+void cu_keyring_set_observer(cu_keyring *kr, void (*use)(void *ctx, cu_keyring_use what, const char *aad),
+                             void *ctx);
+
 /* HMAC over the raw bytes. */
 cu_rc cu_keyring_mac(cu_keyring *kr, const uint8_t *data, size_t len, uint8_t out[32]);
 
