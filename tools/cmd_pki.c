@@ -30,6 +30,7 @@ static void usage(FILE *f)
           "        CA keys sign inside the token through the custos OpenSSL provider\n"
           "  --label-prefix P   put P before every label (several chains in one token)\n"
           "  --pin-source FILE  the token's user PIN (else CUSTOS_PIN, the URI, or a prompt)\n"
+          "--json: print {\"out\":…,\"keys\":[{\"label\":…,\"uri\":…}]} (files: name, file) instead of text.\n"
           "--issuer-key / --ca-key take a PEM file or a pkcs11: URI (a CA key in a token).\n"
           "A command that fails leaves nothing behind: no file, no token object.\n",
           f);
@@ -101,7 +102,7 @@ static int chain_check(cu_pki_keys *k, long factories, long lines, long devices,
 }
 
 static int cmd_chain(cu_pki_keys *k, const char *dir, long factories, long lines, long devices, const char *prefix,
-                     long days)
+                     long days, bool quiet)
 {
     node root = {0}, f = {0}, l = {0}, d = {0};
     int rc;
@@ -135,12 +136,12 @@ out:
     node_done(k, &l);
     node_done(k, &f);
     node_done(k, &root);
-    if (rc == 0)
+    if (rc == 0 && !quiet)
         printf("wrote root, %ld factories x %ld lines, %ld devices to %s\n", factories, lines, n, dir);
     return rc;
 }
 
-static int cmd_seed(cu_pki_keys *k, const char *dir)
+static int cmd_seed(cu_pki_keys *k, const char *dir, bool quiet)
 {
     static const char *const names[] = {"root", "cert-a", "cert-b", "device-1", "device-2",
                                         "device-3", "device-4", "device-5"};
@@ -166,7 +167,7 @@ out:
     node_done(k, &a);
     node_done(k, &b);
     node_done(k, &root);
-    if (rc == 0)
+    if (rc == 0 && !quiet)
         printf("wrote root -> cert-a -> device-1..3, root -> cert-b -> device-4..5 to %s\n", dir);
     return rc;
 }
@@ -227,12 +228,13 @@ int cu_cmd_pki(int argc, char **argv)
         {"ca", no_argument, NULL, 'a'},                {"help", no_argument, NULL, 'h'},
         {"token", required_argument, NULL, 'T'},       {"token-dir", required_argument, NULL, 'R'},
         {"pin-source", required_argument, NULL, 'P'},  {"label-prefix", required_argument, NULL, 'x'},
-        {"label", required_argument, NULL, 'L'},       {NULL, 0, NULL, 0},
+        {"label", required_argument, NULL, 'L'},       {"json", no_argument, NULL, 'j'},
+        {NULL, 0, NULL, 0},
     };
     const char *out = NULL, *prefix = "device-", *icert = NULL, *ikey = NULL, *cn = NULL;
     const char *token = NULL, *token_dir = NULL, *pin_source = NULL, *label_prefix = NULL, *label = NULL;
     long factories = 1, lines = 1, devices = 3, days = 365;
-    bool ca = false;
+    bool ca = false, json = false;
     int c, rc = CU_EXIT_OK;
     if (argc < 2 || cu_cli_is_help(argv[1])) {
         usage(argc < 2 ? stderr : stdout);
@@ -260,6 +262,7 @@ int cu_cmd_pki(int argc, char **argv)
         case 'P': pin_source = optarg; break;
         case 'x': label_prefix = optarg; break;
         case 'L': label = optarg; break;
+        case 'j': json = true; break;
         case 'h': usage(stdout); return CU_EXIT_OK;
         default: return cu_cli_usage("pki", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -290,14 +293,20 @@ int cu_cmd_pki(int argc, char **argv)
     if ((rc = cu_pki_keys_open(token, token_dir, pin_source, label_prefix, &k)) != CU_EXIT_OK)
         return rc;
     if (chain)
-        rc = cmd_chain(k, out, factories, lines, devices, prefix, days);
+        rc = cmd_chain(k, out, factories, lines, devices, prefix, days, json);
     else if (seed)
-        rc = cmd_seed(k, out);
+        rc = cmd_seed(k, out, json);
     else
         rc = cmd_issue(k, &(issue_args){.out = out, .cn = cn, .icert = icert, .ikey = ikey, .label = label,
                                         .ca = ca, .proof = proof, .days = days});
     if (rc != CU_EXIT_OK) {
         cu_pki_keys_abort(k);
+    } else if (json) {
+        printf("{\"out\":");
+        cu_cli_json_str(stdout, out);
+        printf(",\"keysIn\":\"%s\",\"keys\":", cu_pki_keys_in_token(k) ? "token" : "files");
+        cu_pki_keys_print_json(k, stdout);
+        printf("}\n");
     } else if (cu_pki_keys_in_token(k) && !proof) {
         printf("keys in the token (label, pkcs11: URI; also in each certificate's .uri file):\n");
         cu_pki_keys_print(k, stdout);

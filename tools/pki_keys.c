@@ -18,8 +18,9 @@
 
 typedef struct made_key {
     EVP_PKEY *key;
-    char *label; /* token keys only */
-    char *uri;   /* without PIN */
+    char *label; /* token: prefix + name; files: name */
+    char *uri;   /* token: the key's URI, without PIN */
+    char *file;  /* files: where it was written */
     uint8_t id[64];
     size_t id_len;
 } made_key;
@@ -264,6 +265,10 @@ int cu_pki_keys_generate(cu_pki_keys *k, const char *name, EVP_PKEY **_key)
     if (!k->token) {
         if (cu_pki_keygen(&m->key) != CU_OK)
             return cu_cli_fail("%s: %s", name, cu_err_last()->msg);
+        if ((m->label = strdup(name)) == NULL) {
+            EVP_PKEY_free(m->key);
+            return cu_cli_fail("out of memory");
+        }
         k->n_keys++;
         *_key = m->key;
         return CU_EXIT_OK;
@@ -349,6 +354,8 @@ int cu_pki_keys_save(cu_pki_keys *k, const char *path_prefix, X509 *cert, EVP_PK
         snprintf(path, sizeof path, "%s.key", path_prefix);
         if ((rc = note_new_file(k, path)) == CU_EXIT_OK && cu_pki_write_key(path, key) != CU_OK)
             rc = cu_cli_fail("%s", cu_err_last()->msg);
+        if (rc == CU_EXIT_OK && m->file == NULL && (m->file = strdup(path)) == NULL)
+            rc = cu_cli_fail("out of memory");
         return rc;
     }
     unsigned char *der = NULL;
@@ -407,6 +414,22 @@ void cu_pki_keys_print(const cu_pki_keys *k, FILE *f)
         fprintf(f, "  %-24s %s\n", k->keys[i].label, k->keys[i].uri ? k->keys[i].uri : "");
 }
 
+void cu_pki_keys_print_json(const cu_pki_keys *k, FILE *f)
+{
+    fputs("[", f);
+    for (size_t i = 0, n = 0; i < k->n_keys; i++) {
+        const made_key *m = &k->keys[i];
+        if ((k->token ? m->uri : m->file) == NULL)
+            continue; /* a throw-away key (a proof's) */
+        fprintf(f, "%s{\"%s\":", n++ ? "," : "", k->token ? "label" : "name");
+        cu_cli_json_str(f, m->label);
+        fprintf(f, ",\"%s\":", k->token ? "uri" : "file");
+        cu_cli_json_str(f, k->token ? m->uri : m->file);
+        fputs("}", f);
+    }
+    fputs("]", f);
+}
+
 void cu_pki_keys_abort(cu_pki_keys *k)
 {
     if (k == NULL)
@@ -442,6 +465,7 @@ void cu_pki_keys_free(cu_pki_keys *k)
         EVP_PKEY_free(k->keys[i].key);
         free(k->keys[i].label);
         free(k->keys[i].uri);
+        free(k->keys[i].file);
     }
     free(k->keys);
     for (size_t i = 0; i < k->n_paths; i++)

@@ -53,6 +53,10 @@ int cu_pki_keys_load(cu_pki_keys *k, const char *spec, EVP_PKEY **_key);
 /* Prints "<label> <uri>" of every key made on the token (nothing for files). */
 void cu_pki_keys_print(const cu_pki_keys *k, FILE *f);
 
+/* The keys made, as a JSON array: [{"label","uri"}] (token) or
+ * [{"name","file"}] (files). */
+void cu_pki_keys_print_json(const cu_pki_keys *k, FILE *f);
+
 /* Removes every token object, file and directory this run made. */
 void cu_pki_keys_abort(cu_pki_keys *k);
 void cu_pki_keys_free(cu_pki_keys *k);

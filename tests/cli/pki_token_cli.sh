@@ -92,7 +92,13 @@ BEFORE=$(objects)
 # ---- a CA key in the token signs one more certificate, and a proof of possession ----
 expect_rc 0 "issue a device with the line's key in the token" "$CUSTOS" pki issue --cn device-9 \
   --out "$O/device-9" --issuer-cert "$O/factory-1-line-1.pem" --issuer-key "$(cat "$O/factory-1-line-1.uri")" \
-  --token-dir "$D"
+  --token-dir "$D" --json
+python3 - "$T/out" "$O/device-9.uri" <<'PY' && ok "issue --json names the new key and its URI" || bad "issue --json: $(head -c 300 "$T/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["keysIn"] == "token" and len(d["keys"]) == 1, d
+assert d["keys"][0]["label"] == "device-9" and d["keys"][0]["uri"] == open(sys.argv[2]).read().strip(), d
+PY
 cat "$O/factory-1-line-1.pem" "$O/factory-1.pem" >"$T/inter.pem"
 if openssl verify -CAfile "$O/root.pem" -untrusted "$T/inter.pem" "$O/device-9.pem" >/dev/null 2>&1
 then ok "the new device certificate verifies"; else bad "device-9 does not verify"; fi
