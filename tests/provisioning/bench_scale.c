@@ -12,9 +12,13 @@
  *     random groups;
  * then R full registrations (record + audit written) at the end.
  *
- *   bench_prov_scale [N [M [G [DIR [CHECKPOINTS]]]]]
+ *   bench_prov_scale [N [M [G [DIR [CHECKPOINTS [reuse]]]]]]
  *       defaults 1000000 100000 1000, a temporary DIR, checkpoint N;
- *       CHECKPOINTS: comma-separated enrollment counts, e.g. 1000000,10000000
+ *       CHECKPOINTS: comma-separated enrollment counts, e.g. 1000000,10000000;
+ *       reuse: DIR holds the store of an earlier run with these N and G:
+ *       nothing is written, only the look-ups are timed at each checkpoint
+ *       (SAS among the first CHECKPOINT enrollments; the groups' look-ups;
+ *       no X.509 resolution, the groups' CA keys are gone)
  *
  * Not part of the default ctest run (label "bench", disabled). */
 #include "fixture.h"
@@ -138,7 +142,7 @@ static void checkpoint(run *r, long imported, double import_s, long seg_n, doubl
         subj.v[subj.n++] = now_s() - a;
         sk_X509_pop_free(anchors, X509_free);
     }
-    for (long i = 0; r->nsmp > 0 && i < X509_RESOLUTIONS; i++) {
+    for (long i = 0; r->nsmp > 0 && r->smp[0].chain != NULL && i < X509_RESOLUTIONS; i++) {
         sample *g = &r->smp[rnd(r->nsmp)];
         cu_prov_request req = {.registration_id = "bench-x509-device", .chain = g->chain};
         cu_prov_explain ex;
@@ -149,22 +153,65 @@ static void checkpoint(run *r, long imported, double import_s, long seg_n, doubl
         cu_prov_explain_clear(&ex);
     }
     long long size = store_size(r->dir);
-    printf("checkpoint %ld enrollments: import %.1f s total, last %ld at %.0f/s; store %.1f MiB\n", imported,
-           import_s, seg_n, (double)seg_n / seg_s, (double)size / 1048576.0);
+    if (seg_n > 0)
+        printf("checkpoint %ld enrollments: import %.1f s total, last %ld at %.0f/s; store %.1f MiB\n", imported,
+               import_s, seg_n, (double)seg_n / seg_s, (double)size / 1048576.0);
+    else
+        printf("look-ups among the first %ld enrollments (store %.1f MiB):\n", imported, (double)size / 1048576.0);
     printf("  SAS resolution (%ld random):           p50 %.1f us, p99 %.1f us\n", sas.n, pct(&sas, 50), pct(&sas, 99));
     if (r->nsmp > 0) {
         printf("  group by fingerprint (%ld random):     p50 %.1f us, p99 %.1f us\n", fp.n, pct(&fp, 50),
                pct(&fp, 99));
         printf("  anchors by subject (%ld random):       p50 %.1f us, p99 %.1f us\n", subj.n, pct(&subj, 50),
                pct(&subj, 99));
-        printf("  X.509 resolution (%ld random groups):  p50 %.1f us, p99 %.1f us\n", x5.n, pct(&x5, 50),
-               pct(&x5, 99));
+        if (x5.n > 0)
+            printf("  X.509 resolution (%ld random groups):  p50 %.1f us, p99 %.1f us\n", x5.n, pct(&x5, 50),
+                   pct(&x5, 99));
     }
     fflush(stdout);
     free(sas.v);
     free(fp.v);
     free(subj.v);
     free(x5.v);
+}
+
+/* reuse: the look-ups only, on the store an earlier run left in dir. */
+static int lookups_only(cu_store *s, cu_prov *p, char *dir, long n, long m, long g, const long *cps, int ncp,
+                        cu_keyring *kr)
+{
+    uint64_t have = 0;
+    long every = g > SAMPLE_GROUPS ? g / SAMPLE_GROUPS : 1;
+    sample *smp = calloc((size_t)(g / every + 1), sizeof *smp);
+    long nsmp = 0;
+    if (cu_store_count(s, CU_KIND_ENROLLMENT, &have) != CU_OK || (long)have < n) {
+        fprintf(stderr, "reuse: %s holds %llu enrollments, fewer than %ld\n", dir, (unsigned long long)have, n);
+        return 1;
+    }
+    for (long i = 0; i < g; i += every) {
+        sample *x = &smp[nsmp];
+        cu_enr *e = NULL;
+        snprintf(x->id, sizeof x->id, "bench-group-%06ld", i);
+        const char *pem = NULL;
+        if (cu_store_enr_get(s, CU_ENR_GROUP, x->id, &e) != CU_OK || (pem = cu_enr_get0_cert(e, CU_ENR_PRIMARY)) == NULL ||
+            cu_x509_decode(pem, strlen(pem), &x->ca.cert) != CU_OK) {
+            fprintf(stderr, "reuse: group %s: %s\n", x->id, cu_err_last()->msg);
+            return 1;
+        }
+        cu_enr_free(e);
+        nsmp++;
+    }
+    run r = {.s = s, .p = p, .dir = dir, .smp = smp, .nsmp = nsmp, .m = m};
+    for (int i = 0; i < ncp; i++)
+        checkpoint(&r, cps[i], 0, 0, 1);
+    printf("refused (must be 0):    %ld\n", r.refused);
+    for (long i = 0; i < nsmp; i++)
+        X509_free(smp[i].ca.cert);
+    free(smp);
+    cu_prov_free(p);
+    cu_store_close(s);
+    cu_keyring_free(kr);
+    free(dir);
+    return r.refused == 0 ? 0 : 1;
 }
 
 static int parse_checkpoints(const char *s, long n, long *out, int *_k)
@@ -191,6 +238,7 @@ int main(int argc, char **argv)
     long n = argc > 1 ? atol(argv[1]) : 1000000, m = argc > 2 ? atol(argv[2]) : 100000;
     long g = argc > 3 ? atol(argv[3]) : 1000;
     const char *dir_arg = argc > 4 && *argv[4] ? argv[4] : NULL; /* "": temporary */
+    bool reuse = argc > 6 && strcmp(argv[6], "reuse") == 0;
     long cps[MAX_CHECKPOINTS + 1];
     int ncp = 0;
     static const uint8_t kkey[32] = "bench keyring key bench keyring";
@@ -200,7 +248,8 @@ int main(int argc, char **argv)
     char reason[512], id[64], js[512];
     uint8_t k[32];
 
-    if (n < 1 || m < 1 || g < 0 || parse_checkpoints(argc > 5 ? argv[5] : NULL, n, cps, &ncp) != 0) {
+    if (n < 1 || m < 1 || g < 0 || parse_checkpoints(argc > 5 ? argv[5] : NULL, n, cps, &ncp) != 0 ||
+        (argc > 6 && !reuse) || (reuse && dir_arg == NULL)) {
         fprintf(stderr, "usage: bench_prov_scale [N [M [G [DIR [CHECKPOINTS]]]]] (checkpoints ascending, <= N)\n");
         return 2;
     }
@@ -212,10 +261,12 @@ int main(int argc, char **argv)
     }
     cu_prov_config cfg = {.id_scope = "0ne00000001", .use_default_skew = true};
     cu_hub hubs[3] = {{"hub1.example.net", 1, true}, {"hub2.example.net", 2, true}, {"hub3.example.net", 1, true}};
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; !reuse && i < 3; i++)
         cu_store_hub_put(s, &hubs[i], NULL, 0);
     cu_prov_new(s, &cfg, &p);
     srand(42);
+    if (reuse)
+        return lookups_only(s, p, dir, n, m, g, cps, ncp, kr);
 
     /* 1. X.509 groups: distinct intermediate CAs under one root; every
      * (G / SAMPLE_GROUPS)-th kept, with a device, for the look-ups. */
