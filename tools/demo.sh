@@ -5,8 +5,8 @@
 #      one token per device (SoftHSM2 or the Custos software keystore), one
 #      for the factory's symmetric group key; `custos token list`;
 #   2. the seed's five-device PKI: root -> A -> device-1..3, root -> B ->
-#      device-4..5, each device key generated in its token, its certificate
-#      made through the OpenSSL provider;
+#      device-4..5, each device key generated in its token and its
+#      certificate issued by `custos pki issue --token-dir`;
 #   3. custosd on a free loopback port, then the seed's three stages: one
 #      enabled group on the root; a disabled group on B; a disabled individual
 #      enrollment for device-3 -- every device registered by
@@ -227,9 +227,8 @@ declare -A DEV_KEY
 for i in 1 2 3 4 5; do
     case $i in 1 | 3 | 5) kind=softhsm2 ;; *) kind=soft ;; esac
     new_token "device-$i" "$kind" quiet
-    keygen "device-$i" ec-p256 "device-$i"
-    DEV_KEY[device-$i]=$KEY_URI
 done
+note "    (each device's key is made inside its token in step 2, with its certificate)"
 
 say ""
 say "What a PKCS#11 application sees (the service's token and one software keystore token):"
@@ -243,28 +242,19 @@ note "The CA keys of this test PKI are files (${PKI#"$ROOT"/}/root.key, cert-a.k
 run "$CUSTOS" pki issue --cn "Seed Root" --ca --days 3650 --out "$PKI/root"
 run "$CUSTOS" pki issue --cn "Certificate A" --ca --days 1825 --issuer-cert "$PKI/root.pem" --issuer-key "$PKI/root.key" --out "$PKI/cert-a"
 run "$CUSTOS" pki issue --cn "Certificate B" --ca --days 1825 --issuer-cert "$PKI/root.pem" --issuer-key "$PKI/root.key" --out "$PKI/cert-b"
-cat >"$PKI/device.ext" <<'EOF'
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EOF
-say "Each device: a certificate request signed inside its token (openssl through the Custos provider),"
-say "the certificate issued by A or B, and the chain the device sends (leaf + intermediate):"
+say "Each device: its key generated inside its token, its certificate issued by A or B (custos pki"
+say "issue --token-dir), and the chain the device sends (leaf + intermediate):"
 for i in 1 2 3 4 5; do
     dev=device-$i
     if [ "$i" -le 3 ]; then ca=cert-a; else ca=cert-b; fi
-    in_token "$dev" openssl req -new -provider-path "$PROVIDERS" -provider custos -provider default \
-        -key "${DEV_KEY[$dev]}" -subj "/O=Custos test PKI/CN=$dev" -out "$PKI/$dev.csr"
-    shown openssl x509 -req -in "$PKI/$dev.csr" -CA "$PKI/$ca.pem" -CAkey "$PKI/$ca.key" -set_serial 0x… \
-        -days 365 -extfile "$PKI/device.ext" -out "$PKI/$dev.pem"
-    openssl x509 -req -in "$PKI/$dev.csr" -CA "$PKI/$ca.pem" -CAkey "$PKI/$ca.key" \
-        -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$PKI/device.ext" \
-        -out "$PKI/$dev.pem" 2>/dev/null
+    quiet "$CUSTOS" pki issue --cn "$dev" --days 365 --issuer-cert "$PKI/$ca.pem" --issuer-key "$PKI/$ca.key" \
+        --out "$PKI/$dev" --token-dir "$TOKENS/$dev" --pin-source "$USER_PIN"
+    # pki/device-N.uri: the key's pkcs11: URI (no PIN); the devices read the PIN from the file.
+    DEV_KEY[$dev]="$(cat "$PKI/$dev.uri")&pin-source=file:$(urlenc "$USER_PIN")"
     cat "$PKI/$dev.pem" "$PKI/$ca.pem" >"$PKI/$dev-chain.pem"
 done
-note "(device.ext: CA:FALSE, keyUsage digitalSignature, extendedKeyUsage clientAuth; device-N-chain.pem = device-N.pem + cert-a/b.pem)"
+say "    -> $(shown_uri "${DEV_KEY[device-1]}")   (pki/device-1.uri; the certificate is on the token too)"
+note "(device-N-chain.pem = device-N.pem + cert-a/b.pem)"
 
 
 # ============================================================== custosd ==
