@@ -7,12 +7,25 @@ CUSTOS="$BIN/custos"
 CUSTOSD="$BIN/custosd"
 SRV_PID=
 pass=0 fail=0
+# CUSTOS_TEST_STORE=postgresql: the store is a fresh database in the server
+# of tests/common/pg_fixture.sh (CUSTOS_TEST_PG_DIR), for custosd and the
+# command line alike (CUSTOS_STORE, custos/state.h).
+PG_DB=
+if [ "${CUSTOS_TEST_STORE:-}" = postgresql ]; then
+  PG_FIXTURE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../common" && pwd)/pg_fixture.sh
+  PG_DB=t_$(basename "$T" | tr -c 'a-zA-Z0-9\n' _)
+  CUSTOS_STORE=$("$PG_FIXTURE" createdb "$CUSTOS_TEST_PG_DIR" "$PG_DB") || { echo "FAIL - no PostgreSQL fixture"; exit 1; }
+  export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$CUSTOS_TEST_PG_DIR/password"
+fi
 ok()  { pass=$((pass+1)); echo "ok   - $1"; }
 bad() { fail=$((fail+1)); echo "FAIL - $1"; }
 finish() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
   echo "$pass passed, $fail failed"
   if [ "$fail" -ne 0 ]; then echo "state and logs kept in $T"; else rm -rf "$T"; fi
+  [ -n "$PG_DB" ] && [ "$fail" -eq 0 ] && PGPASSWORD=$(cat "$CUSTOS_TEST_PG_DIR/password") \
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q "${CUSTOS_STORE%/*}/postgres" \
+    -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1
   [ "$fail" -eq 0 ]
 }
 trap 'finish; exit $?' EXIT
