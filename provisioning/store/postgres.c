@@ -372,6 +372,13 @@ static cu_rc pg_begin(void *b)
     cu_rc rc = ensure_conn(p);
     if (rc == CU_OK)
         rc = exec_plain(p, "BEGIN", "begin");
+    if (rc != CU_OK && PQstatus(p->c) != CONNECTION_OK) {
+        /* The connection died while idle (the database restarted): nothing
+         * has been done yet, so a fresh one may start the transaction. */
+        p->next_reset = 0;
+        if ((rc = ensure_conn(p)) == CU_OK)
+            rc = exec_plain(p, "BEGIN", "begin");
+    }
     if (rc == CU_OK) {
         p->in_tx = true;
         seen_clear(p);

@@ -11,7 +11,8 @@
 #
 # Files in DIR: uri (postgresql://custos@127.0.0.1:PORT/postgres, no
 # password), password (the role's password: pass it as a password file),
-# pid, port, log. Fast rather than durable: fsync off (a killed server
+# pid, port, log, datadir (the data directory: /tmp/cu-pg-*, owned by the
+# server's user, outside DIR so that DIR's parents need not be open to it). Fast rather than durable: fsync off (a killed server
 # still loses nothing the OS has; a killed machine would).
 set -euo pipefail
 
@@ -39,6 +40,8 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+data() { cat "$dir/datadir" 2>/dev/null; }
+
 alive() {
     [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
 }
@@ -59,7 +62,7 @@ stop_server() {
 
 launch() {
     local port=$1
-    as_user "$bindir/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
+    as_user "$bindir/postgres" -D "$(data)" -p "$port" -c listen_addresses=127.0.0.1 \
         -c unix_socket_directories= -c fsync=off -c full_page_writes=off -c synchronous_commit=on \
         -c shared_buffers=32MB -c max_connections=200 -c log_min_messages=warning \
         >>"$dir/log" 2>&1 </dev/null &
@@ -68,7 +71,7 @@ launch() {
         if PGPASSWORD=$(cat "$dir/password") PGCONNECT_TIMEOUT=2 \
             "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port" -U custos -d postgres 2>/dev/null; then
             # The postmaster's own PID (the one above may be runuser's).
-            head -1 "$dir/data/postmaster.pid" >"$dir/pid"
+            head -1 "$(data)/postmaster.pid" >"$dir/pid"
             return 0
         fi
         alive || break
@@ -84,20 +87,19 @@ case $cmd in
 start)
     mkdir -p "$dir"
     stop_server            # a server left by an aborted run
-    rm -rf "$dir/data"
-    chmod 0755 "$dir"
+    [ -n "$(data)" ] && rm -rf "$(data)"
     # The role's password: random, readable by the tests (root) only.
     (umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' >"$dir/password")
-    mkdir -m 0700 "$dir/data"
-    pwcopy=$(mktemp "$dir/pw.XXXXXX")
+    top=$(mktemp -d /tmp/cu-pg-XXXXXX)
+    chmod 0755 "$top"
+    echo "$top/data" >"$dir/datadir"
+    mkdir -m 0700 "$top/data"
+    pwcopy=$top/pw
     cp "$dir/password" "$pwcopy"
-    if [ "$(id -u)" = 0 ]; then
-        chown nobody: "$dir/data" "$pwcopy"
-        touch "$dir/log"
-        chown nobody: "$dir/log"
-    fi
-    trap 'rm -f "$pwcopy"; [ "${ok:-0}" = 1 ] || { stop_server; rm -rf "$dir/data"; }' EXIT
-    as_user "$bindir/initdb" -D "$dir/data" -U custos -A scram-sha-256 --pwfile="$pwcopy" -E UTF8 \
+    : >"$dir/log"          # opened by this shell: the server needs no access to DIR
+    [ "$(id -u)" = 0 ] && chown nobody: "$top/data" "$pwcopy"
+    trap 'rm -f "$pwcopy"; [ "${ok:-0}" = 1 ] || { stop_server; rm -rf "$top"; }' EXIT
+    as_user "$bindir/initdb" -D "$top/data" -U custos -A scram-sha-256 --pwfile="$pwcopy" -E UTF8 \
         --locale=C -N >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     port=$(free_port)
     echo "$port" >"$dir/port"
@@ -114,7 +116,8 @@ resume)
     ;;
 stop)
     stop_server
-    rm -rf "$dir/data"
+    [ -n "$(data)" ] && rm -rf "$(dirname "$(data)")"
+    rm -f "$dir/datadir"
     ;;
 createdb)
     name=${3:?database name}
