@@ -122,6 +122,26 @@ cu_rc cu_store_open_audit_only_spec(const char *spec, const char *password_file,
                                     cu_store **_out);
 void cu_store_close(cu_store *s);
 const char *cu_store_backend_name(const cu_store *s);
+/* What cu_store_migrate_from_sqlite did. */
+typedef struct cu_store_migrate_report {
+    uint64_t docs, keys, settings; /* upserted (all of the source's) */
+    uint64_t audit_records;        /* audit records copied */
+    uint64_t audit_skipped;        /* ... already in the target (a re-run) */
+    uint64_t audit_heads;          /* signed heads (kept if already there) */
+    char docs_sha256[65];          /* checksum of the documents, equal on both sides */
+    char audit_last_hash[65];      /* the chain's last hash, equal on both sides */
+} cu_store_migrate_report;
+/* Called as the copy goes: phase ("audit log", "documents", "verify"). */
+typedef void (*cu_store_progress_fn)(void *arg, const char *phase, uint64_t done, uint64_t total);
+/* Copies the SQLite store at sqlite_path into dst (any backend, opened
+ * with the same keyring): documents with their index keys and seals,
+ * settings, audit records and heads; then verifies counts, checksums and
+ * the audit chain on both sides. Re-runnable (upserts; audit records
+ * already there are checked, not copied). Refuses (CU_E_STATE, nothing
+ * written) a target whose audit log is not the beginning of the source's.
+ * @retval CU_E_VERIFY the verification pass found a difference */
+cu_rc cu_store_migrate_from_sqlite(const char *sqlite_path, cu_store *dst, cu_store_progress_fn progress, void *arg,
+                                   cu_store_migrate_report *_rep);
 /* Schema version of the SQLite backend. */
 #define CU_STORE_SCHEMA_VERSION 2
 
