@@ -78,8 +78,10 @@ static const struct {
      * with another version's seal. */
     {"metaget", "SELECT name, value FROM meta WHERE name=$1 OR name='seal:' || $1", 1},
     {"metaput", "INSERT INTO meta(name, value) VALUES($1, $2) ON CONFLICT (name) DO UPDATE SET value=EXCLUDED.value", 2},
+    /* A setting and its seal together (see pg_meta_put). */
+    {"metaput2", "INSERT INTO meta(name, value) VALUES($1, $2), ($3, $4)"
+                 " ON CONFLICT (name) DO UPDATE SET value=EXCLUDED.value", 4},
     {"audit", "INSERT INTO audit_v1(event) VALUES($1)", 1},
-    {"alock", "SELECT pg_advisory_xact_lock(1129665364, 'audit_log'::regclass::oid::integer)", 0},
     {"alast", "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", 0},
     {"aappend", "INSERT INTO audit_log(seq, at, type, actor, payload, prev, hash)"
                 " VALUES($1::bigint, $2, $3, $4, $5, $6, $7)", 7},
@@ -104,6 +106,7 @@ typedef struct seen {
     int kind;
     bool exists;
     uint8_t seal[32];
+    char *body; /* as read or written: a second read in the transaction costs no round trip */
 } seen;
 
 typedef struct pg {
@@ -117,7 +120,13 @@ typedef struct pg {
     size_t cap, used;
     /* The seal fetched with the last setting read (see "metaget"). */
     char *pref_name, *pref_val;
+    /* A setting written in the transaction and not sent yet: its seal
+     * follows at once and goes with it in one statement. */
+    char *pend_name, *pend_val;
 } pg;
+
+static cu_rc flush_pending(pg *p);
+static void pg_rollback(void *b);
 
 /* ---- errors ---- */
 
@@ -206,6 +215,9 @@ static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int
                  int result_binary, ExecStatusType want, const char *what, PGresult **_r)
 {
     *_r = NULL;
+    cu_rc frc = flush_pending(p);
+    if (frc != CU_OK)
+        return frc;
     for (int attempt = 0; attempt < 2; attempt++) {
         cu_rc rc = ensure_conn(p);
         if (rc != CU_OK)
@@ -225,6 +237,17 @@ static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int
         p->next_reset = 0;
     }
     return unavailable(p, what);
+}
+
+/* run() without sending the pending setting first (it is in v). */
+static cu_rc run_now(pg *p, const char *stmt, int n, const char *const *v, const char *what, PGresult **_r)
+{
+    char *pn = p->pend_name, *pv = p->pend_val;
+    p->pend_name = p->pend_val = NULL;
+    cu_rc rc = run(p, stmt, n, v, NULL, NULL, 0, PGRES_COMMAND_OK, what, _r);
+    p->pend_name = pn;
+    p->pend_val = pv;
+    return rc;
 }
 
 static cu_rc exec_plain(pg *p, const char *sql, const char *what)
@@ -323,13 +346,15 @@ static void seen_clear(pg *p)
     for (size_t i = 0; i < p->cap && p->used > 0; i++)
         if (p->seen[i].id != NULL) {
             free(p->seen[i].id);
+            free(p->seen[i].body);
             p->seen[i].id = NULL;
+            p->seen[i].body = NULL;
             p->used--;
         }
     p->used = 0;
 }
 
-static cu_rc seen_note(pg *p, int kind, const char *id, bool exists, const uint8_t seal[32])
+static cu_rc seen_note(pg *p, int kind, const char *id, bool exists, const uint8_t seal[32], const char *body)
 {
     seen *e = seen_find(p, kind, id);
     if (e == NULL) {
@@ -359,8 +384,13 @@ static cu_rc seen_note(pg *p, int kind, const char *id, bool exists, const uint8
         p->used++;
     }
     e->exists = exists;
-    if (exists)
+    free(e->body);
+    e->body = NULL;
+    if (exists) {
         memcpy(e->seal, seal, 32);
+        if ((e->body = strdup(body)) == NULL)
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
     return CU_OK;
 }
 
@@ -386,11 +416,23 @@ static cu_rc pg_begin(void *b)
     return rc;
 }
 
+static void pending_drop(pg *p)
+{
+    free(p->pend_name);
+    if (p->pend_val != NULL)
+        OPENSSL_clear_free(p->pend_val, strlen(p->pend_val));
+    p->pend_name = p->pend_val = NULL;
+}
+
 static cu_rc pg_commit(void *b)
 {
     pg *p = b;
+    cu_rc rc = flush_pending(p);
+    if (rc != CU_OK) {
+        pg_rollback(p);
+        return rc;
+    }
     PGresult *r = PQexec(p->c, "COMMIT");
-    cu_rc rc = CU_OK;
     /* A transaction aborted by an earlier error answers COMMIT with
      * "ROLLBACK": that is a failure, not a success. */
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
@@ -406,6 +448,7 @@ static cu_rc pg_commit(void *b)
 static void pg_rollback(void *b)
 {
     pg *p = b;
+    pending_drop(p);
     if (p->c != NULL && PQstatus(p->c) == CONNECTION_OK)
         PQclear(PQexec(p->c, "ROLLBACK"));
     p->in_tx = false;
@@ -417,6 +460,15 @@ static cu_rc pg_get(void *b, int kind, const char *id, char **_body, uint8_t sea
     pg *p = b;
     char k[16];
     PGresult *r = NULL;
+    seen *e = p->in_tx ? seen_find(p, kind, id) : NULL;
+    if (e != NULL) {
+        /* Read (or written) before in this transaction: that version,
+         * which the write of it is conditional on anyway. */
+        if (!e->exists)
+            return cu_err_set(CU_E_OBJECT_NOT_FOUND, "'%s' not found", id);
+        memcpy(seal, e->seal, 32);
+        return (*_body = strdup(e->body)) ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
+    }
     snprintf(k, sizeof k, "%d", kind);
     const char *v[] = {k, id};
     cu_rc rc = run(p, "get", 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, "read", &r);
@@ -424,7 +476,7 @@ static cu_rc pg_get(void *b, int kind, const char *id, char **_body, uint8_t sea
         return rc;
     if (PQntuples(r) == 0) {
         rc = cu_err_set(CU_E_OBJECT_NOT_FOUND, "'%s' not found", id);
-        if (p->in_tx && seen_note(p, kind, id, false, NULL) != CU_OK)
+        if (p->in_tx && seen_note(p, kind, id, false, NULL, NULL) != CU_OK)
             rc = CU_E_NOMEM;
     } else if (PQgetlength(r, 0, 1) != 32) {
         rc = cu_err_set(CU_E_VERIFY, "row '%s' has no valid seal", id);
@@ -432,7 +484,7 @@ static cu_rc pg_get(void *b, int kind, const char *id, char **_body, uint8_t sea
         memcpy(seal, PQgetvalue(r, 0, 1), 32);
         if ((*_body = strdup(PQgetvalue(r, 0, 0))) == NULL)
             rc = cu_err_set(CU_E_NOMEM, "out of memory");
-        else if (p->in_tx && (rc = seen_note(p, kind, id, true, seal)) != CU_OK) {
+        else if (p->in_tx && (rc = seen_note(p, kind, id, true, seal, *_body)) != CU_OK) {
             free(*_body);
             *_body = NULL;
         }
@@ -460,7 +512,7 @@ static cu_rc pg_put(void *b, int kind, const char *id, const char *body, const u
     PQclear(r);
     if (!hit)
         return conflict("the document", id);
-    if (p->in_tx && (rc = seen_note(p, kind, id, true, seal)) != CU_OK)
+    if (p->in_tx && (rc = seen_note(p, kind, id, true, seal, body)) != CU_OK)
         return rc;
     if ((arr = array_literal(keys, nkeys)) == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
@@ -498,7 +550,7 @@ static cu_rc pg_del(void *b, int kind, const char *id)
     PQclear(r);
     if (!hit)
         return cond ? conflict("the document", id) : cu_err_set(CU_E_OBJECT_NOT_FOUND, "'%s' not found", id);
-    if (p->in_tx && (rc = seen_note(p, kind, id, false, NULL)) != CU_OK)
+    if (p->in_tx && (rc = seen_note(p, kind, id, false, NULL, NULL)) != CU_OK)
         return rc;
     const char *kv[] = {k, id, "{}"};
     if ((rc = run(p, "delkeys", 3, kv, NULL, NULL, 0, PGRES_COMMAND_OK, "delete keys", &r)) == CU_OK)
@@ -620,13 +672,48 @@ static cu_rc pg_meta_get(void *b, const char *name, char **_value)
     return rc;
 }
 
+static cu_rc flush_pending(pg *p)
+{
+    if (p->pend_name == NULL)
+        return CU_OK;
+    char *n = p->pend_name, *val = p->pend_val;
+    PGresult *r = NULL;
+    p->pend_name = p->pend_val = NULL;
+    const char *v[] = {n, val};
+    cu_rc rc = run(p, "metaput", 2, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write setting", &r);
+    PQclear(r);
+    free(n);
+    OPENSSL_clear_free(val, strlen(val));
+    return rc;
+}
+
+/* Inside a transaction a setting waits for its seal ("seal:NAME", which
+ * store.c writes next), and the two go in one round trip; anything else
+ * sends it first. Outside one, every write is done when this returns. */
 static cu_rc pg_meta_put(void *b, const char *name, const char *value)
 {
     pg *p = b;
     PGresult *r = NULL;
+    cu_rc rc;
     pref_clear(p);
+    if (p->pend_name != NULL && !strncmp(name, "seal:", 5) && !strcmp(name + 5, p->pend_name)) {
+        const char *v[] = {p->pend_name, p->pend_val, name, value};
+        rc = run_now(p, "metaput2", 4, v, "write setting", &r);
+        pending_drop(p);
+        PQclear(r);
+        return rc;
+    }
+    if (p->in_tx && strncmp(name, "seal:", 5) != 0) {
+        if ((rc = flush_pending(p)) != CU_OK)
+            return rc;
+        if ((p->pend_name = strdup(name)) == NULL || (p->pend_val = strdup(value)) == NULL) {
+            pending_drop(p);
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+        }
+        return CU_OK;
+    }
     const char *v[] = {name, value};
-    cu_rc rc = run(p, "metaput", 2, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write setting", &r);
+    rc = run(p, "metaput", 2, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write setting", &r);
     PQclear(r);
     return rc;
 }
@@ -648,11 +735,30 @@ static cu_rc pg_audit_last(void *b, uint64_t *_seq, uint8_t hash[32])
     cu_rc rc;
     *_seq = 0;
     memset(hash, 0, 32);
-    /* In a write transaction this precedes an append: serialize. */
+    if ((rc = flush_pending(p)) != CU_OK)
+        return rc;
     if (p->in_tx) {
-        if ((rc = run(p, "alock", 0, NULL, NULL, NULL, 0, PGRES_TUPLES_OK, "lock the audit log", &r)) != CU_OK)
+        /* In a write transaction this precedes an append: serialize. Two
+         * statements in one round trip: the read's snapshot is taken after
+         * the lock is granted, so it sees the last committed append. */
+        r = PQexec(p->c, "SELECT pg_advisory_xact_lock(1129665364, 'audit_log'::regclass::oid::integer);"
+                         "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = result_error(p, r, "lock the audit log");
+            PQclear(r);
             return rc;
+        }
+        if (PQntuples(r) > 0) {
+            /* A simple query answers in text. */
+            *_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+            size_t n = 0;
+            unsigned char *h = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &n);
+            if (h != NULL && n == 32)
+                memcpy(hash, h, 32);
+            PQfreemem(h);
+        }
         PQclear(r);
+        return CU_OK;
     }
     if ((rc = run(p, "alast", 0, NULL, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit head", &r)) != CU_OK)
         return rc;
@@ -821,6 +927,7 @@ static void pg_close(void *b)
     seen_clear(p);
     free(p->seen);
     pref_clear(p);
+    pending_drop(p);
     free(p);
 }
 

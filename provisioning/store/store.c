@@ -391,13 +391,16 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     char *old = NULL;
-    if (s->ops->meta_get(s->b, name, &old) != CU_OK)
+    /* The old value is for the audit record, which operations do not get
+     * (and a registration should not pay a read for). */
+    bool op = strncmp(name, "op:", 3) == 0;
+    if (op || s->ops->meta_get(s->b, name, &old) != CU_OK)
         old = NULL;
     s->writes++;
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
-    if (rc == CU_OK && strncmp(name, "op:", 3) != 0) {
+    if (rc == CU_OK && !op) {
         /* Operation state ("op:<id>", written with every registration,
          * which has its own record) is no configuration change. Secrets
          * (service policy keys, any wrapped value) show only that they

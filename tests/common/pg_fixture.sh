@@ -62,9 +62,12 @@ stop_server() {
 
 launch() {
     local port=$1
+    # PG_FIXTURE_DURABLE=1 (benchmarks): fsync and full pages on, as in production.
+    local fsync=off fpw=off shared=32MB
+    [ "${PG_FIXTURE_DURABLE:-0}" = 1 ] && { fsync=on; fpw=on; shared=1GB; }
     as_user "$bindir/postgres" -D "$(data)" -p "$port" -c listen_addresses=127.0.0.1 \
-        -c unix_socket_directories= -c fsync=off -c full_page_writes=off -c synchronous_commit=on \
-        -c shared_buffers=32MB -c max_connections=200 -c log_min_messages=warning \
+        -c unix_socket_directories= -c fsync=$fsync -c full_page_writes=$fpw -c synchronous_commit=on \
+        -c shared_buffers=$shared -c max_connections=200 -c log_min_messages=warning \
         >>"$dir/log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
     for _ in $(seq 1 200); do

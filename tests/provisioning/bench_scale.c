@@ -60,8 +60,13 @@ int main(int argc, char **argv)
     uint8_t k[32];
     double t0, t1;
 
+    /* CUSTOS_STORE: another store than DIR (PostgreSQL; the password in
+     * the file CUSTOS_STORE_PASSWORD_FILE). BENCH_IMPORTED=N: N enrollments
+     * are already there (an earlier run), import none. */
+    const char *spec = getenv("CUSTOS_STORE"), *pwf = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    long imported = getenv("BENCH_IMPORTED") ? atol(getenv("BENCH_IMPORTED")) : 0;
     if (dir == NULL || cu_keyring_software_new(kkey, sizeof kkey, &kr) != CU_OK ||
-        cu_store_open_dir(dir, kr, &s) != CU_OK) {
+        (spec ? cu_store_open_spec(spec, pwf, kr, &s) : cu_store_open_dir(dir, kr, &s)) != CU_OK) {
         fprintf(stderr, "setup: %s\n", cu_err_last()->msg);
         return 1;
     }
@@ -72,10 +77,10 @@ int main(int argc, char **argv)
     cu_prov_new(s, &cfg, &p);
 
     /* 1. Import. */
-    printf("importing %ld enrollments into %s ...\n", n, dir);
+    printf("importing %ld enrollments into %s ...\n", imported ? 0 : n, spec ? "$CUSTOS_STORE" : dir);
     t0 = now_s();
     cu_store_begin(s);
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < (imported ? 0 : n); i++) {
         snprintf(id, sizeof id, "bench-device-%08ld", i);
         device_key(id, k);
         char *b64 = NULL;

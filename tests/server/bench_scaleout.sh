@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Registrations/s and p99 side by side in one run (docs/benchmarks.md):
+# one custosd on SQLite, one on PostgreSQL, two on the same PostgreSQL,
+# taking turns ROUNDS times. PostgreSQL durable (fsync on, a commit waits
+# for its WAL flush; BENCH_PG_DURABLE=0: fsync off), private to this run.
+# Not part of ctest:
+#   tests/server/bench_scaleout.sh build/bin [COUNT [ROUNDS [CONCURRENCY]]]
+BIN=${1:?usage: bench_scaleout.sh BIN [COUNT [ROUNDS [CONCURRENCY]]]}
+COUNT=${2:-4000}
+ROUNDS=${3:-2}
+CONC=${4:-32}
+unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
+. "$(dirname "$0")/lib.sh"
+PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
+trap 'finish; r=$?; "$PGF" stop "$T/pg" >/dev/null 2>&1; exit $r' EXIT
+PG_FIXTURE_DURABLE=${BENCH_PG_DURABLE:-1} "$PGF" start "$T/pg" >/dev/null || { bad "PostgreSQL did not start"; exit 1; }
+PGURI=$("$PGF" createdb "$T/pg" bench)
+
+conf="log-level = warn"
+bench() { "$CUSTOS" bench load --state "$1" --json --mode symmetric --count "$2" --concurrency "$3" --prefix "$4"; }
+num() { sed "s/.*\"$2\":\\([0-9.]*\\).*/\\1/" "$1"; }
+
+# The three set-ups, started once.
+start_server "$T/sq" "$conf"; SQ_PID=$SRV_PID; SRV_PID=
+export CUSTOS_STORE=$PGURI CUSTOS_STORE_PASSWORD_FILE=$T/pg/password
+start_server "$T/pg1" "$conf"; PG1_PID=$SRV_PID; SRV_PID=
+start_second_node "$T/pg1" "$T/pg2"
+echo "# $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $COUNT registrations x $ROUNDS rounds, $CONC clients"
+printf '%-28s %10s %8s %8s\n' setup "reg/s" "p50 ms" "p99 ms"
+for r in $(seq 1 "$ROUNDS"); do
+  (unset CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE; bench "$T/sq" "$COUNT" "$CONC" "sq$r-" >"$T/sq.json")
+  printf '%-28s %10s %8s %8s\n' "1 node, SQLite" "$(num "$T/sq.json" perSecond)" "$(num "$T/sq.json" p50Ms)" "$(num "$T/sq.json" p99Ms)"
+  bench "$T/pg1" "$COUNT" "$CONC" "p1$r-" >"$T/p1.json"
+  printf '%-28s %10s %8s %8s\n' "1 node, PostgreSQL" "$(num "$T/p1.json" perSecond)" "$(num "$T/p1.json" p50Ms)" "$(num "$T/p1.json" p99Ms)"
+  # Two nodes: half the clients and half the devices on each, at once.
+  t0=$(date +%s.%N)
+  bench "$T/pg1" $((COUNT / 2)) $((CONC / 2)) "p2a$r-" >"$T/p2a.json" & a=$!
+  bench "$T/pg2" $((COUNT / 2)) $((CONC / 2)) "p2b$r-" >"$T/p2b.json" & b=$!
+  wait $a; wait $b
+  t1=$(date +%s.%N)
+  rate=$(echo "scale=1; $COUNT / ($t1 - $t0)" | bc)
+  p50=$(printf '%s\n%s\n' "$(num "$T/p2a.json" p50Ms)" "$(num "$T/p2b.json" p50Ms)" | sort -g | tail -1)
+  p99=$(printf '%s\n%s\n' "$(num "$T/p2a.json" p99Ms)" "$(num "$T/p2b.json" p99Ms)" | sort -g | tail -1)
+  printf '%-28s %10s %8s %8s\n' "2 nodes, one PostgreSQL" "$rate" "$p50" "$p99"
+done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+kill "$SQ_PID" "$PG1_PID" 2>/dev/null; wait "$SQ_PID" "$PG1_PID" 2>/dev/null
+ok "benchmark done"
