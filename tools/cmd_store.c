@@ -28,7 +28,7 @@ static void show(void *arg, const char *phase, uint64_t done, uint64_t total)
     int pct = total ? (int)(done * 100 / total) : 100;
     if (pct > 100)
         pct = 100;
-    if (b->phase == phase && pct == b->pct && done != total)
+    if (b->phase == phase && pct == b->pct)
         return;
     if (b->phase != NULL && b->phase != phase)
         fputc('\n', stderr);
