@@ -90,7 +90,7 @@ case $cmd in
 start)
     mkdir -p "$dir"
     stop_server            # a server left by an aborted run
-    [ -n "$(data)" ] && rm -rf "$(data)"
+    [ -n "$(data)" ] && rm -rf "$(dirname "$(data)")"
     # The role's password: random, readable by the tests (root) only.
     (umask 077; python3 -c 'import secrets; print(secrets.token_hex(16))' >"$dir/password")
     top=$(mktemp -d /tmp/cu-pg-XXXXXX)

@@ -204,7 +204,8 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/custos.db-wal", dir);
     size += file_size(path);
 
-    printf("enrollments imported:   %ld in %.1f s = %.0f/s\n", n, t1 - t0, import_rate);
+    if (!imported)
+        printf("enrollments imported:   %ld in %.1f s = %.0f/s\n", n, t1 - t0, import_rate);
     printf("x509 groups added:      %ld (%.0f/s)\n", g, group_rate);
     if (m > 0)
         printf("SAS resolution (%ld):   p50 %.1f us, p99 %.1f us\n", m, lat[m / 2] * 1e6, lat[m * 99 / 100] * 1e6);
@@ -213,8 +214,9 @@ int main(int argc, char **argv)
                flat[full * 99 / 100] * 1e6);
     if (g > 0)
         printf("x509 resolution among %ld groups: %.1f us\n", g, x509_lat * 1e6);
-    printf("store size:             %.1f MiB (%.0f bytes/enrollment)\n", (double)size / 1048576.0,
-           (double)size / (double)(n + g));
+    if (spec == NULL)
+        printf("store size:             %.1f MiB (%.0f bytes/enrollment)\n", (double)size / 1048576.0,
+               (double)size / (double)(n + g));
     printf("refused (must be 0):    %ld\n", refused);
     free(lat);
     free(flat);

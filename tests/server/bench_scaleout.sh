@@ -12,7 +12,8 @@ CONC=${4:-32}
 unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
 . "$(dirname "$0")/lib.sh"
 PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
-trap 'finish; r=$?; "$PGF" stop "$T/pg" >/dev/null 2>&1; exit $r' EXIT
+# The server is stopped before finish, which removes $T (its pid file with it).
+trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
 PG_FIXTURE_DURABLE=${BENCH_PG_DURABLE:-1} "$PGF" start "$T/pg" >/dev/null || { bad "PostgreSQL did not start"; exit 1; }
 PGURI=$("$PGF" createdb "$T/pg" bench)
 

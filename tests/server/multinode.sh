@@ -15,7 +15,8 @@ N=${3:-2000}
 unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
 . "$(dirname "$0")/lib.sh"
 PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
-trap 'finish; r=$?; "$PGF" stop "$T/pg" >/dev/null 2>&1; exit $r' EXIT
+# The server is stopped before finish, which removes $T (its pid file with it).
+trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
 
 "$PGF" start "$T/pg" >"$T/pg.out" 2>&1
 rc=$?
