@@ -10,7 +10,7 @@ CTEST      ?= ctest
 # Every Debian package the build, the tests and the demo need.
 DEPS = build-essential cmake pkg-config clang libclang-rt-14-dev \
        libssl-dev openssl libp11-kit-dev p11-kit libtasn1-6-dev libtasn1-bin \
-       libcunit1-dev libjansson-dev libsqlite3-dev sqlite3 libevent-dev libcurl4-openssl-dev \
+       libcunit1-dev libjansson-dev libsqlite3-dev sqlite3 libpq-dev postgresql libevent-dev libcurl4-openssl-dev \
        softhsm2 opensc gnutls-bin libengine-pkcs11-openssl \
        swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 libtpm2-pkcs11-tools \
        tpm2-abrmd libtss2-tcti-tabrmd0 dbus curl python3 xxd bc procps

@@ -32,6 +32,13 @@ static int open_log(const char *state, bool writable, cu_store **_s)
     char path[4096];
     struct stat sb;
     state = state ? state : DEFAULT_STATE;
+    const char *spec = getenv("CUSTOS_STORE"), *pw = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if (spec != NULL && *spec != 0) {
+        /* The store named as custos/state.h says (PostgreSQL shared by nodes). */
+        if (cu_store_open_audit_only_spec(spec, pw && *pw ? pw : NULL, writable, _s) != CU_OK)
+            return cu_cli_fail("cannot open the audit log of $CUSTOS_STORE: %s", cu_err_last()->msg);
+        return CU_EXIT_OK;
+    }
     snprintf(path, sizeof path, "%s/custos.db", state);
     if (stat(path, &sb) != 0)
         return cu_cli_fail("no store in %s (%s)", state, strerror(errno));

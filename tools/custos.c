@@ -15,6 +15,7 @@ int cu_cmd_audit(int argc, char **argv);
 int cu_cmd_bench(int argc, char **argv);
 int cu_cmd_device(int argc, char **argv);
 int cu_cmd_service(int argc, char **argv);
+int cu_cmd_store(int argc, char **argv);
 
 static const cu_cli_group groups[] = {
     {"token", "PKCS#11 tokens: init, list, keygen, import, objects, custody, check", cu_cmd_token},
@@ -28,6 +29,7 @@ static const cu_cli_group groups[] = {
     {"bench", "benchmarks: sign", cu_cmd_bench},
     {"device", "device client: register a device with a provisioning service", cu_cmd_device},
     {"service", "custosd service: info (id scope, endpoint, connection string, CA), token", cu_cmd_service},
+    {"store", "the store: migrate an SQLite state into PostgreSQL", cu_cmd_store},
 };
 
 static void usage(FILE *f)

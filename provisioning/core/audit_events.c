@@ -441,7 +441,10 @@ cu_rc cu_audit_token_event(const char *state_dir, const char *actor, const char 
         return cu_err_set_sys(CU_E_IO, errno, "cannot create the state directory %s", state_dir);
     if (snprintf(path, sizeof path, "%s/custos.db", state_dir) >= (int)sizeof path)
         return cu_err_set(CU_E_INVALID_ARG, "state directory path too long");
-    if ((rc = cu_store_open_audit_only(path, true, &s)) != CU_OK)
+    /* $CUSTOS_STORE names the store elsewhere, as in custos/state.h. */
+    const char *spec = getenv("CUSTOS_STORE"), *pw = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if ((rc = spec && *spec ? cu_store_open_audit_only_spec(spec, pw && *pw ? pw : NULL, true, &s)
+                            : cu_store_open_audit_only(path, true, &s)) != CU_OK)
         return rc;
     if (key_uri != NULL)
         strip_pin(key_uri, key, sizeof key);

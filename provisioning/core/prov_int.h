@@ -127,6 +127,11 @@ cu_rc cu_prov__audit_change(struct cu_store *s, const char *type, const char *id
 json_t *cu_prov__audit_enr_json(const struct cu_enr *e);
 /* A store over b without a keyring (cu_store_open_audit_only). */
 cu_rc cu_prov__store_open_unbound(const struct cu_store_backend *ops, void *b, struct cu_store **_out);
+/* Sets what cu_store_last_http_status says for this thread (backends:
+ * 409 on a concurrent change, 503 when the database is unreachable). */
+void cu_prov__store_set_last_http(int status);
+/* A PostgreSQL store without a keyring (cu_store_open_audit_only_spec). */
+cu_rc cu_prov__store_open_postgres_audit(const char *conninfo, const char *password_file, struct cu_store **_out);
 /* Writes the key-use counts of minutes before the current one. */
 cu_rc cu_prov__audit_key_use_flush_finished(struct cu_store *s);
 /* The decision record of a registration attempt (new reference). */

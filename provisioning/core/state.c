@@ -69,7 +69,15 @@ cu_rc cu_state_open(const char *dir, const char *key_uri, cu_state **_out)
             rc = cu_keyring_software_new(key, sizeof key, &st->kr);
         OPENSSL_cleanse(key, sizeof key);
     }
-    if (rc != CU_OK || (rc = cu_store_open_dir(dir, st->kr, &st->store)) != CU_OK)
+    if (rc != CU_OK)
+        goto cleanup;
+    /* The store may live elsewhere (PostgreSQL shared by several nodes). */
+    const char *spec = getenv("CUSTOS_STORE"), *pw = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if (spec != NULL && *spec != 0)
+        rc = cu_store_open_spec(spec, pw != NULL && *pw != 0 ? pw : NULL, st->kr, &st->store);
+    else
+        rc = cu_store_open_dir(dir, st->kr, &st->store);
+    if (rc != CU_OK)
         goto cleanup;
     rc = cu_store_setting_get(st->store, "idScope", &scope);
     if (rc == CU_E_OBJECT_NOT_FOUND) {

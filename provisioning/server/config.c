@@ -40,6 +40,7 @@ void cu_srv_config_clear(cu_srv_config *cfg)
     free_list(cfg->hubs, cfg->n_hubs);
     free(cfg->id_scope);
     free(cfg->store);
+    free(cfg->store_password_file);
     free(cfg->server_key);
     free(cfg->server_cert);
     free(cfg->keyring);
@@ -131,6 +132,8 @@ cu_rc cu_srv_config_set(cu_srv_config *cfg, const char *key, const char *v)
         return set_str(&cfg->id_scope, key, v);
     if (!strcmp(key, "store"))
         return set_str(&cfg->store, key, v);
+    if (!strcmp(key, "store-password-file"))
+        return set_str(&cfg->store_password_file, key, v);
     if (!strcmp(key, "server-key"))
         return set_str(&cfg->server_key, key, v);
     if (!strcmp(key, "server-cert"))

@@ -198,6 +198,13 @@ static void store_failed(cu_srv__req *r, const char *what)
     cu_srv__metrics_store_error();
     cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("what", what), CU_LF_S("error", cu_err_last()->msg)};
     cu_srv__log(CU_LOG_ERROR, "store error", f, 3);
+    if (cu_err_last()->rc == CU_E_IO && cu_store_last_http_status() == 503) {
+        /* The database is out: the device retries; this node reconnects. */
+        retry_after(r, r->w->srv->cfg->retry_after);
+        cu_srv__reply_error(r, 503, 503000, "service unavailable: the store cannot be reached (tracking id %s)",
+                            r->id);
+        return;
+    }
     cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);
 }
 
@@ -217,6 +224,39 @@ static void tpm_challenge(cu_srv__req *r, const cu_prov_result *res)
                                          "registration"));
 }
 
+/* One transaction for the record, its audit event and the operation (the
+ * engine's own transaction nests inside). */
+static cu_rc register_once(cu_srv__req *r, const cu_prov_request *preq, const evidence *ev, bool shared,
+                           cu_prov_result *res, cu_srv__op *op)
+{
+    cu_srv__srv *srv = r->w->srv;
+    if (!shared)
+        pthread_mutex_lock(&srv->write_lock);
+    cu_rc prc = cu_store_begin(r->w->store);
+    if (prc == CU_OK)
+        prc = cu_prov_register(r->w->prov, preq, res);
+    if (prc == CU_OK && res->outcome == CU_PROV_PROVISION) {
+        cu_srv__op_new_id(res->record.registration_id, op->op_id);
+        snprintf(op->registration_id, sizeof op->registration_id, "%s", res->record.registration_id);
+        snprintf(op->attestation, sizeof op->attestation, "%s", res->record.attestation);
+        snprintf(op->etag, sizeof op->etag, "%s", res->record.etag);
+        if (ev->authz != NULL)
+            cu_srv__sha256_hex(ev->authz, strlen(ev->authz), op->auth);
+        else
+            memcpy(op->leaf, ev->leaf_sha, sizeof op->leaf);
+        op->tpm_auth = res->tpm_authentication_key; /* borrowed */
+        prc = cu_srv__op_put(r->w->store, op);
+        op->tpm_auth = NULL;
+    }
+    if (prc == CU_OK)
+        prc = cu_store_commit(r->w->store);
+    else
+        cu_store_rollback(r->w->store);
+    if (!shared)
+        pthread_mutex_unlock(&srv->write_lock);
+    return prc;
+}
+
 static void do_register(cu_srv__req *r, const char *regid)
 {
     cu_srv__srv *srv = r->w->srv;
@@ -232,7 +272,9 @@ static void do_register(cu_srv__req *r, const char *regid)
     memset(&body, 0, sizeof body);
     r->route = "register";
 
-    if ((wait = cu_srv__limits_device(srv->limits, regid)) != 0 || !cu_srv__limits_global(srv->limits)) {
+    bool shared = cu_srv__state_shared_store(srv->st);
+    if ((wait = cu_srv__limits_device_in(srv->limits, shared ? r->w->store : NULL, regid)) != 0 ||
+        !cu_srv__limits_global(srv->limits)) {
         /* New work only: an accepted registration is slowed on its poll. */
         retry_after(r, wait ? wait : 1);
         early_refusal(r, regid, 429, 429001, "too many requests; retry after %u s", wait ? wait : 1);
@@ -258,30 +300,18 @@ static void do_register(cu_srv__req *r, const char *regid)
     cu_prov_request preq = {.registration_id = regid, .authorization = ev.authz,
                             .chain = ev.authz || tpm ? NULL : ev.chain, .payload_json = body.payload,
                             .tpm_ek = body.tpm_ek, .tpm_srk = body.tpm_srk};
-    /* One transaction for the record, its audit event and the operation
-     * (the engine's own transaction nests inside). */
-    pthread_mutex_lock(&srv->write_lock);
-    cu_rc prc = cu_store_begin(r->w->store);
-    if (prc == CU_OK)
-        prc = cu_prov_register(r->w->prov, &preq, &res);
-    if (prc == CU_OK && res.outcome == CU_PROV_PROVISION) {
-        cu_srv__op_new_id(res.record.registration_id, op.op_id);
-        snprintf(op.registration_id, sizeof op.registration_id, "%s", res.record.registration_id);
-        snprintf(op.attestation, sizeof op.attestation, "%s", res.record.attestation);
-        snprintf(op.etag, sizeof op.etag, "%s", res.record.etag);
-        if (ev.authz != NULL)
-            cu_srv__sha256_hex(ev.authz, strlen(ev.authz), op.auth);
-        else
-            memcpy(op.leaf, ev.leaf_sha, sizeof op.leaf);
-        op.tpm_auth = res.tpm_authentication_key; /* borrowed */
-        prc = cu_srv__op_put(r->w->store, &op);
-        op.tpm_auth = NULL;
+    /* On a shared store there is no process lock: the store's conditional
+     * writes make a concurrent registration of the same device (on another
+     * node) fail as a conflict (409), and the attempt is made again over
+     * the record that won. */
+    cu_rc prc;
+    for (int attempt = 0;; attempt++) {
+        prc = register_once(r, &preq, &ev, shared, &res, &op);
+        if (prc != CU_E_STATE || cu_store_last_http_status() != 409 || attempt == 3)
+            break;
+        cu_prov_result_clear(&res);
+        memset(&res, 0, sizeof res);
     }
-    if (prc == CU_OK)
-        prc = cu_store_commit(r->w->store);
-    else
-        cu_store_rollback(r->w->store);
-    pthread_mutex_unlock(&srv->write_lock);
     if (prc != CU_OK) {
         result = CU_RES_ERROR;
         store_failed(r, "register");
@@ -365,7 +395,8 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
     memset(&ev, 0, sizeof ev);
     r->route = "operation";
 
-    if ((wait = cu_srv__limits_device(srv->limits, regid)) != 0) {
+    if ((wait = cu_srv__limits_device_in(srv->limits, cu_srv__state_shared_store(srv->st) ? r->w->store : NULL,
+                                         regid)) != 0) {
         /* Over HTTPS some SDKs treat 429 as fatal: slow the device down
          * with a longer Retry-After on `assigning` instead. */
         retry_after(r, wait);

@@ -1,8 +1,12 @@
-/* Rate limits: a token bucket for new registrations across the service, and
- * a fixed 10-second window per device (PROTOCOL.md §7: "5 polls per 10 s").
- * Devices are tracked in a fixed-size table keyed by a hash of the
- * lower-cased registration id: memory stays bounded whatever the number of
- * devices, and a collision only makes two devices share one budget. */
+/* Rate limits: a token bucket for new registrations on this node (with
+ * several nodes on one database each has its own: the service admits up to
+ * N times rate-global), and a fixed 10-second window per device
+ * (PROTOCOL.md §7: "5 polls per 10 s"). On a shared store (PostgreSQL) the
+ * device windows are rows of the database, so that a device spreading its
+ * requests over the nodes still gets one budget; otherwise they are a
+ * fixed-size table keyed by a hash of the lower-cased registration id:
+ * memory stays bounded whatever the number of devices, and a collision
+ * only makes two devices share one budget. */
 #include "srv_int.h"
 
 #include <ctype.h>
@@ -110,4 +114,24 @@ unsigned cu_srv__limits_device(cu_srv__limits *l, const char *registration_id)
         sl->count++;
     pthread_mutex_unlock(m);
     return wait;
+}
+
+unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *registration_id)
+{
+    if (l->per_device == 0)
+        return 0;
+    char key[160];
+    size_t i = 0;
+    unsigned wait = 0;
+    for (; registration_id[i] && i < 128; i++)
+        key[i] = (char)tolower((unsigned char)registration_id[i]);
+    key[i] = 0;
+    cu_rc rc = s ? cu_store_rate_hit(s, key, WINDOW, l->per_device, &wait) : CU_E_UNSUPPORTED;
+    if (rc == CU_OK)
+        return wait;
+    /* No shared windows (SQLite), or the database is out: this node's own
+     * count still bounds the device (the request itself will fail with 503
+     * if the store is really gone). */
+    cu_err_clear();
+    return cu_srv__limits_device(l, registration_id);
 }

@@ -36,6 +36,9 @@ cu_rc cu_srv__srv_issue_server_cert(EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key, c
 bool cu_srv__srv_cert_covers(X509 *cert, const char *const *names, size_t n);
 
 cu_rc cu_srv__state_write_endpoint(cu_srv_state *st, const char *endpoint);
+/* True when the store is shared with other nodes (PostgreSQL): no
+ * process-wide write lock, limits kept in the database. */
+bool cu_srv__state_shared_store(const cu_srv_state *st);
 
 /* ---- log.c ---- */
 enum { CU_LOG_ERROR = 0, CU_LOG_WARN = 1, CU_LOG_INFO = 2, CU_LOG_DEBUG = 3 };
@@ -103,6 +106,10 @@ void cu_srv__limits_free(cu_srv__limits *l);
 bool cu_srv__limits_global(cu_srv__limits *l);
 /* 0 when the device may make a request now, else seconds to wait. */
 unsigned cu_srv__limits_device(cu_srv__limits *l, const char *registration_id);
+/* The same, counted in the store when it is shared by several nodes (so a
+ * device gets its budget once, not once per node); falls back to this
+ * node's memory when the store keeps no windows or cannot be reached. */
+unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *registration_id);
 
 /* ---- ops.c: operations, kept in the store (one per device) ---- */
 typedef struct cu_srv__op {

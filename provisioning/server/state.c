@@ -22,7 +22,8 @@
 
 struct cu_srv_state {
     char dir[PATHLEN];
-    char db[PATHLEN];
+    char db[PATHLEN];          /* the store: an SQLite path or a PostgreSQL URI */
+    char db_password[PATHLEN]; /* PostgreSQL: the password file, or "" */
     char ca_file[PATHLEN];
     char ca_key[PATHLEN];
     char cert_file[PATHLEN];
@@ -303,13 +304,26 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
         snprintf(st->key_spec, sizeof st->key_spec, "%s", cfg->server_key);
     else if ((rc = path_in(st->key_spec, dir, "server.key")) != CU_OK)
         goto fail;
-    if (cfg->store != NULL) {
-        const char *p = strncmp(cfg->store, "sqlite:", 7) == 0 ? cfg->store + 7 : NULL;
-        if (p == NULL) {
-            rc = cu_err_set(CU_E_UNSUPPORTED, "store '%s': only sqlite:PATH is supported", cfg->store);
+    /* As on the command line (custos/state.h): the config, else
+     * $CUSTOS_STORE, else STATE/custos.db. */
+    const char *spec = cfg->store, *pwf = cfg->store_password_file;
+    if (spec == NULL && getenv("CUSTOS_STORE") != NULL && *getenv("CUSTOS_STORE") != 0)
+        spec = getenv("CUSTOS_STORE");
+    if (pwf == NULL && getenv("CUSTOS_STORE_PASSWORD_FILE") != NULL && *getenv("CUSTOS_STORE_PASSWORD_FILE") != 0)
+        pwf = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if (spec != NULL) {
+        bool pg = cu_store_spec_is_postgres(spec);
+        if (!pg && strncmp(spec, "sqlite:", 7) != 0) {
+            /* Not echoed: a URI may carry a password. */
+            rc = cu_err_set(CU_E_UNSUPPORTED, "store: expected sqlite:PATH or postgresql://...");
             goto fail;
         }
-        snprintf(st->db, sizeof st->db, "%s", p);
+        if (snprintf(st->db, sizeof st->db, "%s", pg ? spec : spec + 7) >= (int)sizeof st->db) {
+            rc = cu_err_set(CU_E_INVALID_ARG, "store: too long");
+            goto fail;
+        }
+        if (pwf != NULL)
+            snprintf(st->db_password, sizeof st->db_password, "%s", pwf);
     } else if ((rc = path_in(st->db, dir, "custos.db")) != CU_OK) {
         goto fail;
     }
@@ -368,7 +382,7 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     if ((strncmp(st->key_spec, "pkcs11:", 7) == 0 || strncmp(st->audit_key_spec, "pkcs11:", 7) == 0) &&
         (rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK)
         goto fail;
-    if ((rc = cu_store_open_sqlite(st->db, st->kr, &s)) != CU_OK)
+    if ((rc = cu_srv_state_store_open(st, &s)) != CU_OK)
         goto fail;
     if ((rc = ensure_scope(st, s, cfg, create)) != CU_OK || (rc = ensure_policy(st, s, create)) != CU_OK ||
         (rc = ensure_hubs(s, cfg, create)) != CU_OK || (rc = ensure_certs(st, create)) != CU_OK ||
@@ -419,8 +433,12 @@ const uint8_t *cu_srv_state_policy_key(const cu_srv_state *st, size_t *_len)
 
 cu_rc cu_srv_state_store_open(cu_srv_state *st, cu_store **_out)
 {
+    if (cu_store_spec_is_postgres(st->db))
+        return cu_store_open_spec(st->db, st->db_password[0] ? st->db_password : NULL, st->kr, _out);
     return cu_store_open_sqlite(st->db, st->kr, _out);
 }
+
+bool cu_srv__state_shared_store(const cu_srv_state *st) { return cu_store_spec_is_postgres(st->db); }
 
 /* custosd writes where it listens, so `custos service info` can say. */
 cu_rc cu_srv__state_write_endpoint(cu_srv_state *st, const char *endpoint)

@@ -421,6 +421,7 @@ static const cu_store_backend sqlite_backend = {
     "sqlite", sq_begin, sq_commit, sq_rollback, sq_get, sq_put, sq_del, sq_list, sq_find,
     sq_count, sq_meta_get, sq_meta_put, sq_audit, sq_close,
     sq_audit_last, sq_audit_append, sq_audit_read, sq_audit_head_put, sq_audit_heads_read,
+    NULL, /* rate_hit: one node keeps its windows in memory */
 };
 
 static cu_rc migrate(sq *q)

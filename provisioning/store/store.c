@@ -34,6 +34,8 @@ static _Thread_local int last_http;
 
 int cu_store_last_http_status(void) { return last_http; }
 
+void cu_prov__store_set_last_http(int status) { last_http = status; }
+
 static const char *kind_domain(int kind)
 {
     switch (kind) {
@@ -183,6 +185,43 @@ cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out)
     if (snprintf(path, sizeof path, "%s/custos.db", state_dir) >= (int)sizeof path)
         return cu_err_set(CU_E_INVALID_ARG, "state directory path too long");
     return cu_store_open_sqlite(path, kr, _out);
+}
+
+/* "postgresql:KEY=VALUE ..." carries a conninfo string after the scheme. */
+static const char *pg_conninfo(const char *spec)
+{
+    return strncmp(spec, "postgresql:", 11) == 0 && strncmp(spec, "postgresql://", 13) != 0 ? spec + 11 : spec;
+}
+
+cu_rc cu_store_open_spec(const char *spec, const char *password_file, cu_keyring *kr, cu_store **_out)
+{
+    cu_prov__return_val_if_fail(spec != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
+    struct stat sb;
+    if (cu_store_spec_is_postgres(spec))
+        return cu_store_open_postgres(pg_conninfo(spec), password_file, kr, _out);
+    if (strncmp(spec, "sqlite:", 7) == 0)
+        return cu_store_open_sqlite(spec + 7, kr, _out);
+    if (stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return cu_store_open_dir(spec, kr, _out);
+    return cu_store_open_sqlite(spec, kr, _out);
+}
+
+cu_rc cu_store_open_audit_only_spec(const char *spec, const char *password_file, bool writable,
+                                    cu_store **_out)
+{
+    cu_prov__return_val_if_fail(spec != NULL && _out != NULL, CU_E_INVALID_ARG);
+    if (cu_store_spec_is_postgres(spec))
+        return cu_prov__store_open_postgres_audit(pg_conninfo(spec), password_file, _out);
+    return cu_store_open_audit_only(strncmp(spec, "sqlite:", 7) == 0 ? spec + 7 : spec, writable, _out);
+}
+
+cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned limit, unsigned *_wait)
+{
+    cu_prov__return_val_if_fail(s != NULL && key != NULL && _wait != NULL && window > 0, CU_E_INVALID_ARG);
+    *_wait = 0;
+    if (s->ops->rate_hit == NULL)
+        return cu_err_set(CU_E_UNSUPPORTED, "the %s store keeps no shared rate windows", s->ops->name);
+    return s->ops->rate_hit(s->b, key, window, limit, _wait);
 }
 
 void cu_store_close(cu_store *s)
@@ -352,13 +391,16 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
     char *old = NULL;
-    if (s->ops->meta_get(s->b, name, &old) != CU_OK)
+    /* The old value is for the audit record, which operations do not get
+     * (and a registration should not pay a read for). */
+    bool op = strncmp(name, "op:", 3) == 0;
+    if (op || s->ops->meta_get(s->b, name, &old) != CU_OK)
         old = NULL;
     s->writes++;
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
-    if (rc == CU_OK && strncmp(name, "op:", 3) != 0) {
+    if (rc == CU_OK && !op) {
         /* Operation state ("op:<id>", written with every registration,
          * which has its own record) is no configuration change. Secrets
          * (service policy keys, any wrapped value) show only that they

@@ -20,6 +20,10 @@
  *       (SAS among the first CHECKPOINT enrollments; the groups' look-ups;
  *       no X.509 resolution, the groups' CA keys are gone)
  *
+ * CUSTOS_STORE (and CUSTOS_STORE_PASSWORD_FILE) names another store than
+ * DIR, e.g. postgresql://…; DIR then only names the run (store size is
+ * not reported).
+ *
  * Not part of the default ctest run (label "bench", disabled). */
 #include "fixture.h"
 
@@ -68,6 +72,8 @@ static long long file_size(const char *path)
 
 static long long store_size(const char *dir)
 {
+    if (getenv("CUSTOS_STORE") != NULL && *getenv("CUSTOS_STORE") != 0)
+        return 0; /* not a file here */
     char path[4096];
     snprintf(path, sizeof path, "%s/custos.db", dir);
     long long size = file_size(path);
@@ -254,8 +260,11 @@ int main(int argc, char **argv)
         return 2;
     }
     char *dir = dir_arg ? strdup(dir_arg) : cu_test_mkdtemp("bench");
+    const char *spec = getenv("CUSTOS_STORE"), *pwf = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if (spec != NULL && *spec == 0)
+        spec = NULL;
     if (dir == NULL || cu_keyring_software_new(kkey, sizeof kkey, &kr) != CU_OK ||
-        cu_store_open_dir(dir, kr, &s) != CU_OK) {
+        (spec ? cu_store_open_spec(spec, pwf, kr, &s) : cu_store_open_dir(dir, kr, &s)) != CU_OK) {
         fprintf(stderr, "setup: %s\n", cu_err_last()->msg);
         return 1;
     }

@@ -5,7 +5,125 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
 #include <openssl/pem.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+bool fx_is_pg(void)
+{
+    const char *s = getenv("CUSTOS_TEST_STORE");
+    return s != NULL && strcmp(s, "postgresql") == 0;
+}
+
+static char pg_uri[512], pg_pwfile[512];
+
+/* The server's URI (pg_fixture.sh start wrote it). */
+static int pg_server(void)
+{
+    const char *d = getenv("CUSTOS_TEST_PG_DIR");
+    char path[600];
+    if (pg_uri[0])
+        return 0;
+    if (d == NULL) {
+        fprintf(stderr, "CUSTOS_TEST_STORE=postgresql needs CUSTOS_TEST_PG_DIR\n");
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/uri", d);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL || fgets(pg_uri, sizeof pg_uri, fp) == NULL) {
+        fprintf(stderr, "no PostgreSQL fixture in %s\n", d);
+        if (fp)
+            fclose(fp);
+        return -1;
+    }
+    fclose(fp);
+    pg_uri[strcspn(pg_uri, "\r\n")] = 0;
+    snprintf(pg_pwfile, sizeof pg_pwfile, "%s/password", d);
+    return 0;
+}
+
+static PGconn *pg_admin(void)
+{
+    char pw[128] = "";
+    FILE *fp = fopen(pg_pwfile, "r");
+    if (fp != NULL) {
+        if (fgets(pw, sizeof pw, fp) == NULL)
+            pw[0] = 0;
+        fclose(fp);
+    }
+    pw[strcspn(pw, "\r\n")] = 0;
+    const char *kw[] = {"dbname", "password", NULL}, *val[] = {pg_uri, pw, NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "PostgreSQL: %s\n", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
+}
+
+static int pg_exec(const char *sql, const char *schema)
+{
+    PGconn *c = pg_admin();
+    int n = -1;
+    if (c == NULL)
+        return -1;
+    if (schema != NULL) {
+        char set[200];
+        snprintf(set, sizeof set, "SET search_path = %s", schema);
+        PQclear(PQexec(c, set));
+    }
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+        n = atoi(PQcmdTuples(r));
+    else
+        fprintf(stderr, "PostgreSQL: %s\n", PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+static int fx_spec(fx *f, const char *tag)
+{
+    static unsigned counter;
+    char sch[96], sql[160], spec[800];
+    if (!fx_is_pg())
+        return (f->spec = strdup(f->dir)) ? 0 : -1;
+    if (pg_server() != 0)
+        return -1;
+    snprintf(sch, sizeof sch, "fx_%.20s_%ld_%u", tag, (long)getpid(), counter++);
+    for (char *p = sch; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+            *p = '_';
+    snprintf(sql, sizeof sql, "CREATE SCHEMA %s", sch);
+    if (pg_exec(sql, NULL) < 0)
+        return -1;
+    snprintf(spec, sizeof spec, "%s%coptions=-csearch_path%%3D%s", pg_uri, strchr(pg_uri, '?') ? '&' : '?', sch);
+    f->schema = strdup(sch);
+    f->spec = strdup(spec);
+    return f->schema && f->spec ? 0 : -1;
+}
+
+cu_rc fx_store_reopen(fx *f, cu_keyring *kr, cu_store **_s)
+{
+    return fx_is_pg() ? cu_store_open_postgres(f->spec, pg_pwfile, kr, _s) : cu_store_open_dir(f->dir, kr, _s);
+}
+
+int fx_sql(fx *f, const char *sql)
+{
+    if (fx_is_pg())
+        return pg_exec(sql, f->schema);
+    char path[4096];
+    sqlite3 *db = NULL;
+    int n = -1;
+    snprintf(path, sizeof path, "%s/custos.db", f->dir);
+    if (sqlite3_open(path, &db) == SQLITE_OK && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)
+        n = sqlite3_changes(db);
+    sqlite3_close(db);
+    return n;
+}
 
 int fx_open(fx *f, const char *tag)
 {
@@ -15,7 +133,9 @@ int fx_open(fx *f, const char *tag)
         return -1;
     if (cu_keyring_software_new(key, sizeof key, &f->kr) != CU_OK)
         return -1;
-    if (cu_store_open_dir(f->dir, f->kr, &f->store) != CU_OK) {
+    if (fx_spec(f, tag) != 0)
+        return -1;
+    if (fx_store_reopen(f, f->kr, &f->store) != CU_OK) {
         fprintf(stderr, "store: %s\n", cu_err_last()->msg);
         return -1;
     }
@@ -32,7 +152,14 @@ void fx_close(fx *f)
     cu_store_close(f->store);
     cu_keyring_free(f->kr);
     cu_test_rmtree(f->dir);
+    if (f->schema != NULL) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", f->schema);
+        (void)pg_exec(sql, NULL);
+    }
     free(f->dir);
+    free(f->spec);
+    free(f->schema);
     memset(f, 0, sizeof *f);
 }
 

@@ -14,15 +14,27 @@
 
 typedef struct fx {
     char *dir;
+    char *spec;    /* what the store is: DIR, or a PostgreSQL URI with its own schema */
+    char *schema;  /* PostgreSQL: the schema made for this fixture */
     cu_keyring *kr;
     cu_store *store;
     cu_prov *prov;
 } fx;
 
 /* Fresh directory, software keyring with a fixed test key, store, engine
- * (id scope "0ne00000001", skew 60 s). Returns 0 on success. */
+ * (id scope "0ne00000001", skew 60 s). Returns 0 on success.
+ * The backend: SQLite in the directory, or with CUSTOS_TEST_STORE=postgresql
+ * a fresh schema in the server of tests/common/pg_fixture.sh whose
+ * directory is CUSTOS_TEST_PG_DIR. */
 int fx_open(fx *f, const char *tag);
 void fx_close(fx *f);
+/* True when the fixture runs on PostgreSQL. */
+bool fx_is_pg(void);
+/* Another store over the same database (kr borrowed). */
+cu_rc fx_store_reopen(fx *f, cu_keyring *kr, cu_store **_s);
+/* Runs one SQL statement straight on the database, behind the store's back
+ * (tampering tests); returns the rows it changed, or -1. */
+int fx_sql(fx *f, const char *sql);
 
 /* A CA or device certificate with its key. */
 typedef struct tcert {

@@ -4,7 +4,6 @@
 
 #include <custos/sas.h>
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,12 +104,14 @@ static void test_seals_and_wrapping(void)
     /* The key is not at rest in clear. */
     CU_ASSERT_FALSE(file_contains(path, KEY_B64));
     CU_ASSERT_FALSE(file_contains(wal, KEY_B64));
+    if (fx_is_pg()) {
+        char q[200];
+        snprintf(q, sizeof q, "SELECT 1 FROM docs WHERE position('%s' in body) > 0", KEY_B64);
+        CU_ASSERT_EQUAL(fx_sql(&f, q), 0);
+        CU_ASSERT_EQUAL(fx_sql(&f, "SELECT 1 FROM docs WHERE kind=1"), 1);
+    }
     /* Someone with write access to the database flips the status. */
-    sqlite3 *db = NULL;
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
-    CU_ASSERT_EQUAL(sqlite3_exec(db, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1", NULL, NULL, NULL), SQLITE_OK);
-    CU_ASSERT_EQUAL(sqlite3_changes(db), 1);
-    sqlite3_close(db);
+    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1"), 1);
     cu_enr *e = NULL;
     CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_E_VERIFY);
     CU_ASSERT_PTR_NULL(e);
@@ -132,10 +133,7 @@ static void test_seals_and_wrapping(void)
     CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_OK);
     cu_enr_free(e);
     e = NULL;
-    db = NULL;
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
-    CU_ASSERT_EQUAL(sqlite3_exec(db, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE docs SET body=replace(body,'\"disabled\"','\"enabled\"') WHERE kind=1"), 1);
     char reason[512];
     CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "dev-1", NULL, reason, sizeof reason), CU_OK);
     CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-1", &e), CU_E_OBJECT_NOT_FOUND);
@@ -145,7 +143,7 @@ static void test_seals_and_wrapping(void)
     cu_store *s2 = NULL;
     static const uint8_t k2[32] = "another-service-key-32-bytes!!!";
     CU_ASSERT_EQUAL(cu_keyring_software_new(k2, sizeof k2, &other), CU_OK);
-    CU_ASSERT_EQUAL(cu_store_open_dir(f.dir, other, &s2), CU_E_VERIFY);
+    CU_ASSERT_EQUAL(fx_store_reopen(&f, other, &s2), CU_E_VERIFY);
     CU_ASSERT_PTR_NULL(s2);
     cu_keyring_free(other);
     fx_close(&f);

@@ -7,12 +7,27 @@ CUSTOS="$BIN/custos"
 CUSTOSD="$BIN/custosd"
 SRV_PID=
 pass=0 fail=0
+# CUSTOS_TEST_STORE=postgresql: the store is a fresh database in the server
+# of tests/common/pg_fixture.sh (CUSTOS_TEST_PG_DIR), for custosd and the
+# command line alike (CUSTOS_STORE, custos/state.h).
+PG_DB=
+if [ "${CUSTOS_TEST_STORE:-}" = postgresql ]; then
+  PG_FIXTURE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../common" && pwd)/pg_fixture.sh
+  PG_DB=t_$(basename "$T" | tr -c 'a-zA-Z0-9\n' _)
+  CUSTOS_STORE=$("$PG_FIXTURE" createdb "$CUSTOS_TEST_PG_DIR" "$PG_DB") || { echo "FAIL - no PostgreSQL fixture"; exit 1; }
+  export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$CUSTOS_TEST_PG_DIR/password"
+fi
 ok()  { pass=$((pass+1)); echo "ok   - $1"; }
 bad() { fail=$((fail+1)); echo "FAIL - $1"; }
+SRV2_PID=
 finish() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
+  [ -n "$SRV2_PID" ] && kill "$SRV2_PID" 2>/dev/null && wait "$SRV2_PID" 2>/dev/null
   echo "$pass passed, $fail failed"
   if [ "$fail" -ne 0 ]; then echo "state and logs kept in $T"; else rm -rf "$T"; fi
+  [ -n "$PG_DB" ] && [ "$fail" -eq 0 ] && PGPASSWORD=$(cat "$CUSTOS_TEST_PG_DIR/password") \
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q "${CUSTOS_STORE%/*}/postgres" \
+    -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1
   [ "$fail" -eq 0 ]
 }
 trap 'finish; exit $?' EXIT
@@ -86,3 +101,26 @@ derive() {
   printf '%s' "$2" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hex" -binary | base64
 }
 svc_token() { "$CUSTOS" service token --state "$STATE" --config "$T/custosd.conf"; }
+
+# start_second_node STATE STATE2: a second custosd on the same (shared)
+# store, joined the way docs/scale-out.md says: the first node's keyring
+# key, CA, server and audit keys copied into its own state directory.
+# Sets EP2 and SRV2_PID.
+start_second_node() {
+  local a=$1 b=$2 f
+  mkdir -p -m 0700 "$b"
+  for f in keyring.key ca.crt ca.key server.key server.crt audit.key audit.pub; do
+    [ -e "$a/$f" ] && cp -p "$a/$f" "$b/$f"
+  done
+  "$CUSTOSD" --state "$b" --listen 127.0.0.1:0 --config "$T/custosd.conf" >>"$T/custosd2.log" 2>&1 &
+  SRV2_PID=$!
+  for _ in $(seq 1 100); do
+    [ -s "$b/endpoint" ] && break
+    kill -0 "$SRV2_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ ! -s "$b/endpoint" ]; then
+    bad "the second custosd did not start: $(cat "$T/custosd2.log")"; exit 1
+  fi
+  EP2=$(cat "$b/endpoint")
+}

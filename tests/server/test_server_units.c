@@ -54,6 +54,8 @@ static void test_config(void)
         {"device-error-detail", "maybe", CU_E_INVALID_ARG}, {"state", "", CU_E_INVALID_ARG},
         {"no-such-key", "1", CU_E_INVALID_ARG}, {"server-key", "pkcs11:token=x", CU_OK},
         {"tls-tickets", "0", CU_OK},           {"tls-tickets", "5", CU_E_INVALID_ARG},
+        {"store", "postgresql://custos@db/custos", CU_OK}, {"store-password-file", "", CU_E_INVALID_ARG},
+        {"store-password-file", "/etc/custos/db-password", CU_OK},
     };
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
         cu_srv_config cfg;
@@ -72,6 +74,35 @@ static void test_config(void)
     CU_ASSERT_EQUAL(cu_srv_config_set(&cfg, "listen", "127.0.0.1:1"), CU_E_INVALID_ARG);
     CU_ASSERT_EQUAL(cfg.n_listen, CU_SRV_MAX_LISTEN);
     cu_srv_config_clear(&cfg);
+}
+
+/* A store custosd cannot use is refused at start, and a password in its
+ * URI never reaches the message. */
+static void test_store_spec(void)
+{
+    static const struct {
+        const char *spec;
+        cu_rc want;
+        const char *says;
+    } T[] = {
+        {"mysql://u:Sekrit@db/custos", CU_E_UNSUPPORTED, "postgresql://"},
+        {"postgresql://u:Sekrit@127.0.0.1:1/custos", CU_E_IO, "127.0.0.1:1/custos"},
+    };
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
+        cu_srv_config cfg;
+        cu_srv_state *s = NULL;
+        char state[4200];
+        snprintf(state, sizeof state, "%s/var", dir);
+        cu_srv_config_init(&cfg);
+        CU_ASSERT_EQUAL(cu_srv_config_set(&cfg, "state", state), CU_OK);
+        CU_ASSERT_EQUAL(cu_srv_config_set(&cfg, "store", T[i].spec), CU_OK);
+        CU_ASSERT_EQUAL(cu_srv_state_open(&cfg, false, &s), T[i].want);
+        CU_ASSERT_PTR_NULL(s);
+        CU_ASSERT_PTR_NULL(strstr(cu_err_last()->msg, "Sekrit"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, T[i].says));
+        cu_srv_state_free(s);
+        cu_srv_config_clear(&cfg);
+    }
 }
 
 static void test_config_file(void)
@@ -210,6 +241,7 @@ int main(void)
     static const cu_test_case cases[] = {
         {"config settings", test_config},
         {"config file", test_config_file},
+        {"store specs refused without echoing a password", test_store_spec},
         {"service SAS", test_service_sas},
         {"api-version", test_api_version},
         {"rate limits", test_limits},

@@ -22,7 +22,10 @@ typedef struct cu_state cu_state;
  * 2. Else the SOFTWARE keyring for development: a random 32-byte key in
  *    DIR/keyring.key (created 0600 on first use). The state says which one
  *    it uses (cu_state_keyring_name), and a store made with one refuses the
- *    other. */
+ *    other.
+ * The store is DIR/custos.db unless $CUSTOS_STORE names another (a
+ * postgresql:// URI, or an SQLite path; see cu_store_open_spec), with the
+ * PostgreSQL password in the file $CUSTOS_STORE_PASSWORD_FILE. */
 cu_rc cu_state_open(const char *dir, const char *key_uri, cu_state **_out);
 void cu_state_close(cu_state *st);
 cu_store *cu_state_get0_store(cu_state *st);

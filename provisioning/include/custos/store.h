@@ -85,6 +85,11 @@ typedef struct cu_store_backend {
      * names another hash there is the evidence of a rewritten tail). */
     cu_rc (*audit_head_put)(void *b, const cu_audit_head *h);
     cu_rc (*audit_heads_read)(void *b, uint64_t from, size_t limit, cu_audit_head **_h, size_t *_n);
+
+    /* Optional (NULL: the backend keeps no shared counters). Counts one
+     * request against key in a fixed window of window seconds; *_wait is 0
+     * while at most limit were counted in it, else the seconds left. */
+    cu_rc (*rate_hit)(void *b, const char *key, unsigned window, unsigned limit, unsigned *_wait);
 } cu_store_backend;
 
 /* Opens a store over a backend (takes b; the keyring is borrowed and must
@@ -101,8 +106,42 @@ cu_rc cu_store_open_sqlite(const char *path, cu_keyring *kr, cu_store **_out);
 cu_rc cu_store_open_audit_only(const char *path, bool writable, cu_store **_out);
 /* The state directory convention: DIR/custos.db (DIR created 0700). */
 cu_rc cu_store_open_dir(const char *state_dir, cu_keyring *kr, cu_store **_out);
+/* PostgreSQL (libpq): conninfo is a postgresql:// URI or a "key=value"
+ * string. The password comes from password_file (first line; NULL: none),
+ * else libpq's own PGPASSWORD / PGPASSFILE / ~/.pgpass — never from argv.
+ * Migrated to the current schema; every error names host:port/dbname,
+ * never the password. One connection per store: open one per thread. */
+cu_rc cu_store_open_postgres(const char *conninfo, const char *password_file, cu_keyring *kr, cu_store **_out);
+/* True for "postgresql://...", "postgres://..." and "postgresql:KEY=VALUE ...". */
+bool cu_store_spec_is_postgres(const char *spec);
+/* Opens what spec names: PostgreSQL (above), "sqlite:PATH", a state
+ * directory (DIR/custos.db) or an SQLite file. */
+cu_rc cu_store_open_spec(const char *spec, const char *password_file, cu_keyring *kr, cu_store **_out);
+/* cu_store_open_audit_only for any spec (a PostgreSQL one migrates). */
+cu_rc cu_store_open_audit_only_spec(const char *spec, const char *password_file, bool writable,
+                                    cu_store **_out);
 void cu_store_close(cu_store *s);
 const char *cu_store_backend_name(const cu_store *s);
+/* What cu_store_migrate_from_sqlite did. */
+typedef struct cu_store_migrate_report {
+    uint64_t docs, keys, settings; /* upserted (all of the source's) */
+    uint64_t audit_records;        /* audit records copied */
+    uint64_t audit_skipped;        /* ... already in the target (a re-run) */
+    uint64_t audit_heads;          /* signed heads (kept if already there) */
+    char docs_sha256[65];          /* checksum of the documents, equal on both sides */
+    char audit_last_hash[65];      /* the chain's last hash, equal on both sides */
+} cu_store_migrate_report;
+/* Called as the copy goes: phase ("audit log", "documents", "verify"). */
+typedef void (*cu_store_progress_fn)(void *arg, const char *phase, uint64_t done, uint64_t total);
+/* Copies the SQLite store at sqlite_path into dst (any backend, opened
+ * with the same keyring): documents with their index keys and seals,
+ * settings, audit records and heads; then verifies counts, checksums and
+ * the audit chain on both sides. Re-runnable (upserts; audit records
+ * already there are checked, not copied). Refuses (CU_E_STATE, nothing
+ * written) a target whose audit log is not the beginning of the source's.
+ * @retval CU_E_VERIFY the verification pass found a difference */
+cu_rc cu_store_migrate_from_sqlite(const char *sqlite_path, cu_store *dst, cu_store_progress_fn progress, void *arg,
+                                   cu_store_migrate_report *_rep);
 /* Schema version of the SQLite backend. */
 #define CU_STORE_SCHEMA_VERSION 2
 
@@ -123,8 +162,16 @@ void cu_store_rollback(cu_store *s);
 cu_rc cu_store_setting_get(cu_store *s, const char *name, char **_value);
 cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value);
 
+/* A request window shared by every process on the store (per-device rate
+ * limits across custosd nodes): see cu_store_backend.rate_hit.
+ * @retval CU_E_UNSUPPORTED the backend has none (SQLite: one node, whose
+ *         memory is enough) */
+cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned limit, unsigned *_wait);
+
 /* After a refusal with CU_E_STATE: the HTTP status it stands for, 409 (the
- * entry exists, or is still referenced) or 412 (stale etag); 0 otherwise.
+ * entry exists, or is still referenced, or — PostgreSQL — another node
+ * changed it concurrently: retry) or 412 (stale etag); after CU_E_IO 503
+ * when the database is unreachable (retry later); 0 otherwise.
  * The other refusals map directly: CU_E_OBJECT_NOT_FOUND 404,
  * CU_E_INVALID_ARG 400, CU_E_VERIFY (a row failed its seal) 500. Per thread.
  * (A distinct cu_rc for each would be better; see the report to the lead.) */

@@ -33,7 +33,8 @@ typedef struct cu_srv_config {
     char *names[CU_SRV_MAX_NAMES];       /* extra host names for the certificate */
     size_t n_names;
     char *id_scope;                      /* used on first start only; NULL: generated */
-    char *store;                         /* sqlite:PATH; NULL: STATE/custos.db */
+    char *store;                         /* sqlite:PATH or postgresql://...; NULL: STATE/custos.db */
+    char *store_password_file;           /* PostgreSQL password (first line); NULL: libpq's PGPASSWORD etc. */
     char *hubs[CU_SRV_MAX_HUBS];         /* NAME[,WEIGHT] linked at start */
     size_t n_hubs;
     char *server_key;                    /* FILE or pkcs11: URI; NULL: STATE/server.key */

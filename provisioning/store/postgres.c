@@ -1,0 +1,1125 @@
+/* The PostgreSQL backend of the store (libpq): the same sealed documents,
+ * index keys, settings and audit rows as the SQLite backend, so that
+ * several custosd nodes can share one database.
+ *
+ * Concurrency without a global lock (docs/scale-out.md):
+ * - READ COMMITTED transactions; every document read inside a write
+ *   transaction is remembered with its seal (or its absence), and the write
+ *   of that document is conditional on it (UPDATE ... WHERE seal = the one
+ *   read; INSERT ... ON CONFLICT DO NOTHING for one read as absent). A
+ *   concurrent writer that got there first makes the write touch no row:
+ *   the transaction fails as a conflict (HTTP 409 through
+ *   cu_store_last_http_status) and writes nothing; the caller may retry.
+ * - Audit appends take a transaction-scoped advisory lock on the log before
+ *   reading its last record (a statement of its own, so that the read's
+ *   snapshot is taken after the lock), which holds until commit.
+ * - A lost connection fails the call at once (HTTP 503) and is reset on a
+ *   later call, at most once a second: no restart needed. */
+#include <custos/store.h>
+
+#include "../core/prov_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Each entry moves the schema from version i to i+1; 1 and 2 are the
+ * SQLite backend's (CU_STORE_SCHEMA_VERSION), 3 is PostgreSQL's own. Ids
+ * and keys compare bytewise ("C"), as in SQLite, so paging orders agree. */
+static const char *const MIGRATIONS[] = {
+    "CREATE TABLE docs(kind integer NOT NULL, id text COLLATE \"C\" NOT NULL, body text NOT NULL,"
+    "  seal bytea NOT NULL, PRIMARY KEY(kind, id));"
+    "CREATE TABLE keys(kind integer NOT NULL, key text COLLATE \"C\" NOT NULL,"
+    "  id text COLLATE \"C\" NOT NULL, PRIMARY KEY(kind, key, id));"
+    "CREATE INDEX keys_by_id ON keys(kind, id);"
+    "CREATE TABLE meta(name text COLLATE \"C\" PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE audit(seq bigserial PRIMARY KEY, at text NOT NULL"
+    "  DEFAULT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), event text NOT NULL);",
+    "ALTER TABLE audit RENAME TO audit_v1;"
+    "CREATE TABLE audit_log(seq bigint PRIMARY KEY, at text NOT NULL, type text NOT NULL,"
+    "  actor text NOT NULL, payload text NOT NULL, prev bytea NOT NULL, hash bytea NOT NULL);"
+    "CREATE TABLE audit_heads(seq bigint PRIMARY KEY, at text NOT NULL, hash bytea NOT NULL,"
+    "  key_id text NOT NULL, sig bytea NOT NULL);",
+    /* 3: per-device request windows shared by the nodes (server/limits.c).
+     * Unlogged: no WAL, not replicated, emptied by a crash — all harmless
+     * for a 10-second window. */
+    "CREATE UNLOGGED TABLE rate_windows(key text COLLATE \"C\" PRIMARY KEY, start bigint NOT NULL,"
+    "  n integer NOT NULL);",
+};
+#define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+
+static const struct {
+    const char *name, *sql;
+    int nparams;
+} STMTS[] = {
+    {"get", "SELECT body, seal FROM docs WHERE kind=$1::integer AND id=$2", 2},
+    /* Blind upsert: a document not read in this transaction. */
+    {"put", "INSERT INTO docs(kind, id, body, seal) VALUES($1::integer, $2, $3, $4)"
+            " ON CONFLICT (kind, id) DO UPDATE SET body=EXCLUDED.body, seal=EXCLUDED.seal", 4},
+    /* Conditional writes: a document read (as absent, or with seal $5). */
+    {"ins", "INSERT INTO docs(kind, id, body, seal) VALUES($1::integer, $2, $3, $4) ON CONFLICT DO NOTHING", 4},
+    {"upd", "UPDATE docs SET body=$3, seal=$4 WHERE kind=$1::integer AND id=$2 AND seal=$5", 5},
+    {"del", "DELETE FROM docs WHERE kind=$1::integer AND id=$2", 2},
+    {"delc", "DELETE FROM docs WHERE kind=$1::integer AND id=$2 AND seal=$3", 3},
+    {"delkeys", "DELETE FROM keys WHERE kind=$1::integer AND id=$2 AND NOT (key = ANY($3::text[]))", 3},
+    {"addkeys", "INSERT INTO keys(kind, key, id) SELECT $1::integer, k, $2 FROM unnest($3::text[]) AS k"
+                " ON CONFLICT DO NOTHING", 3},
+    {"find", "SELECT id FROM keys WHERE kind=$1::integer AND key=$2 AND id>$4 ORDER BY id LIMIT $3::bigint", 4},
+    {"list", "SELECT id FROM docs WHERE kind=$1::integer AND id>$2 ORDER BY id LIMIT $3::bigint", 3},
+    {"count", "SELECT count(*) FROM docs WHERE kind=$1::integer", 1},
+    /* A setting with its seal ("seal:NAME") in one round trip: the two are
+     * read from one snapshot, so a concurrent rewrite cannot pair a value
+     * with another version's seal. */
+    {"metaget", "SELECT name, value FROM meta WHERE name=$1 OR name='seal:' || $1", 1},
+    {"metaput", "INSERT INTO meta(name, value) VALUES($1, $2) ON CONFLICT (name) DO UPDATE SET value=EXCLUDED.value", 2},
+    /* A setting and its seal together (see pg_meta_put). */
+    {"metaput2", "INSERT INTO meta(name, value) VALUES($1, $2), ($3, $4)"
+                 " ON CONFLICT (name) DO UPDATE SET value=EXCLUDED.value", 4},
+    {"audit", "INSERT INTO audit_v1(event) VALUES($1)", 1},
+    {"alast", "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", 0},
+    {"aappend", "INSERT INTO audit_log(seq, at, type, actor, payload, prev, hash)"
+                " VALUES($1::bigint, $2, $3, $4, $5, $6, $7)", 7},
+    {"aread", "SELECT seq, at, type, actor, payload, prev, hash FROM audit_log WHERE seq >= $1::bigint"
+              " ORDER BY seq LIMIT $2::bigint", 2},
+    /* Never replaces a head (see sqlite.c). */
+    {"hput", "INSERT INTO audit_heads(seq, at, hash, key_id, sig) VALUES($1::bigint, $2, $3, $4, $5)"
+             " ON CONFLICT DO NOTHING", 5},
+    {"hread", "SELECT seq, at, hash, key_id, sig FROM audit_heads WHERE seq >= $1::bigint ORDER BY seq"
+              " LIMIT $2::bigint", 2},
+    /* One fixed window per key: a new one when the last is over. */
+    {"rate", "INSERT INTO rate_windows(key, start, n) VALUES($1, $2::bigint, 1) ON CONFLICT (key) DO UPDATE SET"
+             " start = CASE WHEN rate_windows.start + $3::bigint <= EXCLUDED.start THEN EXCLUDED.start"
+             "   ELSE rate_windows.start END,"
+             " n = CASE WHEN rate_windows.start + $3::bigint <= EXCLUDED.start THEN 1 ELSE rate_windows.n + 1 END"
+             " RETURNING start, n", 3},
+};
+
+/* A document read in the current write transaction. */
+typedef struct seen {
+    char *id; /* NULL: free slot */
+    int kind;
+    bool exists;
+    uint8_t seal[32];
+    char *body; /* as read or written: a second read in the transaction costs no round trip */
+} seen;
+
+typedef struct pg {
+    PGconn *c;
+    char **kw, **val; /* connection parameters, kept for reconnecting */
+    char where[300];  /* host:port/dbname for messages (never the password) */
+    bool in_tx;
+    time_t next_reset;
+    bool ready; /* the schema exists: statements can be prepared */
+    seen *seen;
+    size_t cap, used;
+    /* The seal fetched with the last setting read (see "metaget"). */
+    char *pref_name, *pref_val;
+    /* A setting written in the transaction and not sent yet: its seal
+     * follows at once and goes with it in one statement. */
+    char *pend_name, *pend_val;
+} pg;
+
+static cu_rc flush_pending(pg *p);
+static void pg_rollback(void *b);
+
+/* ---- errors ---- */
+
+static cu_rc unavailable(pg *p, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", p->c ? PQerrorMessage(p->c) : "no connection");
+    msg[strcspn(msg, "\r\n")] = 0;
+    cu_prov__store_set_last_http(503);
+    return cu_err_set(CU_E_IO, "PostgreSQL at %s unavailable (%s): %s", p->where, what, msg);
+}
+
+static cu_rc conflict(const char *what, const char *id)
+{
+    cu_prov__store_set_last_http(409);
+    return cu_err_set(CU_E_STATE, "%s '%.128s' was changed concurrently (another node or connection); "
+                                  "nothing was written: retry", what, id);
+}
+
+static cu_rc result_error(pg *p, PGresult *r, const char *what)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (PQstatus(p->c) != CONNECTION_OK)
+        return unavailable(p, what);
+    if (state != NULL && (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "23505")))
+        return conflict(what, "row");
+    /* Admin shutdown, too many connections, cannot connect now: transient. */
+    if (state != NULL && (!strncmp(state, "57P", 3) || !strncmp(state, "08", 2) || !strcmp(state, "53300")))
+        return unavailable(p, what);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(p->c));
+    msg[strcspn(msg, "\r\n")] = 0;
+    return cu_err_set(CU_E_IO, "PostgreSQL: %s: %s", what, msg);
+}
+
+/* ---- connection ---- */
+
+static cu_rc prepare_all(pg *p)
+{
+    for (size_t i = 0; i < sizeof STMTS / sizeof STMTS[0]; i++) {
+        PGresult *r = PQprepare(p->c, STMTS[i].name, STMTS[i].sql, STMTS[i].nparams, NULL);
+        cu_rc rc = PQresultStatus(r) == PGRES_COMMAND_OK ? CU_OK : result_error(p, r, "prepare");
+        PQclear(r);
+        if (rc != CU_OK)
+            return rc;
+    }
+    return CU_OK;
+}
+
+static cu_rc connect_now(pg *p)
+{
+    if (p->c != NULL)
+        PQfinish(p->c);
+    p->c = PQconnectdbParams((const char *const *)p->kw, (const char *const *)p->val, 0);
+    if (p->c == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    if (PQstatus(p->c) != CONNECTION_OK)
+        return unavailable(p, "connect");
+    PGresult *r = PQexec(p->c, "SET client_min_messages = warning");
+    PQclear(r);
+    return p->ready ? prepare_all(p) : CU_OK;
+}
+
+/* A broken connection is reset outside a transaction (inside one, the
+ * transaction is lost anyway: the caller's call fails and it rolls back),
+ * at most once a second so that an outage costs each request one failed
+ * connect, not a storm. */
+static cu_rc ensure_conn(pg *p)
+{
+    if (p->c != NULL && PQstatus(p->c) == CONNECTION_OK)
+        return CU_OK;
+    if (p->in_tx)
+        return unavailable(p, "connection lost in a transaction");
+    time_t now = time(NULL);
+    if (now < p->next_reset)
+        return unavailable(p, "reconnecting");
+    p->next_reset = now + 1;
+    return connect_now(p);
+}
+
+/* Runs a prepared statement; want is the expected status. Outside a
+ * transaction, a statement that finds the connection broken is retried
+ * once on a fresh one (the first request after the database came back
+ * then succeeds). */
+static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int *len, const int *fmt,
+                 int result_binary, ExecStatusType want, const char *what, PGresult **_r)
+{
+    *_r = NULL;
+    cu_rc frc = flush_pending(p);
+    if (frc != CU_OK)
+        return frc;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        cu_rc rc = ensure_conn(p);
+        if (rc != CU_OK)
+            return rc;
+        PGresult *r = PQexecPrepared(p->c, stmt, n, v, len, fmt, result_binary);
+        if (PQresultStatus(r) == want) {
+            *_r = r;
+            return CU_OK;
+        }
+        bool retry = PQstatus(p->c) != CONNECTION_OK && !p->in_tx && attempt == 0;
+        if (!retry) {
+            rc = result_error(p, r, what);
+            PQclear(r);
+            return rc;
+        }
+        PQclear(r);
+        p->next_reset = 0;
+    }
+    return unavailable(p, what);
+}
+
+/* run() without sending the pending setting first (it is in v). */
+static cu_rc run_now(pg *p, const char *stmt, int n, const char *const *v, const char *what, PGresult **_r)
+{
+    char *pn = p->pend_name, *pv = p->pend_val;
+    p->pend_name = p->pend_val = NULL;
+    cu_rc rc = run(p, stmt, n, v, NULL, NULL, 0, PGRES_COMMAND_OK, what, _r);
+    p->pend_name = pn;
+    p->pend_val = pv;
+    return rc;
+}
+
+static cu_rc exec_plain(pg *p, const char *sql, const char *what)
+{
+    PGresult *r = PQexec(p->c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    cu_rc rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? CU_OK : result_error(p, r, what);
+    PQclear(r);
+    return rc;
+}
+
+/* ---- values ---- */
+
+static uint64_t be64(const char *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (uint8_t)b[i];
+    return v;
+}
+
+static uint64_t col_u64(PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    if (PQgetlength(r, row, col) == 8)
+        return be64(PQgetvalue(r, row, col));
+    if (PQgetlength(r, row, col) == 4)
+        return (uint32_t)ntohl(*(const uint32_t *)(const void *)PQgetvalue(r, row, col));
+    return 0;
+}
+
+static void col_blob32(PGresult *r, int row, int col, uint8_t out[32])
+{
+    int n = PQgetlength(r, row, col);
+    memset(out, 0, 32);
+    if (!PQgetisnull(r, row, col) && n > 0)
+        memcpy(out, PQgetvalue(r, row, col), n < 32 ? (size_t)n : 32);
+}
+
+static void col_text(PGresult *r, int row, int col, char *out, size_t size)
+{
+    snprintf(out, size, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+/* A text[] literal: every element quoted, " and \ escaped. */
+static char *array_literal(const char *const *keys, size_t n)
+{
+    size_t len = 3;
+    for (size_t i = 0; i < n; i++)
+        len += 2 * strlen(keys[i]) + 3;
+    char *s = malloc(len), *o = s;
+    if (s == NULL)
+        return NULL;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            *o++ = ',';
+        *o++ = '"';
+        for (const char *k = keys[i]; *k; k++) {
+            if (*k == '"' || *k == '\\')
+                *o++ = '\\';
+            *o++ = *k;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = 0;
+    return s;
+}
+
+/* ---- documents read in the transaction ---- */
+
+static size_t seen_hash(int kind, const char *id)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;
+    for (; *id; id++)
+        h = (h ^ (uint8_t)*id) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static seen *seen_find(pg *p, int kind, const char *id)
+{
+    if (p->cap == 0)
+        return NULL;
+    for (size_t i = seen_hash(kind, id) & (p->cap - 1);; i = (i + 1) & (p->cap - 1)) {
+        if (p->seen[i].id == NULL)
+            return NULL;
+        if (p->seen[i].kind == kind && !strcmp(p->seen[i].id, id))
+            return &p->seen[i];
+    }
+}
+
+static void seen_clear(pg *p)
+{
+    for (size_t i = 0; i < p->cap && p->used > 0; i++)
+        if (p->seen[i].id != NULL) {
+            free(p->seen[i].id);
+            free(p->seen[i].body);
+            p->seen[i].id = NULL;
+            p->seen[i].body = NULL;
+            p->used--;
+        }
+    p->used = 0;
+}
+
+static cu_rc seen_note(pg *p, int kind, const char *id, bool exists, const uint8_t seal[32], const char *body)
+{
+    seen *e = seen_find(p, kind, id);
+    if (e == NULL) {
+        if (2 * (p->used + 1) > p->cap) {
+            size_t ncap = p->cap ? 2 * p->cap : 16;
+            seen *t = calloc(ncap, sizeof *t);
+            if (t == NULL)
+                return cu_err_set(CU_E_NOMEM, "out of memory");
+            for (size_t i = 0; i < p->cap; i++)
+                if (p->seen[i].id != NULL) {
+                    size_t j = seen_hash(p->seen[i].kind, p->seen[i].id) & (ncap - 1);
+                    while (t[j].id != NULL)
+                        j = (j + 1) & (ncap - 1);
+                    t[j] = p->seen[i];
+                }
+            free(p->seen);
+            p->seen = t;
+            p->cap = ncap;
+        }
+        size_t j = seen_hash(kind, id) & (p->cap - 1);
+        while (p->seen[j].id != NULL)
+            j = (j + 1) & (p->cap - 1);
+        if ((p->seen[j].id = strdup(id)) == NULL)
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+        p->seen[j].kind = kind;
+        e = &p->seen[j];
+        p->used++;
+    }
+    e->exists = exists;
+    free(e->body);
+    e->body = NULL;
+    if (exists) {
+        memcpy(e->seal, seal, 32);
+        if ((e->body = strdup(body)) == NULL)
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
+    return CU_OK;
+}
+
+/* ---- backend functions ---- */
+
+static cu_rc pg_begin(void *b)
+{
+    pg *p = b;
+    cu_rc rc = ensure_conn(p);
+    if (rc == CU_OK)
+        rc = exec_plain(p, "BEGIN", "begin");
+    if (rc != CU_OK && PQstatus(p->c) != CONNECTION_OK) {
+        /* The connection died while idle (the database restarted): nothing
+         * has been done yet, so a fresh one may start the transaction. */
+        p->next_reset = 0;
+        if ((rc = ensure_conn(p)) == CU_OK)
+            rc = exec_plain(p, "BEGIN", "begin");
+    }
+    if (rc == CU_OK) {
+        p->in_tx = true;
+        seen_clear(p);
+    }
+    return rc;
+}
+
+static void pending_drop(pg *p)
+{
+    free(p->pend_name);
+    if (p->pend_val != NULL)
+        OPENSSL_clear_free(p->pend_val, strlen(p->pend_val));
+    p->pend_name = p->pend_val = NULL;
+}
+
+static cu_rc pg_commit(void *b)
+{
+    pg *p = b;
+    cu_rc rc = flush_pending(p);
+    if (rc != CU_OK) {
+        pg_rollback(p);
+        return rc;
+    }
+    PGresult *r = PQexec(p->c, "COMMIT");
+    /* A transaction aborted by an earlier error answers COMMIT with
+     * "ROLLBACK": that is a failure, not a success. */
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = result_error(p, r, "commit");
+    else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+        rc = cu_err_set(CU_E_STATE, "PostgreSQL rolled the transaction back (a step of it failed)");
+    PQclear(r);
+    p->in_tx = false;
+    seen_clear(p);
+    return rc;
+}
+
+static void pg_rollback(void *b)
+{
+    pg *p = b;
+    pending_drop(p);
+    if (p->c != NULL && PQstatus(p->c) == CONNECTION_OK)
+        PQclear(PQexec(p->c, "ROLLBACK"));
+    p->in_tx = false;
+    seen_clear(p);
+}
+
+static cu_rc pg_get(void *b, int kind, const char *id, char **_body, uint8_t seal[32])
+{
+    pg *p = b;
+    char k[16];
+    PGresult *r = NULL;
+    seen *e = p->in_tx ? seen_find(p, kind, id) : NULL;
+    if (e != NULL) {
+        /* Read (or written) before in this transaction: that version,
+         * which the write of it is conditional on anyway. */
+        if (!e->exists)
+            return cu_err_set(CU_E_OBJECT_NOT_FOUND, "'%s' not found", id);
+        memcpy(seal, e->seal, 32);
+        return (*_body = strdup(e->body)) ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
+    }
+    snprintf(k, sizeof k, "%d", kind);
+    const char *v[] = {k, id};
+    cu_rc rc = run(p, "get", 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, "read", &r);
+    if (rc != CU_OK)
+        return rc;
+    if (PQntuples(r) == 0) {
+        rc = cu_err_set(CU_E_OBJECT_NOT_FOUND, "'%s' not found", id);
+        if (p->in_tx && seen_note(p, kind, id, false, NULL, NULL) != CU_OK)
+            rc = CU_E_NOMEM;
+    } else if (PQgetlength(r, 0, 1) != 32) {
+        rc = cu_err_set(CU_E_VERIFY, "row '%s' has no valid seal", id);
+    } else {
+        memcpy(seal, PQgetvalue(r, 0, 1), 32);
+        if ((*_body = strdup(PQgetvalue(r, 0, 0))) == NULL)
+            rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        else if (p->in_tx && (rc = seen_note(p, kind, id, true, seal, *_body)) != CU_OK) {
+            free(*_body);
+            *_body = NULL;
+        }
+    }
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc pg_put(void *b, int kind, const char *id, const char *body, const uint8_t seal[32],
+                    const char *const *keys, size_t nkeys)
+{
+    pg *p = b;
+    char k[16], *arr = NULL;
+    PGresult *r = NULL;
+    seen *e = p->in_tx ? seen_find(p, kind, id) : NULL;
+    bool was_new = e != NULL && !e->exists;
+    cu_rc rc;
+    snprintf(k, sizeof k, "%d", kind);
+    const char *v[] = {k, id, body, (const char *)seal, e && e->exists ? (const char *)e->seal : NULL};
+    int len[] = {0, 0, 0, 32, 32}, fmt[] = {0, 0, 0, 1, 1};
+    const char *stmt = e == NULL ? "put" : e->exists ? "upd" : "ins";
+    if ((rc = run(p, stmt, e && e->exists ? 5 : 4, v, len, fmt, 0, PGRES_COMMAND_OK, "write", &r)) != CU_OK)
+        return rc;
+    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    if (!hit)
+        return conflict("the document", id);
+    if (p->in_tx && (rc = seen_note(p, kind, id, true, seal, body)) != CU_OK)
+        return rc;
+    if ((arr = array_literal(keys, nkeys)) == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    const char *kv[] = {k, id, arr};
+    /* A document created in this transaction has no old keys to drop. */
+    if (!was_new) {
+        if ((rc = run(p, "delkeys", 3, kv, NULL, NULL, 0, PGRES_COMMAND_OK, "write keys", &r)) != CU_OK)
+            goto cleanup;
+        PQclear(r);
+    }
+    if (nkeys > 0) {
+        if ((rc = run(p, "addkeys", 3, kv, NULL, NULL, 0, PGRES_COMMAND_OK, "write keys", &r)) != CU_OK)
+            goto cleanup;
+        PQclear(r);
+    }
+cleanup:
+    free(arr);
+    return rc;
+}
+
+static cu_rc pg_del(void *b, int kind, const char *id)
+{
+    pg *p = b;
+    char k[16];
+    PGresult *r = NULL;
+    seen *e = p->in_tx ? seen_find(p, kind, id) : NULL;
+    cu_rc rc;
+    snprintf(k, sizeof k, "%d", kind);
+    const char *v[] = {k, id, e && e->exists ? (const char *)e->seal : NULL};
+    int len[] = {0, 0, 32}, fmt[] = {0, 0, 1};
+    bool cond = e != NULL && e->exists;
+    if ((rc = run(p, cond ? "delc" : "del", cond ? 3 : 2, v, len, fmt, 0, PGRES_COMMAND_OK, "delete", &r)) != CU_OK)
+        return rc;
+    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    if (!hit)
+        return cond ? conflict("the document", id) : cu_err_set(CU_E_OBJECT_NOT_FOUND, "'%s' not found", id);
+    if (p->in_tx && (rc = seen_note(p, kind, id, false, NULL, NULL)) != CU_OK)
+        return rc;
+    const char *kv[] = {k, id, "{}"};
+    if ((rc = run(p, "delkeys", 3, kv, NULL, NULL, 0, PGRES_COMMAND_OK, "delete keys", &r)) == CU_OK)
+        PQclear(r);
+    return rc;
+}
+
+static cu_rc collect(PGresult *r, char ***_ids, size_t *_n)
+{
+    int n = PQntuples(r);
+    char **ids = calloc((size_t)n + 1, sizeof *ids);
+    *_ids = NULL;
+    *_n = 0;
+    if (ids == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        if ((ids[i] = strdup(PQgetvalue(r, i, 0))) == NULL) {
+            cu_store_ids_free(ids, (size_t)i);
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+        }
+    *_ids = ids;
+    *_n = (size_t)n;
+    return CU_OK;
+}
+
+static void limit_str(size_t limit, char out[24])
+{
+    snprintf(out, 24, "%llu", (unsigned long long)(limit > INT64_MAX ? INT64_MAX : limit));
+}
+
+static cu_rc pg_list(void *b, int kind, const char *after, size_t limit, char ***_ids, size_t *_n)
+{
+    pg *p = b;
+    char k[16], l[24];
+    PGresult *r = NULL;
+    snprintf(k, sizeof k, "%d", kind);
+    limit_str(limit, l);
+    const char *v[] = {k, after ? after : "", l};
+    cu_rc rc = run(p, "list", 3, v, NULL, NULL, 0, PGRES_TUPLES_OK, "list", &r);
+    if (rc == CU_OK)
+        rc = collect(r, _ids, _n);
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc pg_find(void *b, int kind, const char *key, const char *after, size_t limit, char ***_ids,
+                     size_t *_n)
+{
+    pg *p = b;
+    char k[16], l[24];
+    PGresult *r = NULL;
+    snprintf(k, sizeof k, "%d", kind);
+    limit_str(limit, l);
+    const char *v[] = {k, key, l, after ? after : ""};
+    cu_rc rc = run(p, "find", 4, v, NULL, NULL, 0, PGRES_TUPLES_OK, "find", &r);
+    if (rc == CU_OK)
+        rc = collect(r, _ids, _n);
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc pg_count(void *b, int kind, uint64_t *_n)
+{
+    pg *p = b;
+    char k[16];
+    PGresult *r = NULL;
+    snprintf(k, sizeof k, "%d", kind);
+    const char *v[] = {k};
+    cu_rc rc = run(p, "count", 1, v, NULL, NULL, 1, PGRES_TUPLES_OK, "count", &r);
+    if (rc == CU_OK)
+        *_n = col_u64(r, 0, 0);
+    PQclear(r);
+    return rc;
+}
+
+static void pref_clear(pg *p)
+{
+    free(p->pref_name);
+    free(p->pref_val);
+    p->pref_name = p->pref_val = NULL;
+}
+
+static cu_rc pg_meta_get(void *b, const char *name, char **_value)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    cu_rc rc;
+    /* The seal of the setting just read: from the same snapshot. */
+    if (p->pref_name != NULL && !strcmp(p->pref_name, name)) {
+        *_value = p->pref_val;
+        p->pref_val = NULL;
+        pref_clear(p);
+        return *_value ? CU_OK : cu_err_set(CU_E_OBJECT_NOT_FOUND, "setting '%s' not found", name);
+    }
+    pref_clear(p);
+    const char *v[] = {name};
+    if ((rc = run(p, "metaget", 1, v, NULL, NULL, 0, PGRES_TUPLES_OK, "read setting", &r)) != CU_OK)
+        return rc;
+    const char *val = NULL, *sealv = NULL;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (!strcmp(PQgetvalue(r, i, 0), name))
+            val = PQgetvalue(r, i, 1);
+        else
+            sealv = PQgetvalue(r, i, 1);
+    }
+    if (val == NULL) {
+        rc = cu_err_set(CU_E_OBJECT_NOT_FOUND, "setting '%s' not found", name);
+    } else if ((*_value = strdup(val)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+    } else if (strncmp(name, "seal:", 5) != 0) {
+        size_t nl = strlen(name) + 6;
+        if ((p->pref_name = malloc(nl)) != NULL) {
+            snprintf(p->pref_name, nl, "seal:%s", name);
+            if (sealv != NULL && (p->pref_val = strdup(sealv)) == NULL)
+                pref_clear(p);
+        }
+    }
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc flush_pending(pg *p)
+{
+    if (p->pend_name == NULL)
+        return CU_OK;
+    char *n = p->pend_name, *val = p->pend_val;
+    PGresult *r = NULL;
+    p->pend_name = p->pend_val = NULL;
+    const char *v[] = {n, val};
+    cu_rc rc = run(p, "metaput", 2, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write setting", &r);
+    PQclear(r);
+    free(n);
+    OPENSSL_clear_free(val, strlen(val));
+    return rc;
+}
+
+/* Inside a transaction a setting waits for its seal ("seal:NAME", which
+ * store.c writes next), and the two go in one round trip; anything else
+ * sends it first. Outside one, every write is done when this returns. */
+static cu_rc pg_meta_put(void *b, const char *name, const char *value)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    cu_rc rc;
+    pref_clear(p);
+    if (p->pend_name != NULL && !strncmp(name, "seal:", 5) && !strcmp(name + 5, p->pend_name)) {
+        const char *v[] = {p->pend_name, p->pend_val, name, value};
+        rc = run_now(p, "metaput2", 4, v, "write setting", &r);
+        pending_drop(p);
+        PQclear(r);
+        return rc;
+    }
+    if (p->in_tx && strncmp(name, "seal:", 5) != 0) {
+        if ((rc = flush_pending(p)) != CU_OK)
+            return rc;
+        if ((p->pend_name = strdup(name)) == NULL || (p->pend_val = strdup(value)) == NULL) {
+            pending_drop(p);
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+        }
+        return CU_OK;
+    }
+    const char *v[] = {name, value};
+    rc = run(p, "metaput", 2, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write setting", &r);
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc pg_audit(void *b, const char *event)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    const char *v[] = {event};
+    cu_rc rc = run(p, "audit", 1, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write audit", &r);
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc pg_audit_last(void *b, uint64_t *_seq, uint8_t hash[32])
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    cu_rc rc;
+    *_seq = 0;
+    memset(hash, 0, 32);
+    if ((rc = flush_pending(p)) != CU_OK)
+        return rc;
+    if (p->in_tx) {
+        /* In a write transaction this precedes an append: serialize. Two
+         * statements in one round trip: the read's snapshot is taken after
+         * the lock is granted, so it sees the last committed append. */
+        r = PQexec(p->c, "SELECT pg_advisory_xact_lock(1129665364, 'audit_log'::regclass::oid::integer);"
+                         "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = result_error(p, r, "lock the audit log");
+            PQclear(r);
+            return rc;
+        }
+        if (PQntuples(r) > 0) {
+            /* A simple query answers in text. */
+            *_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+            size_t n = 0;
+            unsigned char *h = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &n);
+            if (h != NULL && n == 32)
+                memcpy(hash, h, 32);
+            PQfreemem(h);
+        }
+        PQclear(r);
+        return CU_OK;
+    }
+    if ((rc = run(p, "alast", 0, NULL, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit head", &r)) != CU_OK)
+        return rc;
+    if (PQntuples(r) > 0) {
+        *_seq = col_u64(r, 0, 0);
+        col_blob32(r, 0, 1, hash);
+    }
+    PQclear(r);
+    return CU_OK;
+}
+
+static cu_rc pg_audit_append(void *b, const cu_audit_record *r)
+{
+    pg *p = b;
+    PGresult *res = NULL;
+    char seq[24];
+    if (r->seq > INT64_MAX)
+        return cu_err_set(CU_E_INVALID_ARG, "audit seq out of range");
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)r->seq);
+    const char *v[] = {seq, r->at, r->type, r->actor, r->payload, (const char *)r->prev, (const char *)r->hash};
+    int len[] = {0, 0, 0, 0, 0, 32, 32}, fmt[] = {0, 0, 0, 0, 0, 1, 1};
+    cu_rc rc = run(p, "aappend", 7, v, len, fmt, 0, PGRES_COMMAND_OK, "write audit", &res);
+    PQclear(res);
+    return rc;
+}
+
+static cu_rc pg_audit_read(void *b, uint64_t from, size_t limit, cu_audit_record **_r, size_t *_n)
+{
+    pg *p = b;
+    PGresult *res = NULL;
+    char f[24], l[24];
+    cu_rc rc;
+    *_r = NULL;
+    *_n = 0;
+    snprintf(f, sizeof f, "%llu", (unsigned long long)(from > INT64_MAX ? INT64_MAX : from));
+    limit_str(limit, l);
+    const char *v[] = {f, l};
+    if ((rc = run(p, "aread", 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit log", &res)) != CU_OK)
+        return rc;
+    size_t n = (size_t)PQntuples(res);
+    cu_audit_record *r = calloc(n ? n : 1, sizeof *r);
+    if (r == NULL) {
+        PQclear(res);
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        cu_audit_record *x = &r[i];
+        x->seq = col_u64(res, (int)i, 0);
+        col_text(res, (int)i, 1, x->at, sizeof x->at);
+        col_text(res, (int)i, 2, x->type, sizeof x->type);
+        col_text(res, (int)i, 3, x->actor, sizeof x->actor);
+        if ((x->payload = strdup(PQgetvalue(res, (int)i, 4))) == NULL) {
+            cu_audit_records_free(r, i);
+            PQclear(res);
+            return cu_err_set(CU_E_NOMEM, "out of memory");
+        }
+        col_blob32(res, (int)i, 5, x->prev);
+        col_blob32(res, (int)i, 6, x->hash);
+    }
+    PQclear(res);
+    *_r = r;
+    *_n = n;
+    return CU_OK;
+}
+
+static cu_rc pg_audit_head_put(void *b, const cu_audit_head *h)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    char seq[24];
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)h->seq);
+    const char *v[] = {seq, h->at, (const char *)h->hash, h->key_id, (const char *)h->sig};
+    int len[] = {0, 0, 32, 0, (int)h->sig_len}, fmt[] = {0, 0, 1, 0, 1};
+    cu_rc rc = run(p, "hput", 5, v, len, fmt, 0, PGRES_COMMAND_OK, "write the audit head", &r);
+    PQclear(r);
+    return rc;
+}
+
+static cu_rc pg_audit_heads_read(void *b, uint64_t from, size_t limit, cu_audit_head **_h, size_t *_n)
+{
+    pg *p = b;
+    PGresult *res = NULL;
+    char f[24], l[24];
+    cu_rc rc;
+    *_h = NULL;
+    *_n = 0;
+    snprintf(f, sizeof f, "%llu", (unsigned long long)(from > INT64_MAX ? INT64_MAX : from));
+    limit_str(limit, l);
+    const char *v[] = {f, l};
+    if ((rc = run(p, "hread", 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit heads", &res)) != CU_OK)
+        return rc;
+    size_t n = (size_t)PQntuples(res);
+    cu_audit_head *h = calloc(n ? n : 1, sizeof *h);
+    if (h == NULL) {
+        PQclear(res);
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        cu_audit_head *x = &h[i];
+        x->seq = col_u64(res, (int)i, 0);
+        col_text(res, (int)i, 1, x->at, sizeof x->at);
+        col_blob32(res, (int)i, 2, x->hash);
+        col_text(res, (int)i, 3, x->key_id, sizeof x->key_id);
+        int sl = PQgetlength(res, (int)i, 4);
+        if (sl > 0) {
+            if ((x->sig = malloc((size_t)sl)) == NULL) {
+                cu_audit_heads_free(h, i);
+                PQclear(res);
+                return cu_err_set(CU_E_NOMEM, "out of memory");
+            }
+            memcpy(x->sig, PQgetvalue(res, (int)i, 4), (size_t)sl);
+            x->sig_len = (size_t)sl;
+        }
+    }
+    PQclear(res);
+    *_h = h;
+    *_n = n;
+    return CU_OK;
+}
+
+static cu_rc pg_rate_hit(void *b, const char *key, unsigned window, unsigned limit, unsigned *_wait)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    char now[24], win[24];
+    time_t t = time(NULL);
+    snprintf(now, sizeof now, "%lld", (long long)t);
+    snprintf(win, sizeof win, "%u", window);
+    const char *v[] = {key, now, win};
+    cu_rc rc = run(p, "rate", 3, v, NULL, NULL, 1, PGRES_TUPLES_OK, "rate window", &r);
+    *_wait = 0;
+    if (rc != CU_OK)
+        return rc;
+    if (PQntuples(r) == 1) {
+        int64_t start = (int64_t)col_u64(r, 0, 0);
+        uint64_t n = col_u64(r, 0, 1);
+        if (n > limit) {
+            int64_t w = start + (int64_t)window - (int64_t)t;
+            *_wait = w < 1 ? 1 : (unsigned)w;
+        }
+    }
+    PQclear(r);
+    return CU_OK;
+}
+
+static void free_params(pg *p)
+{
+    for (size_t i = 0; p->kw != NULL && p->kw[i] != NULL; i++) {
+        free(p->kw[i]);
+        if (p->val[i] != NULL)
+            OPENSSL_clear_free(p->val[i], strlen(p->val[i]));
+    }
+    free(p->kw);
+    free(p->val);
+    p->kw = p->val = NULL;
+}
+
+static void pg_close(void *b)
+{
+    pg *p = b;
+    if (p == NULL)
+        return;
+    if (p->c != NULL)
+        PQfinish(p->c);
+    free_params(p);
+    seen_clear(p);
+    free(p->seen);
+    pref_clear(p);
+    pending_drop(p);
+    free(p);
+}
+
+static const cu_store_backend postgres_backend = {
+    .name = "postgresql", .begin = pg_begin, .commit = pg_commit, .rollback = pg_rollback, .get = pg_get,
+    .put = pg_put, .del = pg_del, .list = pg_list, .find = pg_find, .count = pg_count,
+    .meta_get = pg_meta_get, .meta_put = pg_meta_put, .audit = pg_audit, .close = pg_close,
+    .audit_last = pg_audit_last, .audit_append = pg_audit_append, .audit_read = pg_audit_read,
+    .audit_head_put = pg_audit_head_put, .audit_heads_read = pg_audit_heads_read, .rate_hit = pg_rate_hit,
+};
+
+/* ---- opening ---- */
+
+static cu_rc read_password(const char *path, char **_pw)
+{
+    char buf[1024];
+    FILE *f = fopen(path, "r");
+    *_pw = NULL;
+    if (f == NULL)
+        return cu_err_set_sys(CU_E_IO, errno, "cannot open the store password file %s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    buf[strcspn(buf, "\r\n")] = 0;
+    if (buf[0] == 0) {
+        OPENSSL_cleanse(buf, sizeof buf);
+        return cu_err_set(CU_E_INVALID_ARG, "the store password file %s is empty", path);
+    }
+    *_pw = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return *_pw ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
+}
+
+/* The parsed conninfo plus our defaults: a short connect timeout (an
+ * outage must fail requests fast), keepalives, an application name, and
+ * the password from the file if one is given. */
+static cu_rc set_params(pg *p, const char *conninfo, const char *password_file)
+{
+    char *err = NULL, *pw = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    cu_rc rc = CU_OK;
+    if (opts == NULL) {
+        /* The message of libpq may quote the string: say only where. */
+        PQfreemem(err);
+        return cu_err_set(CU_E_INVALID_ARG, "the store is not a valid PostgreSQL URI or conninfo");
+    }
+    if (password_file != NULL && (rc = read_password(password_file, &pw)) != CU_OK)
+        goto cleanup;
+    size_t n = 0, i = 0;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        n++;
+    if ((p->kw = calloc(n + 5, sizeof *p->kw)) == NULL || (p->val = calloc(n + 5, sizeof *p->val)) == NULL) {
+        rc = cu_err_set(CU_E_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    const char *host = "localhost", *port = "5432", *db = NULL, *user = NULL;
+    bool has_timeout = false, has_app = false, has_ka = false;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (!strcmp(o->keyword, "password") && pw != NULL)
+            continue;
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+        else if (!strcmp(o->keyword, "dbname"))
+            db = o->val;
+        else if (!strcmp(o->keyword, "user"))
+            user = o->val;
+        has_timeout |= !strcmp(o->keyword, "connect_timeout");
+        has_app |= !strcmp(o->keyword, "application_name");
+        has_ka |= !strcmp(o->keyword, "keepalives_idle");
+        if ((p->kw[i] = strdup(o->keyword)) == NULL || (p->val[i++] = strdup(o->val)) == NULL) {
+            rc = cu_err_set(CU_E_NOMEM, "out of memory");
+            goto cleanup;
+        }
+    }
+    snprintf(p->where, sizeof p->where, "%.100s:%.10s/%.100s", host, port, db ? db : user ? user : "postgres");
+    struct {
+        bool skip;
+        const char *k, *v;
+    } add[] = {
+        {has_timeout, "connect_timeout", "3"},
+        {has_app, "application_name", "custos"},
+        {has_ka, "keepalives_idle", "10"},
+        {pw == NULL, "password", pw},
+    };
+    for (size_t a = 0; a < sizeof add / sizeof add[0]; a++) {
+        if (add[a].skip)
+            continue;
+        if ((p->kw[i] = strdup(add[a].k)) == NULL || (p->val[i++] = strdup(add[a].v)) == NULL) {
+            rc = cu_err_set(CU_E_NOMEM, "out of memory");
+            goto cleanup;
+        }
+    }
+cleanup:
+    if (pw != NULL)
+        OPENSSL_clear_free(pw, strlen(pw));
+    PQconninfoFree(opts);
+    return rc;
+}
+
+static cu_rc schema_version(pg *p, int *_v)
+{
+    PGresult *r = PQexec(p->c, "SELECT version FROM custos_schema");
+    cu_rc rc = CU_OK;
+    *_v = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        if (PQntuples(r) > 0)
+            *_v = atoi(PQgetvalue(r, 0, 0));
+    } else {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (state == NULL || strcmp(state, "42P01") != 0) /* no such table: version 0 */
+            rc = result_error(p, r, "schema version");
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Migrations under a lock, so that nodes starting together migrate once. */
+static cu_rc migrate(pg *p)
+{
+    char sql[96];
+    int v = 0;
+    cu_rc rc;
+    if ((rc = schema_version(p, &v)) != CU_OK)
+        return rc;
+    if (v == NMIGRATIONS)
+        return CU_OK;
+    if (v > NMIGRATIONS)
+        return cu_err_set(CU_E_STATE, "the store has schema version %d; this Custos knows up to %d", v, NMIGRATIONS);
+    if ((rc = exec_plain(p, "BEGIN", "migrate")) != CU_OK)
+        return rc;
+    if ((rc = exec_plain(p, "SELECT pg_advisory_xact_lock(1129665364, 0)", "migrate")) != CU_OK ||
+        (rc = exec_plain(p, "CREATE TABLE IF NOT EXISTS custos_schema(version integer NOT NULL)", "migrate")) !=
+            CU_OK ||
+        (rc = schema_version(p, &v)) != CU_OK)
+        goto fail;
+    if (v == 0 && (rc = exec_plain(p, "INSERT INTO custos_schema VALUES(0)", "migrate")) != CU_OK)
+        goto fail;
+    for (; v < NMIGRATIONS; v++) {
+        snprintf(sql, sizeof sql, "UPDATE custos_schema SET version=%d", v + 1);
+        if ((rc = exec_plain(p, MIGRATIONS[v], "migrate")) != CU_OK || (rc = exec_plain(p, sql, "migrate")) != CU_OK)
+            goto fail;
+    }
+    return exec_plain(p, "COMMIT", "migrate");
+fail:
+    PQclear(PQexec(p->c, "ROLLBACK"));
+    return rc;
+}
+
+static cu_rc open_pg(const char *conninfo, const char *password_file, pg **_p)
+{
+    pg *p = calloc(1, sizeof *p);
+    cu_rc rc;
+    *_p = NULL;
+    if (p == NULL)
+        return cu_err_set(CU_E_NOMEM, "out of memory");
+    if ((rc = set_params(p, conninfo, password_file)) != CU_OK || (rc = connect_now(p)) != CU_OK ||
+        (rc = migrate(p)) != CU_OK || (rc = prepare_all(p)) != CU_OK) {
+        pg_close(p);
+        return rc;
+    }
+    p->ready = true;
+    *_p = p;
+    return CU_OK;
+}
+
+cu_rc cu_store_open_postgres(const char *conninfo, const char *password_file, cu_keyring *kr, cu_store **_out)
+{
+    cu_prov__return_val_if_fail(conninfo != NULL && kr != NULL && _out != NULL, CU_E_INVALID_ARG);
+    pg *p = NULL;
+    *_out = NULL;
+    cu_rc rc = open_pg(conninfo, password_file, &p);
+    if (rc != CU_OK)
+        return rc;
+    return cu_store_open_backend(&postgres_backend, p, kr, _out); /* takes p */
+}
+
+cu_rc cu_prov__store_open_postgres_audit(const char *conninfo, const char *password_file, cu_store **_out)
+{
+    pg *p = NULL;
+    *_out = NULL;
+    cu_rc rc = open_pg(conninfo, password_file, &p);
+    if (rc != CU_OK)
+        return rc;
+    return cu_prov__store_open_unbound(&postgres_backend, p, _out);
+}
+
+bool cu_store_spec_is_postgres(const char *spec)
+{
+    return spec != NULL && (!strncmp(spec, "postgresql://", 13) || !strncmp(spec, "postgres://", 11) ||
+                            !strncmp(spec, "postgresql:", 11));
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Two custosd nodes on one PostgreSQL (docs/scale-out.md), with a private
+# server of its own (it is stopped in the middle, which the shared fixture
+# of the other *_pg tests must not see):
+# - a device registers on one node and polls on the other;
+# - both nodes register the same devices at the same moment: every one is
+#   assigned, one record each, and the audit log stays one chain;
+# - one node SIGKILLed under load: every registration a client saw succeed
+#   is in the database, none twice;
+# - the database stopped for a few seconds under load: 503 with
+#   Retry-After, no crash, recovery without a restart, nothing lost.
+BIN=${1:?usage: multinode.sh BIN LOADGEN [COUNT]}
+LOADGEN=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2")
+N=${3:-2000}
+unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
+. "$(dirname "$0")/lib.sh"
+PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
+# The server is stopped before finish, which removes $T (its pid file with it).
+trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
+
+"$PGF" start "$T/pg" >"$T/pg.out" 2>&1
+rc=$?
+[ $rc = 77 ] && { echo "skipped: no PostgreSQL server"; exit 77; }
+[ $rc = 0 ] || { bad "PostgreSQL did not start: $(cat "$T/pg.out")"; exit 1; }
+CUSTOS_STORE=$("$PGF" createdb "$T/pg" custos) || { bad "no database"; exit 1; }
+export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
+ok "a private PostgreSQL at ${CUSTOS_STORE#postgresql://}"
+
+STATE=$T/var
+# Final answers to the PUT: two clients registering the same device would
+# otherwise each poll an operation the other's PUT replaced (one per device).
+start_server "$STATE" "log-level = warn" "retry-after = 1" "register-reply = final"
+start_second_node "$STATE" "$T/var2"
+ok "two nodes: $EP and $EP2"
+EPA=$EP
+
+# ---- register on one node, poll on the other ----
+V='api-version=2021-06-01'
+J='Content-Type: application/json'
+PK=$(openssl rand -base64 32); echo "$PK" >"$T/pk"
+expect_rc 0 "an individual enrollment, made through the command line" "$CUSTOS" enrollment create cross-1 \
+  --attestation symmetricKey --primary-key-file "$T/pk" --state "$STATE"
+AUTH="Authorization: $(sas "$SCOPE" cross-1 "$PK" $(( $(date +%s) + 600 )))"
+expect_http 200 "PUT register on node A" PUT "/$SCOPE/registrations/cross-1/register?$V" -H "$J" -H "$AUTH" \
+  -d '{"registrationId":"cross-1"}'
+OPID=$(sed 's/.*"operationId":"\([^"]*\)".*/\1/' "$T/body")
+EP=$EP2
+expect_http 200 "the poll on node B finds the operation" GET "/$SCOPE/registrations/cross-1/operations/$OPID?$V" -H "$AUTH"
+body_has '"status":"assigned"' "assigned, as node B reads it"
+expect_http 200 "the device's status on node B" POST "/$SCOPE/registrations/cross-1?$V" -H "$J" -H "$AUTH" -d '{}'
+EP=$EPA
+
+# ---- both nodes register the same devices at once ----
+loadgen() { # state prefix count successes-file out-file [extra...]
+  local st=$1 p=$2 c=$3 s=$4 o=$5; shift 5
+  "$LOADGEN" run --state "$st" --json --mode symmetric --count "$c" --concurrency 16 --prefix "$p" \
+    --successes "$s" --max-seconds 240 "$@" >"$o" 2>&1
+}
+field() { sed "s/.*\"$1\":\\([0-9.]*\\).*/\\1/" "$1.json" 2>/dev/null; }
+: >"$T/succ-a"; : >"$T/succ-b"
+loadgen "$STATE" same- "$N" "$T/succ-a" "$T/same-a.json" & la=$!
+loadgen "$T/var2" same- "$N" "$T/succ-b" "$T/same-b.json" & lb=$!
+wait $la; ra=$?; wait $lb; rb=$?
+[ $ra = 0 ] && [ $rb = 0 ] && ok "the same $N devices registered on both nodes at once: all assigned on both" \
+  || bad "concurrent registrations: $(cat "$T/same-a.json" "$T/same-b.json")"
+expect_rc 0 "every one has an assigned record" "$LOADGEN" check "$STATE" same- "$N" -
+contains "$T/out" "records in the store $((N + 1))" "one record per device ($N + cross-1), none duplicated"
+expect_rc 0 "the audit log is one chain that verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
+
+# ---- a node SIGKILLed under load ----
+: >"$T/succ-ka"; : >"$T/succ-kb"
+loadgen "$STATE" kill-a- "$N" "$T/succ-ka" "$T/kill-a.json" --retry & la=$!
+loadgen "$T/var2" kill-b- "$N" "$T/succ-kb" "$T/kill-b.json" --retry & lb=$!
+for _ in $(seq 1 400); do
+  [ "$(wc -l <"$T/succ-ka")" -ge $((N / 4)) ] && break
+  sleep 0.05
+done
+kill -KILL "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=
+ok "node A SIGKILLed after $(wc -l <"$T/succ-ka") of its registrations"
+sleep 0.5
+"$CUSTOSD" --state "$STATE" --listen "127.0.0.1:${EPA##*:}" --config "$T/custosd.conf" >>"$T/custosd.log" 2>&1 &
+SRV_PID=$!
+wait $la; ra=$?; wait $lb; rb=$?
+[ $ra = 0 ] && ok "node A's clients: all $N assigned across the kill and restart" || bad "node A's clients: $(cat "$T/kill-a.json")"
+[ $rb = 0 ] && ok "node B's clients: all $N assigned, undisturbed" || bad "node B's clients: $(cat "$T/kill-b.json")"
+cat "$T/succ-ka" "$T/succ-kb" >"$T/succ-k"
+expect_rc 0 "every registration a client saw succeed is in the database" "$LOADGEN" check "$STATE" - 0 "$T/succ-k"
+[ "$(sort "$T/succ-k" | uniq -d | wc -l)" = 0 ] && ok "no registration reported twice" || bad "duplicates in the successes"
+
+# ---- the database stopped for a few seconds under load ----
+: >"$T/succ-o"
+loadgen "$T/var2" out- "$N" "$T/succ-o" "$T/out.json" --retry & lo=$!
+for _ in $(seq 1 400); do
+  [ "$(wc -l <"$T/succ-o")" -ge $((N / 4)) ] && break
+  sleep 0.05
+done
+"$PGF" halt "$T/pg"
+ok "PostgreSQL stopped after $(wc -l <"$T/succ-o") registrations"
+EP=$EP2
+t0=$(date +%s%N)
+expect_http 503 "a registration while the database is out: 503" PUT "/$SCOPE/registrations/cross-1/register?$V" \
+  -H "$J" -H "$AUTH" -d '{"registrationId":"cross-1"}'
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 2000 ] && ok "it fails fast ($ms ms)" || bad "the 503 took $ms ms"
+hdr_has '^Retry-After:' "with Retry-After"
+body_has 'service unavailable' "and says why"
+sleep 3
+"$PGF" resume "$T/pg" && ok "PostgreSQL back" || bad "PostgreSQL did not come back"
+wait $lo; ro=$?
+[ $ro = 0 ] && ok "all $N assigned across the outage" || bad "across the outage: $(cat "$T/out.json")"
+grep -q '"retries":0,' "$T/out.json" && bad "the clients never saw the outage" || ok "the clients saw the outage and retried"
+expect_rc 0 "nothing acknowledged is lost" "$LOADGEN" check "$STATE" - 0 "$T/succ-o"
+kill -0 "$SRV_PID" && kill -0 "$SRV2_PID" && ok "both nodes still running (no crash, no restart)" || bad "a node died"
+expect_http 200 "node B healthy" GET /healthz
+expect_http 200 "node B registers again without a restart" PUT "/$SCOPE/registrations/cross-1/register?$V" \
+  -H "$J" -H "$AUTH" -d '{"registrationId":"cross-1"}'
+EP=$EPA
+expect_http 200 "node A too" PUT "/$SCOPE/registrations/cross-1/register?$V" -H "$J" -H "$AUTH" \
+  -d '{"registrationId":"cross-1"}'
+expect_rc 0 "the audit chain still verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
+grep -q 'Sanitizer' "$T/custosd.log" "$T/custosd2.log" && bad "sanitizer report in a node's log" || ok "no sanitizer report"
