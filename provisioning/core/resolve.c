@@ -242,16 +242,22 @@ static cu_rc resolve_x509(cu_prov *p, const cu_prov_request *req, cu_prov_explai
         cand_cert(c, x, d);
         if ((rc = cu_store_groups_by_cert(p->store, x, &ids, &n)) != CU_OK)
             goto cleanup;
-        if (n == 0) {
-            snprintf(c->note, sizeof c->note, "no enrollment group for this certificate");
-        } else {
-            cu_enr_free(grp);
-            grp = NULL;
-            rc = cu_store_enr_get(p->store, CU_ENR_GROUP, ids[0], &grp);
+        cu_enr_free(grp);
+        grp = NULL;
+        /* The first by id that still exists: one deleted since the index was
+         * read (another request or node) cannot decide. */
+        for (size_t i = 0; i < n && grp == NULL; i++) {
+            rc = cu_store_enr_get(p->store, CU_ENR_GROUP, ids[i], &grp);
+            if (rc == CU_E_OBJECT_NOT_FOUND)
+                rc = CU_OK;
             if (rc != CU_OK) {
                 cu_store_ids_free(ids, n);
                 goto cleanup;
             }
+        }
+        if (grp == NULL) {
+            snprintf(c->note, sizeof c->note, "no enrollment group for this certificate");
+        } else {
             c->exists = true;
             c->enabled = cu_enr_is_enabled(grp);
             snprintf(c->id, sizeof c->id, "%s", cu_enr_get0_id(grp));
@@ -385,7 +391,14 @@ static cu_rc resolve_sas(cu_prov *p, const cu_prov_request *req, cu_prov_explain
     for (size_t i = 0; i < n; i++) {
         cu_enr_free(grp);
         grp = NULL;
-        if ((rc = cu_store_enr_get(p->store, CU_ENR_GROUP, ids[i], &grp)) != CU_OK)
+        rc = cu_store_enr_get(p->store, CU_ENR_GROUP, ids[i], &grp);
+        if (rc == CU_E_OBJECT_NOT_FOUND) {
+            /* Deleted since the list was read (another request or node):
+             * it no longer exists, so it cannot decide. */
+            rc = CU_OK;
+            continue;
+        }
+        if (rc != CU_OK)
             goto cleanup;
         tried++;
         if ((rc = try_keys(p, sas, grp, true, req->registration_id, &mac, &ok, why, sizeof why)) != CU_OK)
