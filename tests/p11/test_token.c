@@ -449,7 +449,11 @@ static void *signer(void *arg)
         size_t len = sizeof sig;
         memcpy(m, &i, sizeof i);
         memcpy(m + 4, &arg, sizeof arg);
-        if (cu_sign(k, &s, m, sizeof m, sig, &len) == CU_OK && soft_verify(k, &s, m, sizeof m, sig, len))
+        if (cu_sign(k, &s, m, sizeof m, sig, &len) != CU_OK)
+            fprintf(stderr, "signer %d: %s\n", i, cu_err_last()->msg);
+        else if (!soft_verify(k, &s, m, sizeof m, sig, len))
+            fprintf(stderr, "signer %d: the signature does not verify\n", i);
+        else
             good++;
     }
     return (void *)good;
