@@ -94,6 +94,7 @@ for _ in $(seq 1 400); do
   [ "$(wc -l <"$T/succ-o")" -ge $((N / 4)) ] && break
   sleep 0.05
 done
+SVC=$(svc_token) # made while the database is up: the command reads the policy from it
 "$PGF" halt "$T/pg"
 ok "PostgreSQL stopped after $(wc -l <"$T/succ-o") registrations"
 EP=$EP2
@@ -104,6 +105,9 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$ms" -lt 2000 ] && ok "it fails fast ($ms ms)" || bad "the 503 took $ms ms"
 hdr_has '^Retry-After:' "with Retry-After"
 body_has 'service unavailable' "and says why"
+expect_http 503 "the service API while the database is out: 503" GET "/enrollments/cross-1?api-version=2021-10-01" \
+  -H "Authorization: $SVC"
+hdr_has '^Retry-After:' "with Retry-After"
 sleep 3
 "$PGF" resume "$T/pg" && ok "PostgreSQL back" || bad "PostgreSQL did not come back"
 wait $lo; ro=$?
