@@ -785,18 +785,25 @@ static cu_rc pg_audit_append(void *b, const cu_audit_record *r)
     return rc;
 }
 
+/* Runs a prepared "rows with seq >= $1, at most $2" statement (binary
+ * results: the audit rows carry hashes). */
+static cu_rc read_from(pg *p, const char *stmt, uint64_t from, size_t limit, const char *what, PGresult **_res)
+{
+    char f[24], l[24];
+    snprintf(f, sizeof f, "%llu", (unsigned long long)(from > INT64_MAX ? INT64_MAX : from));
+    limit_str(limit, l);
+    const char *v[] = {f, l};
+    return run(p, stmt, 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, what, _res);
+}
+
 static cu_rc pg_audit_read(void *b, uint64_t from, size_t limit, cu_audit_record **_r, size_t *_n)
 {
     pg *p = b;
     PGresult *res = NULL;
-    char f[24], l[24];
     cu_rc rc;
     *_r = NULL;
     *_n = 0;
-    snprintf(f, sizeof f, "%llu", (unsigned long long)(from > INT64_MAX ? INT64_MAX : from));
-    limit_str(limit, l);
-    const char *v[] = {f, l};
-    if ((rc = run(p, "aread", 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit log", &res)) != CU_OK)
+    if ((rc = read_from(p, "aread", from, limit, "read the audit log", &res)) != CU_OK)
         return rc;
     size_t n = (size_t)PQntuples(res);
     cu_audit_record *r = calloc(n ? n : 1, sizeof *r);
@@ -841,14 +848,10 @@ static cu_rc pg_audit_heads_read(void *b, uint64_t from, size_t limit, cu_audit_
 {
     pg *p = b;
     PGresult *res = NULL;
-    char f[24], l[24];
     cu_rc rc;
     *_h = NULL;
     *_n = 0;
-    snprintf(f, sizeof f, "%llu", (unsigned long long)(from > INT64_MAX ? INT64_MAX : from));
-    limit_str(limit, l);
-    const char *v[] = {f, l};
-    if ((rc = run(p, "hread", 2, v, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit heads", &res)) != CU_OK)
+    if ((rc = read_from(p, "hread", from, limit, "read the audit heads", &res)) != CU_OK)
         return rc;
     size_t n = (size_t)PQntuples(res);
     cu_audit_head *h = calloc(n ? n : 1, sizeof *h);
