@@ -12,6 +12,8 @@ const char *cu_bench_provider_dir(char *buf, size_t len);
 /* A new library context with the provider module (a path to its .so) and the
  * default provider; NULL with a message in err. */
 OSSL_LIB_CTX *cu_bench_provider_lib(const char *module, char *err, size_t errlen);
+/* Unloads the providers of such a context and frees it (NULL is fine). */
+void cu_bench_provider_lib_free(OSSL_LIB_CTX *lib);
 /* The private key a URI names, through OSSL_STORE in lib; the PIN is handed
  * over as the passphrase (caller frees); NULL with a message in err. */
 EVP_PKEY *cu_bench_provider_key(OSSL_LIB_CTX *lib, const char *uri, const char *pin, char *err, size_t errlen);

@@ -80,10 +80,36 @@ OSSL_LIB_CTX *cu_bench_provider_lib(const char *module, char *err, size_t errlen
         unsigned long e = ERR_peek_last_error();
         snprintf(err, errlen, "cannot load the provider %s: %s", module, e ? ERR_reason_error_string(e) : "?");
         ERR_clear_error();
-        OSSL_LIB_CTX_free(lib);
+        cu_bench_provider_lib_free(lib);
         return NULL;
     }
     return lib;
+}
+
+typedef struct prov_list {
+    OSSL_PROVIDER *p[8];
+    int n;
+} prov_list;
+
+static int collect(OSSL_PROVIDER *p, void *arg)
+{
+    prov_list *l = arg;
+    if (l->n < 8)
+        l->p[l->n++] = p;
+    return 1;
+}
+
+void cu_bench_provider_lib_free(OSSL_LIB_CTX *lib)
+{
+    prov_list l = {.n = 0};
+    if (lib == NULL)
+        return;
+    /* Each provider was loaded once here: unload it once (freeing the
+     * context alone keeps the loads' references). */
+    OSSL_PROVIDER_do_all(lib, collect, &l);
+    for (int i = 0; i < l.n; i++)
+        OSSL_PROVIDER_unload(l.p[i]);
+    OSSL_LIB_CTX_free(lib);
 }
 
 static int pin_cb(char *buf, int size, int rwflag, void *u)
@@ -645,7 +671,7 @@ out:
     if (b != NULL) {
         for (int i = 0; i < 2; i++) {
             EVP_PKEY_free(b->pkey[i]);
-            OSSL_LIB_CTX_free(b->plib[i]);
+            cu_bench_provider_lib_free(b->plib[i]);
         }
         free(b->key_uri);
         EVP_PKEY_free(b->soft_key);

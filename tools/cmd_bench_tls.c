@@ -345,7 +345,7 @@ out:
     for (int i = 0; i < C__N; i++) {
         SSL_CTX_free(sctx[i]);
         EVP_PKEY_free(pk[i]);
-        OSSL_LIB_CTX_free(lib[i]);
+        cu_bench_provider_lib_free(lib[i]);
     }
     SSL_CTX_free(cctx);
     free(key_uri);
