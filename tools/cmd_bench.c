@@ -184,6 +184,13 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double process_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void fail(bench *b, const char *msg)
 {
     if (!atomic_exchange(&b->failed, true))
@@ -333,10 +340,13 @@ static void *run_worker(void *p)
 }
 
 /* One turn of one contestant: T threads for b->seconds. Adds to the
- * contestant's count and time. */
+ * contestant's count, time and process CPU time (only this contestant runs
+ * during its turn, so the CPU is its own: on a busy machine CPU per
+ * signature moves far less than the rate). */
 static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *sessions, unsigned long *count,
-                     double *elapsed)
+                     double *elapsed, double *cpu)
 {
+    double c0 = process_cpu();
     pthread_t th[64];
     worker w[64];
     b->m = m;
@@ -351,16 +361,18 @@ static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *ses
         *count += w[i].count;
     }
     *elapsed += now() - t0;
+    *cpu += process_cpu() - c0;
 }
 
 /* Contestants take turns of TURN seconds until each has had its share, so
  * that a busy machine slows them alike and their ratios stay meaningful. */
 enum { TURNS_PER_SECOND = 10 };
 
-static void run_contest(bench *b, const bool active[MODE__N], double seconds, int threads, double rate[MODE__N])
+static void run_contest(bench *b, const bool active[MODE__N], double seconds, int threads, double rate[MODE__N],
+                        double cpu_us[MODE__N])
 {
     unsigned long count[MODE__N] = {0};
-    double elapsed[MODE__N] = {0};
+    double elapsed[MODE__N] = {0}, cpu[MODE__N] = {0};
     int turns = (int)(seconds * TURNS_PER_SECOND + 0.5);
     if (turns < 1)
         turns = 1;
@@ -379,12 +391,14 @@ static void run_contest(bench *b, const bool active[MODE__N], double seconds, in
     for (int t = 0; t < turns && !atomic_load(&b->failed); t++)
         for (int m = 0; m < MODE__N; m++)
             if (active[m])
-                run_turn(b, (mode)m, threads, sessions, &count[m], &elapsed[m]);
+                run_turn(b, (mode)m, threads, sessions, &count[m], &elapsed[m], &cpu[m]);
     for (int i = 0; i < threads; i++)
         if (sessions[i] != CK_INVALID_HANDLE)
             f->C_CloseSession(sessions[i]);
-    for (int m = 0; m < MODE__N; m++)
+    for (int m = 0; m < MODE__N; m++) {
         rate[m] = active[m] && elapsed[m] > 0 && !atomic_load(&b->failed) ? (double)count[m] / elapsed[m] : 0;
+        cpu_us[m] = rate[m] > 0 && count[m] > 0 ? cpu[m] / (double)count[m] * 1e6 : 0;
+    }
 }
 
 /* Runs P copies of this command (one process each) and sums their rates. */
@@ -489,7 +503,9 @@ static int bench_sign(int argc, char **argv)
                "the token layer and, in the same run, through a raw C_SignInit+C_Sign loop\n"
                "on the token object and on a session copy of it, and with a software key\n"
                "of the same type in OpenSSL (the ceiling). The contestants take turns of\n"
-               "0.1 s, S seconds each in all, so that a busy machine slows them alike.\n"
+               "0.1 s, S seconds each in all, so that a busy machine slows them alike;\n"
+               "each also reports its process CPU time per signature (steadier than the\n"
+               "rate when the machine is busy).\n"
                "T threads per process;\n"
                "P processes (each its own copy of this command), rates summed.\n"
                "--provider adds the OpenSSL provider custos (custos.so from --provider-path,\n"
@@ -552,7 +568,7 @@ static int bench_sign(int argc, char **argv)
         goto out;
     }
     const cu_token_desc *d = cu_token_get0_desc(t.tok);
-    double rate[MODE__N] = {0};
+    double rate[MODE__N] = {0}, cpu_us[MODE__N] = {0};
     /* Warm up (first use makes the session copy), then measure each mode. */
     {
         uint8_t sig[1024];
@@ -625,7 +641,7 @@ static int bench_sign(int argc, char **argv)
             active[MODE_PROV + i] = true;
         }
     }
-    run_contest(b, active, seconds, threads, rate);
+    run_contest(b, active, seconds, threads, rate, cpu_us);
     if (keep != CK_INVALID_HANDLE)
         f->C_CloseSession(keep); /* also destroys the session copy */
     if (atomic_load(&b->failed)) {
@@ -641,6 +657,9 @@ static int bench_sign(int argc, char **argv)
                cu_object_bits(key), threads, seconds);
         for (int m = 0; m < MODE__N; m++)
             printf(",\"%s\":%.1f", mode_names[m], rate[m]);
+        for (int m = 0; m < MODE__N; m++)
+            if (cpu_us[m] > 0)
+                printf(",\"%s_cpu_us\":%.3f", mode_names[m], cpu_us[m]);
         printf("}\n");
     } else {
         if (!quiet)
@@ -649,7 +668,7 @@ static int bench_sign(int argc, char **argv)
                    seconds);
         for (int m = 0; m < MODE__N; m++)
             if (rate[m] > 0)
-                printf("  %-16s %10.0f signatures/s\n", mode_names[m], rate[m]);
+                printf("  %-16s %10.0f signatures/s   %8.2f us CPU each\n", mode_names[m], rate[m], cpu_us[m]);
         if (rate[MODE_RAW] > 0)
             printf("  custos / raw C_Sign: %.3f", rate[MODE_LAYER] / rate[MODE_RAW]);
         if (rate[MODE_COPY] > 0)
