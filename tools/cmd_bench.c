@@ -1,13 +1,19 @@
 /* custos bench sign: signatures per second through the token layer, side by
  * side with a raw C_Sign loop on the same key (token object and session copy),
- * in one run, so that ratios compare like with like. */
+ * the OpenSSL provider custos and, if given, another provider, in one run, so
+ * that ratios compare like with like. */
+#include "bench_prov.h"
 #include "cli.h"
 #include "token_util.h"
 
 #include <custos/token.h>
 #include <errno.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
+#include <openssl/store.h>
+#include <openssl/ui.h>
 #include <openssl/ec.h>
 #include <openssl/rsa.h>
 #include <p11-kit/pkcs11.h>
@@ -25,9 +31,123 @@ extern char **environ;
 
 int cu_cmd_bench(int argc, char **argv);
 int cu_bench_load(int argc, char **argv);
+int cu_bench_tls(int argc, char **argv);
 
-typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE__N } mode;
-static const char *mode_names[MODE__N] = {"custos", "raw-C_Sign", "raw-C_Sign-copy", "openssl-software"};
+typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE_PROV, MODE_OTHER, MODE__N } mode;
+static const char *mode_names[MODE__N] = {"custos",           "raw-C_Sign", "raw-C_Sign-copy",
+                                          "openssl-software", "provider",   "other-provider"};
+
+/* ---- Providers: shared with bench tls (bench_prov.h) ---- */
+
+const char *cu_bench_provider_dir(char *buf, size_t len)
+{
+    const char *env = getenv("CUSTOS_OSSL_MODULES");
+    if (env != NULL && *env != '\0')
+        return env;
+    /* The build tree and an installation both keep custos.so in
+     * ../lib/ossl-modules beside bin/custos. */
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash == NULL)
+        return NULL;
+    *slash = '\0';
+    snprintf(buf, len, "%s/../lib/ossl-modules", exe);
+    return buf;
+}
+
+OSSL_LIB_CTX *cu_bench_provider_lib(const char *module, char *err, size_t errlen)
+{
+    char dir[4096], name[4096];
+    snprintf(dir, sizeof dir, "%s", module);
+    char *slash = strrchr(dir, '/');
+    snprintf(name, sizeof name, "%s", slash ? slash + 1 : dir);
+    char *dot = strstr(name, ".so");
+    if (dot != NULL)
+        *dot = '\0';
+    if (slash != NULL)
+        *slash = '\0';
+    if (access(module, R_OK) != 0) {
+        snprintf(err, errlen, "provider module %s: %s", module, strerror(errno));
+        return NULL;
+    }
+    OSSL_LIB_CTX *lib = OSSL_LIB_CTX_new();
+    if (lib == NULL || !OSSL_PROVIDER_set_default_search_path(lib, slash ? dir : ".") ||
+        OSSL_PROVIDER_load(lib, name) == NULL || OSSL_PROVIDER_load(lib, "default") == NULL) {
+        unsigned long e = ERR_peek_last_error();
+        snprintf(err, errlen, "cannot load the provider %s: %s", module, e ? ERR_reason_error_string(e) : "?");
+        ERR_clear_error();
+        cu_bench_provider_lib_free(lib);
+        return NULL;
+    }
+    return lib;
+}
+
+typedef struct prov_list {
+    OSSL_PROVIDER *p[8];
+    int n;
+} prov_list;
+
+static int collect(OSSL_PROVIDER *p, void *arg)
+{
+    prov_list *l = arg;
+    if (l->n < 8)
+        l->p[l->n++] = p;
+    return 1;
+}
+
+void cu_bench_provider_lib_free(OSSL_LIB_CTX *lib)
+{
+    prov_list l = {.n = 0};
+    if (lib == NULL)
+        return;
+    /* Each provider was loaded once here: unload it once (freeing the
+     * context alone keeps the loads' references). */
+    OSSL_PROVIDER_do_all(lib, collect, &l);
+    for (int i = 0; i < l.n; i++)
+        OSSL_PROVIDER_unload(l.p[i]);
+    OSSL_LIB_CTX_free(lib);
+}
+
+static int pin_cb(char *buf, int size, int rwflag, void *u)
+{
+    (void)rwflag;
+    const char *pin = u;
+    int n = pin ? (int)strlen(pin) : 0;
+    if (n <= 0 || n >= size)
+        return -1;
+    memcpy(buf, pin, (size_t)n);
+    return n;
+}
+
+EVP_PKEY *cu_bench_provider_key(OSSL_LIB_CTX *lib, const char *uri, const char *pin, char *err, size_t errlen)
+{
+    EVP_PKEY *pk = NULL;
+    /* The PIN reaches the provider as the application's passphrase, never
+     * in the URI. */
+    UI_METHOD *ui = UI_UTIL_wrap_read_pem_callback(pin_cb, 0);
+    OSSL_STORE_CTX *s = OSSL_STORE_open_ex(uri, lib, NULL, ui, (void *)pin, NULL, NULL, NULL);
+    if (s != NULL && OSSL_STORE_expect(s, OSSL_STORE_INFO_PKEY)) {
+        OSSL_STORE_INFO *i = OSSL_STORE_load(s);
+        if (i != NULL)
+            pk = OSSL_STORE_INFO_get1_PKEY(i);
+        OSSL_STORE_INFO_free(i);
+    }
+    OSSL_STORE_close(s);
+    UI_destroy_method(ui);
+    if (pk == NULL) {
+        unsigned long e = ERR_peek_last_error();
+        const char *data = NULL;
+        ERR_peek_last_error_data(&data, NULL);
+        snprintf(err, errlen, "the provider cannot load the key: %s%s%s", e ? ERR_reason_error_string(e) : "no key",
+                 data && *data ? ": " : "", data ? data : "");
+        ERR_clear_error();
+    }
+    return pk;
+}
 
 typedef struct bench {
     cu_object *key;
@@ -42,6 +162,9 @@ typedef struct bench {
     CK_OBJECT_HANDLE copy_handle;  /* a session copy of it, or 0 */
     EVP_PKEY *soft_key;  /* the software twin (same type and size), the ceiling */
     uint8_t hmac_key[32];
+    OSSL_LIB_CTX *plib[2];   /* custos, other provider (MODE_PROV, MODE_OTHER) */
+    EVP_PKEY *pkey[2];       /* the same key through each */
+    char *key_uri;           /* for CUSTOS-HMAC */
     double seconds;
     mode m;
     atomic_bool failed;
@@ -58,6 +181,13 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double process_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -116,12 +246,63 @@ out:
     EVP_MAC_free(mac);
 }
 
+/* The same key through an OpenSSL provider, as an application signs:
+ * EVP_DigestSignInit_ex + EVP_DigestSign per signature (the input is the
+ * message, hashed by the provider); HMAC through EVP_MAC (CUSTOS-HMAC). */
+static void run_provider(worker *w, int which)
+{
+    bench *b = w->b;
+    uint8_t sig[1024];
+    double end = now() + b->seconds;
+    OSSL_LIB_CTX *lib = b->plib[which];
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_MAC *mac = NULL;
+    EVP_MAC_CTX *mctx = NULL;
+    if (b->sig.alg == CU_SIG_HMAC) {
+        OSSL_PARAM p[] = {OSSL_PARAM_construct_utf8_string("key-uri", b->key_uri, 0), OSSL_PARAM_construct_end()};
+        mac = EVP_MAC_fetch(lib, "CUSTOS-HMAC", NULL);
+        mctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+        if (mctx == NULL || !EVP_MAC_CTX_set_params(mctx, p)) {
+            fail(b, "cannot set up CUSTOS-HMAC");
+            goto out;
+        }
+    }
+    while (!atomic_load(&b->failed)) {
+        for (int i = 0; i < 16; i++) {
+            size_t len = sizeof sig;
+            int ok = mctx ? EVP_MAC_init(mctx, NULL, 0, NULL) && EVP_MAC_update(mctx, b->input, b->input_len) &&
+                                EVP_MAC_final(mctx, sig, &len, sizeof sig)
+                          : EVP_DigestSignInit_ex(m, NULL, "SHA256", lib, NULL, b->pkey[which], NULL) == 1 &&
+                                EVP_DigestSign(m, sig, &len, b->input, b->input_len) == 1;
+            if (!ok) {
+                char msg[300];
+                unsigned long e = ERR_peek_last_error();
+                snprintf(msg, sizeof msg, "%s: signing failed: %s", mode_names[MODE_PROV + which],
+                         e ? ERR_reason_error_string(e) : "?");
+                fail(b, msg);
+                break;
+            }
+            w->count++;
+        }
+        if (now() >= end)
+            break;
+    }
+out:
+    EVP_MD_CTX_free(m);
+    EVP_MAC_CTX_free(mctx);
+    EVP_MAC_free(mac);
+}
+
 static void *run_worker(void *p)
 {
     worker *w = p;
     bench *b = w->b;
     if (b->m == MODE_SOFT) {
         run_software(w);
+        return NULL;
+    }
+    if (b->m == MODE_PROV || b->m == MODE_OTHER) {
+        run_provider(w, b->m == MODE_PROV ? 0 : 1);
         return NULL;
     }
     uint8_t sig[1024];
@@ -159,10 +340,13 @@ static void *run_worker(void *p)
 }
 
 /* One turn of one contestant: T threads for b->seconds. Adds to the
- * contestant's count and time. */
+ * contestant's count, time and process CPU time (only this contestant runs
+ * during its turn, so the CPU is its own: on a busy machine CPU per
+ * signature moves far less than the rate). */
 static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *sessions, unsigned long *count,
-                     double *elapsed)
+                     double *elapsed, double *cpu)
 {
+    double c0 = process_cpu();
     pthread_t th[64];
     worker w[64];
     b->m = m;
@@ -177,16 +361,18 @@ static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *ses
         *count += w[i].count;
     }
     *elapsed += now() - t0;
+    *cpu += process_cpu() - c0;
 }
 
 /* Contestants take turns of TURN seconds until each has had its share, so
  * that a busy machine slows them alike and their ratios stay meaningful. */
 enum { TURNS_PER_SECOND = 10 };
 
-static void run_contest(bench *b, const bool active[MODE__N], double seconds, int threads, double rate[MODE__N])
+static void run_contest(bench *b, const bool active[MODE__N], double seconds, int threads, double rate[MODE__N],
+                        double cpu_us[MODE__N])
 {
     unsigned long count[MODE__N] = {0};
-    double elapsed[MODE__N] = {0};
+    double elapsed[MODE__N] = {0}, cpu[MODE__N] = {0};
     int turns = (int)(seconds * TURNS_PER_SECOND + 0.5);
     if (turns < 1)
         turns = 1;
@@ -205,12 +391,14 @@ static void run_contest(bench *b, const bool active[MODE__N], double seconds, in
     for (int t = 0; t < turns && !atomic_load(&b->failed); t++)
         for (int m = 0; m < MODE__N; m++)
             if (active[m])
-                run_turn(b, (mode)m, threads, sessions, &count[m], &elapsed[m]);
+                run_turn(b, (mode)m, threads, sessions, &count[m], &elapsed[m], &cpu[m]);
     for (int i = 0; i < threads; i++)
         if (sessions[i] != CK_INVALID_HANDLE)
             f->C_CloseSession(sessions[i]);
-    for (int m = 0; m < MODE__N; m++)
+    for (int m = 0; m < MODE__N; m++) {
         rate[m] = active[m] && elapsed[m] > 0 && !atomic_load(&b->failed) ? (double)count[m] / elapsed[m] : 0;
+        cpu_us[m] = rate[m] > 0 && count[m] > 0 ? cpu[m] / (double)count[m] * 1e6 : 0;
+    }
 }
 
 /* Runs P copies of this command (one process each) and sums their rates. */
@@ -291,13 +479,16 @@ static int run_processes(int argc, char **argv, int procs, bool json)
 static int bench_sign(int argc, char **argv)
 {
     const char *uri = NULL, *dir = NULL, *pin_source = NULL, *secs = "3", *thr = "1", *procs = "1";
-    bool json = false, help = false, quiet = false, layer_only = false;
+    const char *prov_path = NULL, *other = NULL;
+    bool json = false, help = false, quiet = false, layer_only = false, with_prov = false;
     cu_cli_opt opts[] = {
         {"--uri", &uri, NULL, NULL, NULL, 0},         {"--dir", &dir, NULL, NULL, NULL, 0},
         {"--pin-source", &pin_source, NULL, NULL, NULL, 0},
         {"--seconds", &secs, NULL, NULL, NULL, 0},    {"--threads", &thr, NULL, NULL, NULL, 0},
         {"--processes", &procs, NULL, NULL, NULL, 0}, {"--layer-only", NULL, &layer_only, NULL, NULL, 0},
         {"--json", NULL, &json, NULL, NULL, 0},       {"--quiet-header", NULL, &quiet, NULL, NULL, 0},
+        {"--provider", NULL, &with_prov, NULL, NULL, 0}, {"--provider-path", &prov_path, NULL, NULL, NULL, 0},
+        {"--other-provider", &other, NULL, NULL, NULL, 0},
         {"--help", NULL, &help, NULL, NULL, 0},       {NULL, NULL, NULL, NULL, NULL, 0},
     };
     int rc = cu_cli_parse("bench sign", argc, argv, opts, NULL, 0, NULL);
@@ -305,15 +496,23 @@ static int bench_sign(int argc, char **argv)
         return rc;
     if (help) {
         printf("usage: custos bench sign --uri URI [--dir TOKEN_DIR] [--pin-source FILE]\n"
-               "                         [--seconds S] [--threads T] [--processes P] [--layer-only] [--json]\n\n"
+               "                         [--seconds S] [--threads T] [--processes P] [--layer-only] [--json]\n"
+               "                         [--provider] [--provider-path DIR] [--other-provider MODULE.so]\n\n"
                "Signatures per second with the key the URI names (EC: ECDSA over a SHA-256\n"
                "digest; RSA: PKCS#1 v1.5 SHA-256; HMAC: HMAC-SHA256 of 64 bytes), through\n"
                "the token layer and, in the same run, through a raw C_SignInit+C_Sign loop\n"
                "on the token object and on a session copy of it, and with a software key\n"
                "of the same type in OpenSSL (the ceiling). The contestants take turns of\n"
-               "0.1 s, S seconds each in all, so that a busy machine slows them alike.\n"
+               "0.1 s, S seconds each in all, so that a busy machine slows them alike;\n"
+               "each also reports its process CPU time per signature (steadier than the\n"
+               "rate when the machine is busy).\n"
                "T threads per process;\n"
-               "P processes (each its own copy of this command), rates summed.\n");
+               "P processes (each its own copy of this command), rates summed.\n"
+               "--provider adds the OpenSSL provider custos (custos.so from --provider-path,\n"
+               "$CUSTOS_OSSL_MODULES, or ../lib/ossl-modules beside this program) on the same\n"
+               "key: EVP_DigestSignInit_ex + EVP_DigestSign of the input per signature, as\n"
+               "TLS signs (HMAC: EVP_MAC CUSTOS-HMAC); --other-provider adds another\n"
+               "provider's module (loaded by path, with the default provider) the same way.\n");
         return CU_EXIT_OK;
     }
     double seconds = strtod(secs, NULL);
@@ -369,7 +568,7 @@ static int bench_sign(int argc, char **argv)
         goto out;
     }
     const cu_token_desc *d = cu_token_get0_desc(t.tok);
-    double rate[MODE__N] = {0};
+    double rate[MODE__N] = {0}, cpu_us[MODE__N] = {0};
     /* Warm up (first use makes the session copy), then measure each mode. */
     {
         uint8_t sig[1024];
@@ -401,7 +600,48 @@ static int bench_sign(int argc, char **argv)
         else
             active[MODE_SOFT] = RAND_bytes(b->hmac_key, sizeof b->hmac_key) == 1;
     }
-    run_contest(b, active, seconds, threads, rate);
+    if (with_prov || prov_path != NULL || other != NULL) {
+        char err[600], dirbuf[4200], module[4300];
+        const char *pdir = prov_path ? prov_path : cu_bench_provider_dir(dirbuf, sizeof dirbuf);
+        const char *mods[2] = {NULL, other};
+        if (with_prov || prov_path != NULL) {
+            snprintf(module, sizeof module, "%s/custos.so", pdir ? pdir : ".");
+            mods[0] = module;
+        }
+        if ((b->key_uri = cu_object_uri(key)) == NULL) {
+            rc = cu_cli_fail("cannot make the key's URI");
+            goto out;
+        }
+        /* CUSTOS-HMAC has no passphrase prompt: its PIN comes from the
+         * environment of this process. */
+        if (b->sig.alg == CU_SIG_HMAC && t.pin != NULL && getenv("CUSTOS_PIN") == NULL)
+            setenv("CUSTOS_PIN", t.pin, 0);
+        for (int i = 0; i < 2; i++) {
+            if (mods[i] == NULL)
+                continue;
+            if ((b->plib[i] = cu_bench_provider_lib(mods[i], err, sizeof err)) == NULL) {
+                rc = cu_cli_fail("%s", err);
+                goto out;
+            }
+            if (b->sig.alg == CU_SIG_HMAC) {
+                EVP_MAC *mac = EVP_MAC_fetch(b->plib[i], "CUSTOS-HMAC", NULL);
+                active[MODE_PROV + i] = mac != NULL;
+                EVP_MAC_free(mac);
+                ERR_clear_error();
+                if (mac == NULL && i == 0) {
+                    rc = cu_cli_fail("the provider has no CUSTOS-HMAC");
+                    goto out;
+                }
+                continue;
+            }
+            if ((b->pkey[i] = cu_bench_provider_key(b->plib[i], b->key_uri, t.pin, err, sizeof err)) == NULL) {
+                rc = cu_cli_fail("%s: %s", mods[i], err);
+                goto out;
+            }
+            active[MODE_PROV + i] = true;
+        }
+    }
+    run_contest(b, active, seconds, threads, rate, cpu_us);
     if (keep != CK_INVALID_HANDLE)
         f->C_CloseSession(keep); /* also destroys the session copy */
     if (atomic_load(&b->failed)) {
@@ -417,6 +657,9 @@ static int bench_sign(int argc, char **argv)
                cu_object_bits(key), threads, seconds);
         for (int m = 0; m < MODE__N; m++)
             printf(",\"%s\":%.1f", mode_names[m], rate[m]);
+        for (int m = 0; m < MODE__N; m++)
+            if (cpu_us[m] > 0)
+                printf(",\"%s_cpu_us\":%.3f", mode_names[m], cpu_us[m]);
         printf("}\n");
     } else {
         if (!quiet)
@@ -425,7 +668,7 @@ static int bench_sign(int argc, char **argv)
                    seconds);
         for (int m = 0; m < MODE__N; m++)
             if (rate[m] > 0)
-                printf("  %-16s %10.0f signatures/s\n", mode_names[m], rate[m]);
+                printf("  %-16s %10.0f signatures/s   %8.2f us CPU each\n", mode_names[m], rate[m], cpu_us[m]);
         if (rate[MODE_RAW] > 0)
             printf("  custos / raw C_Sign: %.3f", rate[MODE_LAYER] / rate[MODE_RAW]);
         if (rate[MODE_COPY] > 0)
@@ -433,10 +676,23 @@ static int bench_sign(int argc, char **argv)
         if (rate[MODE_SOFT] > 0)
             printf("   custos / software key: %.3f", rate[MODE_LAYER] / rate[MODE_SOFT]);
         printf("\n");
+        for (int i = 0; i < 2; i++) {
+            if (rate[MODE_PROV + i] <= 0)
+                continue;
+            printf("  %s / raw C_Sign: %.3f", mode_names[MODE_PROV + i], rate[MODE_PROV + i] / rate[MODE_RAW]);
+            if (rate[MODE_COPY] > 0)
+                printf("   / raw C_Sign on a session copy: %.3f", rate[MODE_PROV + i] / rate[MODE_COPY]);
+            printf("   / custos: %.3f\n", rate[MODE_PROV + i] / rate[MODE_LAYER]);
+        }
     }
 out:
     cu_object_free(key);
     if (b != NULL) {
+        for (int i = 0; i < 2; i++) {
+            EVP_PKEY_free(b->pkey[i]);
+            cu_bench_provider_lib_free(b->plib[i]);
+        }
+        free(b->key_uri);
         EVP_PKEY_free(b->soft_key);
         OPENSSL_cleanse(b->hmac_key, sizeof b->hmac_key);
     }
@@ -450,6 +706,7 @@ int cu_cmd_bench(int argc, char **argv)
     static const cu_cli_group cmds[] = {
         {"sign", "signatures per second: the token layer beside raw C_Sign", bench_sign},
         {"load", "registrations per second of a running custosd", cu_bench_load},
+        {"tls", "server CPU per TLS 1.3 handshake: key in a file vs in a token", cu_bench_tls},
     };
     int rc = cu_cli_dispatch("bench", NULL, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     cu_p11_shutdown();

@@ -38,7 +38,14 @@ struct cu_token {
     pthread_cond_t cond;
     CK_SESSION_HANDLE *idle;  /* free sessions, used as a stack */
     size_t n_idle;
-    unsigned n_open, max_sessions;
+    unsigned n_open, max_sessions; /* n_open counts kept sessions too */
+    /* Sessions kept by threads (session_cache.c): this token's identity
+     * there (never reused, unlike its address), how many are kept (at most
+     * max_sessions / 2), and the slots that keep one (guarded by
+     * session_cache.c's lock). */
+    unsigned long long serial;
+    atomic_uint n_owned;
+    struct cu_tslot *parked;
     /* Never closed: keeps the login state and owns session copies of keys. */
     CK_SESSION_HANDLE keeper;
     unsigned long fork_gen;
@@ -82,9 +89,23 @@ bool cu__module_login_matches(cu_module *m, CK_SLOT_ID slot, const char *pin);
 void cu__token_desc_read(cu_module *m, CK_SLOT_ID id, cu_token_desc *d);
 const char *cu__mech_name(CK_MECHANISM_TYPE t);
 
-/* Session pool. get blocks when max_sessions are busy. */
+/* Session pool. get takes the session this thread keeps if it has one, else
+ * one from the pool; it blocks when max_sessions are busy. put keeps the
+ * session for this thread (if it may), else returns it to the pool. */
 cu_rc cu__session_get(cu_token *t, CK_SESSION_HANDLE *_s);
 void cu__session_put(cu_token *t, CK_SESSION_HANDLE s);
+/* Returns a session to the pool itself (never parks it). */
+void cu__pool_put(cu_token *t, CK_SESSION_HANDLE s);
+
+/* Sessions kept per thread (session_cache.c). take/park take no lock in the
+ * common case; take fails when this thread keeps no idle session of t, park
+ * when it may not keep s (then s goes to the pool). dropped: s was closed as
+ * invalid. forget closes every kept session of t (t is being freed). Call
+ * none of them with t->lock held. */
+bool cu__tcache_take(cu_token *t, CK_SESSION_HANDLE *_s);
+bool cu__tcache_park(cu_token *t, CK_SESSION_HANDLE s);
+void cu__tcache_dropped(cu_token *t, CK_SESSION_HANDLE s);
+void cu__tcache_forget(cu_token *t);
 /* Drops a session that the module reported invalid. */
 void cu__session_drop(cu_token *t, CK_SESSION_HANDLE s);
 bool cu__token_has_mech(const cu_token *t, CK_MECHANISM_TYPE m);

@@ -72,6 +72,7 @@ static cu_rc reset_after_fork_unlocked(cu_token *t)
         return rc;
     t->n_idle = 0;
     t->n_open = 0;
+    atomic_store(&t->n_owned, 0); /* sessions threads kept are the parent's */
     t->logged_in = false;
     t->keeper = CK_INVALID_HANDLE;
     CK_RV rv = t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->keeper);
@@ -87,8 +88,13 @@ static cu_rc reset_after_fork_unlocked(cu_token *t)
     return CU_OK;
 }
 
+/* Token identities for the per-thread caches (0 is "none"). */
+static atomic_ullong next_serial = 1;
+
 cu_rc cu__session_get(cu_token *t, CK_SESSION_HANDLE *_s)
 {
+    if (cu__tcache_take(t, _s))
+        return CU_OK;
     cu_rc rc = CU_OK;
     pthread_mutex_lock(&t->lock);
     if (t->fork_gen != atomic_load(&cu__fork_gen) && (rc = reset_after_fork_unlocked(t)) != CU_OK)
@@ -122,7 +128,7 @@ out:
     return rc;
 }
 
-void cu__session_put(cu_token *t, CK_SESSION_HANDLE s)
+void cu__pool_put(cu_token *t, CK_SESSION_HANDLE s)
 {
     pthread_mutex_lock(&t->lock);
     /* A session from before a fork belongs to the parent: forget it. */
@@ -132,8 +138,15 @@ void cu__session_put(cu_token *t, CK_SESSION_HANDLE s)
     pthread_mutex_unlock(&t->lock);
 }
 
+void cu__session_put(cu_token *t, CK_SESSION_HANDLE s)
+{
+    if (!cu__tcache_park(t, s))
+        cu__pool_put(t, s);
+}
+
 void cu__session_drop(cu_token *t, CK_SESSION_HANDLE s)
 {
+    cu__tcache_dropped(t, s);
     t->f->C_CloseSession(s);
     pthread_mutex_lock(&t->lock);
     if (t->n_open > 0)
@@ -237,6 +250,8 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
     }
     atomic_init(&t->refs, 1);
     atomic_init(&t->epoch, 1);
+    atomic_init(&t->n_owned, 0);
+    t->serial = atomic_fetch_add(&next_serial, 1);
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->cond, NULL);
     t->mod = m;
@@ -299,6 +314,7 @@ void cu_token_unref(cu_token *t)
 {
     if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
+    cu__tcache_forget(t); /* closes the sessions threads keep for it */
     bool same_process = t->fork_gen == atomic_load(&cu__fork_gen) && !t->mod->finalized;
     if (same_process) {
         for (size_t i = 0; i < t->n_idle; i++)
@@ -343,6 +359,17 @@ cu_rc cu_token_login(cu_token *t, const char *pin)
     }
     pthread_mutex_unlock(&t->lock);
     return rc;
+}
+
+void cu_token_session_counts(cu_token *t, cu_session_counts *_c)
+{
+    if (t == NULL || _c == NULL)
+        return;
+    pthread_mutex_lock(&t->lock);
+    _c->open = t->n_open;
+    _c->idle = (unsigned)t->n_idle;
+    pthread_mutex_unlock(&t->lock);
+    _c->kept = atomic_load(&t->n_owned);
 }
 
 cu_rc cu__token_relogin(cu_token *t)

@@ -6,6 +6,7 @@
 
 #include <CUnit/CUnit.h>
 #include <custos/token.h>
+#include <p11-kit/pkcs11.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/x509.h>
@@ -473,6 +474,190 @@ static void test_threads(void)
     CU_ASSERT_EQUAL(total, THREADS * PER_THREAD);
 }
 
+/* ---- sessions kept per thread ---- */
+
+/* The module's own count of open sessions on the token, or -1 if it does not
+ * say (SoftHSM2 does not). */
+static long module_sessions(cu_token *t)
+{
+    CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(t));
+    CK_TOKEN_INFO ti;
+    if (f->C_GetTokenInfo(cu_token_get0_desc(t)->slot_id, &ti) != CKR_OK ||
+        ti.ulSessionCount == CK_UNAVAILABLE_INFORMATION || ti.ulSessionCount == CK_EFFECTIVELY_INFINITE)
+        return -1;
+    return (long)ti.ulSessionCount;
+}
+
+typedef struct wave_arg {
+    cu_object *key;
+    int rounds;
+    pthread_barrier_t *hold; /* if set: wait here after signing, twice */
+    cu_object *after;        /* then sign with this key too */
+    intptr_t good;
+} wave_arg;
+
+static intptr_t sign_rounds(cu_object *k, int rounds, const void *tag)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    intptr_t good = 0;
+    for (int i = 0; i < rounds; i++) {
+        uint8_t m[8], sig[132];
+        size_t len = sizeof sig;
+        memcpy(m, &i, sizeof i);
+        memcpy(m + 4, &tag, 4);
+        if (cu_sign(k, &s, m, sizeof m, sig, &len) == CU_OK && soft_verify(k, &s, m, sizeof m, sig, len))
+            good++;
+    }
+    return good;
+}
+
+static void *wave_signer(void *p)
+{
+    wave_arg *a = p;
+    a->good = sign_rounds(a->key, a->rounds, a);
+    if (a->hold != NULL) {
+        pthread_barrier_wait(a->hold); /* signed: the main thread looks */
+        pthread_barrier_wait(a->hold); /* and lets us go */
+    }
+    if (a->after != NULL)
+        a->good += sign_rounds(a->after, a->rounds, a);
+    return NULL;
+}
+
+/* A second handle on the test token with a small pool, and its P-256 key. */
+static int small_pool(unsigned max_sessions, cu_token **_t, cu_object **_k)
+{
+    cu_token_opts o = {.pin = be.pin, .quirks = be.quirks, .max_sessions = max_sessions};
+    if (cu_token_open(be.uri, &o, _t) != CU_OK)
+        return 0;
+    return cu_token_find(*_t, "pkcs11:object=ec256;type=private", CU_CLASS_ANY, _k) == CU_OK;
+}
+
+static void test_kept_sessions_threads(void)
+{
+    enum { WAVES = 3, PER_WAVE = 6, ROUNDS = 4 };
+    cu_token *t = NULL;
+    cu_object *k = NULL;
+    cu_session_counts c;
+    CU_ASSERT_FATAL(small_pool(4, &t, &k));
+    /* The main thread keeps the session it found the key with. */
+    cu_token_session_counts(t, &c);
+    CU_ASSERT_EQUAL_FATAL(c.kept, 1);
+    CU_ASSERT_EQUAL(c.open, 1);
+    /* Threads come and go, more of them than the pool has sessions: each
+     * thread that kept a session gives it back when it exits. */
+    for (int w = 0; w < WAVES; w++) {
+        pthread_t th[PER_WAVE];
+        wave_arg a[PER_WAVE];
+        for (int i = 0; i < PER_WAVE; i++) {
+            a[i] = (wave_arg){k, ROUNDS, NULL, NULL, 0};
+            pthread_create(&th[i], NULL, wave_signer, &a[i]);
+        }
+        for (int i = 0; i < PER_WAVE; i++) {
+            pthread_join(th[i], NULL);
+            CU_ASSERT_EQUAL(a[i].good, ROUNDS);
+        }
+        cu_token_session_counts(t, &c);
+        CU_ASSERT_EQUAL(c.kept, 1);
+        CU_ASSERT_TRUE(c.open >= 2 && c.open <= 4);
+        /* A lost session would starve the next wave: fail, do not hang. */
+        CU_ASSERT_EQUAL_FATAL(c.idle, c.open - 1);
+    }
+    /* Live threads keep sessions (at most 4 / 2, the main thread's counted),
+     * and give them back when they end. */
+    pthread_barrier_t hold;
+    pthread_barrier_init(&hold, NULL, 4);
+    pthread_t th[3];
+    wave_arg a[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = (wave_arg){k, ROUNDS, &hold, NULL, 0};
+        pthread_create(&th[i], NULL, wave_signer, &a[i]);
+    }
+    pthread_barrier_wait(&hold);
+    cu_token_session_counts(t, &c);
+    CU_ASSERT_EQUAL(c.kept, 2);
+    CU_ASSERT_TRUE(c.open <= 4);
+    /* The main thread signs too, with the session it keeps. */
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(k, &s, msg, sizeof msg, sig, &len), CU_OK);
+    CU_ASSERT_TRUE(soft_verify(k, &s, msg, sizeof msg, sig, len));
+    pthread_barrier_wait(&hold);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(a[i].good, ROUNDS);
+    }
+    pthread_barrier_destroy(&hold);
+    cu_token_session_counts(t, &c);
+    CU_ASSERT_EQUAL(c.kept, 1);
+    CU_ASSERT_EQUAL(c.idle, c.open - 1);
+    cu_object_free(k);
+    cu_token_unref(t);
+}
+
+static void test_kept_sessions_pool_of_two(void)
+{
+    /* max_sessions 2: one may be kept, the other serves everyone else;
+     * eight threads at once must all finish. */
+    enum { N = 8, ROUNDS = 5 };
+    cu_token *t = NULL;
+    cu_object *k = NULL;
+    CU_ASSERT_FATAL(small_pool(2, &t, &k));
+    pthread_t th[N];
+    wave_arg a[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (wave_arg){k, ROUNDS, NULL, NULL, 0};
+        pthread_create(&th[i], NULL, wave_signer, &a[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(a[i].good, ROUNDS);
+    }
+    cu_session_counts c;
+    cu_token_session_counts(t, &c);
+    CU_ASSERT_TRUE(c.open <= 2);
+    cu_object_free(k);
+    cu_token_unref(t);
+}
+
+static void test_kept_session_token_freed(void)
+{
+    /* A thread keeps a session of a token that is then freed: the session is
+     * closed (the module's count says so, where it keeps one), and the
+     * thread goes on with another token and exits cleanly. */
+    cu_token *t = NULL;
+    cu_object *k = NULL;
+    long before = module_sessions(tok);
+    CU_ASSERT_FATAL(small_pool(8, &t, &k));
+    pthread_barrier_t hold;
+    pthread_barrier_init(&hold, NULL, 2);
+    wave_arg a = {k, 3, &hold, NULL, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, wave_signer, &a);
+    pthread_barrier_wait(&hold);
+    cu_session_counts c;
+    cu_token_session_counts(t, &c);
+    CU_ASSERT_EQUAL(c.kept, 2); /* the thread's and the main thread's */
+    CU_ASSERT_EQUAL(a.good, 3);
+    cu_object_free(k);
+    cu_token_unref(t); /* closes the session the thread keeps */
+    if (before >= 0)
+        CU_ASSERT_EQUAL(module_sessions(tok), before);
+    a.after = ec256; /* released, the thread signs with the suite's token */
+    pthread_barrier_wait(&hold);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&hold);
+    CU_ASSERT_EQUAL(a.good, 6);
+    /* The thread's slot for the freed token is empty; the suite's token is
+     * whole: the main thread signs. */
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
+    CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
+}
+
 static void test_fork(void)
 {
     cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
@@ -493,7 +678,11 @@ static void test_fork(void)
             len = sizeof sig;
             ok &= cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
         }
-        _exit(ok ? 0 : 3);
+        /* The session the parent's thread kept is not the child's: the
+         * child keeps one of its own, and only that one. */
+        cu_session_counts c;
+        cu_token_session_counts(tok, &c);
+        _exit(ok ? (c.kept == 1 && c.open >= 1 ? 0 : 5) : 3);
     }
     int st = 0;
     CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
@@ -551,6 +740,9 @@ static const cu_test_case cases[] = {
     {"object URI round trip", test_object_uri_roundtrip},
     {"certificate import", test_cert_import},
     {"8 threads signing, all verified", test_threads},
+    {"threads keep sessions and give them back", test_kept_sessions_threads},
+    {"kept sessions with a pool of two", test_kept_sessions_pool_of_two},
+    {"token freed while a thread keeps its session", test_kept_session_token_freed},
     {"forked child signs", test_fork},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},

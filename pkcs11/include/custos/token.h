@@ -120,6 +120,15 @@ bool cu_token_logged_in(const cu_token *t);
 /* Changes the user PIN (C_SetPIN). */
 cu_rc cu_token_set_pin(cu_token *t, const char *old_pin, const char *new_pin);
 
+/* The token's sessions besides the one that holds the login: open (in use,
+ * idle in the pool, or kept by a thread for its next signature), idle in the
+ * pool, and kept by threads (at most half of max_sessions; a thread gives
+ * its kept sessions back when it exits). */
+typedef struct cu_session_counts {
+    unsigned open, idle, kept;
+} cu_session_counts;
+void cu_token_session_counts(cu_token *t, cu_session_counts *_c);
+
 /* ---- Objects ---- */
 
 typedef enum cu_class {

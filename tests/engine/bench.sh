@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The benchmarks' provider options, for real (not their speed): `custos bench
+# sign --provider --other-provider` and `custos bench tls` on a KIND token,
+# with a second copy of custos.so as the "other" provider, and their errors.
+# Usage: bench.sh softhsm2|soft
+. "$(dirname "$0")/lib.sh"
+KIND=${1:-softhsm2}
+make_token "$KIND" bench || exit 1
+EC=$("$CUSTOS_BIN" token keygen --type ec-p256 --label ec --id 01 --dir "$TOKEN_DIR" --pin-source "$W/pin") || exit 1
+HM=$("$CUSTOS_BIN" token keygen --type hmac256 --label sas --id 02 --dir "$TOKEN_DIR" --pin-source "$W/pin") || exit 1
+mkdir -p "$W/other"
+cp "$CUSTOS_OSSL_MODULES/custos.so" "$W/other/custos-copy.so"
+B=("$CUSTOS_BIN" bench)
+T=(--dir "$TOKEN_DIR" --pin-source "$W/pin" --seconds 0.3 --json)
+
+# field JSON NAME: the number after "NAME": (nested objects: the first match).
+field() { python3 -c 'import json,sys
+j=json.loads(sys.argv[1]); p=sys.argv[2].split(".")
+for k in p: j=j[k]
+print(j)' "$1" "$2"; }
+positive() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)' "$1"; }
+
+if out=$("${B[@]}" sign --uri "$EC" "${T[@]}" --provider --other-provider "$W/other/custos-copy.so" 2>"$W/err") &&
+   positive "$(field "$out" provider)" && positive "$(field "$out" other-provider)" &&
+   positive "$(field "$out" raw-C_Sign-copy)"; then
+    ok "bench sign: ECDSA through custos and through another provider module"
+else
+    bad "bench sign: ECDSA through custos and through another provider module"; cat "$W/err"; echo "$out"
+fi
+if out=$("${B[@]}" sign --uri "$HM" "${T[@]}" --provider 2>"$W/err") && positive "$(field "$out" provider)"; then
+    ok "bench sign: HMAC through CUSTOS-HMAC"
+else
+    bad "bench sign: HMAC through CUSTOS-HMAC"; cat "$W/err"; echo "$out"
+fi
+if out=$("${B[@]}" tls --uri "$EC" "${T[@]}" --other-provider "$W/other/custos-copy.so" 2>"$W/err") &&
+   positive "$(field "$out" file.server_cpu_us)" && positive "$(field "$out" provider.server_cpu_us)" &&
+   positive "$(field "$out" other-provider.handshakes_per_s)" && positive "$(field "$out" sign-token-layer_cpu_us)"; then
+    ok "bench tls: handshakes with the key in a file, through custos, through another provider"
+else
+    bad "bench tls: handshakes with the key in a file, through custos, through another provider"; cat "$W/err"; echo "$out"
+fi
+check_fails "bench sign: a missing provider module" "provider module $W/nothing.so" \
+    "${B[@]}" sign --uri "$EC" "${T[@]}" --other-provider "$W/nothing.so"
+check_fails "bench sign: a library that is no provider" "cannot load the provider" \
+    "${B[@]}" sign --uri "$EC" "${T[@]}" --other-provider "$(dirname "$CUSTOS_OSSL_MODULES")/pkcs11/custos-soft.so"
+check_fails "bench tls: an HMAC key" "private-key was asked for|no EC or RSA" "${B[@]}" tls --uri "$HM" "${T[@]}"
+finish
