@@ -98,6 +98,7 @@ static const struct {
              "   ELSE rate_windows.start END,"
              " n = CASE WHEN rate_windows.start + $3::bigint <= EXCLUDED.start THEN 1 ELSE rate_windows.n + 1 END"
              " RETURNING start, n", 3},
+    {"ping", "SELECT 1", 0},
 };
 
 /* A document read in the current write transaction. */
@@ -907,6 +908,15 @@ static cu_rc pg_rate_hit(void *b, const char *key, unsigned window, unsigned lim
     return CU_OK;
 }
 
+static cu_rc pg_ping(void *b)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    cu_rc rc = run(p, "ping", 0, NULL, NULL, NULL, 0, PGRES_TUPLES_OK, "ping", &r);
+    PQclear(r);
+    return rc;
+}
+
 static void free_params(pg *p)
 {
     for (size_t i = 0; p->kw != NULL && p->kw[i] != NULL; i++) {
@@ -940,6 +950,7 @@ static const cu_store_backend postgres_backend = {
     .meta_get = pg_meta_get, .meta_put = pg_meta_put, .audit = pg_audit, .close = pg_close,
     .audit_last = pg_audit_last, .audit_append = pg_audit_append, .audit_read = pg_audit_read,
     .audit_head_put = pg_audit_head_put, .audit_heads_read = pg_audit_heads_read, .rate_hit = pg_rate_hit,
+    .ping = pg_ping,
 };
 
 /* ---- opening ---- */
