@@ -224,24 +224,71 @@ static void on_complete(struct evhttp_request *req, void *arg)
     atomic_fetch_sub(&srv->inflight, 1);
 }
 
+/* Whether this worker can reach its store now: on a shared database one
+ * round trip (reconnecting if due), which /healthz and /metrics report. */
+static bool store_probe(cu_srv__req *r, char *why, size_t len)
+{
+    bool unreachable = false;
+    cu_rc rc = cu_srv__worker_ready(r->w, &unreachable);
+    if (rc == CU_OK)
+        rc = cu_store_ping(r->w->store);
+    bool up = rc == CU_OK;
+    snprintf(why, len, "%.*s", (int)len - 1, up ? "" : cu_err_last()->msg);
+    cu_srv__metrics_store_up(up);
+    return up;
+}
+
+static void retry_after(cu_srv__req *r)
+{
+    char v[16];
+    snprintf(v, sizeof v, "%u", r->w->srv->cfg->retry_after);
+    cu_srv__add_header(r, "Retry-After", v);
+}
+
 static void route(cu_srv__req *r)
 {
+    char why[300];
     if (r->nsegs == 1 && r->method == EVHTTP_REQ_GET && !strcmp(r->segs[0], "healthz")) {
         r->route = "healthz";
-        if (atomic_load(&r->w->srv->stopping))
+        if (atomic_load(&r->w->srv->stopping)) {
             cu_srv__reply_error(r, 503, 503000, "shutting down");
-        else
-            cu_srv__reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+        } else if (store_probe(r, why, sizeof why)) {
+            cu_srv__reply_json(r, 200, json_pack("{s:s, s:s}", "status", "ok", "store", "ok"));
+        } else {
+            /* Still 200: every node shares the database, and a balancer
+             * that took them all out would leave devices with refused
+             * connections instead of the 503 + Retry-After they retry on. */
+            cu_srv__reply_json(r, 200, json_pack("{s:s, s:s, s:s}", "status", "degraded", "store", "unreachable",
+                                                 "error", why));
+        }
         return;
     }
     if (r->nsegs == 1 && r->method == EVHTTP_REQ_GET && !strcmp(r->segs[0], "metrics")) {
         r->route = "metrics";
+        store_probe(r, why, sizeof why);
         char *m = cu_srv__metrics_render();
         if (m == NULL)
             cu_srv__reply_error(r, 500, 500000, "out of memory");
         else
             cu_srv__reply_text(r, 200, "text/plain; version=0.0.4", m);
         free(m);
+        return;
+    }
+    /* A node that started while its database was out has no engine yet. */
+    bool unreachable = false;
+    if (cu_srv__worker_ready(r->w, &unreachable) != CU_OK) {
+        r->route = "unavailable";
+        cu_srv__metrics_store_error();
+        if (unreachable) {
+            cu_srv__metrics_store_up(false);
+            retry_after(r);
+            cu_srv__reply_error(r, 503, 503000, "service unavailable: the store cannot be reached (tracking id %s)",
+                                r->id);
+        } else {
+            cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", cu_err_last()->msg)};
+            cu_srv__log(CU_LOG_ERROR, "cannot serve: the state in the store", f, 2);
+            cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);
+        }
         return;
     }
     if (cu_srv__device_api(r) || cu_srv__service_api(r))

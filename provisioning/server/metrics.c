@@ -21,6 +21,8 @@ static atomic_ullong lat_sum_us;
 static atomic_ullong http_by_code[6]; /* 1xx..5xx, other */
 static atomic_ullong tls_ok, tls_fail, store_errors, keyring_ops;
 static atomic_llong inflight;
+/* 1 until a probe (/healthz, /metrics) or a worker finds the database out. */
+static atomic_int store_up = 1;
 static atomic_ullong key_uses[CU_SRV_KEY__N];
 static const char *const KEY_ROLE[CU_SRV_KEY__N] = {"tls-server", "keyring", "audit", "service-policy"};
 
@@ -46,6 +48,7 @@ void cu_srv__metrics_http(int status)
 void cu_srv__metrics_tls(bool ok) { atomic_fetch_add_explicit(ok ? &tls_ok : &tls_fail, 1, memory_order_relaxed); }
 void cu_srv__metrics_store_error(void) { atomic_fetch_add_explicit(&store_errors, 1, memory_order_relaxed); }
 void cu_srv__metrics_keyring_op(void) { atomic_fetch_add_explicit(&keyring_ops, 1, memory_order_relaxed); }
+void cu_srv__metrics_store_up(bool up) { atomic_store_explicit(&store_up, up ? 1 : 0, memory_order_relaxed); }
 void cu_srv__metrics_inflight(int d) { atomic_fetch_add_explicit(&inflight, d, memory_order_relaxed); }
 void cu_srv__metrics_key_use(int which)
 {
@@ -123,6 +126,9 @@ char *cu_srv__metrics_render(void)
     sb_printf(&b, "# HELP custos_store_errors_total Store operations that failed.\n"
                   "# TYPE custos_store_errors_total counter\ncustos_store_errors_total %llu\n",
               atomic_load(&store_errors));
+    sb_printf(&b, "# HELP custos_store_up Whether the store answered this node's last probe (1) or not (0).\n"
+                  "# TYPE custos_store_up gauge\ncustos_store_up %d\n",
+              atomic_load(&store_up));
     sb_printf(&b, "# HELP custos_token_operations_total MAC operations of the service key (keyring).\n"
                   "# TYPE custos_token_operations_total counter\n"
                   "custos_token_operations_total{operation=\"keyring_mac\"} %llu\n",

@@ -28,7 +28,10 @@
 #include <unistd.h>
 
 typedef struct wctx {
-    cu_srv__worker w;
+    cu_srv__worker w; /* first: cu_srv__worker_ready casts back */
+    EVP_PKEY *audit_key;     /* until the store is ready */
+    time_t next_try;         /* the store unreachable: the next attempt to open it */
+    char why[256];           /* ... and why the last one failed */
     struct event *stop_ev;
     struct event *drain_ev;
     struct event *audit_ev;  /* worker 0: signs the audit head when due */
@@ -167,6 +170,69 @@ static void worker_free(wctx *c)
         event_base_free(c->w.base);
     cu_prov_free(c->w.prov);
     cu_store_close(c->w.store);
+    EVP_PKEY_free(c->audit_key);
+}
+
+/* The part of a worker that needs the store: its connection, the state
+ * kept there (once per process), the audit signer and the engine. */
+static cu_rc worker_connect(wctx *c)
+{
+    cu_srv__srv *srv = c->w.srv;
+    const cu_srv_config *cfg = srv->cfg;
+    cu_rc rc;
+    if (c->w.store == NULL && (rc = cu_srv_state_store_open(srv->st, &c->w.store)) != CU_OK)
+        return rc;
+    if ((rc = cu_srv__state_load(srv->st, cfg, c->w.store)) != CU_OK)
+        return rc;
+    /* Every worker signs the chain head every N records or S seconds (the
+     * appends are serialized by the store); worker 0 also on a timer. */
+    if ((rc = cu_audit_set_signer(c->w.store, c->audit_key, cfg->audit_sign_every, cfg->audit_sign_seconds)) !=
+            CU_OK ||
+        (rc = cu_audit_set_signer_name(c->w.store, cu_srv__keyuse_get0_name(CU_SRV_KEY_AUDIT))) != CU_OK ||
+        (rc = cu_store_set_actor(c->w.store, cu_srv__self_actor())) != CU_OK)
+        return rc;
+    if (c->w.index == 0 && c->minute == NULL && (rc = cu_srv__minute_start(&c->w, &c->minute)) != CU_OK)
+        return rc;
+    if (c->w.index == 0 && c->audit_ev == NULL) {
+        struct timeval every = {(time_t)(cfg->audit_sign_seconds > 1 ? cfg->audit_sign_seconds / 2 : 1), 0};
+        if ((c->audit_ev = event_new(c->w.base, -1, EV_PERSIST, audit_cb, c)) == NULL ||
+            event_add(c->audit_ev, &every) != 0)
+            return cu_err_set(CU_E_NOMEM, "cannot create the audit timer");
+    }
+    cu_prov_config pc = {.id_scope = cu_srv_state_id_scope(srv->st), .sas_skew = cfg->sas_skew};
+    return cu_prov_new(c->w.store, &pc, &c->w.prov);
+}
+
+cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable)
+{
+    wctx *c = (wctx *)w;
+    *_unreachable = false;
+    if (w->prov != NULL)
+        return CU_OK;
+    /* At most one attempt a second per worker: an outage costs each
+     * request a refusal, not a connect. */
+    time_t now = time(NULL);
+    if (now < c->next_try) {
+        *_unreachable = true;
+        return cu_err_set(CU_E_IO, "%s", c->why);
+    }
+    c->next_try = now + 1;
+    cu_rc rc = worker_connect(c);
+    if (rc == CU_OK) {
+        if (c->why[0] != 0) {
+            cu_srv__lf f[] = {CU_LF_N("worker", w->index), CU_LF_S("idScope", cu_srv_state_id_scope(w->srv->st))};
+            cu_srv__log(CU_LOG_WARN, "store reachable: serving", f, 2);
+        }
+        c->why[0] = 0;
+        return CU_OK;
+    }
+    *_unreachable = rc == CU_E_IO && cu_store_last_http_status() == 503;
+    if (*_unreachable)
+        snprintf(c->why, sizeof c->why, "%.255s", cu_err_last()->msg);
+    /* A half-made engine is made again whole on the next attempt. */
+    cu_prov_free(w->prov);
+    w->prov = NULL;
+    return rc;
 }
 
 static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
@@ -185,31 +251,18 @@ static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
     evhttp_set_max_headers_size(c->w.http, (ev_ssize_t)cfg->max_headers);
     evhttp_set_timeout(c->w.http, (int)cfg->timeout);
     evhttp_set_allowed_methods(c->w.http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
-    if ((rc = cu_srv_state_store_open(srv->st, &c->w.store)) != CU_OK)
-        return rc;
-    /* Every worker signs the chain head every N records or S seconds (the
-     * appends are serialized by the store); worker 0 also on a timer. */
-    EVP_PKEY *audit_key = NULL;
-    if ((rc = cu_srv__srv_load_key(cu_srv_state_audit_key_spec(srv->st), &audit_key)) != CU_OK)
-        return rc;
-    rc = cu_audit_set_signer(c->w.store, audit_key, cfg->audit_sign_every, cfg->audit_sign_seconds);
-    EVP_PKEY_free(audit_key);
-    if (rc != CU_OK)
+    if ((rc = cu_srv__srv_load_key(cu_srv_state_audit_key_spec(srv->st), &c->audit_key)) != CU_OK)
         return rc;
     cu_srv__keyuse_name(CU_SRV_KEY_AUDIT, cu_srv_state_audit_key_spec(srv->st));
-    if ((rc = cu_audit_set_signer_name(c->w.store, cu_srv__keyuse_get0_name(CU_SRV_KEY_AUDIT))) != CU_OK ||
-        (rc = cu_store_set_actor(c->w.store, cu_srv__self_actor())) != CU_OK)
+    bool unreachable = false;
+    if ((rc = cu_srv__worker_ready(&c->w, &unreachable)) == CU_OK)
+        return CU_OK;
+    /* A shared database that is out: serve 503s until it answers. */
+    if (!unreachable)
         return rc;
-    if (index == 0 && (rc = cu_srv__minute_start(&c->w, &c->minute)) != CU_OK)
-        return rc;
-    if (index == 0) {
-        struct timeval every = {(time_t)(cfg->audit_sign_seconds > 1 ? cfg->audit_sign_seconds / 2 : 1), 0};
-        if ((c->audit_ev = event_new(c->w.base, -1, EV_PERSIST, audit_cb, c)) == NULL ||
-            event_add(c->audit_ev, &every) != 0)
-            return cu_err_set(CU_E_NOMEM, "cannot create the audit timer");
-    }
-    cu_prov_config pc = {.id_scope = cu_srv_state_id_scope(srv->st), .sas_skew = cfg->sas_skew};
-    return cu_prov_new(c->w.store, &pc, &c->w.prov);
+    c->next_try = 0;
+    cu_err_clear();
+    return CU_OK;
 }
 
 cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
@@ -285,6 +338,10 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
                           CU_LF_S("state", cu_srv_state_dir(st)), CU_LF_N("workers", n),
                           CU_LF_S("ca", cu_srv_state_ca_file(st))};
             cu_srv__log(CU_LOG_WARN, "custosd serving", f, 5);
+        }
+        if (!cu_srv__state_loaded(st)) {
+            cu_srv__lf f[] = {CU_LF_S("error", ctx[0].why)};
+            cu_srv__log(CU_LOG_WARN, "store unreachable at start: 503 until it answers", f, 1);
         }
     }
     /* Signals go to the main thread only. */

@@ -39,6 +39,12 @@ cu_rc cu_srv__state_write_endpoint(cu_srv_state *st, const char *endpoint);
 /* True when the store is shared with other nodes (PostgreSQL): no
  * process-wide write lock, limits kept in the database. */
 bool cu_srv__state_shared_store(const cu_srv_state *st);
+/* Reads (creating if absent, as on a first start) the id scope, the
+ * service policy key and the hubs through s, once per process: for a node
+ * that started while its database was out. Thread-safe. */
+cu_rc cu_srv__state_load(cu_srv_state *st, const cu_srv_config *cfg, cu_store *s);
+/* True once they are known (before that, the scope and policy key are empty). */
+bool cu_srv__state_loaded(const cu_srv_state *st);
 
 /* ---- log.c ---- */
 enum { CU_LOG_ERROR = 0, CU_LOG_WARN = 1, CU_LOG_INFO = 2, CU_LOG_DEBUG = 3 };
@@ -63,6 +69,8 @@ void cu_srv__metrics_registration(int mech, int result, double seconds);
 void cu_srv__metrics_http(int status);
 void cu_srv__metrics_tls(bool ok);
 void cu_srv__metrics_store_error(void);
+/* The custos_store_up gauge. */
+void cu_srv__metrics_store_up(bool up);
 void cu_srv__metrics_keyring_op(void);
 void cu_srv__metrics_inflight(int delta);
 void cu_srv__metrics_key_use(int which); /* CU_SRV_KEY_* */
@@ -137,6 +145,12 @@ struct cu_srv__worker {
     cu_prov *prov;
     pthread_t thread;
 };
+
+/* Makes w's store connection and engine if it has none yet (a node that
+ * started while its database was out): CU_OK when w can serve; else
+ * *_unreachable says whether the database is out (503) or something else
+ * failed. At most one attempt a second. */
+cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable);
 
 struct cu_srv__srv {
     const cu_srv_config *cfg;

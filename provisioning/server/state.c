@@ -7,6 +7,8 @@
 #include <custos/pki.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -37,6 +39,11 @@ struct cu_srv_state {
     size_t policy_len;
     char *names[CU_SRV_MAX_NAMES + 3];
     size_t n_names;
+    /* The id scope, policy key and hubs come from the store. A node whose
+     * database is out at start leaves them to the first worker that
+     * reaches it (cu_srv__state_load); until then nothing reads them. */
+    atomic_bool loaded;
+    pthread_mutex_t load_lock;
 };
 
 static cu_rc path_in(char out[PATHLEN], const char *dir, const char *name)
@@ -259,6 +266,30 @@ cleanup:
     return rc;
 }
 
+/* What the service keeps in its store (st->load_lock held, or no other
+ * thread yet). */
+static cu_rc load_unlocked(cu_srv_state *st, cu_store *s, const cu_srv_config *cfg, bool create)
+{
+    cu_rc rc;
+    if ((rc = ensure_scope(st, s, cfg, create)) != CU_OK || (rc = ensure_policy(st, s, create)) != CU_OK ||
+        (rc = ensure_hubs(s, cfg, create)) != CU_OK)
+        return rc;
+    atomic_store(&st->loaded, true);
+    return CU_OK;
+}
+
+cu_rc cu_srv__state_load(cu_srv_state *st, const cu_srv_config *cfg, cu_store *s)
+{
+    if (atomic_load(&st->loaded))
+        return CU_OK;
+    pthread_mutex_lock(&st->load_lock);
+    cu_rc rc = atomic_load(&st->loaded) ? CU_OK : load_unlocked(st, s, cfg, true);
+    pthread_mutex_unlock(&st->load_lock);
+    return rc;
+}
+
+bool cu_srv__state_loaded(const cu_srv_state *st) { return atomic_load(&st->loaded); }
+
 static cu_rc add_name(cu_srv_state *st, const char *n)
 {
     for (size_t i = 0; i < st->n_names; i++)
@@ -279,6 +310,7 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     cu_rc rc;
     if (st == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
+    pthread_mutex_init(&st->load_lock, NULL);
     const char *dir = cfg->state_dir ? cfg->state_dir : "./var";
     snprintf(st->dir, sizeof st->dir, "%s", dir);
     if (create && mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -382,11 +414,23 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     if ((strncmp(st->key_spec, "pkcs11:", 7) == 0 || strncmp(st->audit_key_spec, "pkcs11:", 7) == 0) &&
         (rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK)
         goto fail;
-    if ((rc = cu_srv_state_store_open(st, &s)) != CU_OK)
+    if ((rc = cu_srv_state_store_open(st, &s)) == CU_OK) {
+        if ((rc = load_unlocked(st, s, cfg, create)) != CU_OK)
+            goto fail;
+    } else if (!create || !cu_srv__state_shared_store(st) || cu_store_last_http_status() != 503) {
         goto fail;
-    if ((rc = ensure_scope(st, s, cfg, create)) != CU_OK || (rc = ensure_policy(st, s, create)) != CU_OK ||
-        (rc = ensure_hubs(s, cfg, create)) != CU_OK || (rc = ensure_certs(st, create)) != CU_OK ||
-        (create && (rc = ensure_audit_key(st, dir)) != CU_OK))
+    } else if (!exists(st->ca_file)) {
+        /* The id scope names the CA made now, and the scope, policy key and
+         * hub are made in the store: a first start needs the database. */
+        char why[300];
+        snprintf(why, sizeof why, "%.299s", cu_err_last()->msg);
+        rc = cu_err_set(rc, "first start in %s: the database must be reachable to create the id scope, "
+                            "the service policy key and the hub in it (%s)", dir, why);
+        goto fail;
+    }
+    /* else: a node that has run (or joined) before starts without its
+     * database and loads the rest when it answers. */
+    if ((rc = ensure_certs(st, create)) != CU_OK || (create && (rc = ensure_audit_key(st, dir)) != CU_OK))
         goto fail;
     cu_store_close(s);
     *_out = st;
@@ -406,6 +450,7 @@ void cu_srv_state_free(cu_srv_state *st)
     for (size_t i = 0; i < st->n_names; i++)
         free(st->names[i]);
     OPENSSL_cleanse(st->policy_key, sizeof st->policy_key);
+    pthread_mutex_destroy(&st->load_lock);
     free(st);
 }
 

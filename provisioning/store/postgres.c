@@ -13,6 +13,11 @@
  * - Audit appends take a transaction-scoped advisory lock on the log before
  *   reading its last record (a statement of its own, so that the read's
  *   snapshot is taken after the lock), which holds until commit.
+ * - A write transaction is pipelined: BEGIN, the writes and the audit lock
+ *   are sent without waiting; their answers are read with the next read's
+ *   or the COMMIT's (one round trip each). A conditional write sent that
+ *   way raises an error when it misses (custos_hit), aborting the
+ *   transaction so that the COMMIT behind it commits nothing.
  * - A lost connection fails the call at once (HTTP 503) and is reset on a
  *   later call, at most once a second: no restart needed. */
 #include <custos/store.h>
@@ -51,6 +56,12 @@ static const char *const MIGRATIONS[] = {
      * for a 10-second window. */
     "CREATE UNLOGGED TABLE rate_windows(key text COLLATE \"C\" PRIMARY KEY, start bigint NOT NULL,"
     "  n integer NOT NULL);",
+    /* 4: a conditional write sent without waiting for its answer (a write
+     * transaction is pipelined) must abort the transaction when it touches
+     * no row, so that the COMMIT sent after it cannot commit the rest. */
+    "CREATE FUNCTION custos_hit(n bigint) RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN"
+    "  IF n = 0 THEN RAISE EXCEPTION 'changed concurrently' USING ERRCODE = 'serialization_failure'; END IF;"
+    "  RETURN n; END $$;",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -98,6 +109,13 @@ static const struct {
              "   ELSE rate_windows.start END,"
              " n = CASE WHEN rate_windows.start + $3::bigint <= EXCLUDED.start THEN 1 ELSE rate_windows.n + 1 END"
              " RETURNING start, n", 3},
+    {"ping", "SELECT 1", 0},
+    /* Pipelined forms of the conditional writes (see custos_hit). */
+    {"insq", "WITH w AS (INSERT INTO docs(kind, id, body, seal) VALUES($1::integer, $2, $3, $4) ON CONFLICT DO NOTHING"
+             " RETURNING 1) SELECT custos_hit(count(*)) FROM w", 4},
+    {"updq", "WITH w AS (UPDATE docs SET body=$3, seal=$4 WHERE kind=$1::integer AND id=$2 AND seal=$5 RETURNING 1)"
+             " SELECT custos_hit(count(*)) FROM w", 5},
+    {"alock", "SELECT pg_advisory_xact_lock(1129665364, 'audit_log'::regclass::oid::integer)", 0},
 };
 
 /* A document read in the current write transaction. */
@@ -123,6 +141,15 @@ typedef struct pg {
     /* A setting written in the transaction and not sent yet: its seal
      * follows at once and goes with it in one statement. */
     char *pend_name, *pend_val;
+    /* A write transaction is pipelined: BEGIN and the writes are sent
+     * without waiting, and their answers read with the next read's (or the
+     * COMMIT's) in one round trip. */
+    bool pipe, begin_sent;
+    struct sent {
+        const char *what;
+        ExecStatusType want;
+    } q[32];
+    size_t nq;
 } pg;
 
 static cu_rc flush_pending(pg *p);
@@ -207,6 +234,117 @@ static cu_rc ensure_conn(pg *p)
     return connect_now(p);
 }
 
+/* The pipeline lost its way (connection gone, or an answer out of order):
+ * the connection is dropped and made again on a later call. */
+static cu_rc broken(pg *p, const char *what)
+{
+    cu_rc rc = unavailable(p, what);
+    if (p->c != NULL)
+        PQfinish(p->c);
+    p->c = NULL;
+    p->pipe = p->begin_sent = false;
+    p->nq = 0;
+    return rc;
+}
+
+/* One answer of the pipeline (and the end-of-query marker after it); the
+ * first failure is kept, later answers (aborted) only consumed. */
+static cu_rc take(pg *p, ExecStatusType want, const char *what, PGresult **_r, cu_rc rc, bool *_lost)
+{
+    PGresult *r = PQgetResult(p->c);
+    if (r == NULL) {
+        *_lost = true;
+        return rc != CU_OK ? rc : unavailable(p, what);
+    }
+    PGresult *end = PQgetResult(p->c);
+    if (end != NULL) {
+        PQclear(end);
+        *_lost = true;
+    }
+    if (rc == CU_OK && PQresultStatus(r) != want)
+        rc = result_error(p, r, what);
+    if (rc == CU_OK && _r != NULL) {
+        *_r = r;
+        return CU_OK;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Sends a sync and reads every answer due: BEGIN's, the queued writes',
+ * then (if _r) the statement just sent, whose result it returns. */
+static cu_rc drain(pg *p, ExecStatusType want, const char *what, PGresult **_r)
+{
+    cu_rc rc = CU_OK;
+    bool lost = false;
+    if (PQpipelineSync(p->c) != 1)
+        return broken(p, what);
+    if (p->begin_sent)
+        rc = take(p, PGRES_COMMAND_OK, "begin", NULL, rc, &lost);
+    p->begin_sent = false;
+    for (size_t i = 0; i < p->nq && !lost; i++)
+        rc = take(p, p->q[i].want, p->q[i].what, NULL, rc, &lost);
+    p->nq = 0;
+    if (_r != NULL && !lost)
+        rc = take(p, want, what, _r, rc, &lost);
+    PGresult *s = lost ? NULL : PQgetResult(p->c);
+    if (s == NULL || PQresultStatus(s) != PGRES_PIPELINE_SYNC)
+        lost = true;
+    PQclear(s);
+    if (lost) {
+        if (_r != NULL && *_r != NULL) {
+            PQclear(*_r);
+            *_r = NULL;
+        }
+        cu_rc brc = broken(p, what);
+        return rc != CU_OK ? rc : brc;
+    }
+    return rc;
+}
+
+/* Sends a prepared statement (NULL: COMMIT) into the pipeline without
+ * reading its answer. */
+static cu_rc send_one(pg *p, const char *stmt, int n, const char *const *v, const int *len, const int *fmt,
+                      int result_binary)
+{
+    int ok = stmt != NULL ? PQsendQueryPrepared(p->c, stmt, n, v, len, fmt, result_binary)
+                          : PQsendQueryParams(p->c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    return ok == 1 ? CU_OK : broken(p, stmt != NULL ? stmt : "commit");
+}
+
+/* A write whose answer can wait (inside a write transaction): queued.
+ * Outside one it runs at once. A conditional write must be one of the
+ * custos_hit forms, which abort the transaction when they miss. */
+static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int *len, const int *fmt,
+                 int result_binary, ExecStatusType want, const char *what, PGresult **_r);
+static cu_rc queue(pg *p, const char *stmt, int n, const char *const *v, const int *len, const int *fmt,
+                   ExecStatusType want, const char *what)
+{
+    cu_rc rc = flush_pending(p);
+    if (rc != CU_OK)
+        return rc;
+    if (p->nq == sizeof p->q / sizeof p->q[0] && (rc = drain(p, PGRES_COMMAND_OK, what, NULL)) != CU_OK)
+        return rc;
+    if ((rc = send_one(p, stmt, n, v, len, fmt, 0)) != CU_OK)
+        return rc;
+    p->q[p->nq].what = what;
+    p->q[p->nq++].want = want;
+    return CU_OK;
+}
+
+/* A write whose answer nothing waits for: queued in a write transaction,
+ * else run at once. */
+static cu_rc wr(pg *p, const char *stmt, int n, const char *const *v, const int *len, const int *fmt,
+                const char *what)
+{
+    if (p->pipe)
+        return queue(p, stmt, n, v, len, fmt, PGRES_COMMAND_OK, what);
+    PGresult *r = NULL;
+    cu_rc rc = run(p, stmt, n, v, len, fmt, 0, PGRES_COMMAND_OK, what, &r);
+    PQclear(r);
+    return rc;
+}
+
 /* Runs a prepared statement; want is the expected status. Outside a
  * transaction, a statement that finds the connection broken is retried
  * once on a fresh one (the first request after the database came back
@@ -218,6 +356,11 @@ static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int
     cu_rc frc = flush_pending(p);
     if (frc != CU_OK)
         return frc;
+    if (p->pipe) {
+        if ((frc = send_one(p, stmt, n, v, len, fmt, result_binary)) != CU_OK)
+            return frc;
+        return drain(p, want, what, _r);
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         cu_rc rc = ensure_conn(p);
         if (rc != CU_OK)
@@ -239,12 +382,12 @@ static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int
     return unavailable(p, what);
 }
 
-/* run() without sending the pending setting first (it is in v). */
-static cu_rc run_now(pg *p, const char *stmt, int n, const char *const *v, const char *what, PGresult **_r)
+/* wr() without sending the pending setting first (it is in v). */
+static cu_rc wr_now(pg *p, const char *stmt, int n, const char *const *v, const char *what)
 {
     char *pn = p->pend_name, *pv = p->pend_val;
     p->pend_name = p->pend_val = NULL;
-    cu_rc rc = run(p, stmt, n, v, NULL, NULL, 0, PGRES_COMMAND_OK, what, _r);
+    cu_rc rc = wr(p, stmt, n, v, NULL, NULL, what);
     p->pend_name = pn;
     p->pend_val = pv;
     return rc;
@@ -396,24 +539,64 @@ static cu_rc seen_note(pg *p, int kind, const char *id, bool exists, const uint8
 
 /* ---- backend functions ---- */
 
+/* Reads what the server sent an idle connection: a closing server's
+ * FATAL message first, then the end of the stream (two non-blocking reads). */
+static bool still_open(PGconn *c)
+{
+    for (int i = 0; i < 2; i++)
+        if (PQconsumeInput(c) != 1 || PQstatus(c) != CONNECTION_OK)
+            return false;
+    return true;
+}
+
 static cu_rc pg_begin(void *b)
 {
     pg *p = b;
     cu_rc rc = ensure_conn(p);
-    if (rc == CU_OK)
-        rc = exec_plain(p, "BEGIN", "begin");
-    if (rc != CU_OK && PQstatus(p->c) != CONNECTION_OK) {
-        /* The connection died while idle (the database restarted): nothing
-         * has been done yet, so a fresh one may start the transaction. */
+    /* A connection the server closed while idle (a restart) shows here, at
+     * no round trip (BEGIN is not waited for): nothing has been done yet,
+     * so a fresh one may start the transaction. */
+    if (rc == CU_OK && !still_open(p->c)) {
+        PQfinish(p->c);
+        p->c = NULL;
         p->next_reset = 0;
-        if ((rc = ensure_conn(p)) == CU_OK)
-            rc = exec_plain(p, "BEGIN", "begin");
+        rc = ensure_conn(p);
     }
-    if (rc == CU_OK) {
-        p->in_tx = true;
-        seen_clear(p);
+    if (rc != CU_OK)
+        return rc;
+    if (PQenterPipelineMode(p->c) != 1 || PQsendQueryParams(p->c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+        return broken(p, "begin");
+    p->pipe = p->begin_sent = true;
+    p->nq = 0;
+    p->in_tx = true;
+    seen_clear(p);
+    return CU_OK;
+}
+
+/* Ends the pipeline, its answers unread and unreported (a rollback keeps
+ * the error that caused it). */
+static void discard(pg *p)
+{
+    bool synced = false;
+    if (p->c != NULL && PQpipelineSync(p->c) == 1)
+        for (int i = 0; i < 4 * (int)(sizeof p->q / sizeof p->q[0]) + 8; i++) {
+            PGresult *r = PQgetResult(p->c);
+            if (r == NULL) {
+                if (PQstatus(p->c) != CONNECTION_OK)
+                    break;
+                continue;
+            }
+            synced = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (synced)
+                break;
+        }
+    if (p->c != NULL && (!synced || PQexitPipelineMode(p->c) != 1)) {
+        PQfinish(p->c);
+        p->c = NULL;
     }
-    return rc;
+    p->pipe = p->begin_sent = false;
+    p->nq = 0;
 }
 
 static void pending_drop(pg *p)
@@ -427,19 +610,27 @@ static void pending_drop(pg *p)
 static cu_rc pg_commit(void *b)
 {
     pg *p = b;
+    PGresult *r = NULL;
     cu_rc rc = flush_pending(p);
     if (rc != CU_OK) {
         pg_rollback(p);
         return rc;
     }
-    PGresult *r = PQexec(p->c, "COMMIT");
-    /* A transaction aborted by an earlier error answers COMMIT with
-     * "ROLLBACK": that is a failure, not a success. */
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = result_error(p, r, "commit");
-    else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+    if (!p->pipe) {
+        rc = unavailable(p, "connection lost in a transaction");
+    } else if ((rc = send_one(p, NULL, 0, NULL, NULL, NULL, 0)) == CU_OK &&
+               (rc = drain(p, PGRES_COMMAND_OK, "commit", &r)) == CU_OK &&
+               strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+        /* A transaction aborted by an earlier error answers COMMIT with
+         * "ROLLBACK": that is a failure, not a success. */
         rc = cu_err_set(CU_E_STATE, "PostgreSQL rolled the transaction back (a step of it failed)");
+    }
     PQclear(r);
+    if (p->pipe && p->c != NULL && PQexitPipelineMode(p->c) != 1) {
+        PQfinish(p->c);
+        p->c = NULL;
+    }
+    p->pipe = false;
     p->in_tx = false;
     seen_clear(p);
     return rc;
@@ -449,6 +640,8 @@ static void pg_rollback(void *b)
 {
     pg *p = b;
     pending_drop(p);
+    if (p->pipe)
+        discard(p);
     if (p->c != NULL && PQstatus(p->c) == CONNECTION_OK)
         PQclear(PQexec(p->c, "ROLLBACK"));
     p->in_tx = false;
@@ -505,29 +698,32 @@ static cu_rc pg_put(void *b, int kind, const char *id, const char *body, const u
     snprintf(k, sizeof k, "%d", kind);
     const char *v[] = {k, id, body, (const char *)seal, e && e->exists ? (const char *)e->seal : NULL};
     int len[] = {0, 0, 0, 32, 32}, fmt[] = {0, 0, 0, 1, 1};
-    const char *stmt = e == NULL ? "put" : e->exists ? "upd" : "ins";
-    if ((rc = run(p, stmt, e && e->exists ? 5 : 4, v, len, fmt, 0, PGRES_COMMAND_OK, "write", &r)) != CU_OK)
-        return rc;
-    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    if (!hit)
-        return conflict("the document", id);
+    int nv = e && e->exists ? 5 : 4;
+    if (p->pipe) {
+        /* Sent without waiting: a conditional write that misses aborts
+         * the transaction (custos_hit), reported by a later call. */
+        if ((rc = queue(p, e == NULL ? "put" : e->exists ? "updq" : "insq", nv, v, len, fmt,
+                        e == NULL ? PGRES_COMMAND_OK : PGRES_TUPLES_OK, "write")) != CU_OK)
+            return rc;
+    } else {
+        const char *stmt = e == NULL ? "put" : e->exists ? "upd" : "ins";
+        if ((rc = run(p, stmt, nv, v, len, fmt, 0, PGRES_COMMAND_OK, "write", &r)) != CU_OK)
+            return rc;
+        bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+        PQclear(r);
+        if (!hit)
+            return conflict("the document", id);
+    }
     if (p->in_tx && (rc = seen_note(p, kind, id, true, seal, body)) != CU_OK)
         return rc;
     if ((arr = array_literal(keys, nkeys)) == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
     const char *kv[] = {k, id, arr};
     /* A document created in this transaction has no old keys to drop. */
-    if (!was_new) {
-        if ((rc = run(p, "delkeys", 3, kv, NULL, NULL, 0, PGRES_COMMAND_OK, "write keys", &r)) != CU_OK)
-            goto cleanup;
-        PQclear(r);
-    }
-    if (nkeys > 0) {
-        if ((rc = run(p, "addkeys", 3, kv, NULL, NULL, 0, PGRES_COMMAND_OK, "write keys", &r)) != CU_OK)
-            goto cleanup;
-        PQclear(r);
-    }
+    if (!was_new && (rc = wr(p, "delkeys", 3, kv, NULL, NULL, "write keys")) != CU_OK)
+        goto cleanup;
+    if (nkeys > 0)
+        rc = wr(p, "addkeys", 3, kv, NULL, NULL, "write keys");
 cleanup:
     free(arr);
     return rc;
@@ -677,11 +873,9 @@ static cu_rc flush_pending(pg *p)
     if (p->pend_name == NULL)
         return CU_OK;
     char *n = p->pend_name, *val = p->pend_val;
-    PGresult *r = NULL;
     p->pend_name = p->pend_val = NULL;
     const char *v[] = {n, val};
-    cu_rc rc = run(p, "metaput", 2, v, NULL, NULL, 0, PGRES_COMMAND_OK, "write setting", &r);
-    PQclear(r);
+    cu_rc rc = wr(p, "metaput", 2, v, NULL, NULL, "write setting");
     free(n);
     OPENSSL_clear_free(val, strlen(val));
     return rc;
@@ -698,9 +892,8 @@ static cu_rc pg_meta_put(void *b, const char *name, const char *value)
     pref_clear(p);
     if (p->pend_name != NULL && !strncmp(name, "seal:", 5) && !strcmp(name + 5, p->pend_name)) {
         const char *v[] = {p->pend_name, p->pend_val, name, value};
-        rc = run_now(p, "metaput2", 4, v, "write setting", &r);
+        rc = wr_now(p, "metaput2", 4, v, "write setting");
         pending_drop(p);
-        PQclear(r);
         return rc;
     }
     if (p->in_tx && strncmp(name, "seal:", 5) != 0) {
@@ -737,29 +930,12 @@ static cu_rc pg_audit_last(void *b, uint64_t *_seq, uint8_t hash[32])
     memset(hash, 0, 32);
     if ((rc = flush_pending(p)) != CU_OK)
         return rc;
-    if (p->in_tx) {
-        /* In a write transaction this precedes an append: serialize. Two
-         * statements in one round trip: the read's snapshot is taken after
-         * the lock is granted, so it sees the last committed append. */
-        r = PQexec(p->c, "SELECT pg_advisory_xact_lock(1129665364, 'audit_log'::regclass::oid::integer);"
-                         "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = result_error(p, r, "lock the audit log");
-            PQclear(r);
-            return rc;
-        }
-        if (PQntuples(r) > 0) {
-            /* A simple query answers in text. */
-            *_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-            size_t n = 0;
-            unsigned char *h = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &n);
-            if (h != NULL && n == 32)
-                memcpy(hash, h, 32);
-            PQfreemem(h);
-        }
-        PQclear(r);
-        return CU_OK;
-    }
+    /* In a write transaction this precedes an append: serialize. The lock
+     * and the read are two statements in one round trip, so the read's
+     * snapshot is taken after the lock is granted and sees the last
+     * committed append; the lock holds until commit. */
+    if (p->pipe && (rc = queue(p, "alock", 0, NULL, NULL, NULL, PGRES_TUPLES_OK, "lock the audit log")) != CU_OK)
+        return rc;
     if ((rc = run(p, "alast", 0, NULL, NULL, NULL, 1, PGRES_TUPLES_OK, "read the audit head", &r)) != CU_OK)
         return rc;
     if (PQntuples(r) > 0) {
@@ -773,16 +949,13 @@ static cu_rc pg_audit_last(void *b, uint64_t *_seq, uint8_t hash[32])
 static cu_rc pg_audit_append(void *b, const cu_audit_record *r)
 {
     pg *p = b;
-    PGresult *res = NULL;
     char seq[24];
     if (r->seq > INT64_MAX)
         return cu_err_set(CU_E_INVALID_ARG, "audit seq out of range");
     snprintf(seq, sizeof seq, "%llu", (unsigned long long)r->seq);
     const char *v[] = {seq, r->at, r->type, r->actor, r->payload, (const char *)r->prev, (const char *)r->hash};
     int len[] = {0, 0, 0, 0, 0, 32, 32}, fmt[] = {0, 0, 0, 0, 0, 1, 1};
-    cu_rc rc = run(p, "aappend", 7, v, len, fmt, 0, PGRES_COMMAND_OK, "write audit", &res);
-    PQclear(res);
-    return rc;
+    return wr(p, "aappend", 7, v, len, fmt, "write audit");
 }
 
 /* Runs a prepared "rows with seq >= $1, at most $2" statement (binary
@@ -834,14 +1007,11 @@ static cu_rc pg_audit_read(void *b, uint64_t from, size_t limit, cu_audit_record
 static cu_rc pg_audit_head_put(void *b, const cu_audit_head *h)
 {
     pg *p = b;
-    PGresult *r = NULL;
     char seq[24];
     snprintf(seq, sizeof seq, "%llu", (unsigned long long)h->seq);
     const char *v[] = {seq, h->at, (const char *)h->hash, h->key_id, (const char *)h->sig};
     int len[] = {0, 0, 32, 0, (int)h->sig_len}, fmt[] = {0, 0, 1, 0, 1};
-    cu_rc rc = run(p, "hput", 5, v, len, fmt, 0, PGRES_COMMAND_OK, "write the audit head", &r);
-    PQclear(r);
-    return rc;
+    return wr(p, "hput", 5, v, len, fmt, "write the audit head");
 }
 
 static cu_rc pg_audit_heads_read(void *b, uint64_t from, size_t limit, cu_audit_head **_h, size_t *_n)
@@ -907,6 +1077,15 @@ static cu_rc pg_rate_hit(void *b, const char *key, unsigned window, unsigned lim
     return CU_OK;
 }
 
+static cu_rc pg_ping(void *b)
+{
+    pg *p = b;
+    PGresult *r = NULL;
+    cu_rc rc = run(p, "ping", 0, NULL, NULL, NULL, 0, PGRES_TUPLES_OK, "ping", &r);
+    PQclear(r);
+    return rc;
+}
+
 static void free_params(pg *p)
 {
     for (size_t i = 0; p->kw != NULL && p->kw[i] != NULL; i++) {
@@ -940,6 +1119,7 @@ static const cu_store_backend postgres_backend = {
     .meta_get = pg_meta_get, .meta_put = pg_meta_put, .audit = pg_audit, .close = pg_close,
     .audit_last = pg_audit_last, .audit_append = pg_audit_append, .audit_read = pg_audit_read,
     .audit_head_put = pg_audit_head_put, .audit_heads_read = pg_audit_heads_read, .rate_hit = pg_rate_hit,
+    .ping = pg_ping,
 };
 
 /* ---- opening ---- */

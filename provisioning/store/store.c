@@ -224,6 +224,12 @@ cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned 
     return s->ops->rate_hit(s->b, key, window, limit, _wait);
 }
 
+cu_rc cu_store_ping(cu_store *s)
+{
+    cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    return s->ops->ping == NULL ? CU_OK : s->ops->ping(s->b);
+}
+
 void cu_store_close(cu_store *s)
 {
     if (s == NULL)

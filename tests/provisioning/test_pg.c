@@ -142,7 +142,7 @@ static void test_schema_version(void)
     fx f;
     cu_store *s = NULL;
     CU_ASSERT_FATAL(fx_open(&f, "schema") == 0);
-    CU_ASSERT_EQUAL(fx_sql(&f, "SELECT 1 FROM custos_schema WHERE version=3"), 1);
+    CU_ASSERT_EQUAL(fx_sql(&f, "SELECT 1 FROM custos_schema WHERE version=4"), 1);
     /* A second opening (another node) finds it current and migrates nothing. */
     CU_ASSERT_EQUAL(fx_store_reopen(&f, f.kr, &s), CU_OK);
     cu_store_close(s);
@@ -151,7 +151,7 @@ static void test_schema_version(void)
     CU_ASSERT_EQUAL(fx_store_reopen(&f, f.kr, &s), CU_E_STATE);
     CU_ASSERT_PTR_NULL(s);
     CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "schema version 99"));
-    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE custos_schema SET version=3"), 1);
+    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE custos_schema SET version=4"), 1);
     fx_close(&f);
 }
 

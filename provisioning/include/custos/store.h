@@ -90,6 +90,9 @@ typedef struct cu_store_backend {
      * request against key in a fixed window of window seconds; *_wait is 0
      * while at most limit were counted in it, else the seconds left. */
     cu_rc (*rate_hit)(void *b, const char *key, unsigned window, unsigned limit, unsigned *_wait);
+    /* Optional (NULL: always reachable, as an embedded database is). One
+     * round trip to the database, reconnecting if due. */
+    cu_rc (*ping)(void *b);
 } cu_store_backend;
 
 /* Opens a store over a backend (takes b; the keyring is borrowed and must
@@ -167,6 +170,10 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value);
  * @retval CU_E_UNSUPPORTED the backend has none (SQLite: one node, whose
  *         memory is enough) */
 cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned limit, unsigned *_wait);
+
+/* Whether the database answers now (custosd's /healthz): CU_OK, or
+ * CU_E_IO with cu_store_last_http_status() 503. Touches no row and no key. */
+cu_rc cu_store_ping(cu_store *s);
 
 /* After a refusal with CU_E_STATE: the HTTP status it stands for, 409 (the
  * entry exists, or is still referenced, or — PostgreSQL — another node

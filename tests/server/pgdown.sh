@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# custosd nodes while their PostgreSQL is down (docs/scale-out.md), with a
+# private server of its own (stopped in the middle):
+# - a first start in an empty state directory needs the database and says so;
+# - a node that joins while the database is down starts all the same: its
+#   /healthz says the store is unreachable (and so does custos_store_up),
+#   device and service requests get 503 with Retry-After;
+# - when the database returns, the node serves registrations without a
+#   restart, as does the node whose database went away under it.
+BIN=${1:?usage: pgdown.sh BIN}
+unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
+. "$(dirname "$0")/lib.sh"
+PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
+trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
+
+"$PGF" start "$T/pg" >"$T/pg.out" 2>&1
+rc=$?
+[ $rc = 77 ] && { echo "skipped: no PostgreSQL server"; exit 77; }
+[ $rc = 0 ] || { bad "PostgreSQL did not start: $(cat "$T/pg.out")"; exit 1; }
+CUSTOS_STORE=$("$PGF" createdb "$T/pg" custos) || { bad "no database"; exit 1; }
+export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
+
+STATE=$T/var
+start_server "$STATE" "log-level = warn" "retry-after = 3" "register-reply = final"
+EPA=$EP
+V='api-version=2021-06-01'
+J='Content-Type: application/json'
+PK=$(openssl rand -base64 32); echo "$PK" >"$T/pk"
+expect_rc 0 "an individual enrollment" "$CUSTOS" enrollment create down-1 --attestation symmetricKey \
+  --primary-key-file "$T/pk" --state "$STATE"
+AUTH="Authorization: $(sas "$SCOPE" down-1 "$PK" $(( $(date +%s) + 600 )))"
+SVC=$(svc_token)
+expect_http 200 "node A: /healthz" GET /healthz
+body_has '"store":"ok"' "says the store is reachable"
+expect_http 200 "node A: /metrics" GET /metrics
+body_has '^custos_store_up 1$' "custos_store_up 1"
+
+"$PGF" halt "$T/pg" && ok "PostgreSQL stopped" || bad "PostgreSQL did not stop"
+
+# A first start creates the scope, the policy key and the hub in the store.
+"$CUSTOSD" --state "$T/fresh" --listen 127.0.0.1:0 --config "$T/custosd.conf" >"$T/fresh.out" 2>&1
+[ $? != 0 ] && ok "a first start in an empty state directory fails while the database is down" \
+  || bad "a first start without the database succeeded"
+contains "$T/fresh.out" "first start in .*the database must be reachable" "and says the first start needs it"
+[ ! -e "$T/fresh/ca.crt" ] && [ ! -e "$T/fresh/endpoint" ] && ok "no CA made, nothing served" \
+  || bad "the failed first start left a CA or an endpoint"
+
+# A node joining with the first one's files starts without it.
+t0=$(date +%s%N)
+start_second_node "$STATE" "$T/var2"
+ok "node B started while the database is down ($(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+contains "$T/custosd2.log" "store unreachable at start" "its log says the store is unreachable"
+EP=$EP2
+expect_http 200 "node B: /healthz answers" GET /healthz
+body_has '"status":"degraded"' "degraded"
+body_has '"store":"unreachable"' "the store unreachable"
+expect_http 200 "node B: /metrics answers" GET /metrics
+body_has '^custos_store_up 0$' "custos_store_up 0"
+t0=$(date +%s%N)
+expect_http 503 "node B: a registration gets 503" PUT "/$SCOPE/registrations/down-1/register?$V" -H "$J" \
+  -H "$AUTH" -d '{"registrationId":"down-1"}'
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 2000 ] && ok "at once ($ms ms)" || bad "the 503 took $ms ms"
+hdr_has '^Retry-After: 3' "with the configured Retry-After"
+body_has 'store cannot be reached' "and says why"
+expect_http 503 "node B: the service API gets 503" GET "/enrollments/down-1?api-version=2021-10-01" \
+  -H "Authorization: $SVC"
+hdr_has '^Retry-After: 3' "with Retry-After"
+expect_http 503 "node B: a poll gets 503" GET "/$SCOPE/registrations/down-1/operations/x?$V" -H "$AUTH"
+EP=$EPA
+expect_http 200 "node A: /healthz answers" GET /healthz
+body_has '"store":"unreachable"' "the store unreachable on the node that had it"
+expect_http 503 "node A: a registration gets 503" PUT "/$SCOPE/registrations/down-1/register?$V" -H "$J" \
+  -H "$AUTH" -d '{"registrationId":"down-1"}'
+
+"$PGF" resume "$T/pg" && ok "PostgreSQL back" || bad "PostgreSQL did not come back"
+EP=$EP2
+# Each worker tries again at most once a second.
+for _ in $(seq 1 40); do
+  http GET /healthz
+  grep -q '"store":"ok"' "$T/body" && break
+  sleep 0.25
+done
+body_has '"status":"ok"' "node B: /healthz ok again, without a restart"
+expect_http 200 "node B: /metrics" GET /metrics
+body_has '^custos_store_up 1$' "custos_store_up 1"
+# Each of B's workers catches up on its own: enough requests reach all.
+okb=0
+for i in $(seq 1 12); do
+  http PUT "/$SCOPE/registrations/down-1/register?$V" -H "$J" -H "$AUTH" -d '{"registrationId":"down-1"}'
+  if [ "$(cat "$T/status")" = 200 ]; then okb=$((okb + 1)); else sleep 0.3; fi
+done
+[ $okb -ge 1 ] && ok "node B registers the device ($okb of 12 at once or after a short wait)" \
+  || bad "node B never registered: $(cat "$T/status") $(head -c 300 "$T/body")"
+sleep 1.2
+expect_http 200 "node B: a registration, every worker connected" PUT "/$SCOPE/registrations/down-1/register?$V" \
+  -H "$J" -H "$AUTH" -d '{"registrationId":"down-1"}'
+body_has '"status":"assigned"' "assigned"
+expect_http 200 "node B: the service API reads the enrollment" GET "/enrollments/down-1?api-version=2021-10-01" \
+  -H "Authorization: $SVC"
+EP=$EPA
+sleep 1.2
+expect_http 200 "node A registers too" PUT "/$SCOPE/registrations/down-1/register?$V" -H "$J" -H "$AUTH" \
+  -d '{"registrationId":"down-1"}'
+kill -0 "$SRV_PID" && kill -0 "$SRV2_PID" && ok "both nodes still running" || bad "a node died"
+"$CUSTOS" registration show down-1 --state "$STATE" >"$T/reg" 2>&1 && ok "the registration is in the database" \
+  || bad "no registration record: $(cat "$T/reg")"
+expect_rc 0 "the audit log is one chain that verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
+grep -q 'Sanitizer' "$T/custosd.log" "$T/custosd2.log" && bad "sanitizer report in a node's log" || ok "no sanitizer report"
