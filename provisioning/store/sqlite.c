@@ -12,7 +12,7 @@
 
 typedef struct sq {
     sqlite3 *db;
-    sqlite3_stmt *get, *put, *del, *delkeys, *addkey, *find, *count, *metaget, *metaput, *audit;
+    sqlite3_stmt *get, *put, *del, *delkeys, *addkey, *list, *find, *count, *metaget, *metaput, *audit;
     sqlite3_stmt *alast, *aappend, *aread, *hput, *hread;
 } sq;
 
@@ -171,16 +171,10 @@ cleanup:
 static cu_rc sq_list(void *b, int kind, const char *after, size_t limit, char ***_ids, size_t *_n)
 {
     sq *q = b;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(q->db, "SELECT id FROM docs WHERE kind=?1 AND id>?2 ORDER BY id LIMIT ?3",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sqerr(q, "list");
-    sqlite3_bind_int(st, 1, kind);
-    sqlite3_bind_text(st, 2, after ? after : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
-    cu_rc rc = collect(q, st, _ids, _n);
-    sqlite3_finalize(st);
-    return rc;
+    sqlite3_bind_int(q->list, 1, kind);
+    sqlite3_bind_text(q->list, 2, after ? after : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q->list, 3, (sqlite3_int64)limit);
+    return collect(q, q->list, _ids, _n);
 }
 
 static cu_rc sq_find(void *b, int kind, const char *key, const char *after, size_t limit, char ***_ids,
@@ -408,7 +402,7 @@ static void sq_close(void *b)
     sq *q = b;
     if (q == NULL)
         return;
-    sqlite3_stmt *all[] = {q->get, q->put, q->del, q->delkeys, q->addkey, q->find, q->count,
+    sqlite3_stmt *all[] = {q->get, q->put, q->del, q->delkeys, q->addkey, q->list, q->find, q->count,
                            q->metaget, q->metaput, q->audit, q->alast, q->aappend, q->aread,
                            q->hput, q->hread};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -509,6 +503,7 @@ static cu_rc open_sq(const char *path, bool readonly, sq **_q)
         {&q->del, "DELETE FROM docs WHERE kind=?1 AND id=?2"},
         {&q->delkeys, "DELETE FROM keys WHERE kind=?1 AND id=?2"},
         {&q->addkey, "INSERT OR IGNORE INTO keys(kind, key, id) VALUES(?1, ?2, ?3)"},
+        {&q->list, "SELECT id FROM docs WHERE kind=?1 AND id>?2 ORDER BY id LIMIT ?3"},
         {&q->find, "SELECT id FROM keys WHERE kind=?1 AND key=?2 AND id>?4 ORDER BY id LIMIT ?3"},
         {&q->count, "SELECT count(*) FROM docs WHERE kind=?1"},
         {&q->metaget, "SELECT value FROM meta WHERE name=?1"},
