@@ -17,6 +17,8 @@ int cu_cmd_token_start(int argc, char **argv);
 int cu_cmd_token_stop(int argc, char **argv);
 int cu_cmd_token_hmac_import(int argc, char **argv);
 int cu_cmd_token_check(int argc, char **argv);
+int cu_cmd_token_destroy(int argc, char **argv);
+int cu_cmd_token_set_pin(int argc, char **argv);
 
 static const char token_usage[] =
     "usage: custos token <command> [options]\n\n"
@@ -28,6 +30,8 @@ static const char token_usage[] =
     "  keygen    generate a key on a token\n"
     "  import    store a certificate on a token\n"
     "  hmac-import  import a known HMAC key (also on tpm2, via tpm2_ptool)\n"
+    "  destroy   destroy the objects a URI names\n"
+    "  set-pin   change the user PIN\n"
     "  objects   list the objects of a token\n"
     "  custody   custody attributes of every key of a token\n"
     "  check     conformance report for a PKCS#11 module\n\n"
@@ -334,27 +338,38 @@ static void print_object_json(cu_object *o)
 }
 
 /* Token administration goes to the audit log of a state directory when the
- * command is given --state DIR (issue 8: key generated, imported, login
- * failures). A failure to write it is reported, never silent. */
-static void audit_token(const char *state, const char *kind, const cu_tok_target *t, const char *target,
-                        const cu_object *o, const char *result)
+ * command is given --state DIR (issue 8: key generated, imported, destroyed,
+ * PIN changed, login failures). A failure to write it is reported, never
+ * silent. */
+void cu_tok_audit_desc(const char *state, const char *kind, const cu_token_desc *d, const char *target,
+                       const char *key_uri, const char *result)
 {
     char actor[320], desc[256];
     if (state == NULL)
         return;
-    const cu_token_desc *d = t && t->tok ? cu_token_get0_desc(t->tok) : NULL;
     if (d != NULL)
         snprintf(desc, sizeof desc, "token '%s' serial %s (%s %s)", d->label, d->serial, d->manufacturer, d->model);
     else
         snprintf(desc, sizeof desc, "%s", target ? target : "(unknown token)");
-    char *uri = o ? cu_object_uri(o) : NULL;
-    if (cu_audit_token_event(state, cu_cli_actor(actor, sizeof actor), kind, desc, uri, result) != CU_OK)
+    if (cu_audit_token_event(state, cu_cli_actor(actor, sizeof actor), kind, desc, key_uri, result) != CU_OK)
         cu_cli_fail("could not write the audit record to %s: %s", state, cu_err_last()->msg);
+}
+
+void cu_tok_audit(const char *state, const char *kind, const cu_tok_target *t, const char *target,
+                  const char *key_uri, const char *result)
+{
+    cu_tok_audit_desc(state, kind, t && t->tok ? cu_token_get0_desc(t->tok) : NULL, target, key_uri, result);
+}
+
+static void audit_token(const char *state, const char *kind, const cu_tok_target *t, const char *target,
+                        const cu_object *o, const char *result)
+{
+    char *uri = o && state ? cu_object_uri(o) : NULL;
+    cu_tok_audit(state, kind, t, target, uri, result);
     free(uri);
 }
 
-/* Opens a token for an administrative command; a refused PIN is audited. */
-static int open_audited(const char *state, const char *dir, const char *uri, const char *pin_source,
+int cu_tok_open_audited(const char *state, const char *dir, const char *uri, const char *pin_source,
                         cu_tok_target *t)
 {
     int rc = cu_tok_target_open(dir, uri, pin_source, true, t);
@@ -413,7 +428,7 @@ static int cmd_keygen(int argc, char **argv)
     if (idhex && cu_tok_parse_hex(idhex, id, sizeof id, &idlen) != 0)
         return cu_cli_usage("token keygen", "--id must be hex (up to 64 bytes)");
     cu_tok_target t;
-    if ((rc = open_audited(state, dir, npos ? pos[0] : NULL, pin_source, &t)) != CU_EXIT_OK)
+    if ((rc = cu_tok_open_audited(state, dir, npos ? pos[0] : NULL, pin_source, &t)) != CU_EXIT_OK)
         return rc;
     cu_object *k = NULL;
     if (cu_token_keygen(t.tok, kt, label, idlen ? id : NULL, idlen, &k) != CU_OK) {
@@ -463,7 +478,7 @@ static int cmd_import(int argc, char **argv)
     if (cu_tok_read_cert(cert, &der, &dlen) != 0)
         return CU_EXIT_FAIL;
     cu_tok_target t;
-    if ((rc = open_audited(state, dir, npos ? pos[0] : NULL, pin_source, &t)) != CU_EXIT_OK) {
+    if ((rc = cu_tok_open_audited(state, dir, npos ? pos[0] : NULL, pin_source, &t)) != CU_EXIT_OK) {
         free(der);
         return rc;
     }
@@ -615,6 +630,7 @@ int cu_cmd_token(int argc, char **argv)
         {"keygen", NULL, cmd_keygen},          {"import", NULL, cmd_import},
         {"objects", NULL, cmd_objects},        {"custody", NULL, cmd_custody},
         {"check", NULL, cu_cmd_token_check},   {"hmac-import", NULL, cu_cmd_token_hmac_import},
+        {"destroy", NULL, cu_cmd_token_destroy}, {"set-pin", NULL, cu_cmd_token_set_pin},
     };
     int rc = cu_cli_dispatch("token", token_usage, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     /* Finalize modules before OpenSSL's exit-time clean-up (SoftHSM2). */

@@ -1,5 +1,6 @@
 /* custos token init | start | stop: token directories (custos/fixture.h). */
 #include "cli.h"
+#include "token_util.h"
 
 #include <custos/fixture.h>
 
@@ -21,7 +22,7 @@ int cu_cmd_token_hmac_import(int argc, char **argv);
 static const char init_help[] =
     "usage: custos token init --kind softhsm2|tpm2|soft --label LABEL --dir DIR\n"
     "                         [--pin-source FILE] [--so-pin-source FILE]\n"
-    "                         [--no-resource-manager] [--json]\n"
+    "                         [--no-resource-manager] [--state DIR] [--json]\n"
     "\n"
     "Creates one token in the token directory DIR (created if missing) and prints\n"
     "its pkcs11: URI, then the environment lines (NAME=VALUE) another PKCS#11\n"
@@ -38,6 +39,8 @@ static const char init_help[] =
     "  --so-pin-source FILE  SO PIN from FILE (else $CUSTOS_SO_PIN, else a prompt)\n"
     "  --no-resource-manager tpm2: no tpm2-abrmd; the TCTI goes straight to the swtpm,\n"
     "                        which holds 3 objects: a process can use about 2 keys\n"
+    "  --state DIR           record the token's creation (or its failure) in the audit\n"
+    "                        log of that state directory\n"
     "  --json                JSON output\n"
     "\n"
     "PINs never come from the command line.\n";
@@ -56,7 +59,7 @@ static const char stop_help[] =
 
 static const char hmac_help[] =
     "usage: custos token hmac-import --dir DIR --key-file FILE --label LABEL [--id TEXT]\n"
-    "                                [--pin-source FILE] [--json]\n"
+    "                                [--pin-source FILE] [--state DIR] [--json]\n"
     "\n"
     "Imports a known HMAC-SHA256 key (FILE: the raw key, 1..64 bytes; SoftHSM2 needs\n"
     "at least 32) into the token of the token directory DIR, and prints the key's\n"
@@ -71,10 +74,12 @@ static const char hmac_help[] =
     "  --label LABEL      the key's label (CKA_LABEL)\n"
     "  --id TEXT          the key's CKA_ID as text (default: the label)\n"
     "  --pin-source FILE  user PIN from FILE (else $CUSTOS_PIN, else a prompt)\n"
+    "  --state DIR        record the import (token.import, or token.login-failed for\n"
+    "                     a refused PIN) in the audit log of that state directory\n"
     "  --json             JSON output\n";
 
 typedef struct opts {
-    const char *kind, *label, *dir, *pin_source, *so_pin_source, *key_file, *id;
+    const char *kind, *label, *dir, *pin_source, *so_pin_source, *key_file, *id, *state;
     bool json, no_rm;
 } opts;
 
@@ -96,6 +101,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, opts 
         {"--so-pin-source", offsetof(opts, so_pin_source), 1u << CMD_INIT},
         {"--key-file", offsetof(opts, key_file), 1u << CMD_HMAC},
         {"--id", offsetof(opts, id), 1u << CMD_HMAC},
+        {"--state", offsetof(opts, state), 1u << CMD_INIT | 1u << CMD_HMAC},
     };
     memset(o, 0, sizeof *o);
     for (int i = 1; i < argc; i++) {
@@ -223,11 +229,17 @@ int cu_cmd_token_init(int argc, char **argv)
         goto cleanup;
     }
     cu_fixture_opts fo = {.tpm_direct = o.no_rm};
+    char desc[1200];
+    snprintf(desc, sizeof desc, "%s token '%s' in %s", o.kind, o.label, o.dir);
     if (cu_fixture_create(kind, o.dir, o.label, so_pin, pin, &fo, &f) != CU_OK) {
         cu_cli_fail("cannot create %s token '%s' in %s: %s", o.kind, o.label, o.dir,
                     cu_err_last()->msg);
+        cu_tok_audit_desc(o.state, "init", NULL, desc, NULL, cu_err_last()->msg);
         goto cleanup;
     }
+    /* The token's URI names it (and its serial) for the custody report. */
+    snprintf(desc, sizeof desc, "%s token '%s' in %s: %s", o.kind, o.label, o.dir, cu_fixture_get0_uri(f));
+    cu_tok_audit_desc(o.state, "init", NULL, desc, NULL, "ok");
     if (o.json) {
         print_fixture_json(f);
     } else {
@@ -396,24 +408,35 @@ int cu_cmd_token_hmac_import(int argc, char **argv)
     pin = cu_cli_read_pin(o.pin_source, "CUSTOS_PIN", "User PIN");
     if (pin == NULL)
         goto cleanup;
-    cu_rc rc;
-    if (cu_fixture_get_kind(f) == CU_FIXTURE_TPM2) {
-        rc = cu_fixture_tpm2_import_hmac(f, key, key_len, o.label, id, pin);
-    } else {
-        rc = cu_fixture_token_open(f, pin, &t);
-        if (rc == CU_OK)
-            rc = cu_token_import_hmac(t, key, key_len, o.label, (const uint8_t *)id, strlen(id),
-                                      &obj);
-    }
-    if (rc != CU_OK) {
-        cu_cli_fail("cannot import HMAC key '%s' into %s: %s", o.label, o.dir, cu_err_last()->msg);
-        goto cleanup;
-    }
     uri = key_uri(cu_fixture_get0_uri(f), o.label, (const uint8_t *)id, strlen(id));
     if (uri == NULL) {
         cu_cli_fail("out of memory");
         goto cleanup;
     }
+    char target[1200];
+    snprintf(target, sizeof target, "%s token '%s' in %s", cu_fixture_kind_str(cu_fixture_get_kind(f)),
+             cu_fixture_get0_label(f), o.dir);
+    cu_rc rc;
+    if (cu_fixture_get_kind(f) == CU_FIXTURE_TPM2) {
+        rc = cu_fixture_tpm2_import_hmac(f, key, key_len, o.label, id, pin);
+    } else {
+        rc = cu_fixture_token_open(f, pin, &t);
+        if (rc == CU_E_PIN_INCORRECT || rc == CU_E_PIN_LOCKED) {
+            cu_cli_fail("cannot import HMAC key '%s' into %s: %s", o.label, o.dir, cu_err_last()->msg);
+            cu_tok_audit_desc(o.state, "login-failed", NULL, target, NULL, cu_rc_str(rc));
+            goto cleanup;
+        }
+        if (rc == CU_OK)
+            rc = cu_token_import_hmac(t, key, key_len, o.label, (const uint8_t *)id, strlen(id),
+                                      &obj);
+    }
+    const cu_token_desc *d = t ? cu_token_get0_desc(t) : NULL;
+    if (rc != CU_OK) {
+        cu_cli_fail("cannot import HMAC key '%s' into %s: %s", o.label, o.dir, cu_err_last()->msg);
+        cu_tok_audit_desc(o.state, "import", d, target, uri, cu_err_last()->msg);
+        goto cleanup;
+    }
+    cu_tok_audit_desc(o.state, "import", d, target, uri, "ok");
     if (o.json) {
         fputs("{\"uri\":", stdout);
         cu_cli_json_str(stdout, uri);

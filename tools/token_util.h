@@ -30,6 +30,18 @@ void cu_tok_json_fields(const cu_token_desc *d);
  * needs a process of its own. */
 int cu_tok_run_isolated(int (*fn)(void *arg, int fd), void *arg, uint8_t **_out, size_t *_len);
 
+/* Opens a token for an administrative command (a PIN needed); a refused PIN
+ * is recorded as token.login-failed in STATE's audit log when state is set. */
+int cu_tok_open_audited(const char *state, const char *dir, const char *uri, const char *pin_source,
+                        cu_tok_target *t);
+/* A token.<kind> record in STATE's audit log (nothing when state is NULL):
+ * the token as t (or d) describes it, else target; key_uri's PINs are
+ * removed. A failure to write is printed, not returned. */
+void cu_tok_audit(const char *state, const char *kind, const cu_tok_target *t, const char *target,
+                  const char *key_uri, const char *result);
+void cu_tok_audit_desc(const char *state, const char *kind, const cu_token_desc *d, const char *target,
+                       const char *key_uri, const char *result);
+
 int cu_tok_parse_hex(const char *hex, uint8_t *out, size_t max, size_t *_len);
 /* Reads a PEM or DER certificate file into DER (caller frees); prints errors. */
 int cu_tok_read_cert(const char *path, uint8_t **_der, size_t *_len);

@@ -245,6 +245,11 @@ static cu_rc load_last_signed(cu_store *s)
         if (n < BATCH)
             break;
     }
+    /* The time trigger counts from the later of the last head and the
+     * signer's start: a process that starts on an old (or no) head does
+     * not sign at its first append, but every_secs after it started. */
+    if (cfg->last_signed_time < cfg->signer_since)
+        cfg->last_signed_time = cfg->signer_since;
     cfg->signed_known = true;
     return CU_OK;
 }
@@ -339,6 +344,7 @@ cu_rc cu_audit_set_signer(cu_store *s, EVP_PKEY *key, unsigned every_n, unsigned
     snprintf(cfg->signer_id, sizeof cfg->signer_id, "%s", id);
     cfg->every_n = every_n;
     cfg->every_secs = every_secs;
+    cfg->signer_since = time(NULL);
     cfg->signed_known = false;
     cfg->retry_at = 0;
     cfg->sign_rc = CU_OK;

@@ -109,7 +109,8 @@ typedef struct cu_prov__audit_cfg {
     unsigned every_n, every_secs;
     bool signed_known;        /* last_signed_* read from the store */
     uint64_t last_signed_seq;
-    time_t last_signed_time;
+    time_t last_signed_time;  /* not before signer_since */
+    time_t signer_since;      /* when the signer was set: the time trigger's start */
     time_t retry_at;          /* after a failed automatic signature */
     cu_rc sign_rc;            /* that failure, for cu_audit_sign_if_due */
     char sign_msg[256];

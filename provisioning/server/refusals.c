@@ -6,7 +6,10 @@
  * per remote address and minute the first few refusals are recorded one by
  * one, the rest only counted and written as one
  * "registration.refused.summary" record when the minute is over
- * (docs/audit.md, "Refusals before the engine"). */
+ * (docs/audit.md, "Refusals before the engine"). Service-API requests
+ * whose authentication fails (no, forged or expired service SAS, another
+ * policy) are bounded the same way, as "service.refused" and
+ * "service.refused.summary", counted apart from the device refusals. */
 #include "srv_int.h"
 
 #include <custos/audit.h>
@@ -22,10 +25,12 @@
 #define MAX_CODES 8          /* error codes told apart per address; the others count as 0 */
 #define MAX_PENDING 1024     /* finished minutes' summaries waiting for the timer */
 #define ID_SHOWN 128         /* bytes of a registration id kept in a record */
+#define PATH_SHOWN 256       /* bytes of a service request's path and query */
 #define REASON_SHOWN 300     /* bytes of a reason (it may quote the request) */
 
 typedef struct source {
     char addr[64];
+    int kind; /* CU_SRV_REFUSED_* */
     long long minute;
     unsigned long n, recorded;
     size_t ncodes;
@@ -35,7 +40,8 @@ typedef struct source {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static long long cur_minute = -1;
-static source cur[MAX_SOURCES + 1]; /* the last one is "*" */
+/* Per address and kind; the last two are "*" of each kind. */
+static source cur[MAX_SOURCES + CU_SRV_REFUSED__N];
 static size_t ncur;
 static unsigned long cur_recorded;
 static source *pending;
@@ -107,6 +113,11 @@ static void retire_unlocked(void)
 
 bool cu_srv__refusal_note(const char *remote, int code, time_t now)
 {
+    return cu_srv__refusal_note_kind(CU_SRV_REFUSED_DEVICE, remote, code, now);
+}
+
+bool cu_srv__refusal_note_kind(int kind, const char *remote, int code, time_t now)
+{
     bool record = false;
     pthread_mutex_lock(&lock);
     /* The clock under the lock: nothing counts into a minute a flush took. */
@@ -118,20 +129,26 @@ bool cu_srv__refusal_note(const char *remote, int code, time_t now)
         cur_minute = minute;
     }
     size_t i = 0;
-    while (i < ncur && strcmp(cur[i].addr, remote) != 0)
+    while (i < ncur && (cur[i].kind != kind || strcmp(cur[i].addr, remote) != 0))
         i++;
-    if (i == ncur && ncur == MAX_SOURCES + 1)
-        i = MAX_SOURCES; /* "*" */
+    bool star = false;
+    if (i == ncur && ncur >= MAX_SOURCES) {
+        /* This kind's "*": found, or made after the others. */
+        star = true;
+        for (i = MAX_SOURCES; i < ncur && cur[i].kind != kind; i++)
+            ;
+    }
     if (i == ncur) {
         memset(&cur[i], 0, sizeof cur[i]);
-        snprintf(cur[i].addr, sizeof cur[i].addr, "%s", i == MAX_SOURCES ? "*" : remote);
+        snprintf(cur[i].addr, sizeof cur[i].addr, "%s", star ? "*" : remote);
+        cur[i].kind = kind;
         cur[i].minute = minute;
         ncur++;
     }
     source *s = &cur[i];
     s->n++;
     count_code(s, code);
-    if (i < MAX_SOURCES && s->recorded < DETAIL_PER_SOURCE && cur_recorded < DETAIL_PER_MINUTE) {
+    if (!star && s->recorded < DETAIL_PER_SOURCE && cur_recorded < DETAIL_PER_MINUTE) {
         s->recorded++;
         cur_recorded++;
         record = true;
@@ -170,7 +187,10 @@ static cu_rc write_summary(cu_store *s, const source *src)
     char *p = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     snprintf(actor, sizeof actor, "remote:%s", src->addr);
-    cu_rc rc = p ? cu_audit_append(s, "registration.refused.summary", actor, p, NULL)
+    cu_rc rc = p ? cu_audit_append(s,
+                                   src->kind == CU_SRV_REFUSED_SERVICE ? "service.refused.summary"
+                                                                       : "registration.refused.summary",
+                                   actor, p, NULL)
                  : cu_err_set(CU_E_NOMEM, "out of memory");
     free(p);
     return rc;
@@ -209,33 +229,28 @@ cu_rc cu_srv__refusals_flush(cu_store *s, bool all)
     return rc;
 }
 
-void cu_srv__refusal_record(cu_srv__req *r, const char *regid, int status, int code, const char *reason)
+static void peer(cu_srv__req *r, char remote[64])
 {
-    char remote[64] = "?", id[ID_SHOWN * 4 + 32], why[REASON_SHOWN * 4 + 32], actor[CU_AUDIT_ACTOR_MAX];
     struct evhttp_connection *c = evhttp_request_get_connection(r->req);
+    snprintf(remote, 64, "?");
     if (c != NULL) {
         char *addr = NULL;
         ev_uint16_t port = 0;
         evhttp_connection_get_peer(c, &addr, &port);
         if (addr != NULL)
-            snprintf(remote, sizeof remote, "%s", addr);
+            snprintf(remote, 64, "%s", addr);
     }
-    if (!cu_srv__refusal_note(remote, code, 0))
-        return;
-    /* As sent, but printable and bounded: ids that fail the check may hold
-     * any byte, and a reason may quote the body. */
-    cu_srv__escape(regid ? regid : "", ID_SHOWN, id, sizeof id);
-    cu_srv__escape(reason ? reason : "", REASON_SHOWN, why, sizeof why);
-    snprintf(actor, sizeof actor, "device:%.150s", id); /* the payload has the rest */
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s}", "registrationId", id, "refusedBy", "custosd",
-                          "route", r->route ? r->route : "device", "remote", remote, "httpStatus", status,
-                          "errorCode", code, "reason", why, "requestId", r->id);
+}
+
+/* Appends one refusal record (j is consumed). */
+static void append(cu_srv__req *r, const char *type, const char *actor, json_t *j)
+{
     char *p = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     cu_rc rc = CU_E_NOMEM;
     if (p != NULL) {
         pthread_mutex_lock(&r->w->srv->write_lock);
-        rc = cu_audit_append(r->w->store, "registration.refused", actor, p, NULL);
+        rc = cu_audit_append(r->w->store, type, actor, p, NULL);
         pthread_mutex_unlock(&r->w->srv->write_lock);
     }
     free(p);
@@ -244,4 +259,50 @@ void cu_srv__refusal_record(cu_srv__req *r, const char *regid, int status, int c
         cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", cu_err_last()->msg)};
         cu_srv__log(CU_LOG_ERROR, "refusal not written to the audit log", f, 2);
     }
+}
+
+void cu_srv__refusal_record(cu_srv__req *r, const char *regid, int status, int code, const char *reason)
+{
+    char remote[64], id[ID_SHOWN * 4 + 32], why[REASON_SHOWN * 4 + 32], actor[CU_AUDIT_ACTOR_MAX];
+    peer(r, remote);
+    if (!cu_srv__refusal_note_kind(CU_SRV_REFUSED_DEVICE, remote, code, 0))
+        return;
+    /* As sent, but printable and bounded: ids that fail the check may hold
+     * any byte, and a reason may quote the body. */
+    cu_srv__escape(regid ? regid : "", ID_SHOWN, id, sizeof id);
+    cu_srv__escape(reason ? reason : "", REASON_SHOWN, why, sizeof why);
+    snprintf(actor, sizeof actor, "device:%.150s", id); /* the payload has the rest */
+    append(r, "registration.refused", actor,
+           json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s}", "registrationId", id, "refusedBy", "custosd",
+                     "route", r->route ? r->route : "device", "remote", remote, "httpStatus", status, "errorCode",
+                     code, "reason", why, "requestId", r->id));
+}
+
+static const char *method_str(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    default: return "other"; /* custosd allows no other */
+    }
+}
+
+void cu_srv__service_refusal_record(cu_srv__req *r, int status, int code, const char *reason)
+{
+    char remote[64], path[PATH_SHOWN * 4 + 32], why[REASON_SHOWN * 4 + 32], actor[CU_AUDIT_ACTOR_MAX];
+    peer(r, remote);
+    if (!cu_srv__refusal_note_kind(CU_SRV_REFUSED_SERVICE, remote, code, 0))
+        return;
+    /* Nobody is authenticated: the address is the actor. The path is as
+     * sent (it may hold any byte), bounded; the token is never written. */
+    const char *uri = evhttp_request_get_uri(r->req);
+    cu_srv__escape(uri ? uri : "", PATH_SHOWN, path, sizeof path);
+    cu_srv__escape(reason ? reason : "", REASON_SHOWN, why, sizeof why);
+    snprintf(actor, sizeof actor, "remote:%s", remote);
+    append(r, "service.refused", actor,
+           json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s}", "refusedBy", "custosd", "method",
+                     method_str(r->method), "path", path, "remote", remote, "route", "service", "httpStatus",
+                     status, "errorCode", code, "reason", why, "requestId", r->id));
 }

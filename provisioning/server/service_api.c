@@ -535,6 +535,7 @@ bool cu_srv__service_api(cu_srv__req *r)
         cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("reason", why)};
         cu_srv__log(CU_LOG_INFO, "service request refused", f, 2);
         cu_srv__reply_error(r, 401, 401000, "Unauthorized: %s", why);
+        cu_srv__service_refusal_record(r, 401, 401000, why);
         return true;
     }
     /* Every change this request makes is the policy's that signed it (the

@@ -216,9 +216,15 @@ bool cu_srv__service_api(cu_srv__req *r);
 /* ---- refusals.c: device requests refused before the engine decides ---- */
 /* Replied already; audits it, bounded per remote address and minute. */
 void cu_srv__refusal_record(cu_srv__req *r, const char *regid, int status, int code, const char *reason);
+/* The same for a service-API request whose authentication failed
+ * ("service.refused", bounded apart from the device refusals). */
+void cu_srv__service_refusal_record(cu_srv__req *r, int status, int code, const char *reason);
+enum { CU_SRV_REFUSED_DEVICE, CU_SRV_REFUSED_SERVICE, CU_SRV_REFUSED__N };
 /* The bound: true when this refusal gets a record of its own, false when
- * it is only counted for the minute's summary. now 0: the clock. */
+ * it is only counted for the minute's summary. now 0: the clock.
+ * cu_srv__refusal_note is the device kind's. */
 bool cu_srv__refusal_note(const char *remote, int code, time_t now);
+bool cu_srv__refusal_note_kind(int kind, const char *remote, int code, time_t now);
 /* Writes the summaries of the minutes that are over (all: the current one
  * too). */
 cu_rc cu_srv__refusals_flush(cu_store *s, bool all);

@@ -66,6 +66,16 @@ for i in $(seq 1 $FLOOD); do
   from 127.0.0.50 401 "flood $i: no credentials" PUT "/$SCOPE/registrations/flood-$i/register?$V" -H "$J" -d '{}'
 done
 
+# service-API requests whose authentication fails, before any policy acts
+from 127.0.0.21 401 "service API without a SAS" GET "/enrollments/au-ind?$V"
+from 127.0.0.22 401 "service SAS of another policy" GET "/enrollmentGroups/au-group?$V" \
+  -H "$(echo "$A" | sed "s/skn=[^&]*/skn=other%01policy/")"
+from 127.0.0.23 401 "not a service SAS" DELETE "/registrations/x%01y?$V" -H "Authorization: Bearer abc"
+SFLOOD=5
+for i in $(seq 1 $SFLOOD); do
+  from 127.0.0.51 401 "service flood $i: no SAS" GET "/enrollments/f-$i?$V"
+done
+
 req 200 "metrics" GET /metrics
 cp "$T/body" "$T/metrics"
 stop_server TERM
@@ -136,3 +146,33 @@ want "the summary counts them all" "$FLOOD/3/$((FLOOD - 3))/{\"401002\":$FLOOD}"
   "$(echo "$summary" | jq -c -r '"\(.payload.refused)/\(.payload.recorded)/\(.payload.notRecorded)/\(.payload.errorCodes|tojson)"')"
 want "the summary's actor is the address" "remote:127.0.0.50" "$(echo "$summary" | jq -r .actor)"
 want "no summary where every refusal was recorded" 1 "$(q 'select(.type=="registration.refused.summary") | .seq' | wc -l | tr -d ' ')"
+
+# ---- 4. service-API authentication failures ----
+srefused() { jq -c --arg a "$1" 'select(.type=="service.refused" and .payload.remote==$a)' "$T/log.jsonl"; }
+check_srefusal() { # address method path reason-part description
+  local rec; rec=$(srefused "$1")
+  if [ "$(echo "$rec" | grep -c .)" != 1 ]; then bad "$5: one record from $1, got: $rec"; return; fi
+  want "$5: status" "401/401000" "$(echo "$rec" | jq -r '"\(.payload.httpStatus)/\(.payload.errorCode)"')"
+  want "$5: method and path" "$2 $3" "$(echo "$rec" | jq -r '"\(.payload.method) \(.payload.path)"')"
+  want "$5: actor" "remote:$1" "$(echo "$rec" | jq -r .actor)"
+  case "$(echo "$rec" | jq -r .payload.reason)" in
+    *"$4"*) ok "$5: reason" ;;
+    *) bad "$5: reason '$(echo "$rec" | jq -r .payload.reason)' lacks '$4'" ;;
+  esac
+  [ "$(echo "$rec" | jq -r .payload.requestId | wc -c)" -gt 30 ] && ok "$5: request id" || bad "$5: no request id"
+}
+check_srefusal 127.0.0.1 GET "/enrollments/au-ind?$V" "the signature does not verify" "forged service SAS"
+check_srefusal 127.0.0.21 GET "/enrollments/au-ind?$V" "no Authorization header" "no service SAS"
+check_srefusal 127.0.0.22 GET "/enrollmentGroups/au-group?$V" 'unknown shared access policy '"'"'other\x01policy'"'" \
+  "another policy (escaped)"
+check_srefusal 127.0.0.23 DELETE "/registrations/x%01y?$V" "not a SharedAccessSignature token" "not a SAS"
+if grep -q "sig=" "$T/log.jsonl" || grep -qF "$(echo "$A" | sed 's/.*sig=\([^&]*\).*/\1/')" "$T/log.jsonl"; then
+  bad "a service SAS is in the log"
+else
+  ok "no service SAS in the log"
+fi
+want "a service flood from one address: 3 records" 3 "$(srefused 127.0.0.51 | grep -c .)"
+ssum=$(q -c 'select(.type=="service.refused.summary")')
+want "... and one summary, counted apart from the device refusals" \
+  "remote:127.0.0.51 $SFLOOD/3/$((SFLOOD - 3))/{\"401000\":$SFLOOD}" \
+  "$(echo "$ssum" | jq -c -r '"\(.actor) \(.payload.refused)/\(.payload.recorded)/\(.payload.notRecorded)/\(.payload.errorCodes|tojson)"')"

@@ -160,6 +160,54 @@ static void test_summaries(void)
     free(dir);
 }
 
+/* Service-API authentication failures are bounded like device refusals
+ * but apart from them: each kind has its budget per address, its "*"
+ * beyond 256 addresses, and its own summary type. */
+static void test_service_kind(void)
+{
+    enum { SVC = CU_SRV_REFUSED_SERVICE };
+    char *dir = cu_test_mkdtemp("svcrefusals"), path[4096], a[32];
+    cu_store *s = NULL;
+    cu_audit_record *r = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+    snprintf(path, sizeof path, "%s/custos.db", dir);
+    CU_ASSERT_EQUAL_FATAL(cu_store_open_audit_only(path, true, &s), CU_OK);
+    cu_srv__refusals_reset();
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(cu_srv__refusal_note_kind(SVC, "10.0.0.1", 401000, M + i), i < 3);
+    /* The device budget of the same address is untouched. */
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(cu_srv__refusal_note("10.0.0.1", 401002, M + i), i < 3);
+    /* Past 256 addresses each kind counts under its own "*". */
+    for (int i = 0; i < 300; i++) {
+        snprintf(a, sizeof a, "10.2.%d.%d", i / 256, i % 256);
+        cu_srv__refusal_note_kind(i % 2 ? SVC : CU_SRV_REFUSED_DEVICE, a, 401000 + i % 2, M + 1);
+    }
+    CU_ASSERT_EQUAL(cu_srv__refusals_flush(s, true), CU_OK);
+    size_t n = records(s, 1, &r), svc = 0, dev = 0, star_svc = 0, star_dev = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool is_svc = strcmp(r[i].type, "service.refused.summary") == 0;
+        CU_ASSERT(is_svc || strcmp(r[i].type, "registration.refused.summary") == 0);
+        svc += is_svc, dev += !is_svc;
+        if (strcmp(r[i].actor, "remote:*") == 0) {
+            star_svc += is_svc, star_dev += !is_svc;
+            /* The addresses beyond the table's 256 (10.0.0.1 took two slots). */
+            CU_ASSERT_PTR_NOT_NULL(strstr(r[i].payload, is_svc ? "\"401001\"" : "\"401000\""));
+        }
+        if (strcmp(r[i].actor, "remote:10.0.0.1") == 0)
+            CU_ASSERT_PTR_NOT_NULL(strstr(r[i].payload, is_svc ? "\"refused\":5,\"recorded\":3"
+                                                               : "\"refused\":4,\"recorded\":3"));
+    }
+    CU_ASSERT_EQUAL(star_svc, 1);
+    CU_ASSERT_EQUAL(star_dev, 1);
+    CU_ASSERT(svc >= 2 && dev >= 2);
+    cu_audit_records_free(r, n);
+    cu_store_close(s);
+    cu_srv__refusals_reset();
+    cu_test_rmtree(dir);
+    free(dir);
+}
+
 /* Every keyring operation is a use of the keyring key, by what it did. */
 static void test_keyring_uses(void)
 {
@@ -231,6 +279,7 @@ int main(void)
         {"a few records per address and minute", test_bound_per_address},
         {"a few records per minute from any number of addresses", test_bound_per_minute},
         {"summaries of what was not recorded", test_summaries},
+        {"service-API refusals bounded apart", test_service_kind},
         {"the keyring's uses by operation", test_keyring_uses},
         {NULL, NULL},
     };

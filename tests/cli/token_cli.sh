@@ -98,6 +98,48 @@ assert "wrong-9173" not in open(sys.argv[1]).read()
 PY
 expect_rc 0 "audit verify" "$CUSTOS" audit verify --state "$T/st"
 
+# Every token administration command takes --state: init, hmac-import,
+# destroy, set-pin (and their refused PINs).
+A=$T/st2 D2=$T/tok2
+expect_rc 0 "init with --state" "$CUSTOS" token init --kind softhsm2 --label adm --dir "$D2" --state "$A"
+head -c 32 /dev/urandom >"$T/hk"
+expect_rc 0 "hmac-import with --state" "$CUSTOS" token hmac-import --dir "$D2" --key-file "$T/hk" --label hk --state "$A"
+CUSTOS_PIN=wrong-5541 expect_rc 1 "hmac-import with a wrong PIN and --state" \
+  "$CUSTOS" token hmac-import --dir "$D2" --key-file "$T/hk" --label hk2 --state "$A"
+expect_rc 0 "keygen of a key to destroy" "$CUSTOS" token keygen --dir "$D2" --type ec-p256 --label doomed
+expect_rc 2 "destroy of a URI that names no object is refused" "$CUSTOS" token destroy --dir "$D2" --uri "pkcs11:token=adm" --state "$A"
+contains "$T/err" "names no object" "... and says why"
+expect_rc 1 "destroy of a URI that matches nothing fails" "$CUSTOS" token destroy --dir "$D2" --uri "pkcs11:object=nope" --state "$A"
+expect_rc 0 "destroy with --state" "$CUSTOS" token destroy --dir "$D2" --uri "pkcs11:object=doomed" --state "$A"
+[ "$(grep -c 'object=doomed' "$T/out")" = 2 ] && ok "destroy prints both halves of the key pair" || bad "destroy printed: $(cat "$T/out")"
+expect_rc 0 "objects after destroy" "$CUSTOS" token objects --dir "$D2"
+if grep -q doomed "$T/out"; then bad "the destroyed key is still on the token"; else ok "the destroyed key is gone"; fi
+contains "$T/out" " hk " "the other keys stay"
+CUSTOS_PIN=wrong-5542 CUSTOS_NEW_PIN=7777 expect_rc 1 "set-pin with a wrong PIN and --state" "$CUSTOS" token set-pin --dir "$D2" --state "$A"
+CUSTOS_NEW_PIN=8642 expect_rc 0 "set-pin with --state" "$CUSTOS" token set-pin --dir "$D2" --state "$A"
+expect_rc 1 "the old PIN no longer opens the token" "$CUSTOS" token objects --dir "$D2"
+CUSTOS_PIN=8642 expect_rc 0 "the new PIN does" "$CUSTOS" token objects --dir "$D2"
+expect_rc 0 "audit export of the administration" "$CUSTOS" audit export --state "$A"
+python3 - "$T/out" "$A/custos.db" "$T/hk" <<'PY' && ok "init, import, destroy, PIN change and refused PINs recorded; no PIN or key" || bad "token administration in the audit log"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+got = [(r["type"], r["payload"]["result"]) for r in recs]
+assert [t for t, _ in got] == ["token.init", "token.import", "token.login-failed", "token.destroy", "token.destroy",
+                               "token.login-failed", "token.pin-change"], got
+assert all(res == "ok" for t, res in got if t != "token.login-failed"), got
+assert recs[2]["payload"]["result"] == recs[5]["payload"]["result"] == "PIN incorrect", got
+assert "'adm'" in recs[0]["payload"]["token"] and "pkcs11:" in recs[0]["payload"]["token"], recs[0]
+assert "object=hk;" in recs[1]["payload"]["key"] and "adm" in recs[1]["payload"]["token"], recs[1]
+assert all("object=doomed" in r["payload"]["key"] for r in recs[3:5]), recs[3:5]
+assert all(r["actor"].startswith("cli:") for r in recs)
+text = open(sys.argv[1]).read()
+db = open(sys.argv[2], "rb").read()
+for secret in ("wrong-5541", "wrong-5542", "8642", "7777", "4321", "87654321"):
+    assert secret not in text and secret.encode() not in db, secret
+assert open(sys.argv[3], "rb").read() not in db
+PY
+expect_rc 0 "audit verify of the administration" "$CUSTOS" audit verify --state "$A"
+
 # The custody report over the token directories of a state directory.
 S=$T/state
 expect_rc 0 "init a token under STATE/tokens" "$CUSTOS" token init --kind softhsm2 --label audit --dir "$S/tokens/a"

@@ -79,8 +79,8 @@ cu_rc cu_audit_append(struct cu_store *s, const char *type, const char *actor, c
                       uint64_t *_seq);
 
 /* Signs the chain head automatically inside an append's transaction after
- * every_n records or every_secs seconds since the last signed head (either
- * 0: that trigger off). Takes a new reference to key (NULL: stop signing).
+ * every_n records or every_secs seconds since the last signed head or this
+ * call, whichever is later (either 0: that trigger off). Takes a new reference to key (NULL: stop signing).
  * The key may live in a token: only EVP_DigestSign is used (SHA-256; none
  * for Ed25519/Ed448). The store keeps it until closed or replaced. */
 cu_rc cu_audit_set_signer(struct cu_store *s, EVP_PKEY *key, unsigned every_n, unsigned every_secs);
@@ -91,7 +91,8 @@ EVP_PKEY *cu_audit_get0_signer(struct cu_store *s);
  * already signed) is CU_OK with *_seq = the head's seq. */
 cu_rc cu_audit_sign_head(struct cu_store *s, EVP_PKEY *key, uint64_t *_seq);
 /* For a service timer: signs when the signer is set, the head is unsigned
- * and every_secs have passed since the last signed head. An automatic
+ * and every_secs have passed since the last signed head (or the signer was
+ * set). An automatic
  * signature that failed (the key's token unavailable) does not fail the
  * change being recorded; it is retried after 10 s and this call tries it
  * at once and returns its error for the service to log. */
