@@ -148,6 +148,7 @@ static cu_rc sign_raw(cu_object *key, CK_MECHANISM *mech, const uint8_t *in, siz
                           cu__object_name(key, name, sizeof name), expect);
     }
     cu_rc rc = CU_OK;
+    unsigned busy = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         CK_SESSION_HANDLE s;
         CK_OBJECT_HANDLE h;
@@ -159,18 +160,32 @@ static cu_rc sign_raw(cu_object *key, CK_MECHANISM *mech, const uint8_t *in, siz
         }
         CK_ULONG len = *_outlen;
         CK_RV rv = t->f->C_SignInit(s, mech, h);
-        if (rv == CKR_OK)
+        bool started = rv == CKR_OK;
+        if (started)
             rv = t->f->C_Sign(s, (CK_BYTE_PTR)in, inlen, out, &len);
         if (rv == CKR_OK) {
             cu__session_put(t, s);
             *_outlen = len;
             return CU_OK;
         }
-        if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+        /* A session that is stale, or busy with an operation nobody here
+         * started, is closed and the signature tried on a fresh one; kept
+         * per thread, it would fail every later signature of that thread.
+         * (tpm2-pkcs11 was seen to answer CKR_OPERATION_ACTIVE so, under a
+         * heavily loaded sanitizer run.) */
+        if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED || rv == CKR_OPERATION_ACTIVE) {
             cu__session_drop(t, s);
+            /* Each busy session is closed once: at most the pool's worth. */
+            if (rv == CKR_OPERATION_ACTIVE && busy++ < t->max_sessions)
+                attempt--;
             continue;
         }
-        cu__session_put(t, s);
+        /* A failed C_Sign ends the operation by the standard; not every
+         * module does, so the session is not reused. */
+        if (started)
+            cu__session_drop(t, s);
+        else
+            cu__session_put(t, s);
         if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) && attempt == 0) {
             pthread_mutex_lock(&key->lock);
             key->epoch = 0; /* forces a re-find and a fresh session copy */

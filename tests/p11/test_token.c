@@ -658,6 +658,54 @@ static void test_kept_session_token_freed(void)
     CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
 }
 
+static void test_busy_sessions(void)
+{
+    /* Every session of the module is left inside a signing operation that
+     * nobody finishes (a module that did not end one, or another user of the
+     * handle): the layer closes such sessions and signs on fresh ones, on
+     * this thread (whose kept session is one of them) and on a new one. */
+    if (strcmp(be.kind, "tpm2") == 0) {
+        /* tpm2-pkcs11 1.9 aborts when its sessions are driven this way
+         * from outside; the recovery path is the same code. */
+        fprintf(stderr, "skipped on tpm2 ... ");
+        return;
+    }
+    CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(tok));
+    CK_SESSION_HANDLE raw;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE q[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_LABEL, "ec256", 5}};
+    CK_OBJECT_HANDLE kh = CK_INVALID_HANDLE;
+    CK_ULONG nfound = 0;
+    CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0};
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len = sizeof sig;
+    CU_ASSERT_EQUAL_FATAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK); /* a kept session */
+    CU_ASSERT_EQUAL_FATAL(f->C_OpenSession(cu_token_get0_desc(tok)->slot_id, CKF_SERIAL_SESSION, NULL, NULL, &raw),
+                          CKR_OK);
+    CU_ASSERT_EQUAL(f->C_FindObjectsInit(raw, q, 2), CKR_OK);
+    CU_ASSERT_EQUAL(f->C_FindObjects(raw, &kh, 1, &nfound), CKR_OK);
+    f->C_FindObjectsFinal(raw);
+    CU_ASSERT_EQUAL_FATAL(nfound, 1);
+    /* Handles are small numbers, above a per-token base in tpm2-pkcs11
+     * (the token's id in the high byte). */
+    CK_SESSION_HANDLE base = raw & ~(CK_SESSION_HANDLE)0xfffff;
+    int busy = 0;
+    for (CK_SESSION_HANDLE h = base + 1; h <= base + 4096; h++)
+        if (h != raw && f->C_SignInit(h, &ecdsa, kh) == CKR_OK)
+            busy++;
+    f->C_CloseSession(raw);
+    CU_ASSERT_TRUE(busy >= 1); /* at least the kept one */
+    len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
+    CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
+    wave_arg a = {ec256, 3, NULL, NULL, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, wave_signer, &a);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(a.good, 3);
+}
+
 static void test_fork(void)
 {
     cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
@@ -743,6 +791,7 @@ static const cu_test_case cases[] = {
     {"threads keep sessions and give them back", test_kept_sessions_threads},
     {"kept sessions with a pool of two", test_kept_sessions_pool_of_two},
     {"token freed while a thread keeps its session", test_kept_session_token_freed},
+    {"sessions left busy are closed, not reused", test_busy_sessions},
     {"forked child signs", test_fork},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
