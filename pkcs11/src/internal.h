@@ -19,6 +19,11 @@ struct cu_module {
     unsigned quirks;
     unsigned long fork_gen; /* process generation the module was initialized in */
     pthread_mutex_t lock;   /* guards re-initialization after fork */
+    /* Held around C_OpenSession and C_CloseSession: tpm2-pkcs11 1.9 hands
+     * two threads that open or close at once a shared session context
+     * (double frees, operations seen as active by the other); opening and
+     * closing are rare (sessions are pooled), so every module pays nothing. */
+    pthread_mutex_t session_lock;
     bool finalized;         /* cu_p11_shutdown ran; calls fail cleanly */
     struct cu_login *logins;/* slots this process logged in to (PIN digests) */
     struct cu_module *next;
@@ -108,6 +113,10 @@ void cu__tcache_dropped(cu_token *t, CK_SESSION_HANDLE s);
 void cu__tcache_forget(cu_token *t);
 /* Drops a session that the module reported invalid. */
 void cu__session_drop(cu_token *t, CK_SESSION_HANDLE s);
+/* C_OpenSession (read-write, serial) and C_CloseSession under the module's
+ * session_lock. */
+CK_RV cu__open_session(cu_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE *_s);
+CK_RV cu__close_session(cu_module *m, CK_SESSION_HANDLE s);
 bool cu__token_has_mech(const cu_token *t, CK_MECHANISM_TYPE m);
 /* Logs in again with the PIN kept for that purpose (the token lost the login). */
 cu_rc cu__token_relogin(cu_token *t);

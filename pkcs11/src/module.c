@@ -159,6 +159,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     }
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->session_lock, NULL);
     m->quirks = quirks;
     m->fork_gen = atomic_load(&cu__fork_gen);
     m->path = path;
@@ -242,6 +243,7 @@ static void module_free(cu_module *m)
 {
     p11_kit_module_release(m->f);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->session_lock);
     free(m->path);
     free(m);
 }
@@ -438,7 +440,7 @@ cu_rc cu_module_init_token(cu_module *m, unsigned long slot_id, const char *labe
         return cu_err_set(fresh ? CU_E_AMBIGUOUS : CU_E_TOKEN_NOT_FOUND,
                           "token '%s': %zu candidate tokens after C_InitToken in %s", label, fresh, m->path);
 
-    rv = m->f->C_OpenSession(target, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
+    rv = cu__open_session(m, target, &s);
     if (rv != CKR_OK)
         return cu_err_set_ckr(CU_E_TOKEN, rv, "token '%s': cannot open a session", label);
     rv = m->f->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin));
@@ -451,7 +453,7 @@ cu_rc cu_module_init_token(cu_module *m, unsigned long slot_id, const char *labe
         rc = cu_err_set_ckr(cu_rc_from_ckr(rv), rv, "token '%s': cannot set the user PIN", label);
     m->f->C_Logout(s);
 out:
-    m->f->C_CloseSession(s);
+    cu__close_session(m, s);
     return rc;
 }
 
@@ -535,4 +537,20 @@ void cu_p11_shutdown(void)
         keep = next;
     }
     pthread_mutex_unlock(&registry_lock);
+}
+
+CK_RV cu__open_session(cu_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE *_s)
+{
+    pthread_mutex_lock(&m->session_lock);
+    CK_RV rv = m->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, _s);
+    pthread_mutex_unlock(&m->session_lock);
+    return rv;
+}
+
+CK_RV cu__close_session(cu_module *m, CK_SESSION_HANDLE s)
+{
+    pthread_mutex_lock(&m->session_lock);
+    CK_RV rv = m->f->C_CloseSession(s);
+    pthread_mutex_unlock(&m->session_lock);
+    return rv;
 }

@@ -65,7 +65,7 @@ static void unbind_locked(struct cu_tslot *sl, bool give)
         if (give)
             cu__pool_put(t, sl->s);
         else if (!t->mod->finalized)
-            t->f->C_CloseSession(sl->s);
+            cu__close_session(t->mod, sl->s);
     }
     if (ours && give)
         atomic_fetch_sub(&t->n_owned, 1);

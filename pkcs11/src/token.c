@@ -75,7 +75,7 @@ static cu_rc reset_after_fork_unlocked(cu_token *t)
     atomic_store(&t->n_owned, 0); /* sessions threads kept are the parent's */
     t->logged_in = false;
     t->keeper = CK_INVALID_HANDLE;
-    CK_RV rv = t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->keeper);
+    CK_RV rv = cu__open_session(t->mod, t->slot, &t->keeper);
     if (rv != CKR_OK) {
         char name[96];
         return cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot open a session after fork",
@@ -113,7 +113,7 @@ cu_rc cu__session_get(cu_token *t, CK_SESSION_HANDLE *_s)
     pthread_mutex_unlock(&t->lock);
 
     CK_SESSION_HANDLE s;
-    CK_RV rv = t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
+    CK_RV rv = cu__open_session(t->mod, t->slot, &s);
     if (rv == CKR_OK) {
         *_s = s;
         return CU_OK;
@@ -147,7 +147,7 @@ void cu__session_put(cu_token *t, CK_SESSION_HANDLE s)
 void cu__session_drop(cu_token *t, CK_SESSION_HANDLE s)
 {
     cu__tcache_dropped(t, s);
-    t->f->C_CloseSession(s);
+    cu__close_session(t->mod, s);
     pthread_mutex_lock(&t->lock);
     if (t->n_open > 0)
         t->n_open--;
@@ -281,7 +281,7 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
     load_mechs(t);
 
     char name[96];
-    CK_RV rv = t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->keeper);
+    CK_RV rv = cu__open_session(t->mod, t->slot, &t->keeper);
     if (rv != CKR_OK) {
         rc = cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot open a session", cu__token_name(t, name, sizeof name));
         goto out;
@@ -318,9 +318,9 @@ void cu_token_unref(cu_token *t)
     bool same_process = t->fork_gen == atomic_load(&cu__fork_gen) && !t->mod->finalized;
     if (same_process) {
         for (size_t i = 0; i < t->n_idle; i++)
-            t->f->C_CloseSession(t->idle[i]);
+            cu__close_session(t->mod, t->idle[i]);
         if (t->keeper != CK_INVALID_HANDLE)
-            t->f->C_CloseSession(t->keeper);
+            cu__close_session(t->mod, t->keeper);
     }
     cu__secret_free(t->pin);
     free(t->idle);
