@@ -32,6 +32,24 @@ finish() {
 }
 trap 'finish; exit $?' EXIT
 
+# private_pg: a PostgreSQL server of this test's own in $T/pg (one it may
+# halt and resume, which the shared fixture of the other *_pg tests must not
+# see), stopped at exit; CUSTOS_STORE names a fresh database in it. Skips
+# the test (77) where no server can run.
+private_pg() {
+  PGF=$(cd "$(dirname "${BASH_SOURCE[0]}")/../common" && pwd)/pg_fixture.sh
+  trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
+  "$PGF" start "$T/pg" >"$T/pg.out" 2>&1
+  local rc=$?
+  if [ $rc = 77 ]; then
+    trap - EXIT
+    echo "skipped: no PostgreSQL server"; rm -rf "$T"; exit 77
+  fi
+  [ $rc = 0 ] || { bad "PostgreSQL did not start: $(cat "$T/pg.out")"; exit 1; }
+  CUSTOS_STORE=$("$PGF" createdb "$T/pg" custos) || { bad "no database"; exit 1; }
+  export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
+}
+
 expect_rc() { # expected-rc description command...
   local want=$1 what=$2; shift 2
   "$@" >"$T/out" 2>"$T/err"; local rc=$?

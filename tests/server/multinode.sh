@@ -14,16 +14,7 @@ LOADGEN=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2")
 N=${3:-2000}
 unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
 . "$(dirname "$0")/lib.sh"
-PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
-# The server is stopped before finish, which removes $T (its pid file with it).
-trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
-
-"$PGF" start "$T/pg" >"$T/pg.out" 2>&1
-rc=$?
-[ $rc = 77 ] && { echo "skipped: no PostgreSQL server"; exit 77; }
-[ $rc = 0 ] || { bad "PostgreSQL did not start: $(cat "$T/pg.out")"; exit 1; }
-CUSTOS_STORE=$("$PGF" createdb "$T/pg" custos) || { bad "no database"; exit 1; }
-export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
+private_pg
 ok "a private PostgreSQL at ${CUSTOS_STORE#postgresql://}"
 
 STATE=$T/var

@@ -10,14 +10,7 @@ COUNT=${2:-200}
 MAX=${3:-}
 unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
 . "$(dirname "$0")/lib.sh"
-PGF=$(cd "$(dirname "$0")/../common" && pwd)/pg_fixture.sh
-trap '"$PGF" stop "$T/pg" >/dev/null 2>&1; finish; exit $?' EXIT
-"$PGF" start "$T/pg" >"$T/pg.out" 2>&1
-rc=$?
-[ $rc = 77 ] && { echo "skipped: no PostgreSQL server"; exit 77; }
-[ $rc = 0 ] || { bad "PostgreSQL did not start: $(cat "$T/pg.out")"; exit 1; }
-CUSTOS_STORE=$("$PGF" createdb "$T/pg" custos) || { bad "no database"; exit 1; }
-export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
+private_pg
 # One worker: every statement of a registration on one connection, in order.
 start_server "$T/var" "log-level = warn" "workers = 1"
 # The warm-up (caches, the first head signature) is not counted.
