@@ -292,7 +292,10 @@ cu_rc cu__module_ready(cu_module *m)
     cu_rc rc = CU_OK;
     if (m->fork_gen != gen) {
         /* A child of fork(): p11-kit forwards this to the module, which then
-         * starts afresh instead of sharing the parent's state. */
+         * starts afresh instead of sharing the parent's state. A parent
+         * thread that was opening or closing a session at the fork left
+         * session_lock held for good in this copy: make it anew. */
+        pthread_mutex_init(&m->session_lock, NULL);
         CK_RV rv = initialize(m->f, m->quirks);
         if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
             rc = cu_err_set_ckr(CU_E_MODULE, rv, "cannot re-initialize %s after fork", m->path);
