@@ -268,34 +268,13 @@ static void test_same_transaction(void)
 
 /* ---- the seed example, read back from the log ---- */
 
-static tcert root, ca_a, ca_b, dev[5];
-static cu_x509_chain *chain[5];
-static const char *ids[5] = {"device-1", "device-2", "device-3", "device-4", "device-5"};
+static fx_seed sd;
 
-static int setup(void)
-{
-    if (tc_make(&root, "Custos Test Root", true, NULL, -DAY, 3650 * DAY) ||
-        tc_make(&ca_a, "Certificate A", true, &root, -DAY, 1000 * DAY) ||
-        tc_make(&ca_b, "Certificate B", true, &root, -DAY, 1000 * DAY))
-        return -1;
-    for (int i = 0; i < 5; i++) {
-        if (tc_make(&dev[i], ids[i], false, i < 3 ? &ca_a : &ca_b, -DAY, 365 * DAY))
-            return -1;
-        if ((chain[i] = tc_chain(&dev[i], i < 3 ? &ca_a : &ca_b, NULL)) == NULL)
-            return -1;
-    }
-    return 0;
-}
+static int setup(void) { return fx_seed_make(&sd); }
 
 static int teardown(void)
 {
-    for (int i = 0; i < 5; i++) {
-        cu_x509_chain_free(chain[i]);
-        tc_free(&dev[i]);
-    }
-    tc_free(&ca_a);
-    tc_free(&ca_b);
-    tc_free(&root);
+    fx_seed_free(&sd);
     return 0;
 }
 
@@ -311,7 +290,7 @@ static void run_stage(fx *f, seen out[5])
     uint64_t from = last_seq(f->store) + 1;
     char reason[512];
     for (int i = 0; i < 5; i++)
-        (void)fx_register_x509(f, ids[i], chain[i], reason, sizeof reason);
+        (void)fx_register_x509(f, fx_seed_ids[i], sd.chain[i], reason, sizeof reason);
     memset(out, 0, 5 * sizeof *out);
     cu_audit_record *r = NULL;
     size_t n = 0;
@@ -322,7 +301,7 @@ static void run_stage(fx *f, seen out[5])
         json_t *j = json_loads(r[k].payload, 0, &e);
         const char *rid = json_string_value(json_object_get(j, "registrationId"));
         for (int i = 0; rid != NULL && i < 5; i++) {
-            if (strcmp(rid, ids[i]) != 0)
+            if (strcmp(rid, fx_seed_ids[i]) != 0)
                 continue;
             seen *s = &out[i];
             json_t *d = json_object_get(j, "decidedBy");
@@ -337,7 +316,7 @@ static void run_stage(fx *f, seen out[5])
             const char *leaf = json_string_value(json_array_get(json_object_get(j, "chain"), 0));
             snprintf(s->leaf, sizeof s->leaf, "%s", leaf ? leaf : "");
             char actor[160];
-            snprintf(actor, sizeof actor, "device:%s", ids[i]);
+            snprintf(actor, sizeof actor, "device:%s", fx_seed_ids[i]);
             CU_ASSERT_STRING_EQUAL(r[k].actor, actor);
         }
         json_decref(j);
@@ -348,9 +327,9 @@ static void run_stage(fx *f, seen out[5])
 static void expect_seen(const seen *s, int dev_i, const char *outcome, const char *kind, const char *id, bool enabled)
 {
     char leaf[65];
-    cu_x509_sha256_hex(dev[dev_i].cert, leaf);
+    cu_x509_sha256_hex(sd.dev[dev_i].cert, leaf);
     if (strcmp(s->outcome, outcome) != 0 || strcmp(s->id, id) != 0)
-        fprintf(stderr, "%s: log says %s by %s '%s', expected %s by %s '%s'\n", ids[dev_i], s->outcome, s->kind, s->id,
+        fprintf(stderr, "%s: log says %s by %s '%s', expected %s by %s '%s'\n", fx_seed_ids[dev_i], s->outcome, s->kind, s->id,
                 outcome, kind, id);
     CU_ASSERT_STRING_EQUAL(s->outcome, outcome);
     CU_ASSERT_STRING_EQUAL(s->type, strcmp(outcome, "provision") == 0 ? "registration" : "registration.refused");
@@ -376,13 +355,13 @@ static void test_seed_from_log(void)
         expect_seen(&s[i], i, "refuse", "", "", false);
 
     /* 1. An enabled group on the root decides for all five. */
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &root, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &sd.root, true), CU_OK);
     run_stage(&f, s);
     for (int i = 0; i < 5; i++)
         expect_seen(&s[i], i, "provision", "group", "root-group", true);
 
     /* 2. A disabled group on B decides for 4 and 5. */
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &ca_b, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, false), CU_OK);
     run_stage(&f, s);
     for (int i = 0; i < 3; i++)
         expect_seen(&s[i], i, "provision", "group", "root-group", true);
@@ -390,7 +369,7 @@ static void test_seed_from_log(void)
         expect_seen(&s[i], i, "refuse", "group", "group-b", false);
 
     /* 3. A disabled individual enrollment decides for device 3. */
-    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &dev[2], false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &sd.dev[2], false), CU_OK);
     run_stage(&f, s);
     expect_seen(&s[0], 0, "provision", "group", "root-group", true);
     expect_seen(&s[1], 1, "provision", "group", "root-group", true);

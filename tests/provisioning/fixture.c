@@ -287,3 +287,37 @@ bool fx_has_record(fx *f, const char *regid)
     cu_reg_record_clear(&r);
     return have;
 }
+
+const char *const fx_seed_ids[5] = {"device-1", "device-2", "device-3", "device-4", "device-5"};
+
+int fx_seed_make(fx_seed *s)
+{
+    const long day = 86400L;
+    memset(s, 0, sizeof *s);
+    if (tc_make(&s->root, "Custos Test Root", true, NULL, -day, 3650 * day) ||
+        tc_make(&s->ca_a, "Certificate A", true, &s->root, -day, 1000 * day) ||
+        tc_make(&s->ca_b, "Certificate B", true, &s->root, -day, 1000 * day))
+        goto fail;
+    for (int i = 0; i < 5; i++) {
+        const tcert *ca = i < 3 ? &s->ca_a : &s->ca_b;
+        if (tc_make(&s->dev[i], fx_seed_ids[i], false, ca, -day, 365 * day) ||
+            (s->chain[i] = tc_chain(&s->dev[i], ca, NULL)) == NULL)
+            goto fail;
+    }
+    return 0;
+fail:
+    fx_seed_free(s);
+    return -1;
+}
+
+void fx_seed_free(fx_seed *s)
+{
+    for (int i = 0; i < 5; i++) {
+        cu_x509_chain_free(s->chain[i]);
+        s->chain[i] = NULL;
+        tc_free(&s->dev[i]);
+    }
+    tc_free(&s->ca_a);
+    tc_free(&s->ca_b);
+    tc_free(&s->root);
+}

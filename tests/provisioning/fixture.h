@@ -50,6 +50,17 @@ char *tc_pem(const tcert *t);
 /* A chain of leaf + intermediates as cu_x509_chain (NULL-terminated list). */
 cu_x509_chain *tc_chain(const tcert *leaf, ...);
 
+/* The seed document's PKI: root -> A -> devices 1-3, root -> B -> devices
+ * 4-5; each device's chain is what it sends, its leaf and the intermediate
+ * (not the root). fx_seed_make returns 0, or -1 with what it made freed. */
+typedef struct fx_seed {
+    tcert root, ca_a, ca_b, dev[5];
+    cu_x509_chain *chain[5];
+} fx_seed;
+extern const char *const fx_seed_ids[5];
+int fx_seed_make(fx_seed *s);
+void fx_seed_free(fx_seed *s);
+
 /* Adds an enrollment from JSON (printf-style); returns the cu_rc. */
 cu_rc fx_put_json(fx *f, cu_enr_kind kind, char *reason, size_t rlen, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

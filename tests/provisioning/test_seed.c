@@ -13,35 +13,13 @@
 
 #define DAY 86400L
 
-static tcert root, ca_a, ca_b, dev[5];
-static cu_x509_chain *chain[5];
-static const char *ids[5] = {"device-1", "device-2", "device-3", "device-4", "device-5"};
+static fx_seed sd;
 
-static int setup(void)
-{
-    if (tc_make(&root, "Custos Test Root", true, NULL, -DAY, 3650 * DAY) ||
-        tc_make(&ca_a, "Certificate A", true, &root, -DAY, 1000 * DAY) ||
-        tc_make(&ca_b, "Certificate B", true, &root, -DAY, 1000 * DAY))
-        return -1;
-    for (int i = 0; i < 5; i++) {
-        if (tc_make(&dev[i], ids[i], false, i < 3 ? &ca_a : &ca_b, -DAY, 365 * DAY))
-            return -1;
-        /* Devices send their leaf and the intermediate, not the root. */
-        if ((chain[i] = tc_chain(&dev[i], i < 3 ? &ca_a : &ca_b, NULL)) == NULL)
-            return -1;
-    }
-    return 0;
-}
+static int setup(void) { return fx_seed_make(&sd); }
 
 static int teardown(void)
 {
-    for (int i = 0; i < 5; i++) {
-        cu_x509_chain_free(chain[i]);
-        tc_free(&dev[i]);
-    }
-    tc_free(&ca_a);
-    tc_free(&ca_b);
-    tc_free(&root);
+    fx_seed_free(&sd);
     return 0;
 }
 
@@ -49,9 +27,9 @@ static void expect(fx *f, const bool want[5], const char *stage)
 {
     for (int i = 0; i < 5; i++) {
         char reason[512];
-        cu_prov_outcome o = fx_register_x509(f, ids[i], chain[i], reason, sizeof reason);
+        cu_prov_outcome o = fx_register_x509(f, fx_seed_ids[i], sd.chain[i], reason, sizeof reason);
         if ((o == CU_PROV_PROVISION) != want[i])
-            fprintf(stderr, "%s: %s: got %d (%s)\n", stage, ids[i], o, reason);
+            fprintf(stderr, "%s: %s: got %d (%s)\n", stage, fx_seed_ids[i], o, reason);
         CU_ASSERT_EQUAL(o, want[i] ? CU_PROV_PROVISION : CU_PROV_REFUSE);
     }
 }
@@ -65,10 +43,10 @@ static void test_seed_example(void)
     const bool none[5] = {false, false, false, false, false};
     expect(&f, none, "stage 0");
     for (int i = 0; i < 5; i++)
-        CU_ASSERT_FALSE(fx_has_record(&f, ids[i]));
+        CU_ASSERT_FALSE(fx_has_record(&f, fx_seed_ids[i]));
 
     /* 1. One enabled group on the root. */
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &root, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &sd.root, true), CU_OK);
     const bool all[5] = {true, true, true, true, true};
     expect(&f, all, "stage 1");
     cu_reg_record r;
@@ -83,17 +61,17 @@ static void test_seed_example(void)
     cu_reg_record_clear(&r);
 
     /* 2. B is compromised: a disabled group on B. */
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &ca_b, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, false), CU_OK);
     const bool no_b[5] = {true, true, true, false, false};
     expect(&f, no_b, "stage 2");
 
     /* 3. Device 3 is compromised: a disabled individual enrollment. */
-    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &dev[2], false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &sd.dev[2], false), CU_OK);
     const bool no_3[5] = {true, true, false, false, false};
     expect(&f, no_3, "stage 3");
 
     /* The explanation names each candidate in precedence order. */
-    cu_prov_request req = {.registration_id = "device-4", .chain = chain[3]};
+    cu_prov_request req = {.registration_id = "device-4", .chain = sd.chain[3]};
     cu_prov_explain ex;
     CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
     CU_ASSERT_EQUAL(ex.outcome, CU_PROV_REFUSE);
@@ -113,7 +91,7 @@ static void test_seed_example(void)
     cu_prov_explain_clear(&ex);
 
     req.registration_id = "device-3";
-    req.chain = chain[2];
+    req.chain = sd.chain[2];
     CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
     CU_ASSERT_EQUAL(ex.decided, 0);
     CU_ASSERT_TRUE(ex.cand[0].matched);
@@ -133,13 +111,13 @@ static void test_individual_needs_same_cert(void)
     tcert other;
     char reason[512];
     CU_ASSERT_FATAL(fx_open(&f, "seedcert") == 0);
-    CU_ASSERT_FATAL(tc_make(&other, "device-1", false, &ca_a, -DAY, 365 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&other, "device-1", false, &sd.ca_a, -DAY, 365 * DAY) == 0);
     CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-1", &other, true), CU_OK);
     /* device-1's real certificate is not the enrolled one; no group: refused. */
-    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_REFUSE);
     CU_ASSERT_FALSE(fx_has_record(&f, "device-1"));
     /* The enrolled one (self-standing) provisions, even without a group. */
-    cu_x509_chain *ch = tc_chain(&other, &ca_a, NULL);
+    cu_x509_chain *ch = tc_chain(&other, &sd.ca_a, NULL);
     CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", ch, reason, sizeof reason), CU_PROV_PROVISION);
     cu_x509_chain_free(ch);
     tc_free(&other);
@@ -157,10 +135,10 @@ static void test_individual_other_attestation(void)
                                       "{\"registrationId\":\"device-1\",\"attestation\":{\"type\":\"symmetricKey\","
                                       "\"symmetricKey\":{\"primaryKey\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"}}}"),
                           CU_OK);
-    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_REFUSE);
     CU_ASSERT_FALSE(fx_has_record(&f, "device-1"));
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root", &root, true), CU_OK);
-    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root", &sd.root, true), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_PROVISION);
     fx_close(&f);
 }
 
@@ -170,9 +148,9 @@ static void test_group_on_intermediate(void)
     fx f;
     char reason[512];
     CU_ASSERT_FATAL(fx_open(&f, "seedint") == 0);
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &ca_a, true), CU_OK);
-    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", chain[0], reason, sizeof reason), CU_PROV_PROVISION);
-    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", chain[3], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &sd.ca_a, true), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", sd.chain[3], reason, sizeof reason), CU_PROV_REFUSE);
     fx_close(&f);
 }
 
@@ -182,26 +160,26 @@ static void test_bad_x509(void)
     fx f;
     tcert expired, future, other_root, other_ca, other_dev, not_ca, under_not_ca, wrong_cn;
     CU_ASSERT_FATAL(fx_open(&f, "seedbad") == 0);
-    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &root, true), CU_OK);
-    CU_ASSERT_FATAL(tc_make(&expired, "dev-expired", false, &ca_a, -10 * DAY, -DAY) == 0);
-    CU_ASSERT_FATAL(tc_make(&future, "dev-future", false, &ca_a, DAY, 10 * DAY) == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &sd.root, true), CU_OK);
+    CU_ASSERT_FATAL(tc_make(&expired, "dev-expired", false, &sd.ca_a, -10 * DAY, -DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&future, "dev-future", false, &sd.ca_a, DAY, 10 * DAY) == 0);
     CU_ASSERT_FATAL(tc_make(&other_root, "Other Root", true, NULL, -DAY, 100 * DAY) == 0);
     CU_ASSERT_FATAL(tc_make(&other_ca, "Other CA", true, &other_root, -DAY, 100 * DAY) == 0);
     CU_ASSERT_FATAL(tc_make(&other_dev, "dev-other", false, &other_ca, -DAY, 100 * DAY) == 0);
-    CU_ASSERT_FATAL(tc_make(&not_ca, "Not A CA", false, &root, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&not_ca, "Not A CA", false, &sd.root, -DAY, 100 * DAY) == 0);
     CU_ASSERT_FATAL(tc_make(&under_not_ca, "dev-notca", false, &not_ca, -DAY, 100 * DAY) == 0);
-    CU_ASSERT_FATAL(tc_make(&wrong_cn, "dev-cn", false, &ca_a, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&wrong_cn, "dev-cn", false, &sd.ca_a, -DAY, 100 * DAY) == 0);
 
     struct {
         const char *regid;
         const tcert *leaf, *inter;
         const char *why; /* a word the reason must contain */
     } cases[] = {
-        {"dev-expired", &expired, &ca_a, "expired"},
-        {"dev-future", &future, &ca_a, "not yet valid"},
+        {"dev-expired", &expired, &sd.ca_a, "expired"},
+        {"dev-future", &future, &sd.ca_a, "not yet valid"},
         {"dev-other", &other_dev, &other_ca, "unknown root"},
         {"dev-notca", &under_not_ca, &not_ca, "CA"},
-        {"another-id", &wrong_cn, &ca_a, "is not the registration id"},
+        {"another-id", &wrong_cn, &sd.ca_a, "is not the registration id"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char reason[512] = "";
@@ -237,11 +215,11 @@ static void test_bad_x509(void)
 /* PEM bundles as a device sends them: leaf first. */
 static void test_chain_pem(void)
 {
-    char *a = tc_pem(&dev[0]), *b = tc_pem(&ca_a), bundle[8192];
+    char *a = tc_pem(&sd.dev[0]), *b = tc_pem(&sd.ca_a), bundle[8192];
     snprintf(bundle, sizeof bundle, "%s%s", a, b);
     cu_x509_chain *ch = NULL;
     CU_ASSERT_EQUAL(cu_x509_chain_from_pem(bundle, strlen(bundle), &ch), CU_OK);
-    CU_ASSERT_EQUAL(X509_cmp(cu_x509_chain_get0_leaf(ch), dev[0].cert), 0);
+    CU_ASSERT_EQUAL(X509_cmp(cu_x509_chain_get0_leaf(ch), sd.dev[0].cert), 0);
     CU_ASSERT_EQUAL(sk_X509_num(cu_x509_chain_get0_extra(ch)), 1);
     cu_x509_chain_free(ch);
     CU_ASSERT_NOT_EQUAL(cu_x509_chain_from_pem("garbage", 7, &ch), CU_OK);
