@@ -42,6 +42,18 @@ cu_rc cu_err_set(cu_rc rc, const char *fmt, ...)
     return rc;
 }
 
+cu_rc cu_err_wrap(cu_rc rc, const char *fmt, ...)
+{
+    /* Copied first: the new message is formatted into the same buffer. */
+    char saved[sizeof(((cu_err *)0)->msg)], prefix[256];
+    snprintf(saved, sizeof saved, "%s", cu_err_last()->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    return cu_err_set(rc, "%s: %s", prefix, saved);
+}
+
 cu_rc cu_err_set_ckr(cu_rc rc, unsigned long ckr, const char *fmt, ...)
 {
     va_list ap;

@@ -706,6 +706,23 @@ static void test_busy_sessions(void)
     CU_ASSERT_EQUAL(a.good, 3);
 }
 
+static void test_err_wrap(void)
+{
+    /* The cause stays in the message, after what the caller was doing, even
+     * when it fills the buffer. */
+    char long_cause[400];
+    memset(long_cause, 'x', sizeof long_cause - 1);
+    long_cause[sizeof long_cause - 1] = 0;
+    cu_err_set(CU_E_TOKEN_NOT_FOUND, "no token 'a'");
+    CU_ASSERT_EQUAL(cu_err_wrap(CU_E_STATE, "opening %s", "the EK"), CU_E_STATE);
+    CU_ASSERT_EQUAL(cu_err_last()->rc, CU_E_STATE);
+    CU_ASSERT_STRING_EQUAL(cu_err_last()->msg, "opening the EK: no token 'a'");
+    cu_err_set(CU_E_IO, "%s", long_cause);
+    cu_err_wrap(CU_E_IO, "outer");
+    CU_ASSERT_EQUAL(strncmp(cu_err_last()->msg, "outer: xxx", 10), 0);
+    cu_err_clear();
+}
+
 static void test_fork(void)
 {
     cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
@@ -792,6 +809,7 @@ static const cu_test_case cases[] = {
     {"kept sessions with a pool of two", test_kept_sessions_pool_of_two},
     {"token freed while a thread keeps its session", test_kept_session_token_freed},
     {"sessions left busy are closed, not reused", test_busy_sessions},
+    {"an error wrapped keeps its cause", test_err_wrap},
     {"forked child signs", test_fork},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},

@@ -70,6 +70,9 @@ cu_rc cu_err_set(cu_rc rc, const char *fmt, ...) __attribute__((format(printf, 2
 cu_rc cu_err_set_ckr(cu_rc rc, unsigned long ckr, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 cu_rc cu_err_set_sys(cu_rc rc, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Records rc with fmt's text put before this thread's current message
+ * ("loading the EK: <what failed below>"), and returns rc. */
+cu_rc cu_err_wrap(cu_rc rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Maps a CK_RV to the cu_rc a caller acts on (CKR_PIN_INCORRECT -> CU_E_PIN_INCORRECT ...). */
 cu_rc cu_rc_from_ckr(unsigned long ckr);

@@ -323,11 +323,11 @@ cu_rc cu_tpmsvc_challenge_new(const char *ek_b64, const char *srk_b64,
         return cu_err_set(CU_E_INVALID_ARG, "cu_tpmsvc_challenge_new: NULL argument");
     *_blob_b64 = NULL;
     if ((rc = cu_tpmsvc_pub_parse_b64(ek_b64, &ek)) != CU_OK) {
-        rc = cu_tpmsvc__err_wrap(rc, "tpm.endorsementKey");
+        rc = cu_err_wrap(rc, "tpm.endorsementKey");
         goto cleanup;
     }
     if ((rc = cu_tpmsvc_pub_parse_b64(srk_b64, &srk)) != CU_OK) {
-        rc = cu_tpmsvc__err_wrap(rc, "tpm.storageRootKey");
+        rc = cu_err_wrap(rc, "tpm.storageRootKey");
         goto cleanup;
     }
     if ((rc = cu_tpmsvc__random(opts, key, CU_TPM_ID_KEY_LEN)) != CU_OK ||

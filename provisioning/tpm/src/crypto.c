@@ -200,13 +200,3 @@ char *cu_tpmsvc__b64_encode(const uint8_t *data, size_t len)
     return out;
 }
 
-cu_rc cu_tpmsvc__err_wrap(cu_rc rc, const char *fmt, ...)
-{
-    char saved[sizeof(((cu_err *)0)->msg)], prefix[256];
-    snprintf(saved, sizeof saved, "%s", cu_err_last()->msg);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
-    va_end(ap);
-    return cu_err_set(rc, "%s: %s", prefix, saved);
-}

@@ -129,8 +129,5 @@ cu_rc cu_tpmsvc__pub_pkey(const cu_tpmsvc_pub *pub, EVP_PKEY **_out);
 /* OpenSSL group name of a TPM curve, or NULL. */
 const char *cu_tpmsvc__curve_name(uint16_t curve);
 
-/* Records rc with "prefix: <the current error message>" (the message is
- * copied first: cu_err_set must not format from its own buffer). */
-cu_rc cu_tpmsvc__err_wrap(cu_rc rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

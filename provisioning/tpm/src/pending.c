@@ -26,7 +26,7 @@ static cu_rc make_aad(const char *id_scope, const char *registration_id, const c
     *_aad = NULL;
     cu_rc rc = cu_tpmsvc__b64_decode(ek_b64, &ek, &ek_len);
     if (rc != CU_OK)
-        return cu_tpmsvc__err_wrap(rc, "tpm.endorsementKey");
+        return cu_err_wrap(rc, "tpm.endorsementKey");
     int ok = EVP_Digest(ek, ek_len, h, NULL, EVP_sha256(), NULL);
     free(ek);
     if (!ok)
@@ -97,7 +97,7 @@ cu_rc cu_tpmsvc_challenge_open(cu_keyring *kr, const char *id_scope, const char 
                           (unsigned long long)((uint64_t)now - expires));
     cu_rc rc = make_aad(id_scope, registration_id, ek_b64, expires, &aad);
     if (rc == CU_OK && (rc = cu_keyring_unwrap(kr, end + 1, aad, &k, &klen)) != CU_OK)
-        rc = cu_tpmsvc__err_wrap(CU_E_VERIFY, "pending TPM challenge: not for this device, "
+        rc = cu_err_wrap(CU_E_VERIFY, "pending TPM challenge: not for this device, "
                                               "registration or EK, or altered");
     if (rc == CU_OK && klen != CU_TPM_ID_KEY_LEN)
         rc = cu_err_set(CU_E_VERIFY, "pending TPM challenge: key of %zu bytes", klen);

@@ -203,7 +203,7 @@ cu_rc cu_tpmsvc_pub_parse_b64(const char *b64, cu_tpmsvc_pub **_out)
         return cu_err_set(CU_E_INVALID_ARG, "TPM public area: too long");
     cu_rc rc = cu_tpmsvc__b64_decode(b64, &raw, &len);
     if (rc != CU_OK)
-        return cu_tpmsvc__err_wrap(rc, "TPM public area");
+        return cu_err_wrap(rc, "TPM public area");
     rc = cu_tpmsvc_pub_parse(raw, len, _out);
     free(raw);
     return rc;
@@ -303,7 +303,7 @@ cu_rc cu_tpmsvc_pub_check(const cu_tpmsvc_pub *pub, cu_tpmsvc_role role)
         cu_rc rc = cu_tpmsvc__pub_pkey(pub, &k);
         EVP_PKEY_free(k);
         if (rc != CU_OK)
-            return cu_tpmsvc__err_wrap(CU_E_INVALID_ARG, "%s", who);
+            return cu_err_wrap(CU_E_INVALID_ARG, "%s", who);
     } else {
         return cu_err_set(CU_E_KEY_TYPE, "%s: object type 0x%04x is not RSA or ECC", who,
                           pub->type);
@@ -417,11 +417,11 @@ cu_rc cu_tpmsvc_ek_match(const char *enrolled_b64, const char *presented_b64, bo
     *_match = false;
     cu_rc rc = cu_tpmsvc_pub_parse_b64(enrolled_b64, &a);
     if (rc != CU_OK) {
-        rc = cu_tpmsvc__err_wrap(rc, "enrollment's endorsement key");
+        rc = cu_err_wrap(rc, "enrollment's endorsement key");
         goto cleanup;
     }
     if ((rc = cu_tpmsvc_pub_parse_b64(presented_b64, &b)) != CU_OK) {
-        rc = cu_tpmsvc__err_wrap(rc, "device's endorsement key");
+        rc = cu_err_wrap(rc, "device's endorsement key");
         goto cleanup;
     }
     *_match = cu_tpmsvc_pub_same_key(a, b);

@@ -46,19 +46,6 @@ static cu_rc tss_fail(cu_tpmdev *dev, TSS2_RC r, const char *what)
     return cu_err_set(rc, "%s: %s (TSS2_RC 0x%x)", what, Tss2_RC_Decode(r), (unsigned)r);
 }
 
-/* rc with "prefix: <current message>" (copied first: cu_err_set must not
- * format from its own buffer). */
-static cu_rc __attribute__((format(printf, 2, 3))) err_wrap(cu_rc rc, const char *fmt, ...)
-{
-    char saved[sizeof(((cu_err *)0)->msg)], prefix[256];
-    snprintf(saved, sizeof saved, "%s", cu_err_last()->msg);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
-    va_end(ap);
-    return cu_err_set(rc, "%s: %s", prefix, saved);
-}
-
 uint32_t cu_tpmdev_last_tpm_rc(const cu_tpmdev *dev) { return dev ? dev->last : 0; }
 
 cu_rc cu_tpmdev_open(const char *tcti, const cu_tpmdev_opts *opts, cu_tpmdev **_out)
@@ -89,7 +76,7 @@ cu_rc cu_tpmdev_open(const char *tcti, const cu_tpmdev_opts *opts, cu_tpmdev **_
     cu_rc rc = CU_OK;
     if (r != TSS2_RC_SUCCESS) {
         tss_fail(dev, r, "TPM connection");
-        rc = err_wrap(CU_E_IO, "no TPM at TCTI '%s'", tcti ? tcti : "(default)");
+        rc = cu_err_wrap(CU_E_IO, "no TPM at TCTI '%s'", tcti ? tcti : "(default)");
         goto fail;
     }
     if ((r = Esys_Initialize(&dev->esys, dev->tcti, NULL)) != TSS2_RC_SUCCESS) {
@@ -169,7 +156,7 @@ static cu_rc tr_from(cu_tpmdev *dev, TPM2_HANDLE h, ESYS_TR *_tr)
     TSS2_RC r = Esys_TR_FromTPMPublic(dev->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, _tr);
     if (r != TSS2_RC_SUCCESS) {
         cu_rc rc = tss_fail(dev, r, "Esys_TR_FromTPMPublic");
-        return err_wrap(rc, "TPM handle 0x%08x", (unsigned)h);
+        return cu_err_wrap(rc, "TPM handle 0x%08x", (unsigned)h);
     }
     return CU_OK;
 }
@@ -249,14 +236,14 @@ static cu_rc primary_public(cu_tpmdev *dev, TPM2_HANDLE h, ESYS_TR hierarchy,
                                &sens, tmpl, &outside, &pcrs, &prim, NULL, NULL, NULL, NULL);
         if (r != TSS2_RC_SUCCESS) {
             rc = tss_fail(dev, r, "Esys_CreatePrimary");
-            rc = err_wrap(rc, "creating the %s", what);
+            rc = cu_err_wrap(rc, "creating the %s", what);
             goto cleanup;
         }
         r = Esys_EvictControl(dev->esys, ESYS_TR_RH_OWNER, prim, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                               ESYS_TR_NONE, h, &persisted);
         if (r != TSS2_RC_SUCCESS) {
             rc = tss_fail(dev, r, "Esys_EvictControl");
-            rc = err_wrap(rc, "persisting the %s at 0x%08x", what, (unsigned)h);
+            rc = cu_err_wrap(rc, "persisting the %s at 0x%08x", what, (unsigned)h);
             goto cleanup;
         }
         tr = persisted;
@@ -387,7 +374,7 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
     /* Only an HMAC signing key is taken in (the device persists it). */
     cu_tpmsvc_pub *kp = NULL;
     if ((rc = cu_tpmsvc_pub_parse(f.key_public, f.key_public_len, &kp)) != CU_OK)
-        return err_wrap(rc, "authenticationKey: the key's public area");
+        return cu_err_wrap(rc, "authenticationKey: the key's public area");
     bool hmac_key = cu_tpmsvc_pub_type(kp) == CU_TPM_ALG_KEYEDHASH &&
                     (cu_tpmsvc_pub_attributes(kp) & CU_TPMA_SIGN) &&
                     !(cu_tpmsvc_pub_attributes(kp) & CU_TPMA_DECRYPT);
@@ -441,7 +428,7 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
                                 &secret, &w);
     if (r != TSS2_RC_SUCCESS) {
         rc = tss_fail(dev, r, "Esys_ActivateCredential");
-        rc = err_wrap(rc, "the TPM refused the challenge's credential (not made for this "
+        rc = cu_err_wrap(rc, "the TPM refused the challenge's credential (not made for this "
                           "TPM's EK and SRK, or altered)");
         goto cleanup;
     }
@@ -458,7 +445,7 @@ cu_rc cu_tpmdev_import_blob_raw(cu_tpmdev *dev, const uint8_t *blob, size_t len)
     OPENSSL_cleanse(&inner, sizeof inner);
     if (r != TSS2_RC_SUCCESS) {
         rc = tss_fail(dev, r, "Esys_Import");
-        rc = err_wrap(rc, "the TPM refused the challenge's key (altered or not for this SRK)");
+        rc = cu_err_wrap(rc, "the TPM refused the challenge's key (altered or not for this SRK)");
         goto cleanup;
     }
     r = Esys_Load(dev->esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, &key_pub,
