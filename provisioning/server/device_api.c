@@ -49,12 +49,6 @@ static json_t *final_body(const char *op_id, const cu_reg_record *rec, const cha
     return json_pack("{s:s, s:s, s:o}", "operationId", op_id, "status", rec->status, "registrationState", rs);
 }
 
-static void retry_after(cu_srv__req *r, unsigned s)
-{
-    char v[16];
-    snprintf(v, sizeof v, "%u", s ? s : 1);
-    cu_srv__add_header(r, "Retry-After", v);
-}
 
 /* The evidence a device presents: a SAS in Authorization, else the TLS
  * client certificate with the intermediates it sent. */
@@ -199,10 +193,7 @@ static void store_failed(cu_srv__req *r, const char *what)
     cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("what", what), CU_LF_S("error", cu_err_last()->msg)};
     cu_srv__log(CU_LOG_ERROR, "store error", f, 3);
     if (cu_err_last()->rc == CU_E_IO && cu_store_last_http_status() == 503) {
-        /* The database is out: the device retries; this node reconnects. */
-        retry_after(r, r->w->srv->cfg->retry_after);
-        cu_srv__reply_error(r, 503, 503000, "service unavailable: the store cannot be reached (tracking id %s)",
-                            r->id);
+        cu_srv__reply_store_down(r);
         return;
     }
     cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);
@@ -276,7 +267,7 @@ static void do_register(cu_srv__req *r, const char *regid)
     if ((wait = cu_srv__limits_device_in(srv->limits, shared ? r->w->store : NULL, regid)) != 0 ||
         !cu_srv__limits_global(srv->limits)) {
         /* New work only: an accepted registration is slowed on its poll. */
-        retry_after(r, wait ? wait : 1);
+        cu_srv__retry_after(r, wait ? wait : 1);
         early_refusal(r, regid, 429, 429001, "too many requests; retry after %u s", wait ? wait : 1);
         result = CU_RES_THROTTLED;
         goto out;
@@ -346,7 +337,7 @@ static void do_register(cu_srv__req *r, const char *regid)
         snprintf(loc, sizeof loc, "https://%s/%s/registrations/%s/register", host ? host : "localhost",
                  cu_srv_state_id_scope(srv->st), regid);
         cu_srv__add_header(r, "Location", loc);
-        retry_after(r, srv->cfg->retry_after);
+        cu_srv__retry_after(r, srv->cfg->retry_after);
         cu_srv__reply_json(r, 202, json_pack("{s:s, s:s}", "operationId", op.op_id, "status", "assigning"));
     }
 out:
@@ -399,7 +390,7 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
                                          regid)) != 0) {
         /* Over HTTPS some SDKs treat 429 as fatal: slow the device down
          * with a longer Retry-After on `assigning` instead. */
-        retry_after(r, wait);
+        cu_srv__retry_after(r, wait);
         cu_srv__reply_json(r, 202, json_pack("{s:s, s:s}", "operationId", op_id, "status", "assigning"));
         return;
     }

@@ -238,11 +238,17 @@ static bool store_probe(cu_srv__req *r, char *why, size_t len)
     return up;
 }
 
-static void retry_after(cu_srv__req *r)
+void cu_srv__retry_after(cu_srv__req *r, unsigned seconds)
 {
     char v[16];
-    snprintf(v, sizeof v, "%u", r->w->srv->cfg->retry_after);
+    snprintf(v, sizeof v, "%u", seconds ? seconds : 1);
     cu_srv__add_header(r, "Retry-After", v);
+}
+
+void cu_srv__reply_store_down(cu_srv__req *r)
+{
+    cu_srv__retry_after(r, r->w->srv->cfg->retry_after);
+    cu_srv__reply_error(r, 503, 503000, "service unavailable: the store cannot be reached (tracking id %s)", r->id);
 }
 
 static void route(cu_srv__req *r)
@@ -281,9 +287,7 @@ static void route(cu_srv__req *r)
         cu_srv__metrics_store_error();
         if (unreachable) {
             cu_srv__metrics_store_up(false);
-            retry_after(r);
-            cu_srv__reply_error(r, 503, 503000, "service unavailable: the store cannot be reached (tracking id %s)",
-                                r->id);
+            cu_srv__reply_store_down(r);
         } else {
             cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", cu_err_last()->msg)};
             cu_srv__log(CU_LOG_ERROR, "cannot serve: the state in the store", f, 2);

@@ -67,12 +67,7 @@ static void store_refusal(cu_srv__req *r, cu_rc rc, const char *reason, int not_
         cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", reason)};
         cu_srv__log(CU_LOG_ERROR, "store error", f, 2);
         if (rc == CU_E_IO && cu_store_last_http_status() == 503) {
-            /* The database is out: as on the device API, try again later. */
-            char v[16];
-            snprintf(v, sizeof v, "%u", r->w->srv->cfg->retry_after ? r->w->srv->cfg->retry_after : 1);
-            cu_srv__add_header(r, "Retry-After", v);
-            cu_srv__reply_error(r, 503, 503000, "service unavailable: the store cannot be reached (tracking id %s)",
-                                r->id);
+            cu_srv__reply_store_down(r);
             break;
         }
         cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);

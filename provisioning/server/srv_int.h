@@ -199,6 +199,11 @@ void cu_srv__reply_text(cu_srv__req *r, int status, const char *ctype, const cha
 void cu_srv__reply_error(cu_srv__req *r, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void cu_srv__add_header(cu_srv__req *r, const char *name, const char *value);
+/* Retry-After: seconds (at least 1). */
+void cu_srv__retry_after(cu_srv__req *r, unsigned seconds);
+/* The answer while the store cannot be reached: 503 with the configured
+ * Retry-After (the client retries; the node reconnects by itself). */
+void cu_srv__reply_store_down(cu_srv__req *r);
 /* "2022-08-31T22:02:50.5163352Z" now. */
 void cu_srv__now_iso(char out[40]);
 bool cu_srv__ieq(const char *a, const char *b);
