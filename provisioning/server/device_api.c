@@ -235,9 +235,11 @@ static cu_rc register_once(cu_srv__req *r, const cu_prov_request *preq, const ev
             cu_srv__sha256_hex(ev->authz, strlen(ev->authz), op->auth);
         else
             memcpy(op->leaf, ev->leaf_sha, sizeof op->leaf);
-        op->tpm_auth = res->tpm_authentication_key; /* borrowed */
-        prc = cu_srv__op_put(r->w->store, op);
-        op->tpm_auth = NULL;
+        json_t *fin = final_body(op->op_id, &res->record, res->tpm_authentication_key);
+        free(op->reply);
+        op->reply = fin ? json_dumps(fin, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        json_decref(fin);
+        prc = op->reply ? cu_srv__op_put(r->w->store, op) : cu_err_set(CU_E_NOMEM, "out of memory");
     }
     if (prc == CU_OK)
         prc = cu_store_commit(r->w->store);
@@ -330,7 +332,7 @@ static void do_register(cu_srv__req *r, const char *regid)
         cu_srv__log(CU_LOG_INFO, "registration", f, 6);
     }
     if (srv->cfg->reply_final) {
-        cu_srv__reply_json(r, 200, final_body(op.op_id, &res.record, res.tpm_authentication_key));
+        cu_srv__reply_text(r, 200, CU_SRV_JSON_TYPE, op.reply);
     } else {
         char loc[600];
         const char *host = cu_srv__req_header(r, "Host");
@@ -345,6 +347,7 @@ out:
     dev_body_clear(&body);
     evidence_clear(&ev);
     cu_prov_result_clear(&res);
+    cu_srv__op_clear(&op);
 }
 
 /* A poll is authorized by the operation and what registered it: the same
@@ -411,6 +414,11 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
         refuse_early(r, regid, "the poll does not carry the credentials that registered");
         goto out;
     }
+    if (op.reply != NULL) {
+        cu_srv__reply_text(r, 200, CU_SRV_JSON_TYPE, op.reply);
+        goto out;
+    }
+    /* An operation of before 2026-11-28: the answer from the record. */
     rc = cu_store_reg_get(r->w->store, regid, &rec);
     if (rc == CU_E_OBJECT_NOT_FOUND) {
         early_refusal(r, regid, 404, 404002, "the registration no longer exists");

@@ -139,10 +139,10 @@ void cu_srv__reply_json(cu_srv__req *r, int status, json_t *body)
     char *s = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(body);
     if (s == NULL) {
-        send_reply(r, 500, "application/json; charset=utf-8", "{}", 2);
+        send_reply(r, 500, CU_SRV_JSON_TYPE, "{}", 2);
         return;
     }
-    send_reply(r, status, "application/json; charset=utf-8", s, strlen(s));
+    send_reply(r, status, CU_SRV_JSON_TYPE, s, strlen(s));
     free(s);
 }
 

@@ -3,7 +3,6 @@
 #include "srv_int.h"
 
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,9 +35,10 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    /* Reads of the store through a memory map instead of a pread each
-     * (process-wide default; must precede the first connection). */
-    sqlite3_config(SQLITE_CONFIG_MMAP_SIZE, (sqlite3_int64)256 << 20, (sqlite3_int64)1 << 30);
+    /* No memory map for SQLite (SQLITE_CONFIG_MMAP_SIZE): with two workers
+     * each connection unmaps the whole file whenever the other one has
+     * committed, and the TLB shootdowns cost more than the preads saved
+     * (benchmarks.md, 2026-11-28: 305 -> 250 us CPU a registration). */
 
     cu_srv_config_init(&cfg);
     cu_srv_config_init(&cli);

@@ -127,7 +127,8 @@ typedef struct cu_srv__op {
     char leaf[65];        /* X.509: SHA-256 of the leaf that registered */
     char auth[65];        /* SAS: SHA-256 of the Authorization value */
     char etag[48];        /* the record's etag when written */
-    char *tpm_auth;       /* TPM: the second activation for the final answer (heap) or NULL */
+    char *reply;          /* the final answer, rendered (heap); NULL: an operation of before 2026-11-28 */
+    char *tpm_auth;       /* ... which kept only the TPM's second activation (heap) or NULL */
 } cu_srv__op;
 void cu_srv__op_clear(cu_srv__op *op);
 void cu_srv__op_new_id(const char *registration_id, char out[96]);
@@ -194,6 +195,7 @@ const char *cu_srv__req_query(cu_srv__req *r, const char *name);
 /* True if the body's Content-Type is application/json (params allowed). */
 bool cu_srv__req_json_type(cu_srv__req *r);
 bool cu_srv__api_version_ok(const char *v);
+#define CU_SRV_JSON_TYPE "application/json; charset=utf-8"
 void cu_srv__reply_json(cu_srv__req *r, int status, json_t *body);
 void cu_srv__reply_text(cu_srv__req *r, int status, const char *ctype, const char *text);
 void cu_srv__reply_error(cu_srv__req *r, int status, int code, const char *fmt, ...)

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #define BATCH 1000
-#define NKINDS 6
+#define NKINDS 7
 
 static cu_rc sq_fail(sqlite3 *db, const char *what)
 {

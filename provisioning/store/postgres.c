@@ -716,6 +716,8 @@ static cu_rc pg_put(void *b, int kind, const char *id, const char *body, const u
     }
     if (p->in_tx && (rc = seen_note(p, kind, id, true, seal, body)) != CU_OK)
         return rc;
+    if (keys == NULL)
+        return CU_OK;
     if ((arr = array_literal(keys, nkeys)) == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
     const char *kv[] = {k, id, arr};

@@ -97,7 +97,7 @@ static cu_rc sq_put(void *b, int kind, const char *id, const char *body, const u
     sqlite3_bind_text(q->put, 2, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q->put, 3, body, -1, SQLITE_STATIC);
     sqlite3_bind_blob(q->put, 4, seal, 32, SQLITE_STATIC);
-    if ((rc = step_done(q, q->put, "write")) != CU_OK)
+    if ((rc = step_done(q, q->put, "write")) != CU_OK || keys == NULL)
         return rc;
     sqlite3_bind_int(q->delkeys, 1, kind);
     sqlite3_bind_text(q->delkeys, 2, id, -1, SQLITE_STATIC);

@@ -45,6 +45,7 @@ static const char *kind_domain(int kind)
     case CU_KIND_HUB: return "hub";
     case CU_KIND_REGISTRATION: return "registration";
     case CU_KIND_TPM_CHALLENGE: return "tpmChallenge";
+    case CU_KIND_OPERATION: return "operation";
     default: return "setting";
     }
 }
@@ -396,21 +397,16 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value)
     cu_prov__hex(mac, 32, hex);
     if ((rc = cu_store_begin(s)) != CU_OK)
         return rc;
-    char *old = NULL;
-    /* The old value is for the audit record, which operations do not get
-     * (and a registration should not pay a read for). */
-    bool op = strncmp(name, "op:", 3) == 0;
-    if (op || s->ops->meta_get(s->b, name, &old) != CU_OK)
+    char *old = NULL; /* for the audit record */
+    if (s->ops->meta_get(s->b, name, &old) != CU_OK)
         old = NULL;
     s->writes++;
     rc = s->ops->meta_put(s->b, name, value);
     if (rc == CU_OK)
         rc = s->ops->meta_put(s->b, key, hex);
-    if (rc == CU_OK && !op) {
-        /* Operation state ("op:<id>", written with every registration,
-         * which has its own record) is no configuration change. Secrets
-         * (service policy keys, any wrapped value) show only that they
-         * changed. */
+    if (rc == CU_OK) {
+        /* Secrets (service policy keys, any wrapped value) show only that
+         * they changed. */
         bool secret = strncmp(name, "policy:", 7) == 0 || strncmp(value, "cw1:", 4) == 0 ||
                       (old != NULL && strncmp(old, "cw1:", 4) == 0);
         json_t *before = old ? json_string(secret ? "(secret)" : old) : NULL;
@@ -1417,6 +1413,21 @@ cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *
     free(lg);
     free(la);
     return rc;
+}
+
+/* ---- operations ---- */
+
+cu_rc cu_store_op_put(cu_store *s, const char *registration_id, const char *json)
+{
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && json != NULL, CU_E_INVALID_ARG);
+    cu_rc rc = cu_store_begin(s);
+    return rc == CU_OK ? finish(s, doc_put(s, CU_KIND_OPERATION, registration_id, json, NULL, 0)) : rc;
+}
+
+cu_rc cu_store_op_get(cu_store *s, const char *registration_id, char **_json)
+{
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && _json != NULL, CU_E_INVALID_ARG);
+    return doc_get(s, CU_KIND_OPERATION, registration_id, _json);
 }
 
 /* ---- TPM challenges ---- */

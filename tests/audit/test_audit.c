@@ -463,7 +463,7 @@ static void test_no_secrets(void)
     CU_ASSERT_EQUAL_FATAL(cu_keyring_wrap(f.kr, (const uint8_t *)"POLICYKEYSECRET!", 16, "policy:owner", &wrapped),
                           CU_OK);
     CU_ASSERT_EQUAL(cu_store_setting_put(f.store, "policy:owner", wrapped), CU_OK);
-    CU_ASSERT_EQUAL(cu_store_setting_put(f.store, "op:grp-dev-1", "{\"operationId\":\"x\"}"), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_op_put(f.store, "grp-dev-1", "{\"operationId\":\"op-x-1\"}"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use(f.store, "pkcs11:token=svc;object=policy?pin-value=PINVALUESECRET"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
     cu_rc trc = cu_audit_token_event(f.dir, "cli:root@host", "keygen", "soft 'svc'",
@@ -488,7 +488,7 @@ static void test_no_secrets(void)
             CU_ASSERT_STRING_EQUAL(r[i].payload, "{\"id\":\"policy:owner\",\"before\":null,\"after\":\"(secret)\"}");
             found++;
         }
-        CU_ASSERT_PTR_NULL(strstr(r[i].payload, "op:grp-dev-1"));
+        CU_ASSERT_PTR_NULL(strstr(r[i].payload, "op-x-1"));
         CU_ASSERT_PTR_NULL(strstr(r[i].payload, "cw1:"));
                 if (strcmp(r[i].type, "token.keygen") == 0)
             CU_ASSERT_PTR_NOT_NULL(strstr(r[i].payload, "\"key\":\"pkcs11:token=svc;object=audit\""));

@@ -236,6 +236,68 @@ static void test_limits(void)
     cu_srv__limits_free(l);
 }
 
+/* What a device polls: one per registration id, the latest attempt, with
+ * its final answer as rendered; one written by a node of before
+ * 2026-11-28 (a sealed setting, no answer kept) still found. */
+static void test_operations(void)
+{
+    cu_store *s = NULL;
+    cu_srv__op op, got;
+    CU_ASSERT_EQUAL_FATAL(cu_srv_state_store_open(st, &s), CU_OK);
+    memset(&op, 0, sizeof op);
+    memset(&got, 0, sizeof got);
+    snprintf(op.registration_id, sizeof op.registration_id, "Dev-Op-1");
+    snprintf(op.attestation, sizeof op.attestation, "symmetricKey");
+    memset(op.auth, 'a', 64);
+    snprintf(op.etag, sizeof op.etag, "\"e1\"");
+    cu_srv__op_new_id(op.registration_id, op.op_id);
+    CU_ASSERT_EQUAL(cu_srv__op_get(s, "dev-op-1", &got), CU_E_OBJECT_NOT_FOUND);
+    CU_ASSERT_EQUAL(cu_srv__op_put(s, &op), CU_E_INVALID_ARG); /* no answer */
+    op.reply = "{\"status\":\"assigned\",\"x\":\"a\\nb\"}";
+    CU_ASSERT_EQUAL_FATAL(cu_srv__op_put(s, &op), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_srv__op_get(s, "dev-op-1", &got), CU_OK); /* ids are case-insensitive */
+    CU_ASSERT_STRING_EQUAL(got.op_id, op.op_id);
+    CU_ASSERT_STRING_EQUAL(got.registration_id, "Dev-Op-1");
+    CU_ASSERT_STRING_EQUAL(got.auth, op.auth);
+    CU_ASSERT_STRING_EQUAL(got.etag, "\"e1\"");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got.reply);
+    CU_ASSERT_STRING_EQUAL(got.reply, op.reply); /* as rendered, escapes and all */
+    CU_ASSERT_PTR_NULL(got.tpm_auth);
+    cu_srv__op_clear(&got);
+
+    /* A new attempt replaces the old one; an answer on two lines would
+     * break the stored form and is refused. */
+    char first[96];
+    memcpy(first, op.op_id, sizeof first);
+    cu_srv__op_new_id(op.registration_id, op.op_id);
+    CU_ASSERT_STRING_NOT_EQUAL(first, op.op_id);
+    op.reply = "{\"status\":\"assigned\",\n\"x\":1}";
+    CU_ASSERT_EQUAL(cu_srv__op_put(s, &op), CU_E_INVALID_ARG);
+    op.reply = "{\"status\":\"failed\"}";
+    CU_ASSERT_EQUAL_FATAL(cu_srv__op_put(s, &op), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_srv__op_get(s, "DEV-OP-1", &got), CU_OK);
+    CU_ASSERT_STRING_EQUAL(got.op_id, op.op_id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got.reply);
+    CU_ASSERT_STRING_EQUAL(got.reply, "{\"status\":\"failed\"}");
+    cu_srv__op_clear(&got);
+
+    /* The older form: a sealed setting "op:<lower-case id>". */
+    CU_ASSERT_EQUAL_FATAL(cu_store_setting_put(s, "op:dev-op-old", "{\"operationId\":\"5.0.x\","
+                                                                     "\"registrationId\":\"dev-op-old\","
+                                                                     "\"attestation\":\"x509\","
+                                                                     "\"tpmAuthenticationKey\":\"YmxvYg==\"}"),
+                          CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_srv__op_get(s, "Dev-Op-Old", &got), CU_OK);
+    CU_ASSERT_STRING_EQUAL(got.op_id, "5.0.x");
+    CU_ASSERT_STRING_EQUAL(got.attestation, "x509");
+    CU_ASSERT_PTR_NULL(got.reply); /* answered from the record */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got.tpm_auth);
+    CU_ASSERT_STRING_EQUAL(got.tpm_auth, "YmxvYg==");
+    cu_srv__op_clear(&got);
+    CU_ASSERT_EQUAL(cu_srv__op_get(s, "dev-op-none", &got), CU_E_OBJECT_NOT_FOUND);
+    cu_store_close(s);
+}
+
 int main(void)
 {
     static const cu_test_case cases[] = {
@@ -245,6 +307,7 @@ int main(void)
         {"service SAS", test_service_sas},
         {"api-version", test_api_version},
         {"rate limits", test_limits},
+        {"operations", test_operations},
         {NULL, NULL},
     };
     if (cu_test_add_suite("custosd units", suite_init, suite_cleanup, cases) != 0)

@@ -35,6 +35,7 @@ typedef enum cu_store_kind {
     CU_KIND_HUB = 4,
     CU_KIND_REGISTRATION = 5,
     CU_KIND_TPM_CHALLENGE = 6,
+    CU_KIND_OPERATION = 7,
 } cu_store_kind;
 
 /* ---- backend interface ---- */
@@ -48,7 +49,9 @@ typedef struct cu_store_backend {
     void (*rollback)(void *b);
     /* *_body is a heap string; seal is 32 bytes. */
     cu_rc (*get)(void *b, int kind, const char *id, char **_body, uint8_t seal[32]);
-    /* Insert or replace the document and replace its index keys. */
+    /* Insert or replace the document and replace its index keys; keys
+     * NULL: a kind that never has any (hubs, operations, TPM
+     * challenges), so there are none to replace. */
     cu_rc (*put)(void *b, int kind, const char *id, const char *body, const uint8_t seal[32],
                  const char *const *keys, size_t nkeys);
     cu_rc (*del)(void *b, int kind, const char *id);
@@ -249,6 +252,15 @@ cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n);
 cu_rc cu_store_tpm_challenge_put(cu_store *s, const char *registration_id, const char *sealed);
 /* *_sealed: caller frees. @retval CU_E_OBJECT_NOT_FOUND none pending */
 cu_rc cu_store_tpm_challenge_get(cu_store *s, const char *registration_id, char **_sealed);
+
+/* ---- operations ---- */
+/* What a device polls after its PUT: one per registration id (the latest
+ * attempt, replacing any earlier one), an opaque JSON object of the
+ * service's, sealed like every row. One row in the documents table, so
+ * that it costs a registration's commit one page. */
+cu_rc cu_store_op_put(cu_store *s, const char *registration_id, const char *json);
+/* *_json: caller frees. @retval CU_E_OBJECT_NOT_FOUND none */
+cu_rc cu_store_op_get(cu_store *s, const char *registration_id, char **_json);
 /* The keyring the store was opened with (borrowed). */
 cu_keyring *cu_store_get0_keyring(cu_store *s);
 
