@@ -215,17 +215,37 @@ static void tpm_challenge(cu_srv__req *r, const cu_prov_result *res)
                                          "registration"));
 }
 
-/* One transaction for the record, its audit event and the operation (the
- * engine's own transaction nests inside). */
-static cu_rc register_once(cu_srv__req *r, const cu_prov_request *preq, const evidence *ev, bool shared,
-                           cu_prov_result *res, cu_srv__op *op)
+/* The device API's store and engine (srv_int.h: one for all workers on
+ * SQLite, used between dev_lock and dev_unlock; else the worker's own,
+ * and the locks do nothing). */
+static cu_store *dev_store(cu_srv__req *r) { return r->w->srv->dev_store ? r->w->srv->dev_store : r->w->store; }
+static cu_prov *dev_prov(cu_srv__req *r) { return r->w->srv->dev_prov ? r->w->srv->dev_prov : r->w->prov; }
+
+static void dev_lock(cu_srv__req *r)
 {
-    cu_srv__srv *srv = r->w->srv;
-    if (!shared)
-        pthread_mutex_lock(&srv->write_lock);
-    cu_rc prc = cu_store_begin(r->w->store);
+    if (r->w->srv->dev_store != NULL) {
+        pthread_mutex_lock(&r->w->srv->write_lock);
+        cu_store_set_actor(r->w->srv->dev_store, r->actor);
+    }
+}
+
+static void dev_unlock(cu_srv__req *r)
+{
+    if (r->w->srv->dev_store != NULL)
+        pthread_mutex_unlock(&r->w->srv->write_lock);
+}
+
+/* One transaction for the record, its audit event and the operation (the
+ * engine's own transaction nests inside). On a shared database there is
+ * no process lock: the store's conditional writes settle a race. */
+static cu_rc register_once(cu_srv__req *r, const cu_prov_request *preq, const evidence *ev, cu_prov_result *res,
+                           cu_srv__op *op)
+{
+    dev_lock(r);
+    cu_store *store = dev_store(r);
+    cu_rc prc = cu_store_begin(store);
     if (prc == CU_OK)
-        prc = cu_prov_register(r->w->prov, preq, res);
+        prc = cu_prov_register(dev_prov(r), preq, res);
     if (prc == CU_OK && res->outcome == CU_PROV_PROVISION) {
         cu_srv__op_new_id(res->record.registration_id, op->op_id);
         snprintf(op->registration_id, sizeof op->registration_id, "%s", res->record.registration_id);
@@ -239,14 +259,13 @@ static cu_rc register_once(cu_srv__req *r, const cu_prov_request *preq, const ev
         free(op->reply);
         op->reply = fin ? json_dumps(fin, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         json_decref(fin);
-        prc = op->reply ? cu_srv__op_put(r->w->store, op) : cu_err_set(CU_E_NOMEM, "out of memory");
+        prc = op->reply ? cu_srv__op_put(store, op) : cu_err_set(CU_E_NOMEM, "out of memory");
     }
     if (prc == CU_OK)
-        prc = cu_store_commit(r->w->store);
+        prc = cu_store_commit(store);
     else
-        cu_store_rollback(r->w->store);
-    if (!shared)
-        pthread_mutex_unlock(&srv->write_lock);
+        cu_store_rollback(store);
+    dev_unlock(r);
     return prc;
 }
 
@@ -299,7 +318,7 @@ static void do_register(cu_srv__req *r, const char *regid)
      * the record that won. */
     cu_rc prc;
     for (int attempt = 0;; attempt++) {
-        prc = register_once(r, &preq, &ev, shared, &res, &op);
+        prc = register_once(r, &preq, &ev, &res, &op);
         if (prc != CU_E_STATE || cu_store_last_http_status() != 409 || attempt == 3)
             break;
         cu_prov_result_clear(&res);
@@ -372,7 +391,9 @@ static bool poll_authorized(cu_srv__req *r, const cu_srv__op *op, const evidence
     cu_prov_explain ex;
     memset(&ex, 0, sizeof ex);
     cu_prov_request preq = {.registration_id = op->registration_id, .authorization = ev->authz};
-    bool ok = cu_prov_explain_request(r->w->prov, &preq, &ex) == CU_OK && ex.outcome == CU_PROV_PROVISION;
+    dev_lock(r);
+    bool ok = cu_prov_explain_request(dev_prov(r), &preq, &ex) == CU_OK && ex.outcome == CU_PROV_PROVISION;
+    dev_unlock(r);
     cu_prov_explain_clear(&ex);
     return ok;
 }
@@ -397,7 +418,9 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
         cu_srv__reply_json(r, 202, json_pack("{s:s, s:s}", "operationId", op_id, "status", "assigning"));
         return;
     }
-    cu_rc rc = cu_srv__op_get(r->w->store, regid, &op);
+    dev_lock(r);
+    cu_rc rc = cu_srv__op_get(dev_store(r), regid, &op);
+    dev_unlock(r);
     if (rc == CU_E_OBJECT_NOT_FOUND || (rc == CU_OK && strcmp(op.op_id, op_id) != 0)) {
         early_refusal(r, regid, 404, 404002, "operation not found");
         goto out;
@@ -419,7 +442,9 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
         goto out;
     }
     /* An operation of before 2026-11-28: the answer from the record. */
-    rc = cu_store_reg_get(r->w->store, regid, &rec);
+    dev_lock(r);
+    rc = cu_store_reg_get(dev_store(r), regid, &rec);
+    dev_unlock(r);
     if (rc == CU_E_OBJECT_NOT_FOUND) {
         early_refusal(r, regid, 404, 404002, "the registration no longer exists");
         goto out;
@@ -461,7 +486,10 @@ static void do_status(cu_srv__req *r, const char *regid)
         refuse_early(r, regid, "no credentials");
         goto out;
     }
-    if (cu_prov_explain_request(r->w->prov, &preq, &ex) != CU_OK) {
+    dev_lock(r);
+    cu_rc rc = cu_prov_explain_request(dev_prov(r), &preq, &ex);
+    dev_unlock(r);
+    if (rc != CU_OK) {
         store_failed(r, "explain");
         goto out;
     }
@@ -469,7 +497,9 @@ static void do_status(cu_srv__req *r, const char *regid)
         refuse_early(r, regid, ex.reason); /* explained, not recorded by the engine */
         goto out;
     }
-    cu_rc rc = cu_store_reg_get(r->w->store, regid, &rec);
+    dev_lock(r);
+    rc = cu_store_reg_get(dev_store(r), regid, &rec);
+    dev_unlock(r);
     if (rc == CU_E_OBJECT_NOT_FOUND)
         cu_srv__reply_error(r, 404, 404002, "no registration for this device");
     else if (rc != CU_OK)
@@ -498,6 +528,7 @@ bool cu_srv__device_api(cu_srv__req *r)
     cu_srv__escape(regid, 128, esc, sizeof esc);
     snprintf(actor, sizeof actor, "device:%.150s", esc);
     cu_store_set_actor(r->w->store, actor);
+    r->actor = actor;
     bool reg = r->nsegs == 4 && cu_srv__ieq(r->segs[3], "register");
     bool poll = r->nsegs == 5 && cu_srv__ieq(r->segs[3], "operations");
     bool status = r->nsegs == 3;

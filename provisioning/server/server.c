@@ -203,6 +203,23 @@ static cu_rc worker_connect(wctx *c)
     return cu_prov_new(c->w.store, &pc, &c->w.prov);
 }
 
+/* SQLite: the device API's one connection and engine (srv_int.h), set up
+ * as a worker's is; the state is loaded already. */
+static cu_rc dev_connect(cu_srv__srv *srv)
+{
+    const cu_srv_config *cfg = srv->cfg;
+    cu_rc rc;
+    if ((rc = cu_srv_state_store_open(srv->st, &srv->dev_store)) != CU_OK ||
+        (rc = cu_srv__srv_load_key(cu_srv_state_audit_key_spec(srv->st), &srv->dev_audit_key)) != CU_OK ||
+        (rc = cu_audit_set_signer(srv->dev_store, srv->dev_audit_key, cfg->audit_sign_every,
+                                  cfg->audit_sign_seconds)) != CU_OK ||
+        (rc = cu_audit_set_signer_name(srv->dev_store, cu_srv__keyuse_get0_name(CU_SRV_KEY_AUDIT))) != CU_OK ||
+        (rc = cu_store_set_actor(srv->dev_store, cu_srv__self_actor())) != CU_OK)
+        return rc;
+    cu_prov_config pc = {.id_scope = cu_srv_state_id_scope(srv->st), .sas_skew = cfg->sas_skew};
+    return cu_prov_new(srv->dev_store, &pc, &srv->dev_prov);
+}
+
 cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable)
 {
     wctx *c = (wctx *)w;
@@ -283,7 +300,11 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
     memset(&srv, 0, sizeof srv);
     srv.cfg = cfg;
     srv.st = st;
-    pthread_mutex_init(&srv.write_lock, NULL);
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&srv.write_lock, &ma);
+    pthread_mutexattr_destroy(&ma);
     if (n == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (unsigned)cpus : 1;
@@ -324,6 +345,8 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
             ctx[i].bound[ctx[i].n_bound++] = b;
         }
     }
+    if (!cu_srv__state_shared_store(st) && (rc = dev_connect(&srv)) != CU_OK)
+        goto cleanup;
     srv.n_workers = n;
     /* Endpoint for `custos service info`, and say where we serve. */
     {
@@ -377,6 +400,9 @@ cleanup:
     for (unsigned i = 0; ctx != NULL && i < n; i++)
         worker_free(&ctx[i]);
     free(ctx);
+    cu_prov_free(srv.dev_prov);
+    cu_store_close(srv.dev_store);
+    EVP_PKEY_free(srv.dev_audit_key);
     cu_srv__limits_free(srv.limits);
     SSL_CTX_free(srv.ssl);
     pthread_mutex_destroy(&srv.write_lock);

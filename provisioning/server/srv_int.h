@@ -162,8 +162,18 @@ struct cu_srv__srv {
     atomic_bool stopping;
     atomic_int inflight;
     /* SQLite takes one writer at a time and makes the others sleep-poll
-     * (busy timeout): taking turns here instead keeps latency flat. */
+     * (busy timeout): taking turns here instead keeps latency flat. It
+     * also guards dev_store; recursive, as an audit append for a refusal
+     * may come from within. */
     pthread_mutex_t write_lock;
+    /* SQLite: the device API's connection and engine, one for all the
+     * workers, used under write_lock. With a connection each, every commit
+     * of one worker made SQLite drop the other's page cache (23 page reads
+     * more per registration). NULL on a shared database (PostgreSQL),
+     * where each worker uses its own. */
+    cu_store *dev_store;
+    cu_prov *dev_prov;
+    EVP_PKEY *dev_audit_key;
 };
 
 /* ---- tls.c ---- */
@@ -187,6 +197,7 @@ typedef struct cu_srv__req {
     size_t body_len;
     int status;
     int mech;             /* CU_MECH_* for registration metrics, or -1 */
+    const char *actor;    /* device API: who its writes are recorded for */
     const char *route;    /* for the log */
 } cu_srv__req;
 

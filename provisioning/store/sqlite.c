@@ -34,6 +34,15 @@ static const char *const MIGRATIONS[] = {
     "  actor TEXT NOT NULL, payload TEXT NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL);"
     "CREATE TABLE audit_heads(seq INTEGER PRIMARY KEY, at TEXT NOT NULL, hash BLOB NOT NULL,"
     "  key_id TEXT NOT NULL, sig BLOB NOT NULL);",
+    /* 3: documents in a rowid table with an index on (kind, id). WITHOUT
+     * ROWID keeps whole rows (records, operations: 0.4-1 KB) in the
+     * interior pages too, so the tree was deep and a registration's two
+     * inserts rewrote 7 pages of it; now 2-3. */
+    "CREATE TABLE docs_v3(kind INTEGER NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, seal BLOB NOT NULL);"
+    "INSERT INTO docs_v3(kind, id, body, seal) SELECT kind, id, body, seal FROM docs ORDER BY kind, id;"
+    "DROP TABLE docs;"
+    "ALTER TABLE docs_v3 RENAME TO docs;"
+    "CREATE UNIQUE INDEX docs_by_kind_id ON docs(kind, id);",
 };
 
 static cu_rc sqerr(sq *q, const char *what)
@@ -499,7 +508,10 @@ static cu_rc open_sq(const char *path, bool readonly, sq **_q)
         const char *sql;
     } prep[] = {
         {&q->get, "SELECT body, seal FROM docs WHERE kind=?1 AND id=?2"},
-        {&q->put, "INSERT OR REPLACE INTO docs(kind, id, body, seal) VALUES(?1, ?2, ?3, ?4)"},
+        /* In place: a replace would delete the row and add it anew at
+         * the end of the table. */
+        {&q->put, "INSERT INTO docs(kind, id, body, seal) VALUES(?1, ?2, ?3, ?4)"
+                  " ON CONFLICT(kind, id) DO UPDATE SET body=excluded.body, seal=excluded.seal"},
         {&q->del, "DELETE FROM docs WHERE kind=?1 AND id=?2"},
         {&q->delkeys, "DELETE FROM keys WHERE kind=?1 AND id=?2"},
         {&q->addkey, "INSERT OR IGNORE INTO keys(kind, key, id) VALUES(?1, ?2, ?3)"},

@@ -363,6 +363,64 @@ static void test_ca_proof_of_possession(void)
     fx_close(&f);
 }
 
+/* A SQLite store of schema 2 (documents WITHOUT ROWID) opens migrated to
+ * 3 (a rowid table and an index): every document still reads under its
+ * seal, its index keys still find it, and writes go on. */
+static void test_schema_3(void)
+{
+    fx f;
+    cu_store *s = NULL;
+    cu_enr *e = NULL;
+    char *op = NULL, **ids = NULL;
+    size_t n = 0;
+    if (fx_is_pg())
+        return; /* PostgreSQL's own versions: test_pg */
+    CU_ASSERT_EQUAL_FATAL(fx_open(&f, "schema3"), 0);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "mig-1", true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "mig-2", false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_op_put(f.store, "mig-1", "{\"operationId\":\"5.mig\"}"), CU_OK);
+    cu_prov_free(f.prov);
+    f.prov = NULL;
+    cu_store_close(f.store);
+    f.store = NULL;
+    /* Back to schema 2, as a store written before 2026-11-28 has it. */
+    CU_ASSERT_EQUAL_FATAL(fx_sql(&f, "BEGIN;"
+                                     "CREATE TABLE docs_v2(kind INTEGER NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,"
+                                     "  seal BLOB NOT NULL, PRIMARY KEY(kind, id)) WITHOUT ROWID;"
+                                     "INSERT INTO docs_v2 SELECT kind, id, body, seal FROM docs;"
+                                     "DROP TABLE docs; ALTER TABLE docs_v2 RENAME TO docs;"
+                                     "PRAGMA user_version=2; COMMIT;") >= 0,
+                          true);
+    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE docs SET kind=kind WHERE rowid > 0"), -1); /* no rowid yet */
+
+    CU_ASSERT_EQUAL_FATAL(fx_store_reopen(&f, f.kr, &s), CU_OK);
+    CU_ASSERT(fx_sql(&f, "UPDATE docs SET kind=kind WHERE rowid > 0") >= 3);
+    CU_ASSERT_EQUAL(cu_store_enr_get(s, CU_ENR_INDIVIDUAL, "MIG-1", &e), CU_OK);
+    CU_ASSERT_TRUE(e != NULL && cu_enr_is_enabled(e));
+    cu_enr_free(e);
+    e = NULL;
+    CU_ASSERT_EQUAL(cu_store_enr_get(s, CU_ENR_INDIVIDUAL, "mig-2", &e), CU_OK);
+    CU_ASSERT_TRUE(e != NULL && !cu_enr_is_enabled(e));
+    cu_enr_free(e);
+    CU_ASSERT_EQUAL(cu_store_op_get(s, "mig-1", &op), CU_OK);
+    CU_ASSERT_TRUE(op != NULL && strcmp(op, "{\"operationId\":\"5.mig\"}") == 0);
+    free(op);
+    CU_ASSERT_EQUAL(cu_store_list(s, CU_KIND_ENROLLMENT, NULL, 10, &ids, &n), CU_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    /* A replace is in place, a new document is added. */
+    CU_ASSERT_EQUAL(cu_store_op_put(s, "mig-1", "{\"operationId\":\"5.mig2\"}"), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_op_put(s, "mig-3", "{}"), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_op_get(s, "mig-1", &op), CU_OK);
+    CU_ASSERT_TRUE(op != NULL && strcmp(op, "{\"operationId\":\"5.mig2\"}") == 0);
+    free(op);
+    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE docs SET kind=kind WHERE kind=7"), 2);
+    cu_store_close(s);
+    fx_close(&f);
+}
+
 int main(void)
 {
     static const cu_test_case cases[] = {
@@ -371,6 +429,7 @@ int main(void)
         {"symmetric-key registrations and bad tokens", test_symmetric_registration},
         {"reprovisioning and substatus", test_reprovision},
         {"CA proof of possession", test_ca_proof_of_possession},
+        {"schema 3: documents in a rowid table", test_schema_3},
         {NULL, NULL},
     };
     if (cu_test_add_suite("prov_store", NULL, NULL, cases) != 0)

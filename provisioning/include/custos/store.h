@@ -149,7 +149,7 @@ typedef void (*cu_store_progress_fn)(void *arg, const char *phase, uint64_t done
 cu_rc cu_store_migrate_from_sqlite(const char *sqlite_path, cu_store *dst, cu_store_progress_fn progress, void *arg,
                                    cu_store_migrate_report *_rep);
 /* Schema version of the SQLite backend. */
-#define CU_STORE_SCHEMA_VERSION 2
+#define CU_STORE_SCHEMA_VERSION 3
 
 /* Who the changes made through this store are attributed to in the audit
  * log, e.g. "cli:root@host" or "service-api:policy-name" (copied, at most
