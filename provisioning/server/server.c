@@ -252,13 +252,27 @@ cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable)
     return rc;
 }
 
+/* epoll's interest changes batched per loop turn: a request turns a
+ * connection's events on and off several times (4 epoll_ctl calls a
+ * request without this). */
+static struct event_base *new_base(void)
+{
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *b = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return b;
+}
+
 static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
 {
     const cu_srv_config *cfg = srv->cfg;
     cu_rc rc;
     c->w.srv = srv;
     c->w.index = index;
-    if ((c->w.base = event_base_new()) == NULL || (c->w.http = evhttp_new(c->w.base)) == NULL ||
+    if ((c->w.base = new_base()) == NULL || (c->w.http = evhttp_new(c->w.base)) == NULL ||
         (c->stop_ev = event_new(c->w.base, -1, 0, stop_cb, c)) == NULL ||
         (c->drain_ev = evtimer_new(c->w.base, drain_cb, c)) == NULL)
         return cu_err_set(CU_E_NOMEM, "cannot create an event loop");
