@@ -182,6 +182,8 @@ static cu_rc worker_connect(wctx *c)
     cu_rc rc;
     if (c->w.store == NULL && (rc = cu_srv_state_store_open(srv->st, &c->w.store)) != CU_OK)
         return rc;
+    if (srv->ckpt != NULL && (rc = cu_store_wal_defer(c->w.store, cu_srv__ckpt_due, srv->ckpt)) != CU_OK)
+        return rc;
     if ((rc = cu_srv__state_load(srv->st, cfg, c->w.store)) != CU_OK)
         return rc;
     /* Every worker signs the chain head every N records or S seconds (the
@@ -210,6 +212,7 @@ static cu_rc dev_connect(cu_srv__srv *srv)
     const cu_srv_config *cfg = srv->cfg;
     cu_rc rc;
     if ((rc = cu_srv_state_store_open(srv->st, &srv->dev_store)) != CU_OK ||
+        (rc = cu_store_wal_defer(srv->dev_store, cu_srv__ckpt_due, srv->ckpt)) != CU_OK ||
         (rc = cu_srv__srv_load_key(cu_srv_state_audit_key_spec(srv->st), &srv->dev_audit_key)) != CU_OK ||
         (rc = cu_audit_set_signer(srv->dev_store, srv->dev_audit_key, cfg->audit_sign_every,
                                   cfg->audit_sign_seconds)) != CU_OK ||
@@ -338,6 +341,10 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
         const char *colon = strrchr(listen[a], ':');
         ports[a] = (unsigned)atoi(colon ? colon + 1 : "0");
     }
+    /* A database of the node's own: its log is copied back off the
+     * request path (checkpoint.c). */
+    if (!cu_srv__state_shared_store(st) && (rc = cu_srv__ckpt_start(&srv, &srv.ckpt)) != CU_OK)
+        goto cleanup;
     for (unsigned i = 0; i < n; i++) {
         if ((rc = worker_init(&ctx[i], &srv, i)) != CU_OK)
             goto cleanup;
@@ -417,6 +424,7 @@ cleanup:
     cu_prov_free(srv.dev_prov);
     cu_store_close(srv.dev_store);
     EVP_PKEY_free(srv.dev_audit_key);
+    cu_srv__ckpt_stop(srv.ckpt);
     cu_srv__limits_free(srv.limits);
     SSL_CTX_free(srv.ssl);
     pthread_mutex_destroy(&srv.write_lock);

@@ -137,6 +137,16 @@ cu_rc cu_srv__op_get(cu_store *s, const char *registration_id, cu_srv__op *_op);
 
 /* ---- server.c: workers ---- */
 typedef struct cu_srv__srv cu_srv__srv;
+
+/* ---- checkpoint.c ---- */
+typedef struct cu_srv__ckpt cu_srv__ckpt;
+/* Opens a connection of its own to the store and copies the SQLite log
+ * back when a commit calls for it (cu_srv__ckpt_due, arg: the
+ * checkpointer), else every second, until stopped (then once more). */
+cu_rc cu_srv__ckpt_start(cu_srv__srv *srv, cu_srv__ckpt **_c);
+void cu_srv__ckpt_due(void *arg);
+void cu_srv__ckpt_stop(cu_srv__ckpt *c);
+
 struct cu_srv__worker {
     cu_srv__srv *srv;
     unsigned index;
@@ -174,6 +184,8 @@ struct cu_srv__srv {
     cu_store *dev_store;
     cu_prov *dev_prov;
     EVP_PKEY *dev_audit_key;
+    /* SQLite: copies the log back; every connection defers to it. */
+    cu_srv__ckpt *ckpt;
 };
 
 /* ---- tls.c ---- */

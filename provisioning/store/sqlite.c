@@ -10,10 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The log's length, in pages, at which a commit checkpoints (or, deferred,
+ * calls for a checkpoint): 16 MB, not SQLite's 1000 pages, so that the
+ * audit record's page in every registration does not make them 1.5x as
+ * frequent. */
+#define SQ_CKPT_PAGES 4000
+#define SQ_STR_(x) #x
+#define SQ_STR(x) SQ_STR_(x)
+
 typedef struct sq {
     sqlite3 *db;
     sqlite3_stmt *get, *put, *del, *delkeys, *addkey, *list, *find, *count, *metaget, *metaput, *audit;
     sqlite3_stmt *alast, *aappend, *aread, *hput, *hread;
+    void (*due)(void *arg); /* sq_wal_defer */
+    void *due_arg;
 } sq;
 
 /* Each entry moves the schema from version i to i+1. */
@@ -420,12 +430,46 @@ static void sq_close(void *b)
     free(q);
 }
 
+static int wal_due(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    sq *q = arg;
+    if (pages >= SQ_CKPT_PAGES)
+        q->due(q->due_arg);
+    return SQLITE_OK;
+}
+
+static cu_rc sq_wal_defer(void *b, void (*due)(void *arg), void *arg)
+{
+    sq *q = b;
+    q->due = due;
+    q->due_arg = arg;
+    /* Replaces the auto-checkpoint, itself such a hook. */
+    sqlite3_wal_hook(q->db, wal_due, q);
+    return CU_OK;
+}
+
+static cu_rc sq_checkpoint(void *b, unsigned long *_left)
+{
+    sq *q = b;
+    int log = 0, done = 0;
+    /* PASSIVE: copies the frames no reader still needs; never waits.
+     * BUSY: another connection is checkpointing. */
+    int s = sqlite3_wal_checkpoint_v2(q->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (s != SQLITE_OK && s != SQLITE_BUSY)
+        return sqerr(q, "checkpoint");
+    *_left = s == SQLITE_OK && log > done ? (unsigned long)(log - done) : 0;
+    return CU_OK;
+}
+
 static const cu_store_backend sqlite_backend = {
     "sqlite", sq_begin, sq_commit, sq_rollback, sq_get, sq_put, sq_del, sq_list, sq_find,
     sq_count, sq_meta_get, sq_meta_put, sq_audit, sq_close,
     sq_audit_last, sq_audit_append, sq_audit_read, sq_audit_head_put, sq_audit_heads_read,
     NULL, /* rate_hit: one node keeps its windows in memory */
     NULL, /* ping: in-process, always there */
+    sq_wal_defer, sq_checkpoint,
 };
 
 static cu_rc migrate(sq *q)
@@ -491,14 +535,12 @@ static cu_rc open_sq(const char *path, bool readonly, sq **_q)
         }
     } else if ((rc = exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
                              /* A checkpoint (and its fdatasync) runs in the
-                              * committing writer, under custosd's write
-                              * lock: every 4000 pages (16 MB of WAL), not
-                              * SQLite's 1000, so that the audit record's
-                              * page in every registration does not make
-                              * them 1.5x as frequent. The file is cut back
+                              * committing writer unless the connection
+                              * defers (sq_wal_defer). The file is cut back
                               * to 64 MB after a checkpoint that had to let
                               * it grow past that. */
-                             "PRAGMA wal_autocheckpoint=4000; PRAGMA journal_size_limit=67108864;")) !=
+                             "PRAGMA wal_autocheckpoint=" SQ_STR(SQ_CKPT_PAGES) ";"
+                             " PRAGMA journal_size_limit=67108864;")) !=
                    CU_OK ||
                (rc = migrate(q)) != CU_OK) {
         goto cleanup;

@@ -231,6 +231,19 @@ cu_rc cu_store_ping(cu_store *s)
     return s->ops->ping == NULL ? CU_OK : s->ops->ping(s->b);
 }
 
+cu_rc cu_store_wal_defer(cu_store *s, void (*due)(void *arg), void *arg)
+{
+    cu_prov__return_val_if_fail(s != NULL && due != NULL, CU_E_INVALID_ARG);
+    return s->ops->wal_defer == NULL ? CU_OK : s->ops->wal_defer(s->b, due, arg);
+}
+
+cu_rc cu_store_checkpoint(cu_store *s, unsigned long *_left)
+{
+    cu_prov__return_val_if_fail(s != NULL && _left != NULL, CU_E_INVALID_ARG);
+    *_left = 0;
+    return s->ops->checkpoint == NULL ? CU_OK : s->ops->checkpoint(s->b, _left);
+}
+
 void cu_store_close(cu_store *s)
 {
     if (s == NULL)

@@ -96,6 +96,10 @@ typedef struct cu_store_backend {
     /* Optional (NULL: always reachable, as an embedded database is). One
      * round trip to the database, reconnecting if due. */
     cu_rc (*ping)(void *b);
+    /* Optional (NULL: no write-ahead log for the process to look after;
+     * cu_store_wal_defer). */
+    cu_rc (*wal_defer)(void *b, void (*due)(void *arg), void *arg);
+    cu_rc (*checkpoint)(void *b, unsigned long *_left);
 } cu_store_backend;
 
 /* Opens a store over a backend (takes b; the keyring is borrowed and must
@@ -177,6 +181,19 @@ cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned 
 /* Whether the database answers now (custosd's /healthz): CU_OK, or
  * CU_E_IO with cu_store_last_http_status() 503. Touches no row and no key. */
 cu_rc cu_store_ping(cu_store *s);
+
+/* SQLite's write-ahead log, copied back off the request path: a
+ * connection that defers no longer checkpoints at its commits (the copy
+ * and two fsyncs, while holding the write lock); instead, after a commit
+ * that leaves the log as long as a checkpoint was due at, it calls
+ * due(arg) on the committing thread (which must only signal), and someone
+ * calls cu_store_checkpoint, as custosd does from a thread of its own.
+ * cu_store_checkpoint copies what no reader still needs, without waiting
+ * for readers or writers; *_left: the pages it had to leave. Both are
+ * no-ops (CU_OK, 0 left) on a backend without such a log (PostgreSQL
+ * checkpoints by itself). */
+cu_rc cu_store_wal_defer(cu_store *s, void (*due)(void *arg), void *arg);
+cu_rc cu_store_checkpoint(cu_store *s, unsigned long *_left);
 
 /* After a refusal with CU_E_STATE: the HTTP status it stands for, 409 (the
  * entry exists, or is still referenced, or — PostgreSQL — another node
