@@ -1430,17 +1430,17 @@ cu_rc cu_store_reg_list_by_group(cu_store *s, const char *group_id, const char *
 
 /* ---- operations ---- */
 
-cu_rc cu_store_op_put(cu_store *s, const char *registration_id, const char *json)
+cu_rc cu_store_op_put(cu_store *s, const char *registration_id, const char *text)
 {
-    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && json != NULL, CU_E_INVALID_ARG);
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && text != NULL, CU_E_INVALID_ARG);
     cu_rc rc = cu_store_begin(s);
-    return rc == CU_OK ? finish(s, doc_put(s, CU_KIND_OPERATION, registration_id, json, NULL, 0)) : rc;
+    return rc == CU_OK ? finish(s, doc_put(s, CU_KIND_OPERATION, registration_id, text, NULL, 0)) : rc;
 }
 
-cu_rc cu_store_op_get(cu_store *s, const char *registration_id, char **_json)
+cu_rc cu_store_op_get(cu_store *s, const char *registration_id, char **_text)
 {
-    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && _json != NULL, CU_E_INVALID_ARG);
-    return doc_get(s, CU_KIND_OPERATION, registration_id, _json);
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL && _text != NULL, CU_E_INVALID_ARG);
+    return doc_get(s, CU_KIND_OPERATION, registration_id, _text);
 }
 
 /* ---- TPM challenges ---- */

@@ -272,12 +272,12 @@ cu_rc cu_store_tpm_challenge_get(cu_store *s, const char *registration_id, char 
 
 /* ---- operations ---- */
 /* What a device polls after its PUT: one per registration id (the latest
- * attempt, replacing any earlier one), an opaque JSON object of the
- * service's, sealed like every row. One row in the documents table, so
+ * attempt, replacing any earlier one), text of the service's (custosd:
+ * server/ops.c), sealed like every row. One row in the documents table, so
  * that it costs a registration's commit one page. */
-cu_rc cu_store_op_put(cu_store *s, const char *registration_id, const char *json);
-/* *_json: caller frees. @retval CU_E_OBJECT_NOT_FOUND none */
-cu_rc cu_store_op_get(cu_store *s, const char *registration_id, char **_json);
+cu_rc cu_store_op_put(cu_store *s, const char *registration_id, const char *text);
+/* *_text: caller frees. @retval CU_E_OBJECT_NOT_FOUND none */
+cu_rc cu_store_op_get(cu_store *s, const char *registration_id, char **_text);
 /* The keyring the store was opened with (borrowed). */
 cu_keyring *cu_store_get0_keyring(cu_store *s);
 
