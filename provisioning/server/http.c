@@ -225,16 +225,20 @@ static void on_complete(struct evhttp_request *req, void *arg)
 }
 
 /* Whether this worker can reach its store now: on a shared database one
- * round trip (reconnecting if due), which /healthz and /metrics report. */
+ * round trip (reconnecting if due), which /healthz and /metrics report.
+ * The node's gauge takes only answers of the database: a worker that
+ * tried less than a second ago repeats its last error without asking,
+ * and another worker may have got through since. */
 static bool store_probe(cu_srv__req *r, char *why, size_t len)
 {
-    bool unreachable = false;
-    cu_rc rc = cu_srv__worker_ready(r->w, &unreachable);
+    bool unreachable = false, throttled = false;
+    cu_rc rc = cu_srv__worker_ready(r->w, &unreachable, &throttled);
     if (rc == CU_OK)
         rc = cu_store_ping(r->w->store);
     bool up = rc == CU_OK;
     snprintf(why, len, "%.*s", (int)len - 1, up ? "" : cu_err_last()->msg);
-    cu_srv__metrics_store_up(up);
+    if (!throttled)
+        cu_srv__metrics_store_up(up);
     return up;
 }
 
@@ -281,12 +285,13 @@ static void route(cu_srv__req *r)
         return;
     }
     /* A node that started while its database was out has no engine yet. */
-    bool unreachable = false;
-    if (cu_srv__worker_ready(r->w, &unreachable) != CU_OK) {
+    bool unreachable = false, throttled = false;
+    if (cu_srv__worker_ready(r->w, &unreachable, &throttled) != CU_OK) {
         r->route = "unavailable";
         cu_srv__metrics_store_error();
         if (unreachable) {
-            cu_srv__metrics_store_up(false);
+            if (!throttled)
+                cu_srv__metrics_store_up(false);
             cu_srv__reply_store_down(r);
         } else {
             cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", cu_err_last()->msg)};

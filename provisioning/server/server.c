@@ -223,10 +223,12 @@ static cu_rc dev_connect(cu_srv__srv *srv)
     return cu_prov_new(srv->dev_store, &pc, &srv->dev_prov);
 }
 
-cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable)
+cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable, bool *_throttled)
 {
     wctx *c = (wctx *)w;
     *_unreachable = false;
+    if (_throttled != NULL)
+        *_throttled = false;
     if (w->prov != NULL)
         return CU_OK;
     /* At most one attempt a second per worker: an outage costs each
@@ -234,6 +236,8 @@ cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable)
     time_t now = time(NULL);
     if (now < c->next_try) {
         *_unreachable = true;
+        if (_throttled != NULL)
+            *_throttled = true;
         return cu_err_set(CU_E_IO, "%s", c->why);
     }
     c->next_try = now + 1;
@@ -289,7 +293,7 @@ static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
         return rc;
     cu_srv__keyuse_name(CU_SRV_KEY_AUDIT, cu_srv_state_audit_key_spec(srv->st));
     bool unreachable = false;
-    if ((rc = cu_srv__worker_ready(&c->w, &unreachable)) == CU_OK)
+    if ((rc = cu_srv__worker_ready(&c->w, &unreachable, NULL)) == CU_OK)
         return CU_OK;
     /* A shared database that is out: serve 503s until it answers. */
     if (!unreachable)

@@ -160,8 +160,9 @@ struct cu_srv__worker {
 /* Makes w's store connection and engine if it has none yet (a node that
  * started while its database was out): CU_OK when w can serve; else
  * *_unreachable says whether the database is out (503) or something else
- * failed. At most one attempt a second. */
-cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable);
+ * failed. At most one attempt a second: in between, the last attempt's
+ * error again, and *_throttled (may be NULL) says so. */
+cu_rc cu_srv__worker_ready(cu_srv__worker *w, bool *_unreachable, bool *_throttled);
 
 struct cu_srv__srv {
     const cu_srv_config *cfg;
