@@ -14,19 +14,12 @@ MODS=$(cd "$BIN/../lib/ossl-modules" 2>/dev/null && pwd)
 command -v softhsm2-util >/dev/null || { echo "skipped: SoftHSM2 missing"; exit 77; }
 command -v sqlite3 >/dev/null || { echo "skipped: sqlite3 missing"; exit 77; }
 export OPENSSL_MODULES=$MODS CUSTOS_PIN=1234 CUSTOS_SO_PIN=12345678
-OSSL=openssl
-# The provider's PKCS#11 modules stay loaded at exit by design (SoftHSM2 is
-# never finalized), which LeakSanitizer would report in every process.
-if [[ "$(ldd "$MODS/custos.so" 2>/dev/null)" == *libasan* ]]; then
-  PRE="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
-  OSSL="env LD_PRELOAD=$PRE ASAN_OPTIONS=detect_leaks=0 openssl"
-  export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fi
+. "$(dirname "$0")/../common/check.sh"
+openssl_for "$MODS"
 T=$(mktemp -d "${TMPDIR:-/tmp}/custos-auditkey.XXXXXX")
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-trap 'echo "$pass passed, $fail failed"; if [ $fail = 0 ]; then rm -rf "$T"; else echo "kept $T"; fi; [ $fail = 0 ]' EXIT
+# (exit: an EXIT trap's own status is not the script's)
+trap 'if [ "$fail" = 0 ]; then rm -rf "$T"; else echo "kept $T"; fi; summary; exit $?' EXIT
+# Both streams in $T/out, which has() reads.
 run() { # expected-rc description command...
   local want=$1 what=$2; shift 2
   "$@" >"$T/out" 2>&1; local rc=$?

@@ -11,17 +11,7 @@ CUSTOS=${2:?usage: pki_token_cli.sh softhsm2|soft path/to/custos}
 PROVIDERS=$(cd "$(dirname "$CUSTOS")/../lib/ossl-modules" && pwd)
 T=$(mktemp -d /tmp/cu-pki-XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok()   { pass=$((pass+1)); echo "ok   - $1"; }
-bad()  { fail=$((fail+1)); echo "FAIL - $1"; }
-expect_rc() { # expected-rc description command...
-  local want=$1 what=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [ "$rc" = "$want" ]; then ok "$what"; else bad "$what (exit $rc, wanted $want): $(head -c 400 "$T/err")"; fi
-}
-contains() { # file text description
-  if grep -q -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(head -c 300 "$1")"; fi
-}
+. "$(dirname "$0")/../common/check.sh"
 absent() { # path description
   if [ -e "$1" ]; then bad "$2: $1 exists"; else ok "$2"; fi
 }
@@ -163,5 +153,4 @@ expect_rc 0 "pki seed with keys in files" "$CUSTOS" pki seed --out "$T/files"
 openssl verify -CAfile "$T/files/root.pem" -untrusted "$T/files/device-4-chain.pem" "$T/files/device-4.pem" >/dev/null 2>&1 \
   && ok "the file chain verifies" || bad "the file chain"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

@@ -5,17 +5,7 @@ set -u
 CUSTOS=${1:?usage: token_cli.sh path/to/custos}
 T=$(mktemp -d /tmp/cu-cli-XXXXXX)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok()   { pass=$((pass+1)); echo "ok   - $1"; }
-bad()  { fail=$((fail+1)); echo "FAIL - $1"; }
-expect_rc() { # expected-rc description command...
-  local want=$1 what=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [ "$rc" = "$want" ]; then ok "$what"; else bad "$what (exit $rc, wanted $want): $(head -c 300 "$T/err")"; fi
-}
-contains() { # file text description
-  if grep -q -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(head -c 300 "$1")"; fi
-}
+. "$(dirname "$0")/../common/check.sh"
 
 export CUSTOS_PIN=4321 CUSTOS_SO_PIN=87654321
 D=$T/tok
@@ -178,5 +168,4 @@ CUSTOS_PIN=0000 expect_rc 1 "a token that cannot be read makes the report fail" 
 contains "$T/out" "could not be read" "the report says a token could not be read"
 
 echo
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary

@@ -27,14 +27,11 @@ fi
 T=$(mktemp -d /tmp/cu-demo-XXXXXX)
 V=$T/v
 DEMO_PID=
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
+. "$SRC/tests/common/check.sh"
 finish() {
     [ -n "$DEMO_PID" ] && kill -TERM "$DEMO_PID" 2>/dev/null && wait "$DEMO_PID" 2>/dev/null
-    echo "$pass passed, $fail failed"
     if [ "$fail" -ne 0 ]; then echo "kept: $T"; else rm -rf "$T"; fi
-    [ "$fail" -eq 0 ]
+    summary
 }
 trap 'finish; exit $?' EXIT
 

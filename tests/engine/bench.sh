@@ -44,4 +44,4 @@ check_fails "bench sign: a missing provider module" "provider module $W/nothing.
 check_fails "bench sign: a library that is no provider" "cannot load the provider" \
     "${B[@]}" sign --uri "$EC" "${T[@]}" --other-provider "$(dirname "$CUSTOS_OSSL_MODULES")/pkcs11/custos-soft.so"
 check_fails "bench tls: an HMAC key" "private-key was asked for|no EC or RSA" "${B[@]}" tls --uri "$HM" "${T[@]}"
-finish
+summary

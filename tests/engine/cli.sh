@@ -173,4 +173,4 @@ no_pin_in_errors() {
 }
 check "a pin-value never appears in custos's errors" no_pin_in_errors
 
-finish
+summary

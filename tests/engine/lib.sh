@@ -11,8 +11,7 @@
 # work dir; it prints one line per check and "N passed, N failed".
 
 set -u
-pass=0
-fail=0
+. "$(dirname "${BASH_SOURCE[0]}")/../common/check.sh"
 W=$(mktemp -d /tmp/cuprov.XXXXXX)
 PIDS=()
 TOKEN_DIRS=()
@@ -26,13 +25,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-}
 
 # openssl with the sanitizer runtimes preloaded when custos.so is an ASan
 # build; leak checking is off for that foreign process. Bounded (120 s).

@@ -81,4 +81,4 @@ check "tls1_3: server key and certificate both from the token" handshake tls1_3 
 check "tls1_3 with ECDHE P-256 and P-384" handshake tls1_3 "$EC" ec-peer "$PEER_RSA" $PRSA P-256:P-384
 check "tls1_2 with ECDHE P-384" handshake tls1_2 "$RSA" rsa-peer "$PEER_EC" $PEC P-384:P-256
 
-finish
+summary

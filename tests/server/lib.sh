@@ -6,7 +6,7 @@ T=$(mktemp -d /tmp/cu-srv-XXXXXX)
 CUSTOS="$BIN/custos"
 CUSTOSD="$BIN/custosd"
 SRV_PID=
-pass=0 fail=0
+. "$(dirname "${BASH_SOURCE[0]}")/../common/check.sh"
 # CUSTOS_TEST_STORE=postgresql: the store is a fresh database in the server
 # of tests/common/pg_fixture.sh (CUSTOS_TEST_PG_DIR), for custosd and the
 # command line alike (CUSTOS_STORE, custos/state.h).
@@ -17,18 +17,15 @@ if [ "${CUSTOS_TEST_STORE:-}" = postgresql ]; then
   CUSTOS_STORE=$("$PG_FIXTURE" createdb "$CUSTOS_TEST_PG_DIR" "$PG_DB") || { echo "FAIL - no PostgreSQL fixture"; exit 1; }
   export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$CUSTOS_TEST_PG_DIR/password"
 fi
-ok()  { pass=$((pass+1)); echo "ok   - $1"; }
-bad() { fail=$((fail+1)); echo "FAIL - $1"; }
 SRV2_PID=
 finish() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
   [ -n "$SRV2_PID" ] && kill "$SRV2_PID" 2>/dev/null && wait "$SRV2_PID" 2>/dev/null
-  echo "$pass passed, $fail failed"
   if [ "$fail" -ne 0 ]; then echo "state and logs kept in $T"; else rm -rf "$T"; fi
   [ -n "$PG_DB" ] && [ "$fail" -eq 0 ] && PGPASSWORD=$(cat "$CUSTOS_TEST_PG_DIR/password") \
     PGOPTIONS='-c client_min_messages=warning' psql -X -q "${CUSTOS_STORE%/*}/postgres" \
     -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1
-  [ "$fail" -eq 0 ]
+  summary
 }
 trap 'finish; exit $?' EXIT
 
@@ -48,15 +45,6 @@ private_pg() {
   [ $rc = 0 ] || { bad "PostgreSQL did not start: $(cat "$T/pg.out")"; exit 1; }
   CUSTOS_STORE=$("$PGF" createdb "$T/pg" custos) || { bad "no database"; exit 1; }
   export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
-}
-
-expect_rc() { # expected-rc description command...
-  local want=$1 what=$2; shift 2
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [ "$rc" = "$want" ]; then ok "$what"; else bad "$what (exit $rc, wanted $want): $(head -c 400 "$T/out" "$T/err")"; fi
-}
-contains() { # file text description
-  if grep -q -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(head -c 400 "$1")"; fi
 }
 
 # start_server STATE [config lines...]: custosd on a free loopback port.

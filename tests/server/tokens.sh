@@ -10,18 +10,7 @@ if [ -z "$MODS" ] || [ ! -f "$MODS/custos.so" ]; then
 fi
 . "$(dirname "$0")/lib.sh"
 export OPENSSL_MODULES=$MODS CUSTOS_PIN=1234 CUSTOS_SO_PIN=12345678
-# In the sanitizer build the provider is instrumented: the openssl command
-# needs the sanitizer runtimes preloaded to load it, and the provider's
-# PKCS#11 modules are left loaded at exit by design (SoftHSM2 is never
-# finalized), which LeakSanitizer would report against every process here.
-OSSL=openssl
-# (the whole ldd output first: with pipefail, grep -q closing the pipe
-# early would make ldd fail and the test run where it must skip)
-if [[ "$(ldd "$MODS/custos.so" 2>/dev/null)" == *libasan* ]]; then
-  PRE="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
-  OSSL="env LD_PRELOAD=$PRE ASAN_OPTIONS=detect_leaks=0 openssl"
-  export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-fi
+openssl_for "$MODS"
 expect_rc 0 "a SoftHSM2 token" "$CUSTOS" token init --kind softhsm2 --label custosd --dir "$T/tok"
 export SOFTHSM2_CONF=$T/tok/softhsm2.conf
 expect_rc 0 "the server key, made in the token" "$CUSTOS" token keygen --dir "$T/tok" --type ec-p256 --label server
