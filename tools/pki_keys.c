@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <openssl/err.h>
-#include <openssl/store.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,27 +205,12 @@ int cu_pki_keys_check(cu_pki_keys *k, const char *name)
     return rc;
 }
 
-/* A private key through the provider's OSSL_STORE. */
+/* A private key through the provider (NULL, with why said). */
 static EVP_PKEY *store_load(const char *uri, char *why, size_t why_len)
 {
     EVP_PKEY *key = NULL;
-    OSSL_STORE_CTX *sc = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-    if (sc != NULL) {
-        OSSL_STORE_expect(sc, OSSL_STORE_INFO_PKEY);
-        while (key == NULL && !OSSL_STORE_eof(sc)) {
-            OSSL_STORE_INFO *info = OSSL_STORE_load(sc);
-            if (info != NULL && OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-                key = OSSL_STORE_INFO_get1_PKEY(info);
-            OSSL_STORE_INFO_free(info);
-            if (info == NULL && ERR_peek_last_error() != 0)
-                break;
-        }
-        OSSL_STORE_close(sc);
-    }
-    unsigned long e = ERR_peek_last_error();
-    snprintf(why, why_len, "%s", e ? ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "OpenSSL error"
-                                   : "no private key there");
-    ERR_clear_error();
+    if (cu_keyring_load_key(uri, NULL, true, &key) != CU_OK)
+        snprintf(why, why_len, "%.*s", (int)why_len - 1, cu_err_last()->msg);
     return key;
 }
 

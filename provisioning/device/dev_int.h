@@ -8,9 +8,6 @@
 #include <openssl/evp.h>
 #include <stdbool.h>
 
-/* Loads the custos provider (and default) once. */
-/* A private key from a PEM file or a pkcs11: URI. */
-cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_key);
 
 /* TPM attestation (tpm.c, on custos/tpmdev.h). */
 struct cu_tpmdev;

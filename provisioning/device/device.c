@@ -5,6 +5,7 @@
  * challenge, taken by tpm.c, and the PUT repeated with the TPM's SAS. */
 #include "dev_int.h"
 
+#include <custos/keyring.h>
 #include <custos/x509.h>
 
 #include <ctype.h>
@@ -212,7 +213,7 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
     } else if ((rc = registration_id(cfg, res->registration_id)) != CU_OK) {
         goto cleanup;
     }
-    if (x509 && (rc = cu_dev__load_key(cfg->key, cfg->provider_path, &keys.key)) != CU_OK)
+    if (x509 && (rc = cu_keyring_load_key(cfg->key, cfg->provider_path, true, &keys.key)) != CU_OK)
         goto cleanup;
     if (!x509 && !cfg->tpm) {
         uint64_t se = (uint64_t)time(NULL) + 3600;

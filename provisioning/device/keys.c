@@ -15,58 +15,11 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/params.h>
-#include <openssl/pem.h>
-#include <openssl/provider.h>
-#include <openssl/store.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static cu_rc ossl_fail(const char *what)
-{
-    char buf[256];
-    unsigned long e = ERR_peek_last_error();
-    ERR_error_string_n(e, buf, sizeof buf);
-    ERR_clear_error();
-    return cu_err_set(CU_E_CRYPTO, "%s: %s", what, e ? buf : "OpenSSL error");
-}
-
-cu_rc cu_dev__load_key(const char *spec, const char *provider_path, EVP_PKEY **_key)
-{
-    if (strncmp(spec, "pkcs11:", 7) != 0) {
-        FILE *f = fopen(spec, "r");
-        if (f == NULL)
-            return cu_err_set_sys(CU_E_IO, errno, "cannot open key file %s", spec);
-        EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-        fclose(f);
-        if (k == NULL)
-            return ossl_fail(spec);
-        *_key = k;
-        return CU_OK;
-    }
-    cu_rc rc = cu_keyring_provider_load(provider_path);
-    if (rc != CU_OK)
-        return rc;
-    OSSL_STORE_CTX *sc = OSSL_STORE_open_ex(spec, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-    EVP_PKEY *key = NULL;
-    if (sc == NULL)
-        return ossl_fail("opening the key URI");
-    OSSL_STORE_expect(sc, OSSL_STORE_INFO_PKEY);
-    while (key == NULL && !OSSL_STORE_eof(sc)) {
-        OSSL_STORE_INFO *info = OSSL_STORE_load(sc);
-        if (info != NULL && OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            key = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(sc);
-    if (key == NULL)
-        return cu_err_set(CU_E_OBJECT_NOT_FOUND, "no private key at the URI");
-    ERR_clear_error();
-    *_key = key;
-    return CU_OK;
-}
 
 /* HMAC-SHA256 with a token key: the provider's MAC, keyed by URI (the
  * same path as the service's keyring). */

@@ -1,5 +1,5 @@
 /* custosd's own certificates and keys: the CA clients trust, the server
- * certificate with its subjectAltNames, keys from files or pkcs11: URIs. */
+ * certificate with its subjectAltNames. */
 #include "srv_int.h"
 
 #include <arpa/inet.h>
@@ -8,7 +8,6 @@
 #include <custos/keyring.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
-#include <openssl/store.h>
 #include <openssl/x509v3.h>
 #include <errno.h>
 #include <limits.h>
@@ -24,65 +23,6 @@ static cu_rc ossl_fail(const char *what)
     ERR_error_string_n(e, buf, sizeof buf);
     ERR_clear_error();
     return cu_err_set(CU_E_CRYPTO, "%s: %s", what, e ? buf : "OpenSSL error");
-}
-
-static cu_rc store_load(const char *uri, bool want_private, EVP_PKEY **_key)
-{
-    OSSL_STORE_CTX *sc = NULL;
-    EVP_PKEY *key = NULL;
-    cu_rc rc = cu_keyring_provider_load(NULL);
-    if (rc != CU_OK)
-        return rc;
-    if ((sc = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL)) == NULL)
-        return ossl_fail("opening the key URI");
-    OSSL_STORE_expect(sc, want_private ? OSSL_STORE_INFO_PKEY : OSSL_STORE_INFO_PUBKEY);
-    while (key == NULL && !OSSL_STORE_eof(sc)) {
-        OSSL_STORE_INFO *info = OSSL_STORE_load(sc);
-        if (info == NULL)
-            continue;
-        int t = OSSL_STORE_INFO_get_type(info);
-        if (t == OSSL_STORE_INFO_PKEY)
-            key = OSSL_STORE_INFO_get1_PKEY(info);
-        else if (t == OSSL_STORE_INFO_PUBKEY && !want_private)
-            key = OSSL_STORE_INFO_get1_PUBKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(sc);
-    if (key == NULL)
-        return cu_err_set(CU_E_OBJECT_NOT_FOUND, "no %s key at the URI", want_private ? "private" : "public");
-    ERR_clear_error();
-    *_key = key;
-    return CU_OK;
-}
-
-static cu_rc file_load(const char *path, EVP_PKEY **_key)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return cu_err_set_sys(CU_E_IO, errno, "cannot open key file %s", path);
-    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    if (k == NULL)
-        return ossl_fail(path);
-    *_key = k;
-    return CU_OK;
-}
-
-cu_rc cu_srv__srv_load_key(const char *spec, EVP_PKEY **_key)
-{
-    if (strncmp(spec, "pkcs11:", 7) == 0)
-        return store_load(spec, true, _key);
-    return file_load(spec, _key);
-}
-
-cu_rc cu_srv__srv_load_pubkey(const char *spec, EVP_PKEY **_key)
-{
-    if (strncmp(spec, "pkcs11:", 7) == 0) {
-        if (store_load(spec, false, _key) == CU_OK)
-            return CU_OK;
-        return store_load(spec, true, _key);
-    }
-    return file_load(spec, _key);
 }
 
 static bool is_ip(const char *s)

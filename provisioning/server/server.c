@@ -10,6 +10,7 @@
 #include "srv_int.h"
 
 #include <custos/audit.h>
+#include <custos/keyring.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -213,7 +214,7 @@ static cu_rc dev_connect(cu_srv__srv *srv)
     cu_rc rc;
     if ((rc = cu_srv_state_store_open(srv->st, &srv->dev_store)) != CU_OK ||
         (rc = cu_store_wal_defer(srv->dev_store, cu_srv__ckpt_due, srv->ckpt)) != CU_OK ||
-        (rc = cu_srv__srv_load_key(cu_srv_state_audit_key_spec(srv->st), &srv->dev_audit_key)) != CU_OK ||
+        (rc = cu_keyring_load_key(cu_srv_state_audit_key_spec(srv->st), NULL, true, &srv->dev_audit_key)) != CU_OK ||
         (rc = cu_audit_set_signer(srv->dev_store, srv->dev_audit_key, cfg->audit_sign_every,
                                   cfg->audit_sign_seconds)) != CU_OK ||
         (rc = cu_audit_set_signer_name(srv->dev_store, cu_srv__keyuse_get0_name(CU_SRV_KEY_AUDIT))) != CU_OK ||
@@ -289,7 +290,7 @@ static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
     evhttp_set_max_headers_size(c->w.http, (ev_ssize_t)cfg->max_headers);
     evhttp_set_timeout(c->w.http, (int)cfg->timeout);
     evhttp_set_allowed_methods(c->w.http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
-    if ((rc = cu_srv__srv_load_key(cu_srv_state_audit_key_spec(srv->st), &c->audit_key)) != CU_OK)
+    if ((rc = cu_keyring_load_key(cu_srv_state_audit_key_spec(srv->st), NULL, true, &c->audit_key)) != CU_OK)
         return rc;
     cu_srv__keyuse_name(CU_SRV_KEY_AUDIT, cu_srv_state_audit_key_spec(srv->st));
     bool unreachable = false;

@@ -23,11 +23,6 @@
 #include <time.h>
 
 /* ---- certs.c ---- */
-/* Loads a private key from a PEM file or a pkcs11: URI (through the
- * provider, via OSSL_STORE). */
-cu_rc cu_srv__srv_load_key(const char *spec, EVP_PKEY **_key);
-/* Loads the public key of spec (for issuing a certificate to a token key). */
-cu_rc cu_srv__srv_load_pubkey(const char *spec, EVP_PKEY **_key);
 /* Issues the server certificate for key, signed by the CA, with
  * subjectAltNames for names (DNS or IP). */
 cu_rc cu_srv__srv_issue_server_cert(EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key, const char *const *names,

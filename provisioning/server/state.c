@@ -193,7 +193,7 @@ static cu_rc ensure_audit_key(cu_srv_state *st, const char *dir)
     if (strncmp(st->audit_key_spec, "pkcs11:", 7) != 0 && !exists(st->audit_key_spec)) {
         if ((rc = cu_pki_keygen(&key)) != CU_OK || (rc = cu_pki_write_key(st->audit_key_spec, key)) != CU_OK)
             goto cleanup;
-    } else if ((rc = cu_srv__srv_load_pubkey(st->audit_key_spec, &key)) != CU_OK) {
+    } else if ((rc = cu_keyring_load_key(st->audit_key_spec, NULL, false, &key)) != CU_OK) {
         goto cleanup;
     }
     FILE *f = fopen(pub, "w");
@@ -251,7 +251,7 @@ static cu_rc ensure_certs(cu_srv_state *st, bool create)
                         st->ca_key);
         goto cleanup;
     }
-    if (key == NULL && (rc = cu_srv__srv_load_pubkey(st->key_spec, &key)) != CU_OK)
+    if (key == NULL && (rc = cu_keyring_load_key(st->key_spec, NULL, false, &key)) != CU_OK)
         goto cleanup;
     if ((rc = cu_srv__srv_issue_server_cert(key, ca, ca_key, (const char *const *)st->names, st->n_names, &cert)) !=
             CU_OK ||

@@ -4,6 +4,8 @@
  * handshake only proves the device holds the leaf's key. */
 #include "srv_int.h"
 
+#include <custos/keyring.h>
+
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -48,7 +50,7 @@ cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, unsigned tickets, SSL_CTX **_out)
         rc = cu_err_set(CU_E_CRYPTO, "server certificate %s: %s", cu_srv_state_cert_file(st), buf);
         goto fail;
     }
-    if ((rc = cu_srv__srv_load_key(cu_srv_state_key_spec(st), &key)) != CU_OK)
+    if ((rc = cu_keyring_load_key(cu_srv_state_key_spec(st), NULL, true, &key)) != CU_OK)
         goto fail;
     cu_srv__keyuse_name(CU_SRV_KEY_TLS, cu_srv_state_key_spec(st));
     if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {

@@ -42,6 +42,14 @@ openssl x509 -req -in "$T/d.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateser
 expect_rc 0 "a group on the device CA" "$CUSTOS" group create tok-grp --attestation x509 --cert "$T/ca.pem" --state "$STATE"
 expect_rc 0 "registration with the TLS key in the token" register --x509 --cert "$T/d.pem" --key "$KURI"
 contains "$T/out" "tok-x509 -> hub1.custos.local" "assigned to the hub"
+# A key that is not there: said before anything is sent, and nothing recorded.
+NOKEY=$(printf '%s' "$KURI" | sed -E 's/;id=[^;?]*//; s/object=[^;?]*/object=nothing/')
+expect_rc 1 "a key URI naming no key is refused" register --x509 --cert "$T/d.pem" --key "$NOKEY"
+contains "$T/err" "no private key at the URI" "and says so"
+expect_rc 1 "a key file that does not exist is refused" register --x509 --cert "$T/d.pem" --key "$T/none.key"
+contains "$T/err" "cannot open key file $T/none.key" "and says so"
+expect_rc 1 "a file that is no PEM key is refused" register --x509 --cert "$T/d.pem" --key "$T/d.pem"
+contains "$T/err" "$T/d.pem: " "and names the file"
 
 # An X.509 device whose key sits in the software keystore (custos-soft).
 if [ -f "$BIN/../lib/pkcs11/custos-soft.so" ]; then

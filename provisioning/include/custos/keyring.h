@@ -12,6 +12,7 @@
 
 #include <custos/rc.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,16 @@ cu_rc cu_keyring_evp_mac_new(void *libctx /* OSSL_LIB_CTX*, may be NULL */, cons
  * library context, once per process. search_path: where custos.so is; NULL
  * means $OPENSSL_MODULES, else <dir of the program>/../lib/ossl-modules. */
 cu_rc cu_keyring_provider_load(const char *search_path);
+
+/* A key named by spec: a pkcs11: URI, through the Custos provider (loaded
+ * first from search_path, as above; the PIN from the URI or CUSTOS_PIN),
+ * or a PEM private key file. want_private false: a public key will do (a
+ * URI may name either half). *_key: caller frees (EVP_PKEY_free).
+ * @retval CU_E_OBJECT_NOT_FOUND the URI names no such key
+ * @retval CU_E_CRYPTO the URI or the file cannot be read (OpenSSL's reason) */
+struct evp_pkey_st; /* EVP_PKEY */
+cu_rc cu_keyring_load_key(const char *spec, const char *search_path, bool want_private,
+                          struct evp_pkey_st **_key);
 
 /* What a keyring operation did with the key, for an observer. */
 typedef enum cu_keyring_use {
