@@ -1,10 +1,14 @@
-/* Loading an OpenSSL provider and a key through it, for `custos bench sign`
- * and `custos bench tls` (cmd_bench.c). */
+/* What `custos bench sign` and `custos bench tls` share (cmd_bench.c): a
+ * clock, and loading an OpenSSL provider and a key through it. */
 #ifndef CU_BENCH_PROV_H
 #define CU_BENCH_PROV_H
 
 #include <openssl/evp.h>
 #include <stddef.h>
+#include <time.h>
+
+/* Seconds on clock c (CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, ...). */
+double cu_bench_clock(clockid_t c);
 
 /* The directory of custos.so: $CUSTOS_OSSL_MODULES, else ../lib/ossl-modules
  * beside this program (returns env or buf; NULL if unknown). */

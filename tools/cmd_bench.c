@@ -39,6 +39,13 @@ static const char *mode_names[MODE__N] = {"custos",           "raw-C_Sign", "raw
 
 /* ---- Providers: shared with bench tls (bench_prov.h) ---- */
 
+double cu_bench_clock(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 const char *cu_bench_provider_dir(char *buf, size_t len)
 {
     const char *env = getenv("CUSTOS_OSSL_MODULES");
@@ -177,20 +184,6 @@ typedef struct worker {
     CK_SESSION_HANDLE session; /* the raw loop's session, open for the whole run */
 } worker;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double process_cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void fail(bench *b, const char *msg)
 {
     if (!atomic_exchange(&b->failed, true))
@@ -203,7 +196,7 @@ static void run_software(worker *w)
 {
     bench *b = w->b;
     uint8_t sig[1024];
-    double end = now() + b->seconds;
+    double end = cu_bench_clock(CLOCK_MONOTONIC) + b->seconds;
     EVP_PKEY_CTX *pctx = NULL;
     EVP_MAC *mac = NULL;
     EVP_MAC_CTX *mctx = NULL;
@@ -237,7 +230,7 @@ static void run_software(worker *w)
             }
             w->count++;
         }
-        if (now() >= end)
+        if (cu_bench_clock(CLOCK_MONOTONIC) >= end)
             break;
     }
 out:
@@ -253,7 +246,7 @@ static void run_provider(worker *w, int which)
 {
     bench *b = w->b;
     uint8_t sig[1024];
-    double end = now() + b->seconds;
+    double end = cu_bench_clock(CLOCK_MONOTONIC) + b->seconds;
     OSSL_LIB_CTX *lib = b->plib[which];
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     EVP_MAC *mac = NULL;
@@ -284,7 +277,7 @@ static void run_provider(worker *w, int which)
             }
             w->count++;
         }
-        if (now() >= end)
+        if (cu_bench_clock(CLOCK_MONOTONIC) >= end)
             break;
     }
 out:
@@ -306,7 +299,7 @@ static void *run_worker(void *p)
         return NULL;
     }
     uint8_t sig[1024];
-    double end = now() + b->seconds;
+    double end = cu_bench_clock(CLOCK_MONOTONIC) + b->seconds;
     CK_FUNCTION_LIST *f = cu_module_get0_functions(cu_token_get0_module(cu_object_get0_token(b->key)));
     CK_SESSION_HANDLE s = w->session;
     while (!atomic_load(&b->failed)) {
@@ -333,7 +326,7 @@ static void *run_worker(void *p)
             }
             w->count++;
         }
-        if (now() >= end)
+        if (cu_bench_clock(CLOCK_MONOTONIC) >= end)
             break;
     }
     return NULL;
@@ -346,12 +339,12 @@ static void *run_worker(void *p)
 static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *sessions, unsigned long *count,
                      double *elapsed, double *cpu)
 {
-    double c0 = process_cpu();
+    double c0 = cu_bench_clock(CLOCK_PROCESS_CPUTIME_ID);
     pthread_t th[64];
     worker w[64];
     b->m = m;
     b->raw_handle = m == MODE_COPY ? b->copy_handle : b->token_handle;
-    double t0 = now();
+    double t0 = cu_bench_clock(CLOCK_MONOTONIC);
     for (int i = 0; i < threads; i++) {
         w[i] = (worker){b, 0, sessions[i]};
         pthread_create(&th[i], NULL, run_worker, &w[i]);
@@ -360,8 +353,8 @@ static void run_turn(bench *b, mode m, int threads, const CK_SESSION_HANDLE *ses
         pthread_join(th[i], NULL);
         *count += w[i].count;
     }
-    *elapsed += now() - t0;
-    *cpu += process_cpu() - c0;
+    *elapsed += cu_bench_clock(CLOCK_MONOTONIC) - t0;
+    *cpu += cu_bench_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
 }
 
 /* Contestants take turns of TURN seconds until each has had its share, so

@@ -38,20 +38,6 @@ static const char *c_names[C__N] = {"file", "file-custos", "file+layer-sign", "p
 enum { S_SOFT, S_PROV, S_LAYER, S__N };
 static const char *s_names[S__N] = {"sign-software", "sign-provider", "sign-token-layer"};
 
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* A self-signed certificate for the key (signed by it: through the provider
  * for a token key). */
 static X509 *self_signed(EVP_PKEY *key, OSSL_LIB_CTX *lib)
@@ -96,9 +82,9 @@ static SSL_CTX *server_ctx(OSSL_LIB_CTX *lib, EVP_PKEY *key, char *err, size_t e
 static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *_cpu)
 {
     BIO *cb = NULL, *sb = NULL;
-    double t0 = cpu_now();
+    double t0 = cu_bench_clock(CLOCK_THREAD_CPUTIME_ID);
     SSL *s = SSL_new(sctx);
-    *_cpu += cpu_now() - t0;
+    *_cpu += cu_bench_clock(CLOCK_THREAD_CPUTIME_ID) - t0;
     SSL *c = SSL_new(cctx);
     int ok = 0;
     if (s == NULL || c == NULL || !BIO_new_bio_pair(&cb, 0, &sb, 0))
@@ -117,9 +103,9 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *_cpu)
                 goto out;
         }
         if (!sdone) {
-            t0 = cpu_now();
+            t0 = cu_bench_clock(CLOCK_THREAD_CPUTIME_ID);
             int r = SSL_do_handshake(s);
-            *_cpu += cpu_now() - t0;
+            *_cpu += cu_bench_clock(CLOCK_THREAD_CPUTIME_ID) - t0;
             if (r == 1)
                 sdone = true;
             else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ)
@@ -128,9 +114,9 @@ static int handshake(SSL_CTX *sctx, SSL_CTX *cctx, double *_cpu)
     }
     ok = cdone && sdone;
 out:
-    t0 = cpu_now();
+    t0 = cu_bench_clock(CLOCK_THREAD_CPUTIME_ID);
     SSL_free(s);
-    *_cpu += cpu_now() - t0;
+    *_cpu += cu_bench_clock(CLOCK_THREAD_CPUTIME_ID) - t0;
     SSL_free(c);
     if (!ok)
         ERR_clear_error();
@@ -152,7 +138,7 @@ static int sign_once(sign_ctx *x, int which, double *_cpu)
     uint8_t sig[1024], md[32];
     size_t len = sizeof sig;
     int ok;
-    double t0 = cpu_now();
+    double t0 = cu_bench_clock(CLOCK_THREAD_CPUTIME_ID);
     if (which == S_LAYER) {
         unsigned int mdlen = 0;
         ok = EVP_Digest(tbs, sizeof tbs, md, &mdlen, EVP_sha256(), NULL) &&
@@ -165,7 +151,7 @@ static int sign_once(sign_ctx *x, int which, double *_cpu)
              EVP_DigestSign(m, sig, &len, tbs, sizeof tbs) == 1;
         EVP_MD_CTX_free(m);
     }
-    *_cpu += cpu_now() - t0;
+    *_cpu += cu_bench_clock(CLOCK_THREAD_CPUTIME_ID) - t0;
     return ok;
 }
 
@@ -286,25 +272,25 @@ int cu_bench_tls(int argc, char **argv)
         for (int i = 0; i < C__N; i++) {
             if (sctx[i] == NULL)
                 continue;
-            double w0 = wall_now(), end = w0 + turn;
+            double w0 = cu_bench_clock(CLOCK_MONOTONIC), end = w0 + turn;
             do {
                 if (!handshake(sctx[i], cctx, &cpu[i]) || (i == C_FILE_LAYER && !sign_once(&sx, S_LAYER, &cpu[i]))) {
                     rc = cu_cli_fail("%s: a TLS handshake failed", c_names[i]);
                     goto out;
                 }
                 hs[i]++;
-            } while (wall_now() < end);
-            wall[i] += wall_now() - w0;
+            } while (cu_bench_clock(CLOCK_MONOTONIC) < end);
+            wall[i] += cu_bench_clock(CLOCK_MONOTONIC) - w0;
         }
         for (int i = 0; i < S__N; i++) {
-            double end = wall_now() + turn / 2;
+            double end = cu_bench_clock(CLOCK_MONOTONIC) + turn / 2;
             do {
                 if (!sign_once(&sx, i, &scpu[i])) {
                     rc = cu_cli_fail("%s failed", s_names[i]);
                     goto out;
                 }
                 sg[i]++;
-            } while (wall_now() < end);
+            } while (cu_bench_clock(CLOCK_MONOTONIC) < end);
         }
     }
     double us[C__N], sus[S__N];
