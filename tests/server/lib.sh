@@ -47,6 +47,17 @@ private_pg() {
   export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$T/pg/password"
 }
 
+# await_endpoint STATE PID LOG NAME: until custosd PID has written where it
+# serves (5 s at most); else the test ends, with the log.
+await_endpoint() {
+  for _ in $(seq 1 100); do
+    [ -s "$1/endpoint" ] && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.05
+  done
+  bad "$4 did not start: $(cat "$3")"; exit 1
+}
+
 # start_server STATE [config lines...]: custosd on a free loopback port.
 start_server() {
   local state=$1; shift
@@ -55,14 +66,7 @@ start_server() {
   rm -f "$state/endpoint"
   "$CUSTOSD" --state "$state" --listen 127.0.0.1:0 --config "$T/custosd.conf" >>"$T/custosd.log" 2>&1 &
   SRV_PID=$!
-  for _ in $(seq 1 100); do
-    [ -s "$state/endpoint" ] && break
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ ! -s "$state/endpoint" ]; then
-    bad "custosd did not start: $(cat "$T/custosd.log")"; exit 1
-  fi
+  await_endpoint "$state" "$SRV_PID" "$T/custosd.log" custosd
   EP=$(cat "$state/endpoint")
   HP=${EP#https://}
   PORT=${HP##*:}
@@ -120,13 +124,6 @@ start_second_node() {
   done
   "$CUSTOSD" --state "$b" --listen 127.0.0.1:0 --config "$T/custosd.conf" >>"$T/custosd2.log" 2>&1 &
   SRV2_PID=$!
-  for _ in $(seq 1 100); do
-    [ -s "$b/endpoint" ] && break
-    kill -0 "$SRV2_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ ! -s "$b/endpoint" ]; then
-    bad "the second custosd did not start: $(cat "$T/custosd2.log")"; exit 1
-  fi
+  await_endpoint "$b" "$SRV2_PID" "$T/custosd2.log" "the second custosd"
   EP2=$(cat "$b/endpoint")
 }
