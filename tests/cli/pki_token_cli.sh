@@ -27,14 +27,14 @@ ossl() {
 }
 
 unset CUSTOS_PIN
-printf '4321\n' >"$T/pin"
+printf 'user-pin-qz\n' >"$T/pin"
 chmod 600 "$T/pin"
 export CUSTOS_SO_PIN=87654321
 D=$T/tok
 expect_rc 0 "init a $KIND token" "$CUSTOS" token init --kind "$KIND" --label pki --dir "$D" --pin-source "$T/pin"
 # The token's module reads its store from the environment (SOFTHSM2_CONF, CUSTOS_SOFT_DIR).
 while IFS= read -r line; do export "${line#env.}"; done < <(grep '^env\.' "$D/custos-token.conf")
-export CUSTOS_PIN=4321
+export CUSTOS_PIN=user-pin-qz
 O=$T/chain
 P=(-provider-path "$PROVIDERS" -provider custos -provider default)
 
@@ -46,7 +46,7 @@ for n in root factory-1 factory-1-line-1 device-1 device-2; do
   else bad "$n.uri"; fi
   absent "$O/$n.key" "no key file for $n"
 done
-if grep -q "pin-value\|4321" "$T/out" "$O"/*.uri; then bad "a PIN is printed or recorded"; else ok "no PIN in the output or the .uri files"; fi
+if grep -q "pin-value\|user-pin-qz" "$T/out" "$O"/*.uri; then bad "a PIN is printed or recorded"; else ok "no PIN in the output or the .uri files"; fi
 for i in 1 2; do
   if openssl verify -CAfile "$O/root.pem" -untrusted "$O/device-$i-chain.pem" "$O/device-$i.pem" >/dev/null 2>&1
   then ok "device-$i's chain verifies with openssl verify"; else bad "device-$i's chain does not verify"; fi
@@ -123,9 +123,9 @@ contains "$T/err" "labelled 'x2-device-2'" "the clash names the device's label"
 [ "$(objects)" = "$BEFORE" ] && ok "... and made no token object" || bad "objects: $(objects)"
 absent "$T/o2" "... and wrote no file"
 
-CUSTOS_PIN=999999 expect_rc 1 "a wrong PIN fails" "$CUSTOS" pki seed --out "$T/o3" --token-dir "$D"
+CUSTOS_PIN=wrong-pin-qz expect_rc 1 "a wrong PIN fails" "$CUSTOS" pki seed --out "$T/o3" --token-dir "$D"
 contains "$T/err" "CKR_PIN_INCORRECT" "the wrong PIN is reported with the token's code"
-if grep -q 999999 "$T/err"; then bad "the wrong PIN appears in the message"; else ok "the PIN is not in the message"; fi
+if grep -q wrong-pin-qz "$T/err"; then bad "the wrong PIN appears in the message"; else ok "the PIN is not in the message"; fi
 absent "$T/o3" "a wrong PIN writes no file"
 expect_rc 1 "a missing token directory fails" "$CUSTOS" pki seed --out "$T/o3" --token-dir "$T/nope"
 contains "$T/err" "nope" "the missing directory is named"
