@@ -32,6 +32,7 @@ extern char **environ;
 int cu_cmd_bench(int argc, char **argv);
 int cu_bench_load(int argc, char **argv);
 int cu_bench_tls(int argc, char **argv);
+int cu_bench_s_server(int argc, char **argv);
 
 typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE_PROV, MODE_OTHER, MODE__N } mode;
 static const char *mode_names[MODE__N] = {"custos",           "raw-C_Sign", "raw-C_Sign-copy",
@@ -700,6 +701,7 @@ int cu_cmd_bench(int argc, char **argv)
         {"sign", "signatures per second: the token layer beside raw C_Sign", bench_sign},
         {"load", "registrations per second of a running custosd", cu_bench_load},
         {"tls", "server CPU per TLS 1.3 handshake: key in a file vs in a token", cu_bench_tls},
+        {"s_server", "the same through real openssl s_server processes", cu_bench_s_server},
     };
     int rc = cu_cli_dispatch("bench", NULL, cmds, sizeof cmds / sizeof cmds[0], argc, argv);
     cu_p11_shutdown();

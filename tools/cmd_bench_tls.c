@@ -38,9 +38,7 @@ static const char *c_names[C__N] = {"file", "file-custos", "file+layer-sign", "p
 enum { S_SOFT, S_PROV, S_LAYER, S__N };
 static const char *s_names[S__N] = {"sign-software", "sign-provider", "sign-token-layer"};
 
-/* A self-signed certificate for the key (signed by it: through the provider
- * for a token key). */
-static X509 *self_signed(EVP_PKEY *key, OSSL_LIB_CTX *lib)
+X509 *cu_bench_self_signed(EVP_PKEY *key, OSSL_LIB_CTX *lib)
 {
     X509 *x = X509_new_ex(lib, NULL);
     X509_NAME *n = X509_NAME_new();
@@ -60,7 +58,7 @@ static X509 *self_signed(EVP_PKEY *key, OSSL_LIB_CTX *lib)
 
 static SSL_CTX *server_ctx(OSSL_LIB_CTX *lib, EVP_PKEY *key, char *err, size_t errlen)
 {
-    X509 *cert = self_signed(key, lib);
+    X509 *cert = cu_bench_self_signed(key, lib);
     SSL_CTX *c = SSL_CTX_new_ex(lib, NULL, TLS_server_method());
     if (cert == NULL || c == NULL || !SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) ||
         SSL_CTX_use_certificate(c, cert) != 1 || SSL_CTX_use_PrivateKey(c, key) != 1) {
@@ -155,6 +153,22 @@ static int sign_once(sign_ctx *x, int which, double *_cpu)
     return ok;
 }
 
+int cu_bench_tls_keys(cu_token *tok, const char *uri, cu_object **_key, char **_key_uri, EVP_PKEY **_file)
+{
+    if (cu_token_find(tok, uri, CU_CLASS_PRIVATE_KEY, _key) != CU_OK)
+        return cu_cli_fail("%s", cu_err_last()->msg);
+    cu_key_type kt = cu_object_key_type(*_key);
+    unsigned bits = cu_object_bits(*_key);
+    if (kt != CU_KEY_EC && kt != CU_KEY_RSA)
+        return cu_cli_fail("the URI names no EC or RSA private key");
+    if ((*_key_uri = cu_object_uri(*_key)) == NULL)
+        return cu_cli_fail("cannot make the key's URI");
+    *_file = kt == CU_KEY_EC ? EVP_EC_gen(bits == 384 ? "P-384" : "P-256") : EVP_RSA_gen(bits ? bits : 2048);
+    if (*_file == NULL)
+        return cu_cli_fail("cannot generate a software key of the same type");
+    return CU_EXIT_OK;
+}
+
 int cu_bench_tls(int argc, char **argv)
 {
     const char *uri = NULL, *dir = NULL, *pin_source = NULL, *secs = "3", *prov_path = NULL, *other = NULL;
@@ -202,21 +216,10 @@ int cu_bench_tls(int argc, char **argv)
     SSL_CTX *sctx[C__N] = {NULL}, *cctx = NULL;
     sign_ctx sx = {0};
     char err[700], dirbuf[4200], module[4300];
-    if (cu_token_find(t.tok, uri, CU_CLASS_PRIVATE_KEY, &key) != CU_OK) {
-        rc = cu_cli_fail("%s", cu_err_last()->msg);
+    if ((rc = cu_bench_tls_keys(t.tok, uri, &key, &key_uri, &pk[C_FILE])) != CU_EXIT_OK)
         goto out;
-    }
     cu_key_type kt = cu_object_key_type(key);
-    if (kt != CU_KEY_EC && kt != CU_KEY_RSA) {
-        rc = cu_cli_fail("the URI names no EC or RSA private key");
-        goto out;
-    }
-    if ((key_uri = cu_object_uri(key)) == NULL) {
-        rc = cu_cli_fail("cannot make the key's URI");
-        goto out;
-    }
     unsigned bits = cu_object_bits(key);
-    pk[C_FILE] = kt == CU_KEY_EC ? EVP_EC_gen(bits == 384 ? "P-384" : "P-256") : EVP_RSA_gen(bits ? bits : 2048);
     const char *pdir = prov_path ? prov_path : cu_bench_provider_dir(dirbuf, sizeof dirbuf);
     snprintf(module, sizeof module, "%s/custos.so", pdir ? pdir : ".");
     const char *mods[C__N] = {[C_PROV] = module, [C_OTHER] = other};

@@ -26,7 +26,7 @@ static const cu_cli_group groups[] = {
     {"hub", "hubs and their allocation weights", cu_cmd_hub},
     {"registration", "registration records", cu_cmd_registration},
     {"audit", "custody report", cu_cmd_audit},
-    {"bench", "benchmarks: sign", cu_cmd_bench},
+    {"bench", "benchmarks: sign, load, tls, s_server", cu_cmd_bench},
     {"device", "device client: register a device with a provisioning service", cu_cmd_device},
     {"service", "custosd service: info (id scope, endpoint, connection string, CA), token", cu_cmd_service},
     {"store", "the store: migrate an SQLite state into PostgreSQL", cu_cmd_store},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks' provider options, for real (not their speed): `custos bench
-# sign --provider --other-provider` and `custos bench tls` on a KIND token,
+# sign --provider --other-provider`, `custos bench tls` and `custos bench
+# s_server` on a KIND token,
 # with a second copy of custos.so as the "other" provider, and their errors.
 # Usage: bench.sh softhsm2|soft
 . "$(dirname "$0")/lib.sh"
@@ -39,6 +40,36 @@ if out=$("${B[@]}" tls --uri "$EC" "${T[@]}" --other-provider "$W/other/custos-c
 else
     bad "bench tls: handshakes with the key in a file, through custos, through another provider"; cat "$W/err"; echo "$out"
 fi
+# The openssl that bench s_server runs: with the sanitizer runtimes preloaded
+# when custos.so is an ASan build (as ossl in lib.sh).
+{
+    echo '#!/bin/sh'
+    [ -n "${CUSTOS_OSSL_PRELOAD:-}" ] &&
+        echo "export LD_PRELOAD='$CUSTOS_OSSL_PRELOAD' ASAN_OPTIONS=detect_leaks=0:halt_on_error=1"
+    echo 'exec openssl "$@"'
+} >"$W/openssl-run"
+chmod +x "$W/openssl-run"
+S=(--dir "$TOKEN_DIR" --pin-source "$W/pin" --seconds 1 --json --openssl "$W/openssl-run")
+mkdir -p "$W/tmp"
+if out=$(TMPDIR=$W/tmp "${B[@]}" s_server --uri "$EC" "${S[@]}" --other-provider "$W/other/custos-copy.so" \
+         --engine-pkcs11 2>"$W/err") &&
+   positive "$(field "$out" file.server_cpu_us)" && positive "$(field "$out" provider.server_cpu_us)" &&
+   positive "$(field "$out" other-provider.handshakes_per_s)" && positive "$(field "$out" engine-pkcs11.server_cpu_us)"; then
+    ok "bench s_server: openssl s_server with the key in a file, through custos, another provider, the libp11 engine"
+else
+    bad "bench s_server: openssl s_server with the key in a file, through custos, another provider, the libp11 engine"
+    cat "$W/err"; echo "$out"
+fi
+[ -z "$(ls -A "$W/tmp")" ] && ok "bench s_server removes its files (a PIN among them)" ||
+    bad "bench s_server left $(ls "$W/tmp")"
+# An openssl whose s_server fails at once: its message is reported.
+printf '#!/bin/sh\n[ "$1" = s_server ] && { echo "s_server: no such luck" >&2; exit 1; }\nexec "%s" "$@"\n' "$W/openssl-run" >"$W/openssl"
+chmod +x "$W/openssl"
+check_fails "bench s_server: a server that does not start" "s_server exited: s_server: no such luck" \
+    env TMPDIR="$W/tmp" "${B[@]}" s_server --uri "$EC" "${S[@]}" --openssl "$W/openssl"
+check_fails "bench s_server: no openssl program" "cannot run $W/no-openssl" \
+    "${B[@]}" s_server --uri "$EC" "${S[@]}" --openssl "$W/no-openssl"
+[ -z "$(ls -A "$W/tmp")" ] && ok "... and leaves nothing behind" || bad "a failed bench s_server left $(ls "$W/tmp")"
 check_fails "bench sign: a missing provider module" "provider module $W/nothing.so" \
     "${B[@]}" sign --uri "$EC" "${T[@]}" --other-provider "$W/nothing.so"
 check_fails "bench sign: a library that is no provider" "cannot load the provider" \
