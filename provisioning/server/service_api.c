@@ -291,7 +291,11 @@ oom:
     cu_srv__reply_error(r, 500, 500000, "out of memory");
 }
 
-/* Bulk: per item, not atomic (the public API reports per-item errors). */
+/* Bulk: per item, not atomic (the public API reports per-item errors). If
+ * the store cannot be reached, the request stops there: before any item
+ * was applied, it is a 503 like any other; after, the reply lists the item
+ * that failed and every one not tried with 503000, and carries Retry-After,
+ * so the client knows exactly what to send again. */
 static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
 {
     json_t *j = body_object(r), *errs = json_array();
@@ -312,14 +316,20 @@ static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
         cu_srv__reply_error(r, 400, 400001, "%s must be an array of 1..%d items", list_key, MAX_BULK);
         goto out;
     }
-    size_t i;
+    size_t i, applied = 0;
     json_t *it;
+    bool down = false;
     json_array_foreach(items, i, it) {
-        char reason[512] = "", *s = json_dumps(it, JSON_COMPACT);
+        char reason[512] = "", *s = down ? NULL : json_dumps(it, JSON_COMPACT);
         cu_enr *e = NULL;
+        const char *id = json_string_value(json_object_get(it, id_key));
+        if (down) {
+            json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", 503000,
+                                                  "errorStatus", "not applied: the store cannot be reached"));
+            continue;
+        }
         cu_rc rc = s ? cu_enr_parse(kind, s, strlen(s), &e, reason, sizeof reason) : CU_E_NOMEM;
         free(s);
-        const char *id = json_string_value(json_object_get(it, id_key));
         if (rc == CU_OK) {
             const char *etag = cu_enr_get0_etag(e);
             if (!strcmp(mode, "delete"))
@@ -330,17 +340,41 @@ static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
                 rc = cu_store_enr_put(r->w->store, e, !strcmp(mode, "updateIfMatchETag") ? etag : NULL,
                                       !strcmp(mode, "create") ? CU_STORE_CREATE : 0, reason, sizeof reason);
         }
-        if (rc != CU_OK) {
-            int code = rc == CU_E_OBJECT_NOT_FOUND               ? nf_code(kind)
-                       : rc == CU_E_EXISTS                        ? 409001
-                       : rc == CU_E_PRECONDITION                  ? 412001
-                       : rc == CU_E_STATE                         ? (cu_store_last_http_status() == 409 ? 409001 : 412001)
-                       : rc == CU_E_INVALID_ARG || rc == CU_E_PARSE ? 400001
-                                                                  : 500000;
-            json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", code,
-                                                  "errorStatus", reason[0] ? reason : cu_err_last()->msg));
-        }
         cu_enr_free(e);
+        if (rc == CU_E_IO && cu_store_last_http_status() == 503) {
+            if (applied == 0) {
+                store_refusal(r, rc, reason, nf_code(kind));
+                goto out;
+            }
+            cu_srv__metrics_store_error();
+            down = true;
+            json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", 503000,
+                                                  "errorStatus", "not applied: the store cannot be reached"));
+            continue;
+        }
+        if (rc == CU_OK) {
+            applied++;
+            continue;
+        }
+        int code = rc == CU_E_OBJECT_NOT_FOUND                 ? nf_code(kind)
+                   : rc == CU_E_EXISTS                          ? 409001
+                   : rc == CU_E_PRECONDITION                    ? 412001
+                   : rc == CU_E_STATE                           ? (cu_store_last_http_status() == 409 ? 409001 : 412001)
+                   : rc == CU_E_INVALID_ARG || rc == CU_E_PARSE ? 400001
+                                                                : 500000;
+        if (code == 500000) { /* as store_refusal: counted and logged, the reply names the tracking id */
+            cu_srv__metrics_store_error();
+            cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", reason[0] ? reason : cu_err_last()->msg)};
+            cu_srv__log(CU_LOG_ERROR, "store error", f, 2);
+            snprintf(reason, sizeof reason, "internal error (tracking id %s)", r->id);
+        }
+        json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", code,
+                                              "errorStatus", reason[0] ? reason : cu_err_last()->msg));
+    }
+    if (down) {
+        cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", "the store went away during a bulk operation")};
+        cu_srv__log(CU_LOG_ERROR, "store error", f, 2);
+        cu_srv__retry_after(r, r->w->srv->cfg->retry_after);
     }
     cu_srv__reply_json(r, 200, json_pack("{s:b, s:O}", "isSuccessful", json_array_size(errs) == 0, "errors", errs));
 out:

@@ -59,6 +59,14 @@ expect_http 503 "node B: the service API gets 503" GET "/enrollments/down-1?api-
   -H "Authorization: $SVC"
 hdr_has '^Retry-After: 3' "with Retry-After"
 expect_http 503 "node B: a poll gets 503" GET "/$SCOPE/registrations/down-1/operations/x?$V" -H "$AUTH"
+# A bulk operation whose first item cannot be stored: a 503 for the whole
+# request, nothing applied (items after a store failure mid-request are
+# listed with 503000 instead: service_api.c).
+expect_http 503 "node B: a bulk create gets 503" POST "/enrollments/?api-version=2021-10-01" \
+  -H "Authorization: $SVC" -H "$J" \
+  -d '{"mode":"create","enrollments":[{"registrationId":"bulk-d1","attestation":{"type":"symmetricKey"}},{"registrationId":"bulk-d2","attestation":{"type":"symmetricKey"}}]}'
+hdr_has '^Retry-After: 3' "with Retry-After"
+body_has 'store cannot be reached' "and says why"
 EP=$EPA
 expect_http 200 "node A: /healthz answers" GET /healthz
 body_has '"store":"unreachable"' "the store unreachable on the node that had it"
@@ -90,10 +98,35 @@ expect_http 200 "node B: a registration, every worker connected" PUT "/$SCOPE/re
 body_has '"status":"assigned"' "assigned"
 expect_http 200 "node B: the service API reads the enrollment" GET "/enrollments/down-1?api-version=2021-10-01" \
   -H "Authorization: $SVC"
+expect_http 404 "the refused bulk create stored nothing" GET "/enrollments/bulk-d1?api-version=2021-10-01" \
+  -H "Authorization: $SVC"
 EP=$EPA
 sleep 1.2
 expect_http 200 "node A registers too" PUT "/$SCOPE/registrations/down-1/register?$V" -H "$J" -H "$AUTH" \
   -d '{"registrationId":"down-1"}'
+# The database connection lost in the middle of a bulk operation: the third
+# item's INSERT ends its own backend (a trigger). The first two stay
+# applied; the third and the untried rest are listed with 503000, with
+# Retry-After; none of them is stored.
+PGPASSWORD=$(cat "$T/pg/password") psql -X -q "$CUSTOS_STORE" -c "CREATE FUNCTION cut_bulk() RETURNS trigger
+  LANGUAGE plpgsql AS \$\$ BEGIN IF NEW.id = 'bulk-m3' THEN PERFORM pg_terminate_backend(pg_backend_pid());
+  PERFORM pg_sleep(5); END IF; RETURN NEW; END \$\$" \
+  -c "CREATE TRIGGER cut_bulk BEFORE INSERT ON docs FOR EACH ROW EXECUTE FUNCTION cut_bulk()" >/dev/null \
+  && ok "a trigger that drops the connection at item 3" || bad "cannot create the trigger"
+items=
+for i in 1 2 3 4 5; do items="$items${items:+,}{\"registrationId\":\"bulk-m$i\",\"attestation\":{\"type\":\"symmetricKey\"}}"; done
+expect_http 200 "node A: a bulk create that loses the database at item 3" POST "/enrollments/?api-version=2021-10-01" \
+  -H "Authorization: $SVC" -H "$J" -d "{\"mode\":\"create\",\"enrollments\":[$items]}"
+python3 - "$T/body" <<'PY' && ok "items 1-2 applied; 3-5 listed with 503000" || bad "bulk reply: $(head -c 600 "$T/body")"
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["isSuccessful"] is False, b
+assert [(e["registrationId"], e["errorCode"]) for e in b["errors"]] == [("bulk-m%d" % i, 503000) for i in (3, 4, 5)], b
+PY
+hdr_has '^Retry-After: 3' "with Retry-After"
+PGPASSWORD=$(cat "$T/pg/password") psql -X -q -At "$CUSTOS_STORE" -c "DROP TRIGGER cut_bulk ON docs" \
+  -c "SELECT string_agg(id, ',' ORDER BY id) FROM docs WHERE id LIKE 'bulk-m%'" >"$T/bulk-ids" 2>&1
+[ "$(cat "$T/bulk-ids")" = "bulk-m1,bulk-m2" ] && ok "only items 1 and 2 are stored" || bad "stored: $(cat "$T/bulk-ids")"
 kill -0 "$SRV_PID" && kill -0 "$SRV2_PID" && ok "both nodes still running" || bad "a node died"
 "$CUSTOS" registration show down-1 --state "$STATE" >"$T/reg" 2>&1 && ok "the registration is in the database" \
   || bad "no registration record: $(cat "$T/reg")"
