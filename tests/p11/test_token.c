@@ -3,6 +3,7 @@
  * OpenSSL's; the failure paths are asserted with their error codes. */
 #include "cu_test.h"
 #include "p11_backend.h"
+#include "../../pkcs11/src/internal.h" /* the module lock, for test_fork_while_locked */
 
 #include <CUnit/CUnit.h>
 #include <custos/token.h>
@@ -758,6 +759,95 @@ static void test_fork(void)
     CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
 }
 
+/* fork() while another thread holds the module's lock (noting a login,
+ * restarting the module): the child must still start the module afresh,
+ * not wait forever on the lock's copy (alarm: a stuck child dies of it). */
+typedef struct {
+    cu_module *m;
+    int ready, done; /* pipes: the lock is held; the fork is over */
+} holder_arg;
+
+static void *lock_holder(void *p)
+{
+    holder_arg *a = p;
+    char c;
+    pthread_mutex_lock(&a->m->lock);
+    if (write(a->ready, "x", 1) != 1)
+        abort();
+    usleep(300 * 1000);
+    pthread_mutex_unlock(&a->m->lock);
+    /* Not ending while the fork is under way: a thread's exit holds the
+     * sanitizer runtime's own locks, which the child would inherit. */
+    if (read(a->done, &c, 1) != 1)
+        abort();
+    return NULL;
+}
+
+static void test_fork_while_locked(void)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len;
+    int ready[2], done[2];
+    char c;
+    if (!be.fork_ok)
+        return; /* refused in a child anyway (test_fork) */
+    CU_ASSERT_EQUAL_FATAL(pipe(ready), 0);
+    CU_ASSERT_EQUAL_FATAL(pipe(done), 0);
+    holder_arg a = {cu_token_get0_module(tok), ready[1], done[0]};
+    pthread_t th;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, lock_holder, &a), 0);
+    CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        len = sizeof sig;
+        bool ok = cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
+        _exit(ok ? 0 : 3);
+    }
+    CU_ASSERT_EQUAL(write(done[1], "x", 1), 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 2; i++) {
+        close(ready[i]);
+        close(done[i]);
+    }
+    int st = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    if (WIFSIGNALED(st))
+        fprintf(stderr, "the child died of signal %d (SIGALRM: stuck on the module lock)\n", WTERMSIG(st));
+}
+
+/* A fork from inside the layer's lock, as from a module's C_Initialize that
+ * spawns a helper while the layer loads it: neither side may hang (alarm). */
+static void test_fork_inside_lock(void)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len;
+    cu_module *m = cu_token_get0_module(tok);
+    if (!be.fork_ok)
+        return;
+    fflush(NULL);
+    alarm(20);
+    pthread_mutex_lock(&m->lock);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        len = sizeof sig;
+        bool ok = cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
+        _exit(ok ? 0 : 3);
+    }
+    pthread_mutex_unlock(&m->lock);
+    alarm(0);
+    int st = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    len = sizeof sig;
+    CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
+}
+
 static void test_module_by_name(void)
 {
     char uri[1024];
@@ -811,6 +901,8 @@ static const cu_test_case cases[] = {
     {"sessions left busy are closed, not reused", test_busy_sessions},
     {"an error wrapped keeps its cause", test_err_wrap},
     {"forked child signs", test_fork},
+    {"fork while another thread holds the module lock", test_fork_while_locked},
+    {"fork from inside the module lock", test_fork_inside_lock},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
     {NULL, NULL},
