@@ -296,6 +296,12 @@ oom:
  * was applied, it is a 503 like any other; after, the reply lists the item
  * that failed and every one not tried with 503000, and carries Retry-After,
  * so the client knows exactly what to send again. */
+static void not_applied(json_t *errs, const char *id_key, const char *id)
+{
+    json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", 503000, "errorStatus",
+                                          "not applied: the store cannot be reached"));
+}
+
 static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
 {
     json_t *j = body_object(r), *errs = json_array();
@@ -320,14 +326,13 @@ static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
     json_t *it;
     bool down = false;
     json_array_foreach(items, i, it) {
-        char reason[512] = "", *s = down ? NULL : json_dumps(it, JSON_COMPACT);
-        cu_enr *e = NULL;
         const char *id = json_string_value(json_object_get(it, id_key));
         if (down) {
-            json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", 503000,
-                                                  "errorStatus", "not applied: the store cannot be reached"));
+            not_applied(errs, id_key, id);
             continue;
         }
+        char reason[512] = "", *s = json_dumps(it, JSON_COMPACT);
+        cu_enr *e = NULL;
         cu_rc rc = s ? cu_enr_parse(kind, s, strlen(s), &e, reason, sizeof reason) : CU_E_NOMEM;
         free(s);
         if (rc == CU_OK) {
@@ -348,8 +353,7 @@ static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
             }
             cu_srv__metrics_store_error();
             down = true;
-            json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", 503000,
-                                                  "errorStatus", "not applied: the store cannot be reached"));
+            not_applied(errs, id_key, id);
             continue;
         }
         if (rc == CU_OK) {
