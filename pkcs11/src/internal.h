@@ -39,8 +39,9 @@ struct cu_token {
     bool login_required;
     bool logged_in;
 
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;     /* recursive (see the fork handlers) */
     pthread_cond_t cond;
+    struct cu_token *live_prev, *live_next; /* every open token, for fork() */
     CK_SESSION_HANDLE *idle;  /* free sessions, used as a stack */
     size_t n_idle;
     unsigned n_open, max_sessions; /* n_open counts kept sessions too */
@@ -78,6 +79,24 @@ struct cu_object {
 };
 
 extern atomic_ulong cu__fork_gen;
+
+/* fork(): the layer's locks are all taken by the forking thread before the
+ * fork (prepare) and released after it (parent) or made anew (child, whose
+ * thread does not own them), so that no lock another thread held at the
+ * fork stays held for good in the child. The order, the one every other
+ * path takes them in: the session cache's lock, the tokens' list and each
+ * token's pool lock, the module registry and each module's lock (module.c
+ * installs the handlers and calls the others). All of them are recursive:
+ * a module that forks (a helper spawned from C_Initialize) while the layer
+ * holds one does not deadlock itself. */
+void cu__tcache_fork_prepare(void);
+void cu__tcache_fork_parent(void);
+void cu__tcache_fork_child(void);
+void cu__tokens_fork_prepare(void);
+void cu__tokens_fork_parent(void);
+void cu__tokens_fork_child(void);
+/* A recursive mutex (made anew in a fork()ed child). */
+void cu__mutex_init_recursive(pthread_mutex_t *mu);
 
 /* Returns CU_OK when the module is usable in this process (re-initializing it
  * in a fork()ed child). */

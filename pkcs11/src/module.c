@@ -20,9 +20,7 @@ struct cu_login {
     struct cu_login *next;
 };
 
-/* Recursive, as is each module's lock: a module whose C_Initialize forks
- * (a helper it spawns) does so while this thread holds them, and the fork
- * handlers below take them once more. */
+/* Recursive, as every lock of the layer (see the fork handlers). */
 static pthread_mutex_t registry_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static cu_module *registry;
 static cu_module *zombies; /* finalized but still referenced */
@@ -31,12 +29,8 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* Bounded retries for the init-retry quirk (SoftHSM2 concurrent start-up). */
 enum { INIT_RETRIES = 8 };
 
-/* A fork() while another thread holds the registry's or a module's lock
- * would leave that lock held for good in the child, and the child's first
- * use of the module (cu__module_ready) waiting on it forever. The forking
- * thread takes them all first (the registry, then each module: the order
- * every other path takes them in) and releases them on both sides. */
-static void lock_all(void)
+/* fork(): see internal.h. The registry, then each module. */
+static void modules_lock_all(void)
 {
     pthread_mutex_lock(&registry_lock);
     for (cu_module *m = registry; m != NULL; m = m->next)
@@ -45,7 +39,7 @@ static void lock_all(void)
         pthread_mutex_lock(&m->lock);
 }
 
-static void unlock_all(void)
+static void modules_unlock_all(void)
 {
     for (cu_module *m = registry; m != NULL; m = m->next)
         pthread_mutex_unlock(&m->lock);
@@ -54,7 +48,7 @@ static void unlock_all(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
-static void init_recursive(pthread_mutex_t *mu)
+void cu__mutex_init_recursive(pthread_mutex_t *mu)
 {
     pthread_mutexattr_t rec;
     pthread_mutexattr_init(&rec);
@@ -63,21 +57,37 @@ static void init_recursive(pthread_mutex_t *mu)
     pthread_mutexattr_destroy(&rec);
 }
 
+static void on_fork_prepare(void)
+{
+    cu__tcache_fork_prepare();
+    cu__tokens_fork_prepare();
+    modules_lock_all();
+}
+
+static void on_fork_parent(void)
+{
+    modules_unlock_all();
+    cu__tokens_fork_parent();
+    cu__tcache_fork_parent();
+}
+
 /* The child's only thread has a thread id of its own: it does not own the
  * recursive locks its parent's thread took, so they are made anew. */
 static void on_fork_child(void)
 {
     for (cu_module *m = registry; m != NULL; m = m->next)
-        init_recursive(&m->lock);
+        cu__mutex_init_recursive(&m->lock);
     for (cu_module *m = zombies; m != NULL; m = m->next)
-        init_recursive(&m->lock);
-    init_recursive(&registry_lock);
+        cu__mutex_init_recursive(&m->lock);
+    cu__mutex_init_recursive(&registry_lock);
+    cu__tokens_fork_child();
+    cu__tcache_fork_child();
     atomic_fetch_add(&cu__fork_gen, 1);
 }
 
 static void install_atfork(void)
 {
-    pthread_atfork(lock_all, unlock_all, on_fork_child);
+    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
 }
 
 cu_rc cu_quirks_parse(const char *s, unsigned *_quirks)
@@ -200,7 +210,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
         goto out;
     }
     atomic_init(&m->refs, 1);
-    init_recursive(&m->lock);
+    cu__mutex_init_recursive(&m->lock);
     pthread_mutex_init(&m->session_lock, NULL);
     m->quirks = quirks;
     m->fork_gen = atomic_load(&cu__fork_gen);

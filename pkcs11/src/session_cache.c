@@ -41,11 +41,27 @@ typedef struct tcache {
     unsigned evict;          /* round-robin victim when every slot is bound */
 } tcache;
 
-static pthread_mutex_t tc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t tc_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP; /* see the fork handlers */
 static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tc_key;
 static bool tc_key_ok;
 static _Thread_local tcache *tl;
+
+/* fork(): internal.h. */
+void cu__tcache_fork_prepare(void)
+{
+    pthread_mutex_lock(&tc_lock);
+}
+
+void cu__tcache_fork_parent(void)
+{
+    pthread_mutex_unlock(&tc_lock);
+}
+
+void cu__tcache_fork_child(void)
+{
+    cu__mutex_init_recursive(&tc_lock);
+}
 
 static unsigned long fork_gen(void)
 {

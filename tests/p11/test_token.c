@@ -759,11 +759,12 @@ static void test_fork(void)
     CU_ASSERT_TRUE(soft_verify(ec256, &s, msg, sizeof msg, sig, len));
 }
 
-/* fork() while another thread holds the module's lock (noting a login,
- * restarting the module): the child must still start the module afresh,
- * not wait forever on the lock's copy (alarm: a stuck child dies of it). */
+/* fork() while another thread holds one of the layer's locks (the module's:
+ * noting a login, restarting the module; the token's pool lock: taking a
+ * session): the child must still start afresh, not wait forever on the
+ * lock's copy (alarm: a stuck child dies of it). */
 typedef struct {
-    cu_module *m;
+    pthread_mutex_t *lock;
     int ready, done; /* pipes: the lock is held; the fork is over */
 } holder_arg;
 
@@ -771,11 +772,11 @@ static void *lock_holder(void *p)
 {
     holder_arg *a = p;
     char c;
-    pthread_mutex_lock(&a->m->lock);
+    pthread_mutex_lock(a->lock);
     if (write(a->ready, "x", 1) != 1)
         abort();
     usleep(300 * 1000);
-    pthread_mutex_unlock(&a->m->lock);
+    pthread_mutex_unlock(a->lock);
     /* Not ending while the fork is under way: a thread's exit holds the
      * sanitizer runtime's own locks, which the child would inherit. */
     if (read(a->done, &c, 1) != 1)
@@ -783,7 +784,7 @@ static void *lock_holder(void *p)
     return NULL;
 }
 
-static void test_fork_while_locked(void)
+static void fork_while_locked(pthread_mutex_t *lock)
 {
     cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
     uint8_t sig[132];
@@ -794,7 +795,7 @@ static void test_fork_while_locked(void)
         return; /* refused in a child anyway (test_fork) */
     CU_ASSERT_EQUAL_FATAL(pipe(ready), 0);
     CU_ASSERT_EQUAL_FATAL(pipe(done), 0);
-    holder_arg a = {cu_token_get0_module(tok), ready[1], done[0]};
+    holder_arg a = {lock, ready[1], done[0]};
     pthread_t th;
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, lock_holder, &a), 0);
     CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1);
@@ -816,7 +817,13 @@ static void test_fork_while_locked(void)
     CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     if (WIFSIGNALED(st))
-        fprintf(stderr, "the child died of signal %d (SIGALRM: stuck on the module lock)\n", WTERMSIG(st));
+        fprintf(stderr, "the child died of signal %d (SIGALRM: stuck on a lock)\n", WTERMSIG(st));
+}
+
+static void test_fork_while_locked(void)
+{
+    fork_while_locked(&cu_token_get0_module(tok)->lock);
+    fork_while_locked(&tok->lock);
 }
 
 /* A fork from inside the layer's lock, as from a module's C_Initialize that
@@ -901,7 +908,7 @@ static const cu_test_case cases[] = {
     {"sessions left busy are closed, not reused", test_busy_sessions},
     {"an error wrapped keeps its cause", test_err_wrap},
     {"forked child signs", test_fork},
-    {"fork while another thread holds the module lock", test_fork_while_locked},
+    {"fork while another thread holds the module's or the token's lock", test_fork_while_locked},
     {"fork from inside the module lock", test_fork_inside_lock},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
