@@ -12,6 +12,19 @@
 
 /* Cross-file internal names carry a double underscore (cu__). */
 
+/* The live objects and tokens whose locks the fork handlers take: each
+ * links itself once its lock (and condition) is made, and unlinks itself
+ * before they are destroyed, holding no other lock of the layer. */
+typedef struct cu__live {
+    struct cu__live *prev, *next;
+    pthread_mutex_t *lock;
+    pthread_cond_t *cond; /* made anew in the child, or NULL */
+} cu__live;
+typedef struct cu__live_list {
+    pthread_mutex_t lock;
+    cu__live *head;
+} cu__live_list;
+
 struct cu_module {
     atomic_uint refs;
     char *path;
@@ -41,7 +54,7 @@ struct cu_token {
 
     pthread_mutex_t lock;     /* recursive (see the fork handlers) */
     pthread_cond_t cond;
-    struct cu_token *live_prev, *live_next; /* every open token, for fork() */
+    cu__live live;            /* in cu__live_tokens */
     CK_SESSION_HANDLE *idle;  /* free sessions, used as a stack */
     size_t n_idle;
     unsigned n_open, max_sessions; /* n_open counts kept sessions too */
@@ -66,7 +79,8 @@ struct cu_object {
     CK_OBJECT_HANDLE h;
     CK_OBJECT_HANDLE fast;    /* session copy used for signing, or 0 */
     unsigned long epoch;      /* token epoch h/fast belong to */
-    pthread_mutex_t lock;     /* guards h/fast refresh */
+    pthread_mutex_t lock;     /* guards h/fast refresh; recursive */
+    cu__live live;            /* in cu__live_objects */
     bool fast_tried;
     CK_OBJECT_CLASS ckc;
     CK_KEY_TYPE ckk;
@@ -80,21 +94,25 @@ struct cu_object {
 
 extern atomic_ulong cu__fork_gen;
 
-/* fork(): the layer's locks are all taken by the forking thread before the
- * fork (prepare) and released after it (parent) or made anew (child, whose
- * thread does not own them), so that no lock another thread held at the
- * fork stays held for good in the child. The order, the one every other
- * path takes them in: the session cache's lock, the tokens' list and each
- * token's pool lock, the module registry and each module's lock (module.c
- * installs the handlers and calls the others). All of them are recursive:
- * a module that forks (a helper spawned from C_Initialize) while the layer
- * holds one does not deadlock itself. */
+/* fork() (fork.c): the layer's locks are all taken by the forking thread
+ * before the fork (prepare) and released after it (parent) or made anew
+ * (child, whose thread does not own them), so that no lock another thread
+ * held at the fork stays held for good in the child. The order is the one
+ * every other path takes them in: the session cache's lock, each object's,
+ * each token's pool lock, the module registry and each module's lock. All
+ * are recursive: a module that forks (a helper spawned from C_Initialize)
+ * while the layer holds one does not deadlock itself. */
+void cu__fork_handlers_install(void);
 void cu__tcache_fork_prepare(void);
 void cu__tcache_fork_parent(void);
 void cu__tcache_fork_child(void);
-void cu__tokens_fork_prepare(void);
-void cu__tokens_fork_parent(void);
-void cu__tokens_fork_child(void);
+void cu__modules_fork_prepare(void);
+void cu__modules_fork_parent(void);
+void cu__modules_fork_child(void);
+
+extern cu__live_list cu__live_objects, cu__live_tokens;
+void cu__live_link(cu__live_list *l, cu__live *n, pthread_mutex_t *lock, pthread_cond_t *cond);
+void cu__live_unlink(cu__live_list *l, cu__live *n);
 /* A recursive mutex (made anew in a fork()ed child). */
 void cu__mutex_init_recursive(pthread_mutex_t *mu);
 

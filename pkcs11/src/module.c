@@ -20,17 +20,16 @@ struct cu_login {
     struct cu_login *next;
 };
 
-/* Recursive, as every lock of the layer (see the fork handlers). */
+/* Recursive, as every lock of the layer (fork.c). */
 static pthread_mutex_t registry_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static cu_module *registry;
 static cu_module *zombies; /* finalized but still referenced */
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* Bounded retries for the init-retry quirk (SoftHSM2 concurrent start-up). */
 enum { INIT_RETRIES = 8 };
 
-/* fork(): see internal.h. The registry, then each module. */
-static void modules_lock_all(void)
+/* fork() (fork.c): the registry, then each module. */
+void cu__modules_fork_prepare(void)
 {
     pthread_mutex_lock(&registry_lock);
     for (cu_module *m = registry; m != NULL; m = m->next)
@@ -39,7 +38,7 @@ static void modules_lock_all(void)
         pthread_mutex_lock(&m->lock);
 }
 
-static void modules_unlock_all(void)
+void cu__modules_fork_parent(void)
 {
     for (cu_module *m = registry; m != NULL; m = m->next)
         pthread_mutex_unlock(&m->lock);
@@ -48,46 +47,13 @@ static void modules_unlock_all(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
-void cu__mutex_init_recursive(pthread_mutex_t *mu)
-{
-    pthread_mutexattr_t rec;
-    pthread_mutexattr_init(&rec);
-    pthread_mutexattr_settype(&rec, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(mu, &rec);
-    pthread_mutexattr_destroy(&rec);
-}
-
-static void on_fork_prepare(void)
-{
-    cu__tcache_fork_prepare();
-    cu__tokens_fork_prepare();
-    modules_lock_all();
-}
-
-static void on_fork_parent(void)
-{
-    modules_unlock_all();
-    cu__tokens_fork_parent();
-    cu__tcache_fork_parent();
-}
-
-/* The child's only thread has a thread id of its own: it does not own the
- * recursive locks its parent's thread took, so they are made anew. */
-static void on_fork_child(void)
+void cu__modules_fork_child(void)
 {
     for (cu_module *m = registry; m != NULL; m = m->next)
         cu__mutex_init_recursive(&m->lock);
     for (cu_module *m = zombies; m != NULL; m = m->next)
         cu__mutex_init_recursive(&m->lock);
     cu__mutex_init_recursive(&registry_lock);
-    cu__tokens_fork_child();
-    cu__tcache_fork_child();
-    atomic_fetch_add(&cu__fork_gen, 1);
-}
-
-static void install_atfork(void)
-{
-    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
 }
 
 cu_rc cu_quirks_parse(const char *s, unsigned *_quirks)
@@ -162,7 +128,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
 
     if (path_or_name == NULL || *path_or_name == '\0' || _out == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "no PKCS#11 module given");
-    pthread_once(&atfork_once, install_atfork);
+    cu__fork_handlers_install();
 
     if (strchr(path_or_name, '/') != NULL) {
         char *real = realpath(path_or_name, NULL);

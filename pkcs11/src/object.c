@@ -117,7 +117,8 @@ cu_rc cu__object_new(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, cu_ob
     cu_object *o = calloc(1, sizeof *o);
     if (o == NULL)
         return cu_err_set(CU_E_NOMEM, "out of memory");
-    pthread_mutex_init(&o->lock, NULL);
+    cu__mutex_init_recursive(&o->lock);
+    cu__live_link(&cu__live_objects, &o->live, &o->lock, NULL);
     o->tok = cu_token_ref(t);
     o->h = h;
     o->epoch = atomic_load(&t->epoch);
@@ -176,6 +177,7 @@ void cu_object_free(cu_object *o)
     if (o->fast != CK_INVALID_HANDLE && o->epoch == atomic_load(&o->tok->epoch) &&
         !o->tok->mod->finalized && o->tok->keeper != CK_INVALID_HANDLE)
         o->tok->f->C_DestroyObject(o->tok->keeper, o->fast);
+    cu__live_unlink(&cu__live_objects, &o->live);
     pthread_mutex_destroy(&o->lock);
     cu_token_unref(o->tok);
     free(o->label);

@@ -91,56 +91,6 @@ static cu_rc reset_after_fork_unlocked(cu_token *t)
 /* Token identities for the per-thread caches (0 is "none"). */
 static atomic_ullong next_serial = 1;
 
-/* Every open token, for the fork handlers (internal.h). */
-static pthread_mutex_t live_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
-static cu_token *live;
-
-static void live_link(cu_token *t)
-{
-    pthread_mutex_lock(&live_lock);
-    t->live_prev = NULL;
-    t->live_next = live;
-    if (live != NULL)
-        live->live_prev = t;
-    live = t;
-    pthread_mutex_unlock(&live_lock);
-}
-
-static void live_unlink(cu_token *t)
-{
-    pthread_mutex_lock(&live_lock);
-    if (t->live_prev != NULL)
-        t->live_prev->live_next = t->live_next;
-    else if (live == t)
-        live = t->live_next;
-    if (t->live_next != NULL)
-        t->live_next->live_prev = t->live_prev;
-    t->live_prev = t->live_next = NULL;
-    pthread_mutex_unlock(&live_lock);
-}
-
-void cu__tokens_fork_prepare(void)
-{
-    pthread_mutex_lock(&live_lock);
-    for (cu_token *t = live; t != NULL; t = t->live_next)
-        pthread_mutex_lock(&t->lock);
-}
-
-void cu__tokens_fork_parent(void)
-{
-    for (cu_token *t = live; t != NULL; t = t->live_next)
-        pthread_mutex_unlock(&t->lock);
-    pthread_mutex_unlock(&live_lock);
-}
-
-void cu__tokens_fork_child(void)
-{
-    for (cu_token *t = live; t != NULL; t = t->live_next) {
-        cu__mutex_init_recursive(&t->lock);
-        pthread_cond_init(&t->cond, NULL); /* the parent's waiters are not here */
-    }
-    cu__mutex_init_recursive(&live_lock);
-}
 
 cu_rc cu__session_get(cu_token *t, CK_SESSION_HANDLE *_s)
 {
@@ -305,7 +255,7 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
     t->serial = atomic_fetch_add(&next_serial, 1);
     cu__mutex_init_recursive(&t->lock);
     pthread_cond_init(&t->cond, NULL);
-    live_link(t);
+    cu__live_link(&cu__live_tokens, &t->live, &t->lock, &t->cond);
     t->mod = m;
     t->f = m->f;
     m = NULL;
@@ -367,7 +317,7 @@ void cu_token_unref(cu_token *t)
     if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
     cu__tcache_forget(t); /* closes the sessions threads keep for it */
-    live_unlink(t);
+    cu__live_unlink(&cu__live_tokens, &t->live);
     bool same_process = t->fork_gen == atomic_load(&cu__fork_gen) && !t->mod->finalized;
     if (same_process) {
         for (size_t i = 0; i < t->n_idle; i++)

@@ -761,7 +761,7 @@ static void test_fork(void)
 
 /* fork() while another thread holds one of the layer's locks (the module's:
  * noting a login, restarting the module; the token's pool lock: taking a
- * session): the child must still start afresh, not wait forever on the
+ * session; a key's: refreshing its handle): the child must still start afresh, not wait forever on the
  * lock's copy (alarm: a stuck child dies of it). */
 typedef struct {
     pthread_mutex_t *lock;
@@ -824,6 +824,7 @@ static void test_fork_while_locked(void)
 {
     fork_while_locked(&cu_token_get0_module(tok)->lock);
     fork_while_locked(&tok->lock);
+    fork_while_locked(&ec256->lock);
 }
 
 /* A fork from inside the layer's lock, as from a module's C_Initialize that
@@ -908,7 +909,7 @@ static const cu_test_case cases[] = {
     {"sessions left busy are closed, not reused", test_busy_sessions},
     {"an error wrapped keeps its cause", test_err_wrap},
     {"forked child signs", test_fork},
-    {"fork while another thread holds the module's or the token's lock", test_fork_while_locked},
+    {"fork while another thread holds the module's, the token's or a key's lock", test_fork_while_locked},
     {"fork from inside the module lock", test_fork_inside_lock},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},

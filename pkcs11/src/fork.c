@@ -1,0 +1,107 @@
+/* fork() handlers: every lock of the token layer is taken by the forking
+ * thread before the fork and released after it in the parent, or made anew
+ * in the child (its only thread does not own what the parent's thread
+ * took). Without them, a child forked while another thread held one of the
+ * locks (taking a session, refreshing a key's handle, noting a login) would
+ * wait on it forever at its first use of the token. The order is the one
+ * every other path takes them in (internal.h). */
+#include "internal.h"
+
+cu__live_list cu__live_objects = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
+cu__live_list cu__live_tokens = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
+
+static pthread_once_t installed = PTHREAD_ONCE_INIT;
+
+void cu__mutex_init_recursive(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t rec;
+    pthread_mutexattr_init(&rec);
+    pthread_mutexattr_settype(&rec, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(mu, &rec);
+    pthread_mutexattr_destroy(&rec);
+}
+
+void cu__live_link(cu__live_list *l, cu__live *n, pthread_mutex_t *lock, pthread_cond_t *cond)
+{
+    n->lock = lock;
+    n->cond = cond;
+    pthread_mutex_lock(&l->lock);
+    n->prev = NULL;
+    n->next = l->head;
+    if (l->head != NULL)
+        l->head->prev = n;
+    l->head = n;
+    pthread_mutex_unlock(&l->lock);
+}
+
+void cu__live_unlink(cu__live_list *l, cu__live *n)
+{
+    pthread_mutex_lock(&l->lock);
+    if (n->prev != NULL)
+        n->prev->next = n->next;
+    else if (l->head == n)
+        l->head = n->next;
+    if (n->next != NULL)
+        n->next->prev = n->prev;
+    n->prev = n->next = NULL;
+    pthread_mutex_unlock(&l->lock);
+}
+
+static void live_lock_all(cu__live_list *l)
+{
+    pthread_mutex_lock(&l->lock);
+    for (cu__live *n = l->head; n != NULL; n = n->next)
+        pthread_mutex_lock(n->lock);
+}
+
+static void live_unlock_all(cu__live_list *l)
+{
+    for (cu__live *n = l->head; n != NULL; n = n->next)
+        pthread_mutex_unlock(n->lock);
+    pthread_mutex_unlock(&l->lock);
+}
+
+static void live_renew_all(cu__live_list *l)
+{
+    for (cu__live *n = l->head; n != NULL; n = n->next) {
+        cu__mutex_init_recursive(n->lock);
+        if (n->cond != NULL)
+            pthread_cond_init(n->cond, NULL); /* the parent's waiters are not here */
+    }
+    cu__mutex_init_recursive(&l->lock);
+}
+
+static void prepare(void)
+{
+    cu__tcache_fork_prepare();
+    live_lock_all(&cu__live_objects);
+    live_lock_all(&cu__live_tokens);
+    cu__modules_fork_prepare();
+}
+
+static void parent(void)
+{
+    cu__modules_fork_parent();
+    live_unlock_all(&cu__live_tokens);
+    live_unlock_all(&cu__live_objects);
+    cu__tcache_fork_parent();
+}
+
+static void child(void)
+{
+    cu__modules_fork_child();
+    live_renew_all(&cu__live_tokens);
+    live_renew_all(&cu__live_objects);
+    cu__tcache_fork_child();
+    atomic_fetch_add(&cu__fork_gen, 1);
+}
+
+static void install(void)
+{
+    pthread_atfork(prepare, parent, child);
+}
+
+void cu__fork_handlers_install(void)
+{
+    pthread_once(&installed, install);
+}
