@@ -587,8 +587,47 @@ static int instances;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 /* Every live provider context, so that the exit handler can release their
  * caches (the teardown inside OPENSSL_cleanup comes later). */
-static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t live_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static cu_prov_ctx *live;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+/* fork(): the caches' locks are held around token opens, so they are taken
+ * before the token layer's (cu_p11_atfork) and, like those, are recursive
+ * (a module that forks inside an open) and made anew in the child. */
+static void recursive_lock_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t rec;
+    pthread_mutexattr_init(&rec);
+    pthread_mutexattr_settype(&rec, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(mu, &rec);
+    pthread_mutexattr_destroy(&rec);
+}
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&live_lock);
+    for (cu_prov_ctx *pc = live; pc != NULL; pc = pc->next_live)
+        pthread_mutex_lock(&pc->lock);
+}
+
+static void fork_parent(void)
+{
+    for (cu_prov_ctx *pc = live; pc != NULL; pc = pc->next_live)
+        pthread_mutex_unlock(&pc->lock);
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void fork_child(void)
+{
+    for (cu_prov_ctx *pc = live; pc != NULL; pc = pc->next_live)
+        recursive_lock_init(&pc->lock);
+    recursive_lock_init(&live_lock);
+}
+
+static void register_fork(void)
+{
+    (void)cu_p11_atfork(fork_prepare, fork_parent, fork_child);
+}
 
 static void release_caches(cu_prov_ctx *pc)
 {
@@ -821,7 +860,7 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     if (pc == NULL)
         return 0;
     pc->handle = handle;
-    pthread_mutex_init(&pc->lock, NULL);
+    recursive_lock_init(&pc->lock);
     for (; in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS: get_params = OSSL_FUNC_core_get_params(in); break;
@@ -848,6 +887,7 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         goto err;
     }
     pthread_once(&exit_once, register_at_exit);
+    pthread_once(&fork_once, register_fork);
     pthread_mutex_lock(&live_lock);
     pc->next_live = live;
     live = pc;

@@ -12,6 +12,12 @@ cu__live_list cu__live_tokens = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
 
 static pthread_once_t installed = PTHREAD_ONCE_INIT;
 
+/* Handlers of the layer's users (cu_p11_atfork), around the layer's own. */
+enum { MAX_USERS = 8 };
+static struct { void (*prepare)(void), (*parent)(void), (*child)(void); } users[MAX_USERS];
+static atomic_int n_users;
+static pthread_mutex_t users_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void cu__mutex_init_recursive(pthread_mutex_t *mu)
 {
     pthread_mutexattr_t rec;
@@ -73,6 +79,10 @@ static void live_renew_all(cu__live_list *l)
 
 static void prepare(void)
 {
+    int n = atomic_load(&n_users);
+    for (int i = 0; i < n; i++)
+        if (users[i].prepare != NULL)
+            users[i].prepare();
     cu__tcache_fork_prepare();
     live_lock_all(&cu__live_objects);
     live_lock_all(&cu__live_tokens);
@@ -85,6 +95,9 @@ static void parent(void)
     live_unlock_all(&cu__live_tokens);
     live_unlock_all(&cu__live_objects);
     cu__tcache_fork_parent();
+    for (int i = atomic_load(&n_users) - 1; i >= 0; i--)
+        if (users[i].parent != NULL)
+            users[i].parent();
 }
 
 static void child(void)
@@ -94,6 +107,9 @@ static void child(void)
     live_renew_all(&cu__live_objects);
     cu__tcache_fork_child();
     atomic_fetch_add(&cu__fork_gen, 1);
+    for (int i = atomic_load(&n_users) - 1; i >= 0; i--)
+        if (users[i].child != NULL)
+            users[i].child();
 }
 
 static void install(void)
@@ -104,4 +120,21 @@ static void install(void)
 void cu__fork_handlers_install(void)
 {
     pthread_once(&installed, install);
+}
+
+cu_rc cu_p11_atfork(void (*prepare_fn)(void), void (*parent_fn)(void), void (*child_fn)(void))
+{
+    cu__fork_handlers_install();
+    pthread_mutex_lock(&users_lock);
+    int n = atomic_load(&n_users);
+    if (n == MAX_USERS) {
+        pthread_mutex_unlock(&users_lock);
+        return cu_err_set(CU_E_STATE, "too many fork handlers (at most %d)", MAX_USERS);
+    }
+    users[n].prepare = prepare_fn;
+    users[n].parent = parent_fn;
+    users[n].child = child_fn;
+    atomic_store(&n_users, n + 1); /* published after the entry */
+    pthread_mutex_unlock(&users_lock);
+    return CU_OK;
 }

@@ -90,6 +90,15 @@ cu_rc cu_module_init_token(cu_module *m, unsigned long slot_id, const char *labe
  * OpenSSL's own clean-up. Tokens still open become unusable. */
 void cu_p11_shutdown(void);
 
+/* fork(): the layer takes every lock of its own before a fork and releases
+ * (parent) or renews (child) them after it, so a child never inherits a lock
+ * another thread held. A user of the layer whose own locks are held around
+ * calls into it (the OpenSSL provider's caches, around token opens) hands
+ * it its handlers here: prepare runs before the layer takes its locks,
+ * parent and child after the layer has released or renewed them. At most 8
+ * sets per process (CU_E_STATE beyond). */
+cu_rc cu_p11_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
 /* ---- Tokens ---- */
 
 typedef struct cu_token_opts {
