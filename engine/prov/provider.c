@@ -626,6 +626,7 @@ static void fork_child(void)
 
 static void register_fork(void)
 {
+    /* Cannot fail: the token layer linked into custos.so has no other user. */
     (void)cu_p11_atfork(fork_prepare, fork_parent, fork_child);
 }
 

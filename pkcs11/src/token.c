@@ -91,7 +91,6 @@ static cu_rc reset_after_fork_unlocked(cu_token *t)
 /* Token identities for the per-thread caches (0 is "none"). */
 static atomic_ullong next_serial = 1;
 
-
 cu_rc cu__session_get(cu_token *t, CK_SESSION_HANDLE *_s)
 {
     if (cu__tcache_take(t, _s))
