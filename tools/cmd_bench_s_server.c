@@ -40,6 +40,16 @@ int cu_bench_s_server(int argc, char **argv);
 enum { K_FILE, K_PROV, K_OTHER, K_ENGINE, K__N };
 static const char *k_names[K__N] = {"file", "provider", "other-provider", "engine-pkcs11"};
 
+/* Ctrl-C or a TERM ends the run between turns, through the clean-up (the
+ * servers stopped, the temporary files removed: the engine's PIN among
+ * them). */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    interrupted = sig;
+}
+
 typedef struct server {
     pid_t pid;
     int port;
@@ -157,6 +167,10 @@ static bool await_server(server *s, const char *log, char *err, size_t errlen)
         }
         if (port_open(s->port))
             return true;
+        if (interrupted) {
+            snprintf(err, errlen, "interrupted (signal %d)", (int)interrupted);
+            return false;
+        }
         nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
     }
     snprintf(err, errlen, "openssl s_server did not listen on port %d in 15 s", s->port);
@@ -275,6 +289,10 @@ int cu_bench_s_server(int argc, char **argv)
         srv[i] = (server){.pid = -1};
     const char *tmpdir = getenv("TMPDIR");
     snprintf(tmp, sizeof tmp, "%s/custos-bench-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     if (mkdtemp(tmp) == NULL) {
         rc = cu_cli_fail("mkdtemp: %s", strerror(errno));
         goto out_tok;
@@ -382,13 +400,19 @@ int cu_bench_s_server(int argc, char **argv)
         }
     }
     for (int r = 0; r < seconds; r++)
-        for (int i = 0; i < K__N; i++)
+        for (int i = 0; i < K__N; i++) {
+            if (interrupted) {
+                rc = cu_cli_fail("interrupted (signal %d)", (int)interrupted);
+                goto out;
+            }
             if (srv[i].pid > 0 && !turn(openssl, &srv[i], 1, err, sizeof err)) {
                 char line[512];
                 last_line(path[i][1], line, sizeof line);
-                rc = cu_cli_fail("%s: %s (server: %s)", k_names[i], err, line);
+                rc = interrupted ? cu_cli_fail("interrupted (signal %d)", (int)interrupted)
+                                 : cu_cli_fail("%s: %s (server: %s)", k_names[i], err, line);
                 goto out;
             }
+        }
     double us[K__N] = {0};
     for (int i = 0; i < K__N; i++)
         if (srv[i].handshakes)
@@ -435,6 +459,8 @@ out:
     free(key_uri);
     cu_object_free(key);
 out_tok:
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     cu_tok_target_free(&t);
     return rc;
 }

@@ -70,6 +70,19 @@ check_fails "bench s_server: a server that does not start" "s_server exited: s_s
 check_fails "bench s_server: no openssl program" "cannot run $W/no-openssl" \
     "${B[@]}" s_server --uri "$EC" "${S[@]}" --openssl "$W/no-openssl"
 [ -z "$(ls -A "$W/tmp")" ] && ok "... and leaves nothing behind" || bad "a failed bench s_server left $(ls "$W/tmp")"
+# Stopped by a TERM in the middle: it says so and still removes its files.
+TMPDIR=$W/tmp "${B[@]}" s_server --uri "$EC" "${S[@]}" --seconds 60 --engine-pkcs11 \
+  >"$W/out" 2>"$W/err" &
+bp=$!
+for _ in $(seq 1 100); do [ -n "$(ls -A "$W/tmp" 2>/dev/null)" ] && break; sleep 0.05; done
+sleep 2
+kill -TERM "$bp"
+rc=0
+wait "$bp" || rc=$?
+[ "$rc" = 1 ] && grep -q "interrupted (signal 15)" "$W/err" && ok "bench s_server stopped by TERM: exit 1, says so" ||
+    bad "bench s_server after TERM: exit $rc, $(cat "$W/err")"
+[ -z "$(ls -A "$W/tmp")" ] && ok "... and leaves nothing behind (the engine's PIN file included)" ||
+    bad "an interrupted bench s_server left $(ls -R "$W/tmp")"
 check_fails "bench sign: a missing provider module" "provider module $W/nothing.so" \
     "${B[@]}" sign --uri "$EC" "${T[@]}" --other-provider "$W/nothing.so"
 check_fails "bench sign: a library that is no provider" "cannot load the provider" \
