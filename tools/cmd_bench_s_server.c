@@ -129,12 +129,21 @@ static pid_t spawn(char *const argv[], const char *log, const char *conf)
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    /* The child's environment is this one with OPENSSL_CONF set (and put
+     * back as it was afterwards). */
+    const char *prev = getenv("OPENSSL_CONF");
+    char *saved = prev != NULL ? strdup(prev) : NULL;
     if (conf != NULL)
         setenv("OPENSSL_CONF", conf, 1);
     if (posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ) != 0)
         pid = -1;
-    if (conf != NULL)
-        unsetenv("OPENSSL_CONF");
+    if (conf != NULL) {
+        if (saved != NULL)
+            setenv("OPENSSL_CONF", saved, 1);
+        else
+            unsetenv("OPENSSL_CONF");
+    }
+    free(saved);
     posix_spawn_file_actions_destroy(&fa);
     return pid;
 }

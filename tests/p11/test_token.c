@@ -763,6 +763,18 @@ static void test_fork(void)
  * noting a login, restarting the module; the token's pool lock: taking a
  * session; a key's: refreshing its handle): the child must still start afresh, not wait forever on the
  * lock's copy (alarm: a stuck child dies of it). */
+/* In a fork()ed child: signs with ec256 and exits 0 if that verifies; a
+ * child stuck on a lock dies of its alarm. */
+static _Noreturn void child_signs(void)
+{
+    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
+    uint8_t sig[132];
+    size_t len = sizeof sig;
+    alarm(10);
+    bool ok = cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
+    _exit(ok ? 0 : 3);
+}
+
 typedef struct {
     pthread_mutex_t *lock;
     int ready, done; /* pipes: the lock is held; the fork is over */
@@ -786,9 +798,6 @@ static void *lock_holder(void *p)
 
 static void fork_while_locked(pthread_mutex_t *lock)
 {
-    cu_sig s = {CU_SIG_ECDSA, CU_HASH_SHA256, 0, -1};
-    uint8_t sig[132];
-    size_t len;
     int ready[2], done[2];
     char c;
     if (!be.fork_ok)
@@ -801,12 +810,8 @@ static void fork_while_locked(pthread_mutex_t *lock)
     CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1);
     fflush(NULL);
     pid_t pid = fork();
-    if (pid == 0) {
-        alarm(10);
-        len = sizeof sig;
-        bool ok = cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
-        _exit(ok ? 0 : 3);
-    }
+    if (pid == 0)
+        child_signs();
     CU_ASSERT_EQUAL(write(done[1], "x", 1), 1);
     pthread_join(th, NULL);
     for (int i = 0; i < 2; i++) {
@@ -841,12 +846,8 @@ static void test_fork_inside_lock(void)
     alarm(20);
     pthread_mutex_lock(&m->lock);
     pid_t pid = fork();
-    if (pid == 0) {
-        alarm(10);
-        len = sizeof sig;
-        bool ok = cu_sign(ec256, &s, msg, sizeof msg, sig, &len) == CU_OK && soft_verify(ec256, &s, msg, sizeof msg, sig, len);
-        _exit(ok ? 0 : 3);
-    }
+    if (pid == 0)
+        child_signs();
     pthread_mutex_unlock(&m->lock);
     alarm(0);
     int st = 0;
