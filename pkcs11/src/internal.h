@@ -101,7 +101,9 @@ extern atomic_ulong cu__fork_gen;
  * every other path takes them in: the session cache's lock, each object's,
  * each token's pool lock, the module registry and each module's lock. All
  * are recursive: a module that forks (a helper spawned from C_Initialize)
- * while the layer holds one does not deadlock itself. */
+ * while the layer holds one does not deadlock itself. (A module's
+ * session_lock, held around the module's own C_OpenSession/C_CloseSession,
+ * is not taken: the child makes it anew at its first use, cu__module_ready.) */
 void cu__fork_handlers_install(void);
 void cu__tcache_fork_prepare(void);
 void cu__tcache_fork_parent(void);
