@@ -9,6 +9,7 @@
 
 cu__live_list cu__live_objects = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
 cu__live_list cu__live_tokens = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
+cu__live_list cu__live_modules = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
 
 static pthread_once_t installed = PTHREAD_ONCE_INIT;
 
@@ -83,18 +84,20 @@ static void prepare(void)
     for (int i = 0; i < n; i++)
         if (users[i].prepare != NULL)
             users[i].prepare();
-    cu__tcache_fork_prepare();
+    pthread_mutex_lock(&cu__tc_lock);
     live_lock_all(&cu__live_objects);
     live_lock_all(&cu__live_tokens);
-    cu__modules_fork_prepare();
+    pthread_mutex_lock(&cu__registry_lock);
+    live_lock_all(&cu__live_modules);
 }
 
 static void parent(void)
 {
-    cu__modules_fork_parent();
+    live_unlock_all(&cu__live_modules);
+    pthread_mutex_unlock(&cu__registry_lock);
     live_unlock_all(&cu__live_tokens);
     live_unlock_all(&cu__live_objects);
-    cu__tcache_fork_parent();
+    pthread_mutex_unlock(&cu__tc_lock);
     for (int i = atomic_load(&n_users) - 1; i >= 0; i--)
         if (users[i].parent != NULL)
             users[i].parent();
@@ -102,10 +105,11 @@ static void parent(void)
 
 static void child(void)
 {
-    cu__modules_fork_child();
+    live_renew_all(&cu__live_modules);
+    cu__mutex_init_recursive(&cu__registry_lock);
     live_renew_all(&cu__live_tokens);
     live_renew_all(&cu__live_objects);
-    cu__tcache_fork_child();
+    cu__mutex_init_recursive(&cu__tc_lock);
     atomic_fetch_add(&cu__fork_gen, 1);
     for (int i = atomic_load(&n_users) - 1; i >= 0; i--)
         if (users[i].child != NULL)

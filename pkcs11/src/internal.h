@@ -31,7 +31,8 @@ struct cu_module {
     CK_FUNCTION_LIST *f;
     unsigned quirks;
     unsigned long fork_gen; /* process generation the module was initialized in */
-    pthread_mutex_t lock;   /* guards re-initialization after fork */
+    pthread_mutex_t lock;   /* guards re-initialization after fork; recursive */
+    cu__live live;          /* in cu__live_modules */
     /* Held around C_OpenSession and C_CloseSession: tpm2-pkcs11 1.9 hands
      * two threads that open or close at once a shared session context
      * (double frees, operations seen as active by the other); opening and
@@ -105,14 +106,9 @@ extern atomic_ulong cu__fork_gen;
  * session_lock, held around the module's own C_OpenSession/C_CloseSession,
  * is not taken: the child makes it anew at its first use, cu__module_ready.) */
 void cu__fork_handlers_install(void);
-void cu__tcache_fork_prepare(void);
-void cu__tcache_fork_parent(void);
-void cu__tcache_fork_child(void);
-void cu__modules_fork_prepare(void);
-void cu__modules_fork_parent(void);
-void cu__modules_fork_child(void);
-
-extern cu__live_list cu__live_objects, cu__live_tokens;
+extern pthread_mutex_t cu__tc_lock;       /* session_cache.c */
+extern pthread_mutex_t cu__registry_lock; /* module.c */
+extern cu__live_list cu__live_objects, cu__live_tokens, cu__live_modules;
 void cu__live_link(cu__live_list *l, cu__live *n, pthread_mutex_t *lock, pthread_cond_t *cond);
 void cu__live_unlink(cu__live_list *l, cu__live *n);
 /* A recursive mutex (made anew in a fork()ed child). */

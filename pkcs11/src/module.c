@@ -20,41 +20,13 @@ struct cu_login {
     struct cu_login *next;
 };
 
-/* Recursive, as every lock of the layer (fork.c). */
-static pthread_mutex_t registry_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+/* Recursive, as every lock of the layer (fork.c takes it around a fork). */
+pthread_mutex_t cu__registry_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static cu_module *registry;
 static cu_module *zombies; /* finalized but still referenced */
 
 /* Bounded retries for the init-retry quirk (SoftHSM2 concurrent start-up). */
 enum { INIT_RETRIES = 8 };
-
-/* fork() (fork.c): the registry, then each module. */
-void cu__modules_fork_prepare(void)
-{
-    pthread_mutex_lock(&registry_lock);
-    for (cu_module *m = registry; m != NULL; m = m->next)
-        pthread_mutex_lock(&m->lock);
-    for (cu_module *m = zombies; m != NULL; m = m->next)
-        pthread_mutex_lock(&m->lock);
-}
-
-void cu__modules_fork_parent(void)
-{
-    for (cu_module *m = registry; m != NULL; m = m->next)
-        pthread_mutex_unlock(&m->lock);
-    for (cu_module *m = zombies; m != NULL; m = m->next)
-        pthread_mutex_unlock(&m->lock);
-    pthread_mutex_unlock(&registry_lock);
-}
-
-void cu__modules_fork_child(void)
-{
-    for (cu_module *m = registry; m != NULL; m = m->next)
-        cu__mutex_init_recursive(&m->lock);
-    for (cu_module *m = zombies; m != NULL; m = m->next)
-        cu__mutex_init_recursive(&m->lock);
-    cu__mutex_init_recursive(&registry_lock);
-}
 
 cu_rc cu_quirks_parse(const char *s, unsigned *_quirks)
 {
@@ -146,7 +118,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
             return cu_err_set(CU_E_MODULE, "no p11-kit module named '%s' is configured", path_or_name);
     }
 
-    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&cu__registry_lock);
     char *real = realpath(path, NULL);
     for (m = registry; m != NULL; m = m->next) {
         char *mreal = realpath(m->path, NULL);
@@ -177,6 +149,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     }
     atomic_init(&m->refs, 1);
     cu__mutex_init_recursive(&m->lock);
+    cu__live_link(&cu__live_modules, &m->live, &m->lock, NULL);
     pthread_mutex_init(&m->session_lock, NULL);
     m->quirks = quirks;
     m->fork_gen = atomic_load(&cu__fork_gen);
@@ -191,7 +164,7 @@ out:
         free(m);
         m = NULL;
     }
-    pthread_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&cu__registry_lock);
     free(path);
     *_out = m;
     return rc;
@@ -259,6 +232,7 @@ cu_module *cu__module_ref(cu_module *m)
 
 static void module_free(cu_module *m)
 {
+    cu__live_unlink(&cu__live_modules, &m->live);
     p11_kit_module_release(m->f);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->session_lock);
@@ -273,7 +247,7 @@ void cu_module_unref(cu_module *m)
 {
     if (m == NULL || atomic_fetch_sub(&m->refs, 1) != 1 || !m->finalized)
         return;
-    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&cu__registry_lock);
     for (cu_module **pp = &zombies; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == m) {
             *pp = m->next;
@@ -281,7 +255,7 @@ void cu_module_unref(cu_module *m)
             break;
         }
     }
-    pthread_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&cu__registry_lock);
 }
 
 const char *cu_module_path(const cu_module *m)
@@ -526,10 +500,10 @@ out:
 
 void cu_p11_shutdown(void)
 {
-    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&cu__registry_lock);
     cu_module *m = registry;
     registry = NULL;
-    pthread_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&cu__registry_lock);
     cu_module *keep = NULL;
     while (m != NULL) {
         cu_module *next = m->next;
@@ -550,14 +524,14 @@ void cu_p11_shutdown(void)
         }
         m = next;
     }
-    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&cu__registry_lock);
     while (keep != NULL) {
         cu_module *next = keep->next;
         keep->next = zombies;
         zombies = keep;
         keep = next;
     }
-    pthread_mutex_unlock(&registry_lock);
+    pthread_mutex_unlock(&cu__registry_lock);
 }
 
 CK_RV cu__open_session(cu_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE *_s)

@@ -18,7 +18,7 @@
  * Locking: a slot's session fields are touched by its owner thread, and by
  * others only when the slot's token is being freed (then no thread uses the
  * token). Binding a slot, the tokens' lists of slots, thread exit and token
- * free run under tc_lock, which is taken before a token's pool lock, never
+ * free run under cu__tc_lock, which is taken before a token's pool lock, never
  * after it. */
 #include "internal.h"
 
@@ -32,8 +32,8 @@ struct cu_tslot {
     CK_SESSION_HANDLE s;     /* the kept session (owner thread) */
     unsigned long gen;       /* cu__fork_gen when s was opened */
     bool busy;               /* s is taken (owner thread) */
-    cu_token *tok;           /* guarded by tc_lock */
-    struct cu_tslot *next;   /* in tok->parked, guarded by tc_lock */
+    cu_token *tok;           /* guarded by cu__tc_lock */
+    struct cu_tslot *next;   /* in tok->parked, guarded by cu__tc_lock */
 };
 
 typedef struct tcache {
@@ -41,34 +41,18 @@ typedef struct tcache {
     unsigned evict;          /* round-robin victim when every slot is bound */
 } tcache;
 
-static pthread_mutex_t tc_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP; /* see the fork handlers */
+pthread_mutex_t cu__tc_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP; /* fork.c takes it around a fork */
 static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tc_key;
 static bool tc_key_ok;
 static _Thread_local tcache *tl;
-
-/* fork(): internal.h. */
-void cu__tcache_fork_prepare(void)
-{
-    pthread_mutex_lock(&tc_lock);
-}
-
-void cu__tcache_fork_parent(void)
-{
-    pthread_mutex_unlock(&tc_lock);
-}
-
-void cu__tcache_fork_child(void)
-{
-    cu__mutex_init_recursive(&tc_lock);
-}
 
 static unsigned long fork_gen(void)
 {
     return atomic_load_explicit(&cu__fork_gen, memory_order_relaxed);
 }
 
-/* Called with tc_lock held: unbinds a slot. Its idle session goes back to
+/* Called with cu__tc_lock held: unbinds a slot. Its idle session goes back to
  * the pool (give) or is closed (the token is being freed); a session of the
  * parent of a fork() is only forgotten. */
 static void unbind_locked(struct cu_tslot *sl, bool give)
@@ -101,21 +85,21 @@ static void unbind_locked(struct cu_tslot *sl, bool give)
 static void thread_exit(void *p)
 {
     tcache *c = p;
-    pthread_mutex_lock(&tc_lock);
+    pthread_mutex_lock(&cu__tc_lock);
     for (int i = 0; i < SLOTS; i++)
         unbind_locked(&c->slot[i], true);
-    pthread_mutex_unlock(&tc_lock);
+    pthread_mutex_unlock(&cu__tc_lock);
     free(c);
 }
 
 static void before_fork(void)
 {
-    pthread_mutex_lock(&tc_lock);
+    pthread_mutex_lock(&cu__tc_lock);
 }
 
 static void after_fork(void)
 {
-    pthread_mutex_unlock(&tc_lock);
+    pthread_mutex_unlock(&cu__tc_lock);
 }
 
 static void make_key(void)
@@ -197,7 +181,7 @@ bool cu__tcache_park(cu_token *t, CK_SESSION_HANDLE s)
     /* The first session of this token in this thread: bind a slot (rare). */
     if ((c = cache()) == NULL || !may_own(t))
         return false;
-    pthread_mutex_lock(&tc_lock);
+    pthread_mutex_lock(&cu__tc_lock);
     for (int i = 0; i < SLOTS && sl == NULL; i++)
         if (c->slot[i].tok == NULL)
             sl = &c->slot[i];
@@ -219,7 +203,7 @@ bool cu__tcache_park(cu_token *t, CK_SESSION_HANDLE s)
     } else {
         atomic_fetch_sub(&t->n_owned, 1);
     }
-    pthread_mutex_unlock(&tc_lock);
+    pthread_mutex_unlock(&cu__tc_lock);
     return sl != NULL;
 }
 
@@ -229,20 +213,20 @@ void cu__tcache_dropped(cu_token *t, CK_SESSION_HANDLE s)
     struct cu_tslot *sl = c ? slot_of(c, t) : NULL;
     if (sl == NULL || !sl->busy || sl->s != s)
         return;
-    pthread_mutex_lock(&tc_lock);
+    pthread_mutex_lock(&cu__tc_lock);
     sl->busy = false;
     sl->s = CK_INVALID_HANDLE;
     if (sl->gen == fork_gen())
         atomic_fetch_sub(&t->n_owned, 1);
     sl->gen = ~0ul; /* nothing to give back or close */
     unbind_locked(sl, true);
-    pthread_mutex_unlock(&tc_lock);
+    pthread_mutex_unlock(&cu__tc_lock);
 }
 
 void cu__tcache_forget(cu_token *t)
 {
-    pthread_mutex_lock(&tc_lock);
+    pthread_mutex_lock(&cu__tc_lock);
     while (t->parked != NULL)
         unbind_locked(t->parked, false);
-    pthread_mutex_unlock(&tc_lock);
+    pthread_mutex_unlock(&cu__tc_lock);
 }

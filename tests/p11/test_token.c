@@ -857,6 +857,36 @@ static void test_fork_inside_lock(void)
     CU_ASSERT_EQUAL(cu_sign(ec256, &s, msg, sizeof msg, sig, &len), CU_OK);
 }
 
+/* cu_p11_atfork: a user's handlers run around the layer's, parent and
+ * child after the fork; a ninth set is refused. */
+static int atfork_prepared, atfork_parented, atfork_childed;
+
+static void user_prepare(void) { atfork_prepared++; }
+static void user_parent(void) { atfork_parented++; }
+static void user_child(void) { atfork_childed++; }
+static void noop(void) {}
+
+static void test_atfork_users(void)
+{
+    CU_ASSERT_EQUAL_FATAL(cu_p11_atfork(user_prepare, user_parent, user_child), CU_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(atfork_prepared == 1 && atfork_childed == 1 && atfork_parented == 0 ? 0 : 4);
+    int st = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CU_ASSERT_EQUAL(atfork_prepared, 1);
+    CU_ASSERT_EQUAL(atfork_parented, 1);
+    cu_rc rc = CU_OK;
+    int added = 1;
+    while (added < 9 && (rc = cu_p11_atfork(noop, NULL, NULL)) == CU_OK)
+        added++;
+    CU_ASSERT_EQUAL(added, 8);
+    CU_ASSERT_EQUAL(rc, CU_E_STATE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "at most 8"));
+}
+
 static void test_module_by_name(void)
 {
     char uri[1024];
@@ -912,6 +942,7 @@ static const cu_test_case cases[] = {
     {"forked child signs", test_fork},
     {"fork while another thread holds the module's, the token's or a key's lock", test_fork_while_locked},
     {"fork from inside the module lock", test_fork_inside_lock},
+    {"fork handlers of the layer's users", test_atfork_users},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
     {NULL, NULL},
