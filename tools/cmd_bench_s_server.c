@@ -14,6 +14,7 @@
 
 #include <custos/token.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -105,18 +106,37 @@ static double proc_cpu(pid_t pid)
     return n == 2 ? (double)(ut + st) / (double)sysconf(_SC_CLK_TCK) : -1;
 }
 
-static bool write_pem(const char *path, EVP_PKEY *key, X509 *cert)
+/* A new file only its owner can read (a key, a PIN). */
+static FILE *create_private(const char *path)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (f == NULL) {
-        if (fd >= 0)
-            close(fd);
+    if (f == NULL && fd >= 0)
+        close(fd);
+    return f;
+}
+
+static bool write_pem(const char *path, EVP_PKEY *key, X509 *cert)
+{
+    FILE *f = create_private(path);
+    if (f == NULL)
         return false;
-    }
     bool ok = key != NULL ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1
                           : PEM_write_X509(f, cert) == 1;
     return fclose(f) == 0 && ok;
+}
+
+/* Removes the run's private directory and every file in it. */
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+    if (d != NULL)
+        closedir(d);
+    rmdir(dir);
 }
 
 /* Starts argv with stdin from /dev/null, stdout and stderr to log (and
@@ -292,7 +312,7 @@ int cu_bench_s_server(int argc, char **argv)
     EVP_PKEY *file_key = NULL, *tok_key = NULL;
     X509 *file_cert = NULL, *tok_cert = NULL;
     server srv[K__N];
-    char tmp[4000], path[K__N][4][4200] = {{{0}}}, conf[4200] = "", err[700];
+    char tmp[4000], file_pem[2][4100], tok_crt[4100], logs[K__N][4100], conf[4100] = "", err[700];
     char dirbuf[4200], module[4300], pdir_s[4200];
     for (int i = 0; i < K__N; i++)
         srv[i] = (server){.pid = -1};
@@ -326,30 +346,26 @@ int cu_bench_s_server(int argc, char **argv)
         rc = cu_cli_fail("cannot make the servers' keys and certificates");
         goto out;
     }
-    for (int i = 0; i < K__N; i++) {
-        snprintf(path[i][0], sizeof path[i][0], "%s/%s.crt", tmp, k_names[i]);
-        snprintf(path[i][1], sizeof path[i][1], "%s/%s.log", tmp, k_names[i]);
-    }
-    snprintf(path[K_FILE][2], sizeof path[K_FILE][2], "%s/file.key", tmp);
-    if (!write_pem(path[K_FILE][2], file_key, NULL) || !write_pem(path[K_FILE][0], NULL, file_cert) ||
-        !write_pem(path[K_PROV][0], NULL, tok_cert) || !write_pem(path[K_OTHER][0], NULL, tok_cert) ||
-        !write_pem(path[K_ENGINE][0], NULL, tok_cert)) {
+    snprintf(file_pem[0], sizeof file_pem[0], "%s/file.key", tmp);
+    snprintf(file_pem[1], sizeof file_pem[1], "%s/file.crt", tmp);
+    snprintf(tok_crt, sizeof tok_crt, "%s/token.crt", tmp);
+    for (int i = 0; i < K__N; i++)
+        snprintf(logs[i], sizeof logs[i], "%s/%s.log", tmp, k_names[i]);
+    if (!write_pem(file_pem[0], file_key, NULL) || !write_pem(file_pem[1], NULL, file_cert) ||
+        !write_pem(tok_crt, NULL, tok_cert)) {
         rc = cu_cli_fail("cannot write the servers' files in %s", tmp);
         goto out;
     }
     if (engine) {
         /* The engine reads its module and PIN from openssl.cnf: no PIN in argv. */
         snprintf(conf, sizeof conf, "%s/engine.cnf", tmp);
-        int fd = open(conf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        FILE *f = create_private(conf);
         if (f == NULL || fprintf(f,
                                  "openssl_conf = init\n[init]\nengines = engines\n[engines]\n"
                                  "pkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n"
                                  "MODULE_PATH = %s\nPIN = %s\ninit = 0\n",
                                  cu_module_path(cu_token_get0_module(t.tok)), t.pin ? t.pin : "") < 0 ||
             fclose(f) != 0) {
-            if (f == NULL && fd >= 0)
-                close(fd);
             rc = cu_cli_fail("cannot write %s", conf);
             goto out;
         }
@@ -393,17 +409,17 @@ int cu_bench_s_server(int argc, char **argv)
         a[n++] = "-accept";
         a[n++] = accept;
         a[n++] = "-cert";
-        a[n++] = path[i][0];
+        a[n++] = i == K_FILE ? file_pem[1] : tok_crt;
         a[n++] = "-key";
-        a[n++] = i == K_FILE ? path[K_FILE][2] : i == K_ENGINE ? engine_uri : key_uri;
+        a[n++] = i == K_FILE ? file_pem[0] : i == K_ENGINE ? engine_uri : key_uri;
         a[n++] = "-www";
         a[n++] = "-quiet";
         a[n] = NULL;
-        if ((srv[i].pid = spawn(a, path[i][1], i == K_ENGINE ? conf : NULL)) < 0) {
+        if ((srv[i].pid = spawn(a, logs[i], i == K_ENGINE ? conf : NULL)) < 0) {
             rc = cu_cli_fail("cannot run %s s_server", openssl);
             goto out;
         }
-        if (!await_server(&srv[i], path[i][1], err, sizeof err)) {
+        if (!await_server(&srv[i], logs[i], err, sizeof err)) {
             rc = cu_cli_fail("%s: %s", k_names[i], err);
             goto out;
         }
@@ -416,7 +432,7 @@ int cu_bench_s_server(int argc, char **argv)
             }
             if (srv[i].pid > 0 && !turn(openssl, &srv[i], 1, err, sizeof err)) {
                 char line[512];
-                last_line(path[i][1], line, sizeof line);
+                last_line(logs[i], line, sizeof line);
                 rc = interrupted ? cu_cli_fail("interrupted (signal %d)", (int)interrupted)
                                  : cu_cli_fail("%s: %s (server: %s)", k_names[i], err, line);
                 goto out;
@@ -453,13 +469,7 @@ out:
             kill(srv[i].pid, SIGTERM);
             waitpid(srv[i].pid, NULL, 0);
         }
-    for (int i = 0; i < K__N; i++)
-        for (int j = 0; j < 3; j++)
-            if (path[i][j][0] != '\0' && strncmp(path[i][j], tmp, strlen(tmp)) == 0)
-                unlink(path[i][j]);
-    if (conf[0] != '\0')
-        unlink(conf);
-    rmdir(tmp);
+    remove_dir(tmp);
     X509_free(file_cert);
     X509_free(tok_cert);
     EVP_PKEY_free(file_key);
