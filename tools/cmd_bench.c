@@ -34,9 +34,13 @@ int cu_bench_load(int argc, char **argv);
 int cu_bench_tls(int argc, char **argv);
 int cu_bench_s_server(int argc, char **argv);
 
-typedef enum { MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE_PROV, MODE_OTHER, MODE__N } mode;
-static const char *mode_names[MODE__N] = {"custos",           "raw-C_Sign", "raw-C_Sign-copy",
-                                          "openssl-software", "provider",   "other-provider"};
+/* MODE_OTHER must follow MODE_PROV (plib[], pkey[] are indexed from it). */
+typedef enum {
+    MODE_LAYER, MODE_RAW, MODE_COPY, MODE_SOFT, MODE_SOFT_EVP, MODE_PROV, MODE_OTHER, MODE_PROV_KEPT, MODE__N
+} mode;
+static const char *mode_names[MODE__N] = {"custos",           "raw-C_Sign",           "raw-C_Sign-copy",
+                                          "openssl-software", "openssl-software-evp", "provider",
+                                          "other-provider",   "provider-kept-ctx"};
 
 /* ---- Providers: shared with bench tls (bench_prov.h) ---- */
 
@@ -192,8 +196,11 @@ static void fail(bench *b, const char *msg)
 }
 
 /* The ceiling: the same operation with a key in memory, OpenSSL's default
- * provider, one context per thread. */
-static void run_software(worker *w)
+ * provider, one context per thread, initialized once (EVP_PKEY_sign of the
+ * digest). MODE_PROV_KEPT signs the same way with the token key through
+ * custos: the provider's own cost without OpenSSL's per-signature
+ * initialization. */
+static void run_kept(worker *w)
 {
     bench *b = w->b;
     uint8_t sig[1024];
@@ -210,11 +217,13 @@ static void run_software(worker *w)
             goto out;
         }
     } else {
-        pctx = EVP_PKEY_CTX_new_from_pkey(NULL, b->soft_key, "provider=default");
+        pctx = b->m == MODE_PROV_KEPT ? EVP_PKEY_CTX_new_from_pkey(b->plib[0], b->pkey[0], NULL)
+                                      : EVP_PKEY_CTX_new_from_pkey(NULL, b->soft_key, "provider=default");
         if (pctx == NULL || EVP_PKEY_sign_init(pctx) <= 0 ||
             EVP_PKEY_CTX_set_signature_md(pctx, EVP_sha256()) <= 0 ||
             (b->sig.alg == CU_SIG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) <= 0)) {
-            fail(b, "cannot set up a software signature");
+            fail(b, b->m == MODE_PROV_KEPT ? "cannot set up a signature context through custos"
+                                           : "cannot set up a software signature");
             goto out;
         }
     }
@@ -226,7 +235,7 @@ static void run_software(worker *w)
                                 EVP_MAC_final(mctx, sig, &len, sizeof sig)
                           : EVP_PKEY_sign(pctx, sig, &len, b->input, b->input_len) > 0;
             if (!ok) {
-                fail(b, "software signature failed");
+                fail(b, b->m == MODE_PROV_KEPT ? "signing through custos failed" : "software signature failed");
                 break;
             }
             w->count++;
@@ -242,13 +251,17 @@ out:
 
 /* The same key through an OpenSSL provider, as an application signs:
  * EVP_DigestSignInit_ex + EVP_DigestSign per signature (the input is the
- * message, hashed by the provider); HMAC through EVP_MAC (CUSTOS-HMAC). */
-static void run_provider(worker *w, int which)
+ * message, hashed by the provider); HMAC through EVP_MAC (CUSTOS-HMAC).
+ * MODE_SOFT_EVP does the same with the software key in the default
+ * provider: what OpenSSL's API costs any key, beside run_kept's
+ * kept context. */
+static void run_provider(worker *w, mode which)
 {
     bench *b = w->b;
     uint8_t sig[1024];
     double end = cu_bench_clock(CLOCK_MONOTONIC) + b->seconds;
-    OSSL_LIB_CTX *lib = b->plib[which];
+    OSSL_LIB_CTX *lib = which == MODE_SOFT_EVP ? NULL : b->plib[which - MODE_PROV];
+    EVP_PKEY *pkey = which == MODE_SOFT_EVP ? b->soft_key : b->pkey[which - MODE_PROV];
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     EVP_MAC *mac = NULL;
     EVP_MAC_CTX *mctx = NULL;
@@ -266,12 +279,12 @@ static void run_provider(worker *w, int which)
             size_t len = sizeof sig;
             int ok = mctx ? EVP_MAC_init(mctx, NULL, 0, NULL) && EVP_MAC_update(mctx, b->input, b->input_len) &&
                                 EVP_MAC_final(mctx, sig, &len, sizeof sig)
-                          : EVP_DigestSignInit_ex(m, NULL, "SHA256", lib, NULL, b->pkey[which], NULL) == 1 &&
+                          : EVP_DigestSignInit_ex(m, NULL, "SHA256", lib, NULL, pkey, NULL) == 1 &&
                                 EVP_DigestSign(m, sig, &len, b->input, b->input_len) == 1;
             if (!ok) {
                 char msg[300];
                 unsigned long e = ERR_peek_last_error();
-                snprintf(msg, sizeof msg, "%s: signing failed: %s", mode_names[MODE_PROV + which],
+                snprintf(msg, sizeof msg, "%s: signing failed: %s", mode_names[which],
                          e ? ERR_reason_error_string(e) : "?");
                 fail(b, msg);
                 break;
@@ -291,12 +304,12 @@ static void *run_worker(void *p)
 {
     worker *w = p;
     bench *b = w->b;
-    if (b->m == MODE_SOFT) {
-        run_software(w);
+    if (b->m == MODE_SOFT || b->m == MODE_PROV_KEPT) {
+        run_kept(w);
         return NULL;
     }
-    if (b->m == MODE_PROV || b->m == MODE_OTHER) {
-        run_provider(w, b->m == MODE_PROV ? 0 : 1);
+    if (b->m == MODE_PROV || b->m == MODE_OTHER || b->m == MODE_SOFT_EVP) {
+        run_provider(w, b->m);
         return NULL;
     }
     uint8_t sig[1024];
@@ -463,7 +476,7 @@ static int run_processes(int argc, char **argv, int procs, bool json)
         printf("%d processes, total signatures per second:\n", procs);
         for (int m = 0; m < MODE__N; m++)
             if (sum[m] > 0)
-                printf("  %-16s %10.0f/s\n", mode_names[m], sum[m]);
+                printf("  %-20s %10.0f/s\n", mode_names[m], sum[m]);
         if (sum[MODE_RAW] > 0)
             printf("  custos / raw C_Sign: %.3f\n", sum[MODE_LAYER] / sum[MODE_RAW]);
     }
@@ -505,8 +518,10 @@ static int bench_sign(int argc, char **argv)
                "--provider adds the OpenSSL provider custos (custos.so from --provider-path,\n"
                "$CUSTOS_OSSL_MODULES, or ../lib/ossl-modules beside this program) on the same\n"
                "key: EVP_DigestSignInit_ex + EVP_DigestSign of the input per signature, as\n"
-               "TLS signs (HMAC: EVP_MAC CUSTOS-HMAC); --other-provider adds another\n"
-               "provider's module (loaded by path, with the default provider) the same way.\n");
+               "TLS signs (HMAC: EVP_MAC CUSTOS-HMAC), and for EC and RSA keys also with one\n"
+               "context initialized once (EVP_PKEY_sign of the digest, as the software key\n"
+               "signs) beside the software key signed the first way; --other-provider adds\n"
+               "another provider's module (loaded by path, with the default provider).\n");
         return CU_EXIT_OK;
     }
     double seconds = strtod(secs, NULL);
@@ -635,6 +650,10 @@ static int bench_sign(int argc, char **argv)
             active[MODE_PROV + i] = true;
         }
     }
+    /* Beside the provider, the software key through the same EVP calls: the
+     * difference to a kept context is what OpenSSL's API costs any key. */
+    active[MODE_SOFT_EVP] = active[MODE_SOFT] && active[MODE_PROV] && b->sig.alg != CU_SIG_HMAC;
+    active[MODE_PROV_KEPT] = active[MODE_PROV] && b->sig.alg != CU_SIG_HMAC;
     run_contest(b, active, seconds, threads, rate, cpu_us);
     if (keep != CK_INVALID_HANDLE)
         f->C_CloseSession(keep); /* also destroys the session copy */
@@ -662,7 +681,7 @@ static int bench_sign(int argc, char **argv)
                    seconds);
         for (int m = 0; m < MODE__N; m++)
             if (rate[m] > 0)
-                printf("  %-16s %10.0f signatures/s   %8.2f us CPU each\n", mode_names[m], rate[m], cpu_us[m]);
+                printf("  %-20s %10.0f signatures/s   %8.2f us CPU each\n", mode_names[m], rate[m], cpu_us[m]);
         if (rate[MODE_RAW] > 0)
             printf("  custos / raw C_Sign: %.3f", rate[MODE_LAYER] / rate[MODE_RAW]);
         if (rate[MODE_COPY] > 0)
@@ -678,6 +697,14 @@ static int bench_sign(int argc, char **argv)
                 printf("   / raw C_Sign on a session copy: %.3f", rate[MODE_PROV + i] / rate[MODE_COPY]);
             printf("   / custos: %.3f\n", rate[MODE_PROV + i] / rate[MODE_LAYER]);
         }
+        if (rate[MODE_PROV_KEPT] > 0)
+            printf("  provider, kept context / raw C_Sign on a session copy: %.3f   / custos: %.3f\n",
+                   rate[MODE_COPY] > 0 ? rate[MODE_PROV_KEPT] / rate[MODE_COPY] : 0,
+                   rate[MODE_PROV_KEPT] / rate[MODE_LAYER]);
+        if (rate[MODE_SOFT_EVP] > 0 && rate[MODE_PROV_KEPT] > 0)
+            printf("  CPU of OpenSSL's EVP_DigestSignInit_ex + EVP_DigestSign over a kept context:"
+                   " software key %+.2f us, through custos %+.2f us\n",
+                   cpu_us[MODE_SOFT_EVP] - cpu_us[MODE_SOFT], cpu_us[MODE_PROV] - cpu_us[MODE_PROV_KEPT]);
     }
 out:
     cu_object_free(key);
