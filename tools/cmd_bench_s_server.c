@@ -6,8 +6,9 @@
  * everything the server process does for a connection (accept, the socket
  * I/O, s_server's own chain building, the session tickets it sends by
  * default), so the ratios are those an operator of such a server sees. The
- * server's CPU is read from /proc/PID/schedstat (nanoseconds) before and
- * after each of its turns; the client's work is not counted. */
+ * server's CPU (all its threads', from /proc/PID/task/N/schedstat, in
+ * nanoseconds) is read before and after each of its turns; the client's
+ * work is not counted. */
 #include "bench_prov.h"
 #include "cli.h"
 #include "token_util.h"
@@ -82,23 +83,38 @@ static bool port_open(int port)
     return ok;
 }
 
-/* CPU seconds the process has run (its only thread: s_server has one):
- * from schedstat in nanoseconds, else from stat in clock ticks. */
+/* CPU seconds the process has run: the sum over its threads' schedstat
+ * (nanoseconds), so that a provider or engine doing its work on a thread
+ * of its own would not hide it; else from stat in clock ticks. */
 static double proc_cpu(pid_t pid)
 {
-    char path[64];
-    unsigned long long ns = 0;
+    char path[300];
+    unsigned long long sum = 0;
     unsigned long ut = 0, st = 0;
-    snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f != NULL) {
-        int n = fscanf(f, "%llu", &ns);
-        fclose(f);
-        if (n == 1)
-            return (double)ns / 1e9;
+    int tasks = 0;
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    for (struct dirent *e; dir != NULL && (e = readdir(dir)) != NULL;) {
+        unsigned long long ns = 0;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%.32s/schedstat", (int)pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        int n = f != NULL ? fscanf(f, "%llu", &ns) : 0;
+        if (f != NULL)
+            fclose(f);
+        if (n == 1) {
+            sum += ns;
+            tasks++;
+        }
     }
+    if (dir != NULL)
+        closedir(dir);
+    if (tasks > 0)
+        return (double)sum / 1e9;
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    if ((f = fopen(path, "r")) == NULL)
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
         return -1;
     /* pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
     int n = fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
