@@ -4,7 +4,8 @@
  * took). Without them, a child forked while another thread held one of the
  * locks (taking a session, refreshing a key's handle, noting a login) would
  * wait on it forever at its first use of the token. The order is the one
- * every other path takes them in (internal.h). */
+ * every other path takes them in (internal.h). Then the module gate
+ * (gate.c) waits for the threads inside a module to come out. */
 #include "internal.h"
 
 cu__live_list cu__live_objects = {PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, NULL};
@@ -78,7 +79,41 @@ static void live_renew_all(cu__live_list *l)
     cu__mutex_init_recursive(&l->lock);
 }
 
+/* pthread_atfork runs prepare handlers last-registered first. A module that
+ * takes a lock of its own in a fork handler (custos-soft does) must take it
+ * after the gate has waited for the threads inside the module, which may be
+ * waiting for that very lock: so the layer registers its handlers again
+ * after each module initialization (cu__fork_handlers_after_init), to run
+ * before the module's. Of the copies, the first prepare and the last
+ * parent or child, by this count, do the work. Forks do not overlap here:
+ * glibc runs one fork's handlers at a time. */
+static int nesting;
+static int registered;
+enum { MAX_REGISTRATIONS = 32 };
+
+static void prepare_all(void);
+static void parent_all(void);
+static void child_all(void);
+
 static void prepare(void)
+{
+    if (nesting++ == 0)
+        prepare_all();
+}
+
+static void parent(void)
+{
+    if (--nesting == 0)
+        parent_all();
+}
+
+static void child(void)
+{
+    if (--nesting == 0)
+        child_all();
+}
+
+static void prepare_all(void)
 {
     int n = atomic_load(&n_users);
     for (int i = 0; i < n; i++)
@@ -89,10 +124,12 @@ static void prepare(void)
     live_lock_all(&cu__live_tokens);
     pthread_mutex_lock(&cu__registry_lock);
     live_lock_all(&cu__live_modules);
+    cu__gate_close();
 }
 
-static void parent(void)
+static void parent_all(void)
 {
+    cu__gate_open_parent();
     live_unlock_all(&cu__live_modules);
     pthread_mutex_unlock(&cu__registry_lock);
     live_unlock_all(&cu__live_tokens);
@@ -103,8 +140,9 @@ static void parent(void)
             users[i].parent();
 }
 
-static void child(void)
+static void child_all(void)
 {
+    cu__gate_open_child();
     live_renew_all(&cu__live_modules);
     cu__mutex_init_recursive(&cu__registry_lock);
     live_renew_all(&cu__live_tokens);
@@ -118,12 +156,25 @@ static void child(void)
 
 static void install(void)
 {
-    pthread_atfork(prepare, parent, child);
+    cu__gate_install();
+    if (pthread_atfork(prepare, parent, child) == 0)
+        registered = 1;
 }
 
 void cu__fork_handlers_install(void)
 {
     pthread_once(&installed, install);
+}
+
+/* Called holding none of the locks the handlers take: pthread_atfork waits
+ * for a fork under way, whose prepare handler would wait for such a lock. */
+void cu__fork_handlers_after_init(void)
+{
+    static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&reg_lock);
+    if (registered < MAX_REGISTRATIONS && pthread_atfork(prepare, parent, child) == 0)
+        registered++;
+    pthread_mutex_unlock(&reg_lock);
 }
 
 cu_rc cu_p11_atfork(void (*prepare_fn)(void), void (*parent_fn)(void), void (*child_fn)(void))

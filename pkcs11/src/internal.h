@@ -106,6 +106,9 @@ extern atomic_ulong cu__fork_gen;
  * session_lock, held around the module's own C_OpenSession/C_CloseSession,
  * is not taken: the child makes it anew at its first use, cu__module_ready.) */
 void cu__fork_handlers_install(void);
+/* After a module's C_Initialize, which may have registered fork handlers of
+ * its own: the layer's run before them (fork.c). */
+void cu__fork_handlers_after_init(void);
 extern pthread_mutex_t cu__tc_lock;       /* session_cache.c */
 extern pthread_mutex_t cu__registry_lock; /* module.c */
 extern cu__live_list cu__live_objects, cu__live_tokens, cu__live_modules;
@@ -113,6 +116,71 @@ void cu__live_link(cu__live_list *l, cu__live *n, pthread_mutex_t *lock, pthread
 void cu__live_unlink(cu__live_list *l, cu__live *n);
 /* A recursive mutex (made anew in a fork()ed child). */
 void cu__mutex_init_recursive(pthread_mutex_t *mu);
+
+/* The module gate (gate.c): every call the layer makes into a module goes
+ * through CU__P11, so that the fork handlers can wait until no thread is
+ * inside a module (whose own mutexes a child would otherwise inherit
+ * locked). close: in prepare, after the layer's locks. */
+/* Two cache lines each: threads writing their marks must not share a line,
+ * nor a pair of lines (the adjacent-line prefetcher moves them together:
+ * at 64 bytes two threads' HMACs on custos-soft cost 12% more). */
+typedef struct cu__gate {
+    _Alignas(128) atomic_int depth; /* calls of its thread now inside a module */
+    bool used;        /* owned by a live thread */
+    struct cu__gate *next;
+} cu__gate;
+void cu__gate_install(void);
+/* initial-exec: no __tls_get_addr call on every PKCS#11 call (the layer is
+ * linked into custos.so, which OpenSSL dlopen()s; one pointer fits in the
+ * static TLS glibc keeps for such libraries). */
+#define CU__TLS_IE __attribute__((tls_model("initial-exec")))
+extern _Thread_local cu__gate *cu__gate_mine CU__TLS_IE;
+typedef struct cu__gate_state {
+    _Alignas(128) atomic_int closing; /* a fork is waiting: stay out */
+    bool asymmetric;                 /* membarrier registered: a mark needs no fence */
+    char pad[128 - sizeof(atomic_int) - sizeof(bool)];
+} cu__gate_state;
+extern cu__gate_state cu__gate_st;
+cu__gate *cu__gate_enter_slow(void);
+
+static inline void cu__gate_fence(void)
+{
+    if (cu__gate_st.asymmetric)
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Marks the thread inside a module; returns its slot (NULL: ungated). */
+static inline cu__gate *cu__gate_enter(void)
+{
+    cu__gate *g = cu__gate_mine;
+    if (g == NULL || atomic_load_explicit(&g->depth, memory_order_relaxed) != 0)
+        return cu__gate_enter_slow();
+    atomic_store_explicit(&g->depth, 1, memory_order_relaxed);
+    cu__gate_fence();
+    if (!atomic_load_explicit(&cu__gate_st.closing, memory_order_relaxed))
+        return g;
+    atomic_store_explicit(&g->depth, 0, memory_order_release);
+    return cu__gate_enter_slow();
+}
+
+static inline void cu__gate_leave(cu__gate *g)
+{
+    if (g != NULL)
+        atomic_store_explicit(&g->depth, atomic_load_explicit(&g->depth, memory_order_relaxed) - 1,
+                              memory_order_release);
+}
+void cu__gate_close(void);
+void cu__gate_open_parent(void);
+void cu__gate_open_child(void);
+#define CU__P11(f, fn, ...)                                                                                  \
+    ({                                                                                                       \
+        cu__gate *cu__g_ = cu__gate_enter();                                                                 \
+        CK_RV cu__rv_ = (f)->fn(__VA_ARGS__);                                                                \
+        cu__gate_leave(cu__g_);                                                                              \
+        cu__rv_;                                                                                             \
+    })
 
 /* Returns CU_OK when the module is usable in this process (re-initializing it
  * in a fork()ed child). */

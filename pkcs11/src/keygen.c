@@ -104,7 +104,7 @@ cu_rc cu_token_keygen(cu_token *t, cu_keygen_type type, const char *label, const
             {CKA_VERIFY, &yes, sizeof yes},        {CKA_LABEL, (void *)label, llen},
             {CKA_ID, (void *)id, id_len},
         };
-        rv = t->f->C_GenerateKey(s, &mech, tmpl, sizeof tmpl / sizeof tmpl[0], &priv);
+        rv = CU__P11(t->f, C_GenerateKey, s, &mech, tmpl, sizeof tmpl / sizeof tmpl[0], &priv);
         return finish(t, s, rv, priv, "generate the HMAC key", label, _key);
     }
 
@@ -137,7 +137,7 @@ cu_rc cu_token_keygen(cu_token *t, cu_keygen_type type, const char *label, const
         {CKA_SIGN, &yes, sizeof yes},      {CKA_LABEL, (void *)label, llen},
         {CKA_ID, (void *)id, id_len},
     };
-    rv = t->f->C_GenerateKeyPair(s, &mech, pub_tmpl, n_pub, priv_tmpl, sizeof priv_tmpl / sizeof priv_tmpl[0],
+    rv = CU__P11(t->f, C_GenerateKeyPair, s, &mech, pub_tmpl, n_pub, priv_tmpl, sizeof priv_tmpl / sizeof priv_tmpl[0],
                                  &pub, &priv);
     return finish(t, s, rv, priv, "generate the key pair", label, _key);
 }
@@ -181,7 +181,7 @@ cu_rc cu_token_import_cert(cu_token *t, const uint8_t *der, size_t len, const ch
     };
     if ((rc = cu__session_get(t, &s)) != CU_OK)
         goto out;
-    CK_RV rv = t->f->C_CreateObject(s, tmpl, sizeof tmpl / sizeof tmpl[0], &h);
+    CK_RV rv = CU__P11(t->f, C_CreateObject, s, tmpl, sizeof tmpl / sizeof tmpl[0], &h);
     rc = finish(t, s, rv, h, "store the certificate", label, _cert);
 out:
     OPENSSL_free(subj);
@@ -215,6 +215,6 @@ cu_rc cu_token_import_hmac(cu_token *t, const uint8_t *key, size_t len, const ch
     };
     if ((rc = cu__session_get(t, &s)) != CU_OK)
         return rc;
-    CK_RV rv = t->f->C_CreateObject(s, tmpl, sizeof tmpl / sizeof tmpl[0], &h);
+    CK_RV rv = CU__P11(t->f, C_CreateObject, s, tmpl, sizeof tmpl / sizeof tmpl[0], &h);
     return finish(t, s, rv, h, "import the HMAC key", label, _key);
 }

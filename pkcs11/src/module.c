@@ -83,13 +83,30 @@ static char *path_for_name(const char *name)
 
 static CK_RV initialize(CK_FUNCTION_LIST *f, unsigned quirks)
 {
+    cu__gate *g = cu__gate_enter();
     CK_RV rv = p11_kit_module_initialize(f);
     for (int i = 0; rv == CKR_GENERAL_ERROR && (quirks & CU_QUIRK_INIT_RETRY) && i < INIT_RETRIES; i++) {
         p11_kit_module_finalize(f);
         usleep(2000u * (unsigned)(i + 1));
         rv = p11_kit_module_initialize(f);
     }
+    cu__gate_leave(g);
     return rv;
+}
+
+/* p11-kit's finalize and release (which finalizes) call into the module. */
+static void finalize(CK_FUNCTION_LIST *f)
+{
+    cu__gate *g = cu__gate_enter();
+    p11_kit_module_finalize(f);
+    cu__gate_leave(g);
+}
+
+static void release(CK_FUNCTION_LIST *f)
+{
+    cu__gate *g = cu__gate_enter();
+    p11_kit_module_release(f);
+    cu__gate_leave(g);
 }
 
 cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out)
@@ -97,6 +114,7 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     char *path = NULL;
     cu_module *m = NULL;
     cu_rc rc = CU_OK;
+    bool initialized = false;
 
     if (path_or_name == NULL || *path_or_name == '\0' || _out == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "no PKCS#11 module given");
@@ -143,10 +161,11 @@ cu_rc cu_module_load(const char *path_or_name, unsigned quirks, cu_module **_out
     }
     CK_RV rv = initialize(m->f, quirks);
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-        p11_kit_module_release(m->f);
+        release(m->f);
         rc = cu_err_set_ckr(CU_E_MODULE, rv, "cannot initialize PKCS#11 module %s", path);
         goto out;
     }
+    initialized = true;
     atomic_init(&m->refs, 1);
     cu__mutex_init_recursive(&m->lock);
     cu__live_link(&cu__live_modules, &m->live, &m->lock, NULL);
@@ -166,6 +185,8 @@ out:
     }
     pthread_mutex_unlock(&cu__registry_lock);
     free(path);
+    if (initialized)
+        cu__fork_handlers_after_init();
     *_out = m;
     return rc;
 }
@@ -214,7 +235,7 @@ cu_rc cu__module_restart(cu_module *m, unsigned delay_us)
     if (atomic_load(&m->refs) > 1) {
         rc = cu_err_set(CU_E_STATE, "module %s is in use: not restarting it", m->path);
     } else {
-        p11_kit_module_finalize(m->f);
+        finalize(m->f);
         usleep(delay_us);
         CK_RV rv = initialize(m->f, m->quirks);
         if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
@@ -233,7 +254,7 @@ cu_module *cu__module_ref(cu_module *m)
 static void module_free(cu_module *m)
 {
     cu__live_unlink(&cu__live_modules, &m->live);
-    p11_kit_module_release(m->f);
+    release(m->f);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->session_lock);
     free(m->path);
@@ -282,6 +303,7 @@ cu_rc cu__module_ready(cu_module *m)
                           m->path);
     pthread_mutex_lock(&m->lock);
     cu_rc rc = CU_OK;
+    bool initialized = false;
     if (m->fork_gen != gen) {
         /* A child of fork(): p11-kit forwards this to the module, which then
          * starts afresh instead of sharing the parent's state. A parent
@@ -291,10 +313,14 @@ cu_rc cu__module_ready(cu_module *m)
         CK_RV rv = initialize(m->f, m->quirks);
         if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
             rc = cu_err_set_ckr(CU_E_MODULE, rv, "cannot re-initialize %s after fork", m->path);
-        else
+        else {
             m->fork_gen = gen;
+            initialized = true;
+        }
     }
     pthread_mutex_unlock(&m->lock);
+    if (initialized)
+        cu__fork_handlers_after_init();
     return rc;
 }
 
@@ -325,12 +351,12 @@ static void fill_desc(CK_FUNCTION_LIST *f, CK_SLOT_ID id, cu_token_desc *d)
     CK_TOKEN_INFO ti;
     memset(d, 0, sizeof *d);
     d->slot_id = id;
-    if (f->C_GetSlotInfo(id, &si) == CKR_OK) {
+    if (CU__P11(f, C_GetSlotInfo, id, &si) == CKR_OK) {
         cu__trim_copy(d->slot_description, sizeof d->slot_description, si.slotDescription,
                       sizeof si.slotDescription);
         d->present = (si.flags & CKF_TOKEN_PRESENT) != 0;
     }
-    if (d->present && f->C_GetTokenInfo(id, &ti) == CKR_OK) {
+    if (d->present && CU__P11(f, C_GetTokenInfo, id, &ti) == CKR_OK) {
         cu__trim_copy(d->label, sizeof d->label, ti.label, sizeof ti.label);
         cu__trim_copy(d->manufacturer, sizeof d->manufacturer, ti.manufacturerID, sizeof ti.manufacturerID);
         cu__trim_copy(d->model, sizeof d->model, ti.model, sizeof ti.model);
@@ -351,14 +377,14 @@ cu_rc cu_module_slots(cu_module *m, cu_token_desc **_slots, size_t *_n)
         return cu_err_set(CU_E_INVALID_ARG, "cu_module_slots: missing argument");
     if ((rc = cu__module_ready(m)) != CU_OK)
         return rc;
-    CK_RV rv = m->f->C_GetSlotList(CK_FALSE, NULL, &n);
+    CK_RV rv = CU__P11(m->f, C_GetSlotList, CK_FALSE, NULL, &n);
     if (rv == CKR_OK && n > 0) {
         ids = calloc(n, sizeof *ids);
         if (ids == NULL) {
             rc = cu_err_set(CU_E_NOMEM, "out of memory listing slots");
             goto out;
         }
-        rv = m->f->C_GetSlotList(CK_FALSE, ids, &n);
+        rv = CU__P11(m->f, C_GetSlotList, CK_FALSE, ids, &n);
     }
     if (rv != CKR_OK) {
         rc = cu_err_set_ckr(CU_E_MODULE, rv, "%s: cannot list slots", m->path);
@@ -402,7 +428,7 @@ cu_rc cu_module_init_token(cu_module *m, unsigned long slot_id, const char *labe
     memset(lbl, ' ', sizeof lbl);
     memcpy(lbl, label, strlen(label));
 
-    rv = m->f->C_InitToken(slot_id, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin), lbl);
+    rv = CU__P11(m->f, C_InitToken, slot_id, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin), lbl);
     if (rv != CKR_OK)
         return cu_err_set_ckr(cu_rc_from_ckr(rv) == CU_E_PIN_INCORRECT ? CU_E_PIN_INCORRECT : CU_E_TOKEN,
                               rv, "cannot initialize the token in slot %lu of %s", slot_id, m->path);
@@ -438,15 +464,15 @@ cu_rc cu_module_init_token(cu_module *m, unsigned long slot_id, const char *labe
     rv = cu__open_session(m, target, &s);
     if (rv != CKR_OK)
         return cu_err_set_ckr(CU_E_TOKEN, rv, "token '%s': cannot open a session", label);
-    rv = m->f->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin));
+    rv = CU__P11(m->f, C_Login, s, CKU_SO, (CK_UTF8CHAR_PTR)so_pin, strlen(so_pin));
     if (rv != CKR_OK) {
         rc = cu_err_set_ckr(cu_rc_from_ckr(rv), rv, "token '%s': SO login failed", label);
         goto out;
     }
-    rv = m->f->C_InitPIN(s, (CK_UTF8CHAR_PTR)user_pin, strlen(user_pin));
+    rv = CU__P11(m->f, C_InitPIN, s, (CK_UTF8CHAR_PTR)user_pin, strlen(user_pin));
     if (rv != CKR_OK)
         rc = cu_err_set_ckr(cu_rc_from_ckr(rv), rv, "token '%s': cannot set the user PIN", label);
-    m->f->C_Logout(s);
+    CU__P11(m->f, C_Logout, s);
 out:
     cu__close_session(m, s);
     return rc;
@@ -463,13 +489,13 @@ cu_rc cu_module_mechanisms(cu_module *m, unsigned long slot_id, cu_mech_desc **_
         return cu_err_set(CU_E_INVALID_ARG, "cu_module_mechanisms: missing argument");
     if ((rc = cu__module_ready(m)) != CU_OK)
         return rc;
-    CK_RV rv = m->f->C_GetMechanismList(slot_id, NULL, &n);
+    CK_RV rv = CU__P11(m->f, C_GetMechanismList, slot_id, NULL, &n);
     if (rv == CKR_OK && n > 0) {
         if ((types = calloc(n, sizeof *types)) == NULL) {
             rc = cu_err_set(CU_E_NOMEM, "out of memory");
             goto out;
         }
-        rv = m->f->C_GetMechanismList(slot_id, types, &n);
+        rv = CU__P11(m->f, C_GetMechanismList, slot_id, types, &n);
     }
     if (rv != CKR_OK) {
         rc = cu_err_set_ckr(CU_E_TOKEN, rv, "slot %lu of %s: cannot list mechanisms", slot_id, m->path);
@@ -483,7 +509,7 @@ cu_rc cu_module_mechanisms(cu_module *m, unsigned long slot_id, cu_mech_desc **_
         CK_MECHANISM_INFO mi;
         out[i].type = types[i];
         out[i].name = cu__mech_name(types[i]);
-        if (m->f->C_GetMechanismInfo(slot_id, types[i], &mi) == CKR_OK) {
+        if (CU__P11(m->f, C_GetMechanismInfo, slot_id, types[i], &mi) == CKR_OK) {
             out[i].min_key = mi.ulMinKeySize;
             out[i].max_key = mi.ulMaxKeySize;
             out[i].flags = mi.flags;
@@ -508,7 +534,7 @@ void cu_p11_shutdown(void)
     while (m != NULL) {
         cu_module *next = m->next;
         if (!(m->quirks & CU_QUIRK_NO_FINALIZE) && !m->finalized)
-            p11_kit_module_finalize(m->f);
+            finalize(m->f);
         m->finalized = true;
         for (struct cu_login *l = m->logins, *ln; l != NULL; l = ln) {
             ln = l->next;
@@ -537,7 +563,7 @@ void cu_p11_shutdown(void)
 CK_RV cu__open_session(cu_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE *_s)
 {
     pthread_mutex_lock(&m->session_lock);
-    CK_RV rv = m->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, _s);
+    CK_RV rv = CU__P11(m->f, C_OpenSession, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, _s);
     pthread_mutex_unlock(&m->session_lock);
     return rv;
 }
@@ -545,7 +571,7 @@ CK_RV cu__open_session(cu_module *m, CK_SLOT_ID slot, CK_SESSION_HANDLE *_s)
 CK_RV cu__close_session(cu_module *m, CK_SESSION_HANDLE s)
 {
     pthread_mutex_lock(&m->session_lock);
-    CK_RV rv = m->f->C_CloseSession(s);
+    CK_RV rv = CU__P11(m->f, C_CloseSession, s);
     pthread_mutex_unlock(&m->session_lock);
     return rv;
 }

@@ -64,7 +64,7 @@ static CK_RV get_attr(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_A
     CK_ATTRIBUTE a = {type, NULL, 0};
     *_val = NULL;
     *_len = 0;
-    CK_RV rv = t->f->C_GetAttributeValue(s, h, &a, 1);
+    CK_RV rv = CU__P11(t->f, C_GetAttributeValue, s, h, &a, 1);
     if (rv != CKR_OK)
         return rv;
     if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
@@ -72,7 +72,7 @@ static CK_RV get_attr(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_A
     a.pValue = malloc(a.ulValueLen + 1);
     if (a.pValue == NULL)
         return CKR_HOST_MEMORY;
-    rv = t->f->C_GetAttributeValue(s, h, &a, 1);
+    rv = CU__P11(t->f, C_GetAttributeValue, s, h, &a, 1);
     if (rv != CKR_OK) {
         free(a.pValue);
         return rv;
@@ -110,7 +110,7 @@ cu_rc cu__object_new(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, cu_ob
         {CKA_CLASS, &cls, sizeof cls},
         {CKA_KEY_TYPE, &kt, sizeof kt},
     };
-    t->f->C_GetAttributeValue(s, h, fixed, 2); /* CKA_KEY_TYPE is invalid on certs: fine */
+    CU__P11(t->f, C_GetAttributeValue, s, h, fixed, 2); /* CKA_KEY_TYPE is invalid on certs: fine */
     if (fixed[0].ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return cu_err_set(CU_E_TOKEN, "object without a class on token '%s'", t->desc.label);
 
@@ -140,7 +140,7 @@ cu_rc cu__object_new(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, cu_ob
     if (o->kt == CU_KEY_RSA) {
         CK_ULONG bits = 0;
         CK_ATTRIBUTE a = {CKA_MODULUS_BITS, &bits, sizeof bits};
-        if (t->f->C_GetAttributeValue(s, h, &a, 1) == CKR_OK && bits > 0) {
+        if (CU__P11(t->f, C_GetAttributeValue, s, h, &a, 1) == CKR_OK && bits > 0) {
             o->bits = (unsigned)bits;
         } else if (get_attr(t, s, h, CKA_MODULUS, &v, &len) == CKR_OK) {
             size_t skip = 0;
@@ -157,7 +157,7 @@ cu_rc cu__object_new(cu_token *t, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, cu_ob
     } else if (o->kt == CU_KEY_HMAC) {
         CK_ULONG vl = 0;
         CK_ATTRIBUTE a = {CKA_VALUE_LEN, &vl, sizeof vl};
-        if (t->f->C_GetAttributeValue(s, h, &a, 1) == CKR_OK)
+        if (CU__P11(t->f, C_GetAttributeValue, s, h, &a, 1) == CKR_OK)
             o->bits = (unsigned)(vl * 8);
     }
     if (o->label == NULL) {
@@ -176,7 +176,7 @@ void cu_object_free(cu_object *o)
      * so that long-running processes do not accumulate copies. */
     if (o->fast != CK_INVALID_HANDLE && o->epoch == atomic_load(&o->tok->epoch) &&
         !o->tok->mod->finalized && o->tok->keeper != CK_INVALID_HANDLE)
-        o->tok->f->C_DestroyObject(o->tok->keeper, o->fast);
+        CU__P11(o->tok->f, C_DestroyObject, o->tok->keeper, o->fast);
     cu__live_unlink(&cu__live_objects, &o->live);
     pthread_mutex_destroy(&o->lock);
     cu_token_unref(o->tok);
@@ -202,7 +202,7 @@ static cu_rc search(cu_token *t, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, cu_object 
     cu_rc rc = cu__session_get(t, &s);
     if (rc != CU_OK)
         return rc;
-    CK_RV rv = t->f->C_FindObjectsInit(s, tmpl, n_tmpl);
+    CK_RV rv = CU__P11(t->f, C_FindObjectsInit, s, tmpl, n_tmpl);
     if (rv != CKR_OK) {
         rc = cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot search objects", cu__token_name(t, name, sizeof name));
         goto out;
@@ -210,7 +210,7 @@ static cu_rc search(cu_token *t, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, cu_object 
     for (;;) {
         CK_OBJECT_HANDLE hs[FIND_BATCH];
         CK_ULONG got = 0;
-        rv = t->f->C_FindObjects(s, hs, FIND_BATCH, &got);
+        rv = CU__P11(t->f, C_FindObjects, s, hs, FIND_BATCH, &got);
         if (rv != CKR_OK) {
             rc = cu_err_set_ckr(CU_E_TOKEN, rv, "%s: object search failed", cu__token_name(t, name, sizeof name));
             break;
@@ -234,7 +234,7 @@ static cu_rc search(cu_token *t, CK_ATTRIBUTE *tmpl, CK_ULONG n_tmpl, cu_object 
         if (rc != CU_OK)
             break;
     }
-    t->f->C_FindObjectsFinal(s);
+    CU__P11(t->f, C_FindObjectsFinal, s);
 out:
     cu__session_put(t, s);
     if (rc != CU_OK) {
@@ -266,7 +266,7 @@ cu_rc cu_token_find_all(cu_token *t, const char *uri, cu_class cls, cu_object **
         if ((rc = cu__uri_parse(uri, &u)) != CU_OK)
             return rc;
         CK_TOKEN_INFO ti;
-        if (t->f->C_GetTokenInfo(t->slot, &ti) != CKR_OK || !p11_kit_uri_match_token_info(u, &ti)) {
+        if (CU__P11(t->f, C_GetTokenInfo, t->slot, &ti) != CKR_OK || !p11_kit_uri_match_token_info(u, &ti)) {
             char shown[256];
             rc = cu_err_set(CU_E_TOKEN_NOT_FOUND, "%s does not match %s", cu__token_name(t, name, sizeof name),
                             cu__uri_for_message(uri, shown, sizeof shown));
@@ -370,7 +370,7 @@ char *cu_object_uri(const cu_object *o)
         return NULL;
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
     cu_token *t = o->tok;
-    if (t->f->C_GetTokenInfo(t->slot, ti) == CKR_OK) {
+    if (CU__P11(t->f, C_GetTokenInfo, t->slot, ti) == CKR_OK) {
         cu__uri_token_fields(ti);
         CK_ATTRIBUTE attrs[3];
         CK_ULONG n = 0;
@@ -402,10 +402,10 @@ static cu_rc refind_unlocked(cu_object *o, CK_SESSION_HANDLE s)
     CK_OBJECT_HANDLE h[2];
     CK_ULONG got = 0;
     char name[160];
-    CK_RV rv = t->f->C_FindObjectsInit(s, tmpl, n);
+    CK_RV rv = CU__P11(t->f, C_FindObjectsInit, s, tmpl, n);
     if (rv == CKR_OK) {
-        rv = t->f->C_FindObjects(s, h, 2, &got);
-        t->f->C_FindObjectsFinal(s);
+        rv = CU__P11(t->f, C_FindObjects, s, h, 2, &got);
+        CU__P11(t->f, C_FindObjectsFinal, s);
     }
     if (rv != CKR_OK)
         return cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot find it again", cu__object_name(o, name, sizeof name));
@@ -445,7 +445,7 @@ cu_rc cu__object_handle(cu_object *o, CK_SESSION_HANDLE s, bool for_signing, CK_
             pthread_mutex_lock(&t->lock);
             CK_SESSION_HANDLE keeper = t->keeper;
             pthread_mutex_unlock(&t->lock);
-            if (t->f->C_CopyObject(keeper, o->h, tmpl, 1, &copy) == CKR_OK)
+            if (CU__P11(t->f, C_CopyObject, keeper, o->h, tmpl, 1, &copy) == CKR_OK)
                 o->fast = copy;
         }
         o->fast_tried = true;
@@ -478,7 +478,7 @@ cu_rc cu_object_custody(cu_object *o, cu_custody *_c)
         return rc;
     if ((rc = cu__object_handle(o, s, false, &h)) != CU_OK)
         goto out;
-    CK_RV rv = o->tok->f->C_GetAttributeValue(s, h, a, sizeof a / sizeof a[0]);
+    CK_RV rv = CU__P11(o->tok->f, C_GetAttributeValue, s, h, a, sizeof a / sizeof a[0]);
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
         rc = cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot read custody attributes",
                             cu__object_name(o, name, sizeof name));
@@ -687,11 +687,11 @@ cu_rc cu_object_destroy(cu_object *o)
     if ((rc = cu__object_handle(o, s, false, &h)) == CU_OK) {
         pthread_mutex_lock(&o->lock);
         if (o->fast != CK_INVALID_HANDLE) {
-            o->tok->f->C_DestroyObject(s, o->fast);
+            CU__P11(o->tok->f, C_DestroyObject, s, o->fast);
             o->fast = CK_INVALID_HANDLE;
         }
         pthread_mutex_unlock(&o->lock);
-        CK_RV rv = o->tok->f->C_DestroyObject(s, h);
+        CK_RV rv = CU__P11(o->tok->f, C_DestroyObject, s, h);
         if (rv != CKR_OK)
             rc = cu_err_set_ckr(cu_rc_from_ckr(rv), rv, "%s: cannot destroy", cu__object_name(o, name, sizeof name));
     }

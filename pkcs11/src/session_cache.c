@@ -92,20 +92,10 @@ static void thread_exit(void *p)
     free(c);
 }
 
-static void before_fork(void)
-{
-    pthread_mutex_lock(&cu__tc_lock);
-}
-
-static void after_fork(void)
-{
-    pthread_mutex_unlock(&cu__tc_lock);
-}
-
+/* cu__tc_lock is taken around fork by fork.c, in the layer's lock order. */
 static void make_key(void)
 {
-    tc_key_ok = pthread_key_create(&tc_key, thread_exit) == 0 &&
-                pthread_atfork(before_fork, after_fork, after_fork) == 0;
+    tc_key_ok = pthread_key_create(&tc_key, thread_exit) == 0;
 }
 
 /* This thread's cache, made on first use; NULL if it cannot be (then the

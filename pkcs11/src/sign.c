@@ -159,10 +159,10 @@ static cu_rc sign_raw(cu_object *key, CK_MECHANISM *mech, const uint8_t *in, siz
             return rc;
         }
         CK_ULONG len = *_outlen;
-        CK_RV rv = t->f->C_SignInit(s, mech, h);
+        CK_RV rv = CU__P11(t->f, C_SignInit, s, mech, h);
         bool started = rv == CKR_OK;
         if (started)
-            rv = t->f->C_Sign(s, (CK_BYTE_PTR)in, inlen, out, &len);
+            rv = CU__P11(t->f, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
         if (rv == CKR_OK) {
             cu__session_put(t, s);
             *_outlen = len;
@@ -459,7 +459,7 @@ cu_rc cu_sign_init(cu_object *key, const cu_sig *s, cu_sign_op **_op)
         }
         op->active = true;
         if ((rc = cu__object_handle(key, op->sess, true, &h)) == CU_OK) {
-            CK_RV rv = key->tok->f->C_SignInit(op->sess, &mech, h);
+            CK_RV rv = CU__P11(key->tok->f, C_SignInit, op->sess, &mech, h);
             if (rv != CKR_OK)
                 rc = cu_err_set_ckr(cu_rc_from_ckr(rv), rv, "%s: cannot start the MAC",
                                     cu__object_name(key, name, sizeof name));
@@ -488,7 +488,7 @@ cu_rc cu_sign_update(cu_sign_op *op, const uint8_t *data, size_t len)
         return EVP_DigestUpdate(op->md, data, len) ? CU_OK : cu_err_set(CU_E_CRYPTO, "digest update failed");
     if (!op->active)
         return cu_err_set(CU_E_STATE, "sign update after final");
-    CK_RV rv = op->key->tok->f->C_SignUpdate(op->sess, (CK_BYTE_PTR)data, len);
+    CK_RV rv = CU__P11(op->key->tok->f, C_SignUpdate, op->sess, (CK_BYTE_PTR)data, len);
     if (rv != CKR_OK) {
         cu__session_drop(op->key->tok, op->sess);
         op->active = false;
@@ -523,7 +523,7 @@ cu_rc cu_sign_final(cu_sign_op *op, uint8_t *out, size_t *_outlen)
     if (!op->active)
         return cu_err_set(CU_E_STATE, "sign final called twice");
     CK_ULONG len = *_outlen;
-    CK_RV rv = op->key->tok->f->C_SignFinal(op->sess, out, &len);
+    CK_RV rv = CU__P11(op->key->tok->f, C_SignFinal, op->sess, out, &len);
     op->active = false;
     if (rv != CKR_OK) {
         cu__session_drop(op->key->tok, op->sess);

@@ -28,12 +28,12 @@ bool cu__token_has_mech(const cu_token *t, CK_MECHANISM_TYPE m)
 static void load_mechs(cu_token *t)
 {
     CK_ULONG n = 0;
-    if (t->f->C_GetMechanismList(t->slot, NULL, &n) != CKR_OK || n == 0)
+    if (CU__P11(t->f, C_GetMechanismList, t->slot, NULL, &n) != CKR_OK || n == 0)
         return;
     t->mechs = calloc(n, sizeof *t->mechs);
     if (t->mechs == NULL)
         return;
-    if (t->f->C_GetMechanismList(t->slot, t->mechs, &n) != CKR_OK) {
+    if (CU__P11(t->f, C_GetMechanismList, t->slot, t->mechs, &n) != CKR_OK) {
         free(t->mechs);
         t->mechs = NULL;
         return;
@@ -45,7 +45,7 @@ static void load_mechs(cu_token *t)
 static cu_rc login_on(cu_token *t, CK_SESSION_HANDLE s, const char *pin)
 {
     char name[96];
-    CK_RV rv = t->f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+    CK_RV rv = CU__P11(t->f, C_Login, s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
     if (rv == CKR_USER_ALREADY_LOGGED_IN && !cu__module_login_matches(t->mod, t->slot, pin))
         return cu_err_set_ckr(CU_E_PIN_INCORRECT, CKR_PIN_INCORRECT,
                               "%s: PIN differs from the one this process logged in with",
@@ -193,10 +193,10 @@ static cu_rc select_slot(cu_module *m, P11KitUri *u, const char *uri, CK_SLOT_ID
         if (want_slot != (CK_SLOT_ID)-1 && slots[i].slot_id != want_slot)
             continue;
         CK_TOKEN_INFO ti;
-        if (m->f->C_GetTokenInfo(slots[i].slot_id, &ti) != CKR_OK || !p11_kit_uri_match_token_info(u, &ti))
+        if (CU__P11(m->f, C_GetTokenInfo, slots[i].slot_id, &ti) != CKR_OK || !p11_kit_uri_match_token_info(u, &ti))
             continue;
         CK_SLOT_INFO si;
-        if (m->f->C_GetSlotInfo(slots[i].slot_id, &si) != CKR_OK || !p11_kit_uri_match_slot_info(u, &si))
+        if (CU__P11(m->f, C_GetSlotInfo, slots[i].slot_id, &si) != CKR_OK || !p11_kit_uri_match_slot_info(u, &si))
             continue;
         if (hits++ == 0) {
             *_slot = slots[i].slot_id;
@@ -388,7 +388,7 @@ cu_rc cu_token_set_pin(cu_token *t, const char *old_pin, const char *new_pin)
     if (t == NULL || old_pin == NULL || new_pin == NULL)
         return cu_err_set(CU_E_INVALID_ARG, "set PIN: old and new PIN are required");
     pthread_mutex_lock(&t->lock);
-    CK_RV rv = t->f->C_SetPIN(t->keeper, (CK_UTF8CHAR_PTR)old_pin, strlen(old_pin),
+    CK_RV rv = CU__P11(t->f, C_SetPIN, t->keeper, (CK_UTF8CHAR_PTR)old_pin, strlen(old_pin),
                               (CK_UTF8CHAR_PTR)new_pin, strlen(new_pin));
     cu_rc rc = CU_OK;
     if (rv != CKR_OK) {
@@ -412,7 +412,7 @@ char *cu_token_uri(const cu_token *t)
     if (u == NULL)
         return NULL;
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
-    if (t->f->C_GetTokenInfo(t->slot, ti) == CKR_OK) {
+    if (CU__P11(t->f, C_GetTokenInfo, t->slot, ti) == CKR_OK) {
         /* Only the identifying fields; the rest must not constrain matching. */
         cu__uri_token_fields(ti);
         p11_kit_uri_set_module_path(u, t->mod->path);
