@@ -58,7 +58,7 @@ static void slot_release(void *p)
 void cu__gate_install(void)
 {
     have_key = pthread_key_create(&slot_key, slot_release) == 0;
-    asymmetric = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    atomic_store(&asymmetric, syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0);
 }
 
 static gate_slot *slot_register(void)
@@ -99,7 +99,7 @@ cu__gate *cu__gate_enter_slow(void)
     for (;;) {
         atomic_store_explicit(&s->depth, d + 1, memory_order_relaxed);
         cu__gate_fence();
-        /* A nested call (a module calling back through the layer) must not
+        /* Already inside (a gated call made within another) it must not
          * wait: the fork is waiting for this thread's outer call. */
         if (d > 0 || !atomic_load_explicit(&closing, memory_order_relaxed))
             return s;
@@ -123,11 +123,11 @@ static long long now_ns(void)
 void cu__gate_close(void)
 {
     atomic_store(&closing, 1);
-    if (asymmetric && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    if (atomic_load(&asymmetric) && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
         /* Not expected once registered. From now on marks are fenced; a
          * mark stored without one is in a store buffer for far less than
          * the millisecond waited here. */
-        asymmetric = false;
+        atomic_store(&asymmetric, false);
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     }
     pthread_mutex_lock(&slots_lock);
@@ -150,7 +150,7 @@ void cu__gate_open_parent(void)
 void cu__gate_open_child(void)
 {
     pthread_mutex_init(&slots_lock, NULL);
-    asymmetric = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    atomic_store(&asymmetric, syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0);
     for (gate_slot *s = slots; s != NULL; s = s->next)
         if (s != mine) {
             atomic_store(&s->depth, 0);

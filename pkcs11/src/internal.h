@@ -137,15 +137,15 @@ void cu__gate_install(void);
 extern _Thread_local cu__gate *cu__gate_mine CU__TLS_IE;
 typedef struct cu__gate_state {
     _Alignas(128) atomic_int closing; /* a fork is waiting: stay out */
-    bool asymmetric;                 /* membarrier registered: a mark needs no fence */
-    char pad[128 - sizeof(atomic_int) - sizeof(bool)];
+    atomic_bool asymmetric;          /* membarrier registered: a mark needs no fence */
+    char pad[128 - sizeof(atomic_int) - sizeof(atomic_bool)];
 } cu__gate_state;
 extern cu__gate_state cu__gate_st;
 cu__gate *cu__gate_enter_slow(void);
 
 static inline void cu__gate_fence(void)
 {
-    if (cu__gate_st.asymmetric)
+    if (atomic_load_explicit(&cu__gate_st.asymmetric, memory_order_relaxed))
         atomic_signal_fence(memory_order_seq_cst);
     else
         atomic_thread_fence(memory_order_seq_cst);

@@ -159,10 +159,14 @@ static cu_rc sign_raw(cu_object *key, CK_MECHANISM *mech, const uint8_t *in, siz
             return rc;
         }
         CK_ULONG len = *_outlen;
-        CK_RV rv = CU__P11(t->f, C_SignInit, s, mech, h);
+        /* One pass through the gate for the pair: on custos-soft an HMAC
+         * costs ~270 ns, and each pass ~4. */
+        cu__gate *g = cu__gate_enter();
+        CK_RV rv = t->f->C_SignInit(s, mech, h);
         bool started = rv == CKR_OK;
         if (started)
-            rv = CU__P11(t->f, C_Sign, s, (CK_BYTE_PTR)in, inlen, out, &len);
+            rv = t->f->C_Sign(s, (CK_BYTE_PTR)in, inlen, out, &len);
+        cu__gate_leave(g);
         if (rv == CKR_OK) {
             cu__session_put(t, s);
             *_outlen = len;
