@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static p11_backend be;
@@ -911,6 +912,69 @@ static void test_fork_while_signing(void)
     CU_ASSERT_EQUAL(good, FORKS);
 }
 
+/* The gate itself: a fork waits for a thread inside a module to come out,
+ * and does not wait when the forking thread is inside one itself (a module
+ * forking a helper), whatever the others do. */
+typedef struct {
+    int ready, done;     /* pipes: the thread is inside; the test is over */
+    unsigned inside_ms;
+} inside_arg;
+
+static void *inside_module(void *p)
+{
+    inside_arg *a = p;
+    char c;
+    cu__gate *g = cu__gate_enter();
+    if (write(a->ready, "x", 1) != 1)
+        abort();
+    usleep(a->inside_ms * 1000);
+    cu__gate_leave(g);
+    if (read(a->done, &c, 1) != 1)
+        abort();
+    return NULL;
+}
+
+static double fork_seconds(bool forker_inside, unsigned inside_ms)
+{
+    int ready[2], done[2];
+    char c;
+    struct timespec t0, t1;
+    CU_ASSERT_FATAL(pipe(ready) == 0 && pipe(done) == 0);
+    inside_arg a = {ready[1], done[0], inside_ms};
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, inside_module, &a) == 0);
+    CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1);
+    cu__gate *g = forker_inside ? cu__gate_enter() : NULL;
+    fflush(NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cu__gate_leave(g);
+    CU_ASSERT_EQUAL(write(done[1], "x", 1), 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 2; i++) {
+        close(ready[i]);
+        close(done[i]);
+    }
+    int st = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+}
+
+static void test_fork_gate(void)
+{
+    /* The other thread stays inside 400 ms after it said so. */
+    double waited = fork_seconds(false, 400);
+    CU_ASSERT(waited >= 0.3 && waited < 5);
+    /* Inside itself, the forking thread goes ahead at once though the other
+     * thread stays inside for 3 s. */
+    double went = fork_seconds(true, 3000);
+    CU_ASSERT(went < 1.5);
+}
+
 /* cu_p11_atfork: a user's handlers run around the layer's, parent and
  * child after the fork; a ninth set is refused. */
 static int atfork_prepared, atfork_parented, atfork_childed;
@@ -997,6 +1061,7 @@ static const cu_test_case cases[] = {
     {"fork while another thread holds the module's, the token's or a key's lock", test_fork_while_locked},
     {"fork from inside the module lock", test_fork_inside_lock},
     {"fork while threads are inside the module", test_fork_while_signing},
+    {"fork waits at the module gate, unless the forking thread is inside", test_fork_gate},
     {"fork handlers of the layer's users", test_atfork_users},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
