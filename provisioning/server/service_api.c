@@ -38,41 +38,44 @@ static const char *if_match(cu_srv__req *r, char buf[96])
     return buf;
 }
 
+/* The error code (its first three digits the HTTP status) of a store's
+ * refusal; 0 for an error the client did not cause. */
+static int refusal_code(cu_rc rc, int not_found)
+{
+    switch (rc) {
+    case CU_E_OBJECT_NOT_FOUND: return not_found;
+    case CU_E_EXISTS: return 409001;
+    case CU_E_PRECONDITION: return 412001;
+    case CU_E_STATE: return cu_store_last_http_status() == 409 ? 409001 : 412001;
+    case CU_E_INVALID_ARG:
+    case CU_E_PARSE: return 400001;
+    default: return 0;
+    }
+}
+
+/* An error the client did not cause: counted and logged with the request's
+ * id, which is all the client is told. */
+static void log_store_error(cu_srv__req *r, const char *reason)
+{
+    cu_srv__metrics_store_error();
+    cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", reason)};
+    cu_srv__log(CU_LOG_ERROR, "store error", f, 2);
+}
+
 static void store_refusal(cu_srv__req *r, cu_rc rc, const char *reason, int not_found)
 {
     if (reason == NULL || reason[0] == 0)
         reason = cu_err_last()->msg;
-    switch (rc) {
-    case CU_E_OBJECT_NOT_FOUND:
-        cu_srv__reply_error(r, 404, not_found, "%s", reason);
-        break;
-    case CU_E_EXISTS:
-        cu_srv__reply_error(r, 409, 409001, "%s", reason);
-        break;
-    case CU_E_PRECONDITION:
-        cu_srv__reply_error(r, 412, 412001, "%s", reason);
-        break;
-    case CU_E_STATE:
-        if (cu_store_last_http_status() == 409)
-            cu_srv__reply_error(r, 409, 409001, "%s", reason);
-        else
-            cu_srv__reply_error(r, 412, 412001, "%s", reason);
-        break;
-    case CU_E_INVALID_ARG:
-    case CU_E_PARSE:
-        cu_srv__reply_error(r, 400, 400001, "%s", reason);
-        break;
-    default: {
-        cu_srv__metrics_store_error();
-        cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", reason)};
-        cu_srv__log(CU_LOG_ERROR, "store error", f, 2);
-        if (rc == CU_E_IO && cu_store_last_http_status() == 503) {
-            cu_srv__reply_store_down(r);
-            break;
-        }
+    int code = refusal_code(rc, not_found);
+    if (code != 0) {
+        cu_srv__reply_error(r, code / 1000, code, "%s", reason);
+        return;
+    }
+    log_store_error(r, reason);
+    if (rc == CU_E_IO && cu_store_last_http_status() == 503)
+        cu_srv__reply_store_down(r);
+    else
         cu_srv__reply_error(r, 500, 500000, "internal error (tracking id %s)", r->id);
-    }
-    }
 }
 
 static bool need_json(cu_srv__req *r)
@@ -360,16 +363,10 @@ static void enr_bulk(cu_srv__req *r, cu_enr_kind kind)
             applied++;
             continue;
         }
-        int code = rc == CU_E_OBJECT_NOT_FOUND                 ? nf_code(kind)
-                   : rc == CU_E_EXISTS                          ? 409001
-                   : rc == CU_E_PRECONDITION                    ? 412001
-                   : rc == CU_E_STATE                           ? (cu_store_last_http_status() == 409 ? 409001 : 412001)
-                   : rc == CU_E_INVALID_ARG || rc == CU_E_PARSE ? 400001
-                                                                : 500000;
-        if (code == 500000) { /* as store_refusal: counted and logged, the reply names the tracking id */
-            cu_srv__metrics_store_error();
-            cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("error", reason[0] ? reason : cu_err_last()->msg)};
-            cu_srv__log(CU_LOG_ERROR, "store error", f, 2);
+        int code = refusal_code(rc, nf_code(kind));
+        if (code == 0) { /* as store_refusal */
+            log_store_error(r, reason[0] ? reason : cu_err_last()->msg);
+            code = 500000;
             snprintf(reason, sizeof reason, "internal error (tracking id %s)", r->id);
         }
         json_array_append_new(errs, json_pack("{s:s, s:i, s:s}", id_key, id ? id : "", "errorCode", code,
