@@ -776,49 +776,69 @@ static _Noreturn void child_signs(void)
     _exit(ok ? 0 : 3);
 }
 
+/* A thread that holds a lock of the layer, or stays inside a module (the
+ * module gate: lock NULL), for hold_ms once started; it ends only when told
+ * (holder_end). */
 typedef struct {
     pthread_mutex_t *lock;
-    int ready, done; /* pipes: the lock is held; the fork is over */
-} holder_arg;
+    unsigned hold_ms;
+    int ready[2], done[2]; /* pipes: it holds; the fork is over */
+    pthread_t th;
+} holder;
 
-static void *lock_holder(void *p)
+static void *holder_run(void *p)
 {
-    holder_arg *a = p;
+    holder *h = p;
     char c;
-    pthread_mutex_lock(a->lock);
-    if (write(a->ready, "x", 1) != 1)
+    cu__gate *g = NULL;
+    if (h->lock != NULL)
+        pthread_mutex_lock(h->lock);
+    else
+        g = cu__gate_enter();
+    if (write(h->ready[1], "x", 1) != 1)
         abort();
-    usleep(300 * 1000);
-    pthread_mutex_unlock(a->lock);
+    usleep(h->hold_ms * 1000);
+    if (h->lock != NULL)
+        pthread_mutex_unlock(h->lock);
+    else
+        cu__gate_leave(g);
     /* Not ending while the fork is under way: a thread's exit holds the
      * sanitizer runtime's own locks, which the child would inherit. */
-    if (read(a->done, &c, 1) != 1)
+    if (read(h->done[0], &c, 1) != 1)
         abort();
     return NULL;
 }
 
+/* Returns once the thread holds. */
+static void holder_start(holder *h)
+{
+    char c;
+    CU_ASSERT_FATAL(pipe(h->ready) == 0 && pipe(h->done) == 0);
+    CU_ASSERT_FATAL(pthread_create(&h->th, NULL, holder_run, h) == 0);
+    CU_ASSERT_EQUAL_FATAL(read(h->ready[0], &c, 1), 1);
+}
+
+static void holder_end(holder *h)
+{
+    CU_ASSERT_EQUAL(write(h->done[1], "x", 1), 1);
+    pthread_join(h->th, NULL);
+    for (int i = 0; i < 2; i++) {
+        close(h->ready[i]);
+        close(h->done[i]);
+    }
+}
+
 static void fork_while_locked(pthread_mutex_t *lock)
 {
-    int ready[2], done[2];
-    char c;
     if (!be.fork_ok)
         return; /* refused in a child anyway (test_fork) */
-    CU_ASSERT_EQUAL_FATAL(pipe(ready), 0);
-    CU_ASSERT_EQUAL_FATAL(pipe(done), 0);
-    holder_arg a = {lock, ready[1], done[0]};
-    pthread_t th;
-    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, lock_holder, &a), 0);
-    CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1);
+    holder h = {.lock = lock, .hold_ms = 300};
+    holder_start(&h);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0)
         child_signs();
-    CU_ASSERT_EQUAL(write(done[1], "x", 1), 1);
-    pthread_join(th, NULL);
-    for (int i = 0; i < 2; i++) {
-        close(ready[i]);
-        close(done[i]);
-    }
+    holder_end(&h);
     int st = 0;
     CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -915,35 +935,11 @@ static void test_fork_while_signing(void)
 /* The gate itself: a fork waits for a thread inside a module to come out,
  * and does not wait when the forking thread is inside one itself (a module
  * forking a helper), whatever the others do. */
-typedef struct {
-    int ready, done;     /* pipes: the thread is inside; the test is over */
-    unsigned inside_ms;
-} inside_arg;
-
-static void *inside_module(void *p)
-{
-    inside_arg *a = p;
-    char c;
-    cu__gate *g = cu__gate_enter();
-    if (write(a->ready, "x", 1) != 1)
-        abort();
-    usleep(a->inside_ms * 1000);
-    cu__gate_leave(g);
-    if (read(a->done, &c, 1) != 1)
-        abort();
-    return NULL;
-}
-
 static double fork_seconds(bool forker_inside, unsigned inside_ms)
 {
-    int ready[2], done[2];
-    char c;
     struct timespec t0, t1;
-    CU_ASSERT_FATAL(pipe(ready) == 0 && pipe(done) == 0);
-    inside_arg a = {ready[1], done[0], inside_ms};
-    pthread_t th;
-    CU_ASSERT_FATAL(pthread_create(&th, NULL, inside_module, &a) == 0);
-    CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1);
+    holder h = {.lock = NULL, .hold_ms = inside_ms};
+    holder_start(&h);
     cu__gate *g = forker_inside ? cu__gate_enter() : NULL;
     fflush(NULL);
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -952,12 +948,7 @@ static double fork_seconds(bool forker_inside, unsigned inside_ms)
         _exit(0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     cu__gate_leave(g);
-    CU_ASSERT_EQUAL(write(done[1], "x", 1), 1);
-    pthread_join(th, NULL);
-    for (int i = 0; i < 2; i++) {
-        close(ready[i]);
-        close(done[i]);
-    }
+    holder_end(&h);
     int st = 0;
     CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
