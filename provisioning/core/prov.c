@@ -277,6 +277,20 @@ static cu_rc tpm_second_blob(const cu_prov_request *req, cu_prov_result *res)
     return rc;
 }
 
+/* A challenge answers one registration. Gone already means a concurrent
+ * attempt used it (resolve read it in this transaction): a conflict, so
+ * that the caller's retry finds no challenge and refuses. */
+static cu_rc tpm_challenge_consume(cu_prov *p, const cu_prov_request *req)
+{
+    cu_rc rc = cu_store_tpm_challenge_del(p->store, req->registration_id);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
+        cu_prov__store_set_last_http(409);
+        rc = cu_err_set(CU_E_STATE, "the TPM challenge of '%.128s' was used by another registration",
+                        req->registration_id);
+    }
+    return rc;
+}
+
 /* The decision as an audit record: "registration" (with the record, in its
  * transaction), "registration.refused", "registration.challenge". The
  * actor is the device that asked. */
@@ -354,6 +368,8 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
         goto cleanup;
     in_txn = true;
     if ((rc = cu_store_reg_put(p->store, rec, NULL)) != CU_OK)
+        goto cleanup;
+    if (cu_enr_get_att_type(e) == CU_ATT_TPM && (rc = tpm_challenge_consume(p, req)) != CU_OK)
         goto cleanup;
     _res->http_status = 200;
     _res->error_code = rec->error_code;

@@ -1494,3 +1494,10 @@ cleanup:
     free(body);
     return rc;
 }
+
+cu_rc cu_store_tpm_challenge_del(cu_store *s, const char *registration_id)
+{
+    cu_prov__return_val_if_fail(s != NULL && registration_id != NULL, CU_E_INVALID_ARG);
+    cu_rc rc = cu_store_begin(s);
+    return rc == CU_OK ? finish(s, doc_del(s, CU_KIND_TPM_CHALLENGE, registration_id)) : rc;
+}

@@ -106,10 +106,19 @@ static void test_engine_refusals(void)
     CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "not the one enrolled"));
     cu_prov_result_clear(&res);
-    /* The right EK: a challenge, and K is kept for the SAS. */
+    /* The right EK, enrolled as other bytes of the same key (exponent 65537
+     * spelled out instead of 0, userWithAuth set): matched by the key, so
+     * a challenge, and K is kept for the SAS. */
+    uint8_t alt_raw[400];
+    memcpy(alt_raw, ek_raw, ek_len);
+    alt_raw[9] |= 0x40;
+    memcpy(alt_raw + 54, "\x00\x01\x00\x01", 4);
+    char *alt_b64 = b64(alt_raw, ek_len);
+    CU_ASSERT_NOT_EQUAL(strcmp(alt_b64, ek_b64), 0);
     CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
                                       "{\"registrationId\":\"tpm-dev\",\"attestation\":{\"type\":\"tpm\",\"tpm\":"
-                                      "{\"endorsementKey\":\"%s\"}}}", ek_b64), CU_OK);
+                                      "{\"endorsementKey\":\"%s\"}}}", alt_b64), CU_OK);
+    free(alt_b64);
     /* A SAS before any challenge is refused. */
     req.authorization = "SharedAccessSignature sr=x&sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3d&se=1";
     CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
@@ -144,7 +153,25 @@ static void test_engine_refusals(void)
     if (res.tpm_authentication_key != NULL)
         CU_ASSERT_EQUAL(strlen(res.tpm_authentication_key), 4 * ((766 + 2) / 3));
     cu_prov_result_clear(&res);
-    /* The same SAS once the challenge has expired: refused, and why. */
+    /* The challenge answered one registration: the same SAS again, while
+     * both it and the challenge would still be valid, is refused. */
+    char *left = NULL;
+    CU_ASSERT_EQUAL(cu_store_tpm_challenge_get(f.store, "tpm-dev", &left), CU_E_OBJECT_NOT_FOUND);
+    free(left);
+    CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "no TPM challenge"));
+    cu_prov_result_clear(&res);
+    free(tok);
+    tok = NULL;
+    /* A new challenge, answered once it has expired: refused, and why. */
+    req.authorization = NULL;
+    CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_CHALLENGE);
+    cu_prov_result_clear(&res);
+    CU_ASSERT_EQUAL_FATAL(pending_key(&f, "tpm-dev", ek_b64, 0, key), CU_OK);
+    CU_ASSERT_EQUAL(cu_sas_sign(key, 32, "0ne00000001", "tpm-dev", (uint64_t)time(NULL) + 600, "registration", &tok), CU_OK);
+    req.authorization = tok;
     cu_prov *late = NULL;
     cu_prov_config lc = {.id_scope = "0ne00000001", .now = time(NULL) + CU_PROV_TPM_CHALLENGE_TTL + 5,
                          .sas_skew = 86400};
@@ -154,6 +181,33 @@ static void test_engine_refusals(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "expired"));
     cu_prov_result_clear(&res);
     cu_prov_free(late);
+    free(tok);
+    tok = NULL;
+    /* A live challenge, answered by a SAS token that has expired (no skew
+     * allowed): refused as expired; the same key with a live expiry is
+     * accepted, so it was the expiry that refused. */
+    cu_prov *strict = NULL;
+    cu_prov_config sc = {.id_scope = "0ne00000001", .sas_skew = 0};
+    CU_ASSERT_EQUAL_FATAL(cu_prov_new(f.store, &sc, &strict), CU_OK);
+    req.authorization = NULL;
+    CU_ASSERT_EQUAL(cu_prov_register(strict, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_CHALLENGE);
+    cu_prov_result_clear(&res);
+    CU_ASSERT_EQUAL_FATAL(pending_key(&f, "tpm-dev", ek_b64, 0, key), CU_OK);
+    CU_ASSERT_EQUAL(cu_sas_sign(key, 32, "0ne00000001", "tpm-dev", (uint64_t)time(NULL) - 2, "registration", &tok), CU_OK);
+    req.authorization = tok;
+    CU_ASSERT_EQUAL(cu_prov_register(strict, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "expired"));
+    cu_prov_result_clear(&res);
+    free(tok);
+    tok = NULL;
+    CU_ASSERT_EQUAL(cu_sas_sign(key, 32, "0ne00000001", "tpm-dev", (uint64_t)time(NULL) + 600, "registration", &tok), CU_OK);
+    req.authorization = tok;
+    CU_ASSERT_EQUAL(cu_prov_register(strict, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_PROVISION);
+    cu_prov_result_clear(&res);
+    cu_prov_free(strict);
     free(tok);
     /* A challenge without the SRK, or with a signing key as SRK, is refused (400). */
     req.authorization = NULL;

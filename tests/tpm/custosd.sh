@@ -3,9 +3,9 @@
 # device side played by custos_tpmdev (test_tpm_devtool) on swtpms that the
 # token fixture starts (`custos token init --kind tpm2`). The checks of
 # issue 7: a device registers by TPM and is assigned (and takes the second
-# blob); a tampered blob is rejected by the TPM and reported clearly; a
-# replayed SAS after its expiry is refused; a different TPM presenting the
-# first device's registration id is refused; the device with its enrollment
+# blob), once (the same SAS again is refused); a tampered blob is rejected by
+# the TPM and reported clearly; a SAS past its expiry is refused; a different
+# TPM presenting the first device's registration id is refused; the device with its enrollment
 # disabled is refused. Uses tests/server/lib.sh (start_server, expect_http).
 # Skipped (77) when custosd or the helpers are not built.
 BIN=${1:?usage: custosd.sh path/to/bin path/to/test_tpm_devtool}
@@ -61,6 +61,8 @@ done
 body_has '"status":"assigned"' "the device is assigned"
 sed -n 's/.*"tpm":{"authenticationKey":"\([^"]*\)".*/\1/p' "$T/body" >"$T/blob2"
 expect_rc 0 "the device imports the second blob (the hub key)" "$DEV" "$TA" $SRKH import "$T/blob2"
+# The challenge answered that one registration: the same PUT again is refused.
+expect_http 401 "the same SAS again is refused (the challenge was used)" PUT "$URL" -H "$J" -H "$AUTH" -d "$(body "$EKA" "$SRKA")"
 
 # 2. A tampered blob: the TPM refuses it (TPM_RC_INTEGRITY) and says so.
 expect_http 401 "a new challenge" PUT "$URL" -H "$J" -d "$(body "$EKA" "$SRKA")"
@@ -74,11 +76,16 @@ base64 -w0 "$T/raw" >"$T/blob3"
 [ $rc = 3 ] && ok "the TPM rejects the tampered blob (TPM_RC_INTEGRITY)" || bad "tampered blob: exit $rc: $(cat "$T/err")"
 contains "$T/err" "integrity check failed" "the device reports it clearly: $(cat "$T/err")"
 
-# 3. A replayed SAS after its expiry.
-SE=$(( $(date +%s) + 1 ))
-OLD="Authorization: $("$DEV" "$TA" $SRKH sas "$SCOPE" "$ID" "$SE")"
-sleep 2
-expect_http 401 "a SAS replayed after its expiry is refused" PUT "$URL" -H "$J" -H "$OLD" -d "$(body "$EKA" "$SRKA")"
+# 3. A SAS past its expiry (and custosd's 300 s of skew), signed with the key
+# of a live challenge: refused; the same key with a live expiry is accepted,
+# so it was the expiry that refused.
+expect_http 401 "a fresh challenge" PUT "$URL" -H "$J" -d "$(body "$EKA" "$SRKA")"
+sed -n 's/.*"authenticationKey":"\([^"]*\)".*/\1/p' "$T/body" >"$T/blob4"
+expect_rc 0 "the device imports it" "$DEV" "$TA" $SRKH import "$T/blob4"
+OLD="Authorization: $("$DEV" "$TA" $SRKH sas "$SCOPE" "$ID" $(( $(date +%s) - 400 )))"
+expect_http 401 "a SAS past its expiry is refused" PUT "$URL" -H "$J" -H "$OLD" -d "$(body "$EKA" "$SRKA")"
+NEW="Authorization: $("$DEV" "$TA" $SRKH sas "$SCOPE" "$ID" $(( $(date +%s) + 600 )))"
+expect_http 202 "the same key with a live expiry is accepted" PUT "$URL" -H "$J" -H "$NEW" -d "$(body "$EKA" "$SRKA")"
 
 # 4. Another TPM presenting the first device's registration id.
 expect_http 401 "another TPM with the first device's id is refused" PUT "$URL" -H "$J" -d "$(body "$EKB" "$SRKB")"

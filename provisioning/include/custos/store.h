@@ -269,6 +269,11 @@ cu_rc cu_store_hub_list(cu_store *s, cu_hub **_hubs, size_t *_n);
 cu_rc cu_store_tpm_challenge_put(cu_store *s, const char *registration_id, const char *sealed);
 /* *_sealed: caller frees. @retval CU_E_OBJECT_NOT_FOUND none pending */
 cu_rc cu_store_tpm_challenge_get(cu_store *s, const char *registration_id, char **_sealed);
+/* Consumes the pending challenge: a challenge answers one registration, so
+ * the same SAS cannot register the device again while the challenge lives.
+ * @retval CU_E_OBJECT_NOT_FOUND none pending
+ * @retval CU_E_STATE another attempt took it first (409, PostgreSQL) */
+cu_rc cu_store_tpm_challenge_del(cu_store *s, const char *registration_id);
 
 /* ---- operations ---- */
 /* What a device polls after its PUT: one per registration id (the latest
