@@ -444,35 +444,26 @@ table 4 sensor-1 sensor-2 sensor-3
 
 # ================================================================= TPM ==
 step "5. A TPM device"
-TPM_DONE=
-if ! "$CUSTOS" device register --help 2>&1 | grep -q -- '--tpm'; then
-    say "Skipped: 'custos device register' has no --tpm in this build yet (issue 7: the service side is"
-    say "there, the device client's TPM registration is not). The demo adds a TPM device once it is."
-elif ! "$CUSTOS" device tpm-identity --help >/dev/null 2>&1; then
-    say "Skipped: this build has no 'custos device tpm-identity' to read the TPM's endorsement key."
-else
-    say "A device whose identity is its TPM's endorsement key (EK): a software TPM (swtpm) behind a tpm2 token."
-    say "The operator enrolls the EK before the device first connects; the device answers the service's"
-    say "challenge inside the TPM (ActivateCredential, Import) and signs its SAS token there."
-    TPM_DIRS+=("$TOKENS/tpm-device")       # before init: an interrupted init is stopped too
-    new_token tpm-device tpm2 quiet
-    shown "$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json
-    ident=$("$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json)
-    ek=$(printf '%s\n' "$ident" | sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p')
-    tpm_id=$(printf '%s\n' "$ident" | sed -n 's/.*"registrationId":"\([^"]*\)".*/\1/p')
-    if [ -z "$ek" ] || [ -z "$tpm_id" ]; then
-        echo "demo: no EK from custos device tpm-identity: $ident" >&2
-        exit 1
-    fi
-    say "    registration id $tpm_id (base32 of the EK's SHA-256), EK ${ek:0:24}… (base64 TPM2B_PUBLIC)"
-    mkdir -p "$DEMO/keys"
-    printf '%s\n' "$ek" >"$DEMO/keys/tpm-device.ek"
-    say "The enrollment without an id takes the TPM's default registration id, as the device does:"
-    cli "$ENTRY" "$CUSTOS" enrollment create --attestation tpm --ek-file "$DEMO/keys/tpm-device.ek" --state "$DEMO"
-    register 5 "$tpm_id" tpm tpm-device --tpm --dir "$TOKENS/tpm-device"
-    table 5 "$tpm_id"
-    TPM_DONE=1
+say "A device whose identity is its TPM's endorsement key (EK): a software TPM (swtpm) behind a tpm2 token."
+say "The operator enrolls the EK before the device first connects; the device answers the service's"
+say "challenge inside the TPM (ActivateCredential, Import) and signs its SAS token there."
+TPM_DIRS+=("$TOKENS/tpm-device")       # before init: an interrupted init is stopped too
+new_token tpm-device tpm2 quiet
+shown "$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json
+ident=$("$CUSTOS" device tpm-identity --dir "$TOKENS/tpm-device" --json)
+ek=$(printf '%s\n' "$ident" | sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p')
+tpm_id=$(printf '%s\n' "$ident" | sed -n 's/.*"registrationId":"\([^"]*\)".*/\1/p')
+if [ -z "$ek" ] || [ -z "$tpm_id" ]; then
+    echo "demo: no EK from custos device tpm-identity: $ident" >&2
+    exit 1
 fi
+say "    registration id $tpm_id (base32 of the EK's SHA-256), EK ${ek:0:24}… (base64 TPM2B_PUBLIC)"
+mkdir -p "$DEMO/keys"
+printf '%s\n' "$ek" >"$DEMO/keys/tpm-device.ek"
+say "The enrollment without an id takes the TPM's default registration id, as the device does:"
+cli "$ENTRY" "$CUSTOS" enrollment create --attestation tpm --ek-file "$DEMO/keys/tpm-device.ek" --state "$DEMO"
+register 5 "$tpm_id" tpm tpm-device --tpm --dir "$TOKENS/tpm-device"
+table 5 "$tpm_id"
 
 # ============================================================= explain ==
 step "6. Why was a device refused? custos enrollment explain"
@@ -557,14 +548,14 @@ BEGIN { printf "  %-10s %-9s %-12s %-8s %-10s %-5s %-5s %-6s %s\n", "token", "ki
 }' "$DEMO/custody.csv"
 say "  sens/extr: CKA_SENSITIVE / CKA_EXTRACTABLE; local: generated inside the token."
 say "  'imported': the service must know a symmetric group key, so that one key came from outside."
-[ -z "$TPM_DONE" ] || say "  tpm-device: its EK, SRK and the imported keys are TPM objects, not PKCS#11 ones (none listed)."
+say "  tpm-device: its EK, SRK and the imported keys are TPM objects, not PKCS#11 ones (none listed)."
 [ "$custody_rc" = 0 ] || say "  (a token could not be read: see the messages above)"
 
 # ============================================================= summary ==
 step "Summary"
 stages=(1 2 3 4)
 devs=(device-1 device-2 device-3 device-4 device-5 sensor-1 sensor-2 sensor-3)
-if [ -n "$TPM_DONE" ]; then stages+=(5); devs+=("$tpm_id"); fi
+stages+=(5); devs+=("$tpm_id")
 printf '  %s%-10s %-14s' "$B" device mechanism
 for st in "${stages[@]}"; do printf ' %-9s' "stage $st"; done
 printf '%s\n' "$N"
@@ -587,12 +578,10 @@ if [ -n "$MISMATCH" ]; then
     exit 1
 fi
 say "Every outcome is the seed's: all five; then B's devices refused; then device-3 refused too."
-say "The symmetric-key devices${TPM_DONE:+ and the TPM device} are assigned."
+say "The symmetric-key devices and the TPM device are assigned."
 
 step "Where things are"
-tpm_line=
-[ -n "$TPM_DONE" ] && tpm_line=", tpm-device (swtpm)"
-say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server keys), device-1..5, factory (group key)$tpm_line"
+say "  ${DEMO#"$ROOT"/}/tokens/     the tokens: custosd (server keys), device-1..5, factory (group key), tpm-device (swtpm)"
 say "  ${DEMO#"$ROOT"/}/pins/       the PIN files (0600)"
 say "  ${DEMO#"$ROOT"/}/pki/        the test PKI: certificates; root/cert-a/cert-b keys are files"
 say "  ${DEMO#"$ROOT"/}/            custosd's state: custos.db (SQLite), custosd.conf, custosd.log,"

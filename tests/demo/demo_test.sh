@@ -114,18 +114,13 @@ check_run() { # N OUT
 4 sensor-2 assigned
 4 sensor-3 assigned
 EOF
-    # stage 5: one TPM device, when this build's device client has --tpm
-    local want_n=18 tpm
+    # stage 5: one TPM device
+    local want_n=19 tpm
     tpm=$(awk -F'\t' '$1 == 5' "$r")
-    if "$BUILD/bin/custos" device register --help 2>&1 | grep -q -- '--tpm'; then
-        want_n=19
-        case $tpm in
-            *$'\t'tpm$'\t'tpm-device$'\t'tpm2$'\t'assigned$'\t'hub[12].custos.local) ok "run $n: the TPM device is assigned" ;;
-            *) bad "run $n: TPM device: '$tpm'" ;;
-        esac
-    else
-        [ -z "$tpm" ] && ok "run $n: no TPM device (no --tpm in this build)" || bad "run $n: a TPM row without --tpm: $tpm"
-    fi
+    case $tpm in
+        *$'\t'tpm$'\t'tpm-device$'\t'tpm2$'\t'assigned$'\t'hub[12].custos.local) ok "run $n: the TPM device is assigned" ;;
+        *) bad "run $n: TPM device: '$tpm'" ;;
+    esac
     [ "$(wc -l <"$r")" = "$want_n" ] && ok "run $n: $want_n registrations recorded" ||
         bad "run $n: $(wc -l <"$r") registrations, wanted $want_n"
     [ "$wrong" = 0 ] && ok "run $n: every outcome as the seed says"
@@ -154,7 +149,7 @@ sensor-3 +symmetric key +- +- +- +$H( +-)?
 EOF
     grep -q "outcome: refuse" "$out" && grep -q "reason: *enrollment group 'group-b' is disabled" "$out" &&
         ok "run $n: explain shows why device-4 is refused" || bad "run $n: no explain output"
-    grep -q "Skipped: .*--tpm\|TPM device" "$out" && ok "run $n: the TPM step says what it did" || bad "run $n: no TPM step"
+    grep -q "A device whose identity is its TPM's endorsement key" "$out" && ok "run $n: the TPM step says what it did" || bad "run $n: no TPM step"
     if "$BUILD/bin/custos" audit verify --help >/dev/null 2>&1; then
         grep -Eq '^    audit log verifies: [0-9]+ records .*[1-9][0-9]* signatures verified' "$out" &&
             grep -Eq '^ +5 registration\.refused$' "$out" &&
