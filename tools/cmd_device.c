@@ -24,7 +24,7 @@ static void usage(FILE *f)
     fputs("usage: custos device register --scope SCOPE --host HOST[:PORT] --ca FILE\n"
           "         (--x509 --cert FILE --key URI|FILE\n"
           "          | --symmetric-key URI | --key-file FILE\n"
-          "          | --tpm [--tcti TCTI | --dir TOKEN_DIR] [--srk-handle H])\n"
+          "          | --tpm [--tcti TCTI | --dir TOKEN_DIR] [--srk-handle H] [--ek rsa|ecc])\n"
           "         [--registration-id ID] [--group]\n"
           "         [--payload JSON] [--api-version V] [--timeout SECONDS] [--json]\n"
           "       custos device tpm-identity [--tcti TCTI | --dir TOKEN_DIR] [--ek rsa|ecc] [--json]\n\n"
@@ -40,6 +40,8 @@ static void usage(FILE *f)
           "  --dir TOKEN_DIR    the swtpm of a tpm2 token directory (custos token init --kind tpm2)\n"
           "  --srk-handle H     persistent handle of the SRK (default 0x81000001, as the SDKs;\n"
           "                     an RSA-2048 SRK is created there if it is empty)\n"
+          "  --ek rsa|ecc       the endorsement key: RSA-2048 (default, as the public service)\n"
+          "                     or ECC P-256 (a Custos extension)\n"
           "  --registration-id  required for symmetric keys; X.509 default: the leaf's CN;\n"
           "                     TPM default: base32 of SHA-256 of the EK\n"
           "Exit status: 0 assigned, 3 refused, 4 failed (not assigned), 1 error, 2 usage.\n",
@@ -71,7 +73,7 @@ static int cmd_register(int argc, char **argv)
 {
     const char *scope = NULL, *host = NULL, *ca = NULL, *cert = NULL, *key = NULL, *symkey = NULL,
                *key_file = NULL, *regid = NULL, *payload = NULL, *apiv = NULL, *timeout = NULL,
-               *tcti = NULL, *dir = NULL, *srk = NULL;
+               *tcti = NULL, *dir = NULL, *srk = NULL, *ek = NULL;
     bool x509 = false, group = false, json = false, help = false, tpm = false;
     char tcti_buf[96];
     cu_fixture *fx = NULL;
@@ -89,6 +91,7 @@ static int cmd_register(int argc, char **argv)
         {"--tcti", &tcti, NULL, NULL, NULL, 0},
         {"--dir", &dir, NULL, NULL, NULL, 0},
         {"--srk-handle", &srk, NULL, NULL, NULL, 0},
+        {"--ek", &ek, NULL, NULL, NULL, 0},
         {"--registration-id", &regid, NULL, NULL, NULL, 0},
         {"--group", NULL, &group, NULL, NULL, 0},
         {"--payload", &payload, NULL, NULL, NULL, 0},
@@ -116,8 +119,10 @@ static int cmd_register(int argc, char **argv)
         return cu_cli_usage("device register", "a symmetric key needs --registration-id");
     if ((x509 || tpm) && group)
         return cu_cli_usage("device register", "--group applies to symmetric keys");
-    if (!tpm && (tcti || dir || srk))
-        return cu_cli_usage("device register", "--tcti, --dir and --srk-handle apply to --tpm");
+    if (!tpm && (tcti || dir || srk || ek))
+        return cu_cli_usage("device register", "--tcti, --dir, --srk-handle and --ek apply to --tpm");
+    if (ek != NULL && strcmp(ek, "rsa") != 0 && strcmp(ek, "ecc") != 0)
+        return cu_cli_usage("device register", "--ek takes rsa or ecc, not '%s'", ek);
     if (tcti && dir)
         return cu_cli_usage("device register", "--tcti and --dir exclude each other");
     if (srk != NULL) {
@@ -138,7 +143,8 @@ static int cmd_register(int argc, char **argv)
                          .cert_file = x509 ? cert : NULL, .key = x509 ? key : NULL, .symkey_uri = symkey,
                          .key_file = key_file, .group = group, .payload_json = payload, .api_version = apiv,
                          .timeout = timeout ? (unsigned)strtoul(timeout, NULL, 10) : 0, .tpm = tpm,
-                         .tpm_tcti = tcti, .tpm_srk_handle = (uint32_t)srk_handle};
+                         .tpm_tcti = tcti, .tpm_srk_handle = (uint32_t)srk_handle,
+                         .tpm_ek_ecc = ek != NULL && strcmp(ek, "ecc") == 0};
     cu_dev_result res;
     cu_dev_register(&cfg, &res);
     if (json) {

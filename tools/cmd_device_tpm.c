@@ -10,6 +10,8 @@
 #include <custos/tpmsvc.h>
 #include <custos/tpmdev.h>
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +45,8 @@ int cu_cmd_device_tpm_dir(const char *dir, char *tcti, size_t n, cu_fixture **_f
 
 static void usage(FILE *f)
 {
-    fputs("usage: custos device tpm-identity [--tcti TCTI | --dir TOKEN_DIR] [--ek rsa|ecc] "
-          "[--json]\n\n"
+    fputs("usage: custos device tpm-identity [--tcti TCTI | --dir TOKEN_DIR] [--ek rsa|ecc]\n"
+          "                                   [--ek-cert-out FILE] [--json]\n\n"
           "Prints the TPM's endorsement key as an individual enrollment takes it\n"
           "(attestation.tpm.endorsementKey: base64 of the marshalled TPM2B_PUBLIC) and\n"
           "the default registration id (lower-case base32 of SHA-256 of that key), so\n"
@@ -59,19 +61,49 @@ static void usage(FILE *f)
           "                manager when it has one\n"
           "  --ek rsa|ecc  RSA-2048 (default, what the public service supports) or\n"
           "                ECC NIST P-256 (a Custos extension)\n"
+          "  --ek-cert-out FILE  also write the EK certificate the manufacturer stored in\n"
+          "                NV (PEM), for `custos enrollment create --ek-cert` (an error\n"
+          "                when the TPM has none)\n"
           "  --json        {\"registrationId\",\"endorsementKey\",\"ekType\",\"tcti\"}\n",
           f);
 }
 
+/* The EK certificate from NV, as PEM. */
+static int write_ek_cert(cu_tpmdev *dev, const char *path)
+{
+    uint8_t *der = NULL;
+    size_t n = 0;
+    cu_rc r = cu_tpmdev_ek_cert(dev, &der, &n);
+    if (r == CU_E_OBJECT_NOT_FOUND)
+        return cu_cli_fail("this TPM has no EK certificate in NV");
+    if (r != CU_OK)
+        return cu_cli_fail("%s", cu_err_last()->msg);
+    const uint8_t *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)n);
+    FILE *f = x ? fopen(path, "w") : NULL;
+    int rc = CU_EXIT_OK;
+    if (x == NULL)
+        rc = cu_cli_fail("the EK certificate in NV is not DER X.509");
+    else if (f == NULL)
+        rc = cu_cli_fail("%s: cannot write", path);
+    else if (PEM_write_X509(f, x) != 1)
+        rc = cu_cli_fail("%s: cannot write the certificate", path);
+    if (f != NULL && fclose(f) != 0 && rc == CU_EXIT_OK)
+        rc = cu_cli_fail("%s: cannot write", path);
+    X509_free(x);
+    free(der);
+    return rc;
+}
+
 int cu_cmd_device_tpm_identity(int argc, char **argv)
 {
-    const char *tcti = NULL, *ek_kind = "rsa", *dir = NULL;
+    const char *tcti = NULL, *ek_kind = "rsa", *dir = NULL, *cert_out = NULL;
     char tcti_buf[96];
     cu_fixture *fx = NULL;
     bool json = false, help = false;
     cu_cli_opt opts[] = {
         {"--tcti", &tcti, NULL, NULL, NULL, 0},  {"--ek", &ek_kind, NULL, NULL, NULL, 0},
-        {"--dir", &dir, NULL, NULL, NULL, 0},
+        {"--dir", &dir, NULL, NULL, NULL, 0},    {"--ek-cert-out", &cert_out, NULL, NULL, NULL, 0},
         {"--json", NULL, &json, NULL, NULL, 0},  {"--help", NULL, &help, NULL, NULL, 0},
         {NULL, NULL, NULL, NULL, NULL, 0},
     };
@@ -105,6 +137,8 @@ int cu_cmd_device_tpm_identity(int argc, char **argv)
         rc = cu_cli_fail("%s", cu_err_last()->msg);
         goto cleanup;
     }
+    if (cert_out != NULL && (rc = write_ek_cert(dev, cert_out)) != CU_EXIT_OK)
+        goto cleanup;
     if (json) {
         fputs("{\"registrationId\":", stdout);
         cu_cli_json_str(stdout, regid);

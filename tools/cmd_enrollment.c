@@ -104,6 +104,7 @@ typedef struct enr_opts {
     int edge;   /* 1 set, -1 unchanged */
     bool json, show_keys, create_only;
     const char *after, *cert_chain, *regid, *sas_file, *rejects;
+    const char *ek_cert, *tpm_roots, *tpm_inter;
     long page_size, batch;
 } enr_opts;
 
@@ -111,6 +112,7 @@ enum {
     O_STATE = 1000, O_FILE, O_ETAG, O_ATT, O_DEVID, O_POLICY, O_WEBHOOK, O_WEBHOOK_API, O_PKEY, O_SKEY,
     O_CERT, O_SCERT, O_CAREF, O_SCAREF, O_EK, O_TWIN, O_REPROV, O_HUB, O_ENABLE, O_DISABLE, O_EDGE,
     O_JSON, O_SHOWKEYS, O_AFTER, O_PAGE, O_REGID, O_SAS, O_CREATE_ONLY, O_BATCH, O_REJECTS,
+    O_EKCERT, O_TPMROOTS, O_TPMINTER,
 };
 
 static const struct option LONGOPTS[] = {
@@ -129,6 +131,9 @@ static const struct option LONGOPTS[] = {
     {"ca-ref", required_argument, NULL, O_CAREF},
     {"secondary-ca-ref", required_argument, NULL, O_SCAREF},
     {"ek-file", required_argument, NULL, O_EK},
+    {"ek-cert", required_argument, NULL, O_EKCERT},
+    {"tpm-roots", required_argument, NULL, O_TPMROOTS},
+    {"tpm-intermediates", required_argument, NULL, O_TPMINTER},
     {"initial-twin-file", required_argument, NULL, O_TWIN},
     {"reprovision", required_argument, NULL, O_REPROV},
     {"hub", required_argument, NULL, O_HUB},
@@ -182,7 +187,9 @@ static void usage(cu_enr_kind kind, FILE *f)
             grp ? "" : "|tpm", grp ? "the group's signing (root or intermediate CA) certificate" : "the device's certificate",
             grp ? "  --ca-ref NAME --secondary-ca-ref NAME         a verified CA certificate (custos ca)\n" : "",
             grp ? "" : "  --device-id ID, --ek-file F (base64 TPM2B_PUBLIC of the endorsement key;\n"
-                  "      without an id, the TPM default id: base32 of SHA-256 of the EK)\n");
+                  "      without an id, the TPM default id: base32 of SHA-256 of the EK)\n"
+                  "  --ek-cert F --tpm-roots F [--tpm-intermediates F]  check the EK's certificate\n"
+                  "      (PEM or DER) against TPM manufacturer roots before writing (extension)\n");
 }
 
 static int parse_opts(cu_enr_kind kind, int argc, char **argv, enr_opts *o)
@@ -212,6 +219,9 @@ static int parse_opts(cu_enr_kind kind, int argc, char **argv, enr_opts *o)
         case O_CAREF: o->caref = optarg; break;
         case O_SCAREF: o->scaref = optarg; break;
         case O_EK: o->ek = optarg; break;
+        case O_EKCERT: o->ek_cert = optarg; break;
+        case O_TPMROOTS: o->tpm_roots = optarg; break;
+        case O_TPMINTER: o->tpm_inter = optarg; break;
         case O_TWIN: o->twin = optarg; break;
         case O_REPROV: o->reprov = optarg; break;
         case O_HUB:
@@ -240,6 +250,9 @@ static int parse_opts(cu_enr_kind kind, int argc, char **argv, enr_opts *o)
         return cu_cli_usage(group_name(kind), "--page-size must be 1..10000");
     if (o->batch < 1 || o->batch > 100000)
         return cu_cli_usage(group_name(kind), "--batch must be 1..100000");
+    if ((o->ek_cert != NULL) != (o->tpm_roots != NULL) || (o->tpm_inter != NULL && o->ek_cert == NULL))
+        return cu_cli_usage(group_name(kind), "--ek-cert and --tpm-roots go together "
+                            "(--tpm-intermediates with them)");
     return CU_EXIT_OK;
 }
 
@@ -261,6 +274,29 @@ static int set_cert(json_t *set, const char *slot, const char *path)
     json_object_set_new(obj_at(set, slot), "certificate", json_string(pem));
     free(pem);
     return CU_EXIT_OK;
+}
+
+/* Extension: the EK's certificate must chain to a TPM manufacturer's root
+ * and certify this very EK, or nothing is written. The public protocol
+ * carries no certificate, so the operator's enrollment is where a
+ * genuine-TPM check can stand. */
+static int check_ek_cert(json_t *att, const enr_opts *o)
+{
+    const char *ek = json_string_value(json_object_get(json_object_get(att, "tpm"), "endorsementKey"));
+    if (ek == NULL)
+        return cu_cli_usage("enrollment", "--ek-cert needs the endorsement key (--ek-file)");
+    size_t n = 0;
+    char *cert = cu_pcli_read_file(o->ek_cert, 64 * 1024, &n);
+    if (cert == NULL)
+        return CU_EXIT_FAIL;
+    cu_tpmsvc_pub *pub = NULL;
+    int rc = CU_EXIT_OK;
+    if (cu_tpmsvc_pub_parse_b64(ek, &pub) != CU_OK ||
+        cu_tpmsvc_ekcert_verify(pub, (const uint8_t *)cert, n, o->tpm_roots, NULL, o->tpm_inter) != CU_OK)
+        rc = cu_cli_fail("%s: the EK certificate is refused: %s", o->ek_cert, cu_err_last()->msg);
+    cu_tpmsvc_pub_free(pub);
+    free(cert);
+    return rc;
 }
 
 /* Applies the flags to an enrollment's JSON. */
@@ -367,6 +403,8 @@ static int apply_flags(cu_enr_kind kind, json_t *j, const enr_opts *o)
             return cu_cli_fail("%s: not JSON", o->twin);
         json_object_set_new(j, "initialTwin", tw);
     }
+    if (o->ek_cert != NULL)
+        return check_ek_cert(att, o);
     return CU_EXIT_OK;
 }
 

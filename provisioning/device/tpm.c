@@ -27,7 +27,8 @@ static cu_rc wrap(cu_rc rc, const char *what)
 cu_rc cu_dev__tpm_open(const cu_dev_config *cfg, cu_dev__tpm *t)
 {
     memset(t, 0, sizeof *t);
-    cu_tpmdev_opts o = {.ek = CU_TPMDEV_EK_RSA, .srk_handle = cfg->tpm_srk_handle};
+    cu_tpmdev_opts o = {.ek = cfg->tpm_ek_ecc ? CU_TPMDEV_EK_ECC : CU_TPMDEV_EK_RSA,
+                        .srk_handle = cfg->tpm_srk_handle};
     /* tpm2-tss logs its failures itself; ours carry the same, once. */
     setenv("TSS2_LOG", "all+none", 0);
     cu_rc rc = cu_tpmdev_open(cfg->tpm_tcti, &o, &t->dev);

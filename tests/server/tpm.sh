@@ -67,6 +67,10 @@ expect_http 401 "the first PUT (EK + SRK, no SAS) is challenged" PUT "/$SCOPE/re
 body_has '"authenticationKey":"' "the challenge carries authenticationKey"
 body_has '"keyName":"registration"' "and keyName"
 if grep -q '"status"' "$T/body"; then bad "the challenge must not carry a status"; else ok "no status in the challenge (the C SDK relies on it)"; fi
+python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))
+sys.exit(0 if sorted(b) == ["authenticationKey", "keyName", "message"] and
+         b["message"] == "Authorization required, resend request using supplied key" else 1)' "$T/body" &&
+  ok "exactly message, authenticationKey and keyName, as PROTOCOL.md §3.2" || bad "challenge body: $(head -c 200 "$T/body")"
 sed 's/.*"authenticationKey":"\([^"]*\)".*/\1/' "$T/body" >blob1.b64
 activate blob1.b64 a1 && ok "the TPM activates the credential and imports the key" || bad "activation in the TPM failed"
 

@@ -4,8 +4,9 @@
 # init --kind tpm2`, each also carrying a tpm2-pkcs11 token). The device
 # sends its EK and SRK, activates the 401 challenge and signs the SAS inside
 # its TPM, is assigned and imports the hub key. Then: another TPM presenting
-# the first device's registration id is refused (exit 3), and the device
-# with its enrollment disabled is refused (exit 3). Skipped (77) when
+# the first device's registration id is refused (exit 3), the device with
+# its enrollment disabled is refused (exit 3), an ECC EK registers, and an
+# EK certificate is checked at enrollment. Skipped (77) when
 # custosd is not built. Uses tests/server/lib.sh.
 BIN=${1:?usage: register.sh path/to/bin}
 LIB="$(dirname "$0")/../server/lib.sh"
@@ -62,10 +63,54 @@ contains "$T/out" '"result":"refused"' "refused"
 expect_rc 0 "enable it again" "$CUSTOS" enrollment update "$ID" --enable --state "$STATE"
 expect_rc 0 "and it is assigned again" reg --dir "$T/tpmA"
 
-# 4. Usage and local errors.
+# 4. An ECC P-256 endorsement key (a Custos extension), end to end.
+expect_rc 0 "tpm-identity --ek ecc" "$CUSTOS" device tpm-identity --dir "$T/tpmA" --ek ecc --json
+EID=$(sed -n 's/.*"registrationId":"\([^"]*\)".*/\1/p' "$T/out")
+sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p' "$T/out" >"$T/ekecc.b64"
+contains "$T/out" '"ekType":"ecc-p256"' "an ECC EK"
+[ -n "$EID" ] && [ "$EID" != "$ID" ] && ok "its own registration id" || bad "ECC EK id '$EID'"
+expect_rc 0 "enroll the ECC EK" "$CUSTOS" enrollment create --ek-file "$T/ekecc.b64" --state "$STATE"
+expect_rc 0 "register --tpm --ek ecc: assigned" reg --dir "$T/tpmA" --ek ecc --json
+contains "$T/out" "\"registrationId\":\"$EID\"" "under the ECC EK's id"
+contains "$T/out" '"result":"assigned"' "result assigned"
+
+# 5. The EK certificate (extension): swtpm_setup manufactures TPM B anew
+# with an EK certificate from a private CA; the operator reads it with
+# tpm-identity and enrollment checks it against that CA before writing.
+expect_rc 0 "stop TPM B" "$CUSTOS" token stop --dir "$T/tpmB"
+mkdir -p "$T/ca"
+printf 'create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n' \
+  "$T/ca/localca.conf" >"$T/ca/setup.conf"
+printf 'statedir = %s\nsigningkey = %s/signkey.pem\nissuercert = %s/issuercert.pem\ncertserial = %s/certserial\n' \
+  "$T/ca" "$T/ca" "$T/ca" "$T/ca" >"$T/ca/localca.conf"
+expect_rc 0 "swtpm_setup --create-ek-cert on TPM B" swtpm_setup --tpm2 --tpmstate "$T/tpmB/tpm" --create-ek-cert \
+  --config "$T/ca/setup.conf" --overwrite
+expect_rc 0 "start TPM B" "$CUSTOS" token start --dir "$T/tpmB"
+expect_rc 0 "tpm-identity --ek-cert-out" "$CUSTOS" device tpm-identity --dir "$T/tpmB" --ek-cert-out "$T/ekB.pem" --json
+BID=$(sed -n 's/.*"registrationId":"\([^"]*\)".*/\1/p' "$T/out")
+sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p' "$T/out" >"$T/ekB.b64"
+grep -q "BEGIN CERTIFICATE" "$T/ekB.pem" && ok "the EK certificate, as PEM" || bad "no EK certificate written"
+expect_rc 1 "TPM A has no EK certificate: error" "$CUSTOS" device tpm-identity --dir "$T/tpmA" --ek-cert-out "$T/none.pem"
+contains "$T/err" "no EK certificate" "and says so"
+ROOT="$T/ca/swtpm-localca-rootca-cert.pem"; ISS="$T/ca/issuercert.pem"
+expect_rc 1 "another TPM's EK with B's certificate: refused" "$CUSTOS" enrollment create wrong-ek --ek-file "$T/ek.b64" \
+  --ek-cert "$T/ekB.pem" --tpm-roots "$ROOT" --tpm-intermediates "$ISS" --state "$STATE"
+contains "$T/err" "certifies another key" "the reason: $(head -c 160 "$T/err")"
+expect_rc 1 "without the issuing CA: refused" "$CUSTOS" enrollment create --ek-file "$T/ekB.b64" \
+  --ek-cert "$T/ekB.pem" --tpm-roots "$ROOT" --state "$STATE"
+expect_rc 1 "nothing was written" "$CUSTOS" enrollment show wrong-ek --state "$STATE"
+expect_rc 2 "--ek-cert without --tpm-roots" "$CUSTOS" enrollment create --ek-file "$T/ekB.b64" \
+  --ek-cert "$T/ekB.pem" --state "$STATE"
+expect_rc 0 "B's EK with its certificate and the manufacturer's CA: enrolled" "$CUSTOS" enrollment create \
+  --ek-file "$T/ekB.b64" --ek-cert "$T/ekB.pem" --tpm-roots "$ROOT" --tpm-intermediates "$ISS" --state "$STATE"
+expect_rc 0 "and TPM B registers" reg --dir "$T/tpmB" --json
+contains "$T/out" "\"registrationId\":\"$BID\"" "under its own id, assigned"
+
+# 6. Usage and local errors.
 expect_rc 2 "--tpm with --key-file" reg --key-file "$T/pin"
 expect_rc 2 "--tcti and --dir together" reg --tcti "$TB" --dir "$T/tpmA"
 expect_rc 2 "--srk-handle outside the persistent range" reg --dir "$T/tpmA" --srk-handle 0x80000001
+expect_rc 2 "--ek other than rsa|ecc" reg --dir "$T/tpmA" --ek dsa
 expect_rc 2 "--tcti without --tpm" "$CUSTOS" device register --scope "$SCOPE" --host "$HP" --ca "$CA" \
   --key-file "$T/pin" --registration-id x --tcti "$TB"
 expect_rc 1 "no TPM at the TCTI: error (exit 1)" reg --tcti "swtpm:host=127.0.0.1,port=1"

@@ -36,6 +36,7 @@ typedef struct cu_dev_config {
     bool tpm;
     const char *tpm_tcti;        /* NULL: $CUSTOS_TPM_TCTI, else tpm2-tss's default */
     uint32_t tpm_srk_handle;     /* 0: 0x81000001, the SDKs' SRK handle (docs/tpm.md) */
+    bool tpm_ek_ecc;             /* an ECC P-256 EK instead of RSA-2048 (a Custos extension) */
     const char *payload_json;    /* sent as "payload", or NULL */
     const char *api_version;     /* NULL: 2021-06-01 (the C SDK's) */
     const char *provider_path;   /* where custos.so lives; NULL: OPENSSL_MODULES or default */
