@@ -31,6 +31,15 @@ expect_rc 0 "custos device tpm-identity --dir A" "$CUSTOS" device tpm-identity -
 ID=$(sed -n 's/.*"registrationId":"\([^"]*\)".*/\1/p' "$T/out")
 sed -n 's/.*"endorsementKey":"\([^"]*\)".*/\1/p' "$T/out" >"$T/ek.b64"
 [ ${#ID} = 52 ] && [ -s "$T/ek.b64" ] && ok "registration id and EK of TPM A" || bad "tpm-identity: $(cat "$T/out")"
+# The EK is the TCG default template's, byte for byte as tpm2-tools makes it,
+# and the id is base32 (RFC 4648, lower case, no padding) of its SHA-256.
+TA="swtpm:host=127.0.0.1,port=$(sed -n 's/^swtpm.port=//p' "$T/tpmA/custos-token.conf")"
+# (swtpm has three object slots: flush what tpm2-tools leaves loaded.)
+TPM2TOOLS_TCTI=$TA tpm2_createek -c "$T/ek.ctx" -G rsa -u "$T/ek.pub" >/dev/null 2>&1
+TPM2TOOLS_TCTI=$TA tpm2_flushcontext -t >/dev/null 2>&1; TPM2TOOLS_TCTI=$TA tpm2_flushcontext -l >/dev/null 2>&1
+base64 -d "$T/ek.b64" | cmp -s - "$T/ek.pub" && ok "the EK equals tpm2_createek's" || bad "the EK differs from tpm2_createek's"
+[ "$(sha256sum <"$T/ek.pub" | cut -c1-64 | xxd -r -p | base32 -w0 | tr -d = | tr A-Z a-z)" = "$ID" ] &&
+  ok "the id is base32 of the EK's SHA-256" || bad "the id is not base32 of the EK's SHA-256"
 expect_rc 0 "an individual enrollment from the EK (default registration id)" \
   "$CUSTOS" enrollment create --ek-file "$T/ek.b64" --state "$STATE"
 
@@ -42,7 +51,6 @@ contains "$T/out" "\"registrationId\":\"$ID\"" "the default registration id is t
 contains "$T/out" '"assignedHub":"[^"]' "an assigned hub"
 # ... and with the DPS RSA-2048 SRK at 0x81000002 (created there), as the
 # public service would need next to tpm2-pkcs11.
-TA="swtpm:host=127.0.0.1,port=$(sed -n 's/^swtpm.port=//p' "$T/tpmA/custos-token.conf")"
 expect_rc 0 "register --tpm --tcti A --srk-handle 0x81000002: assigned" \
   reg --tcti "$TA" --srk-handle 0x81000002 --registration-id "$ID"
 contains "$T/out" "assigned: $ID" "assigned (text output)"
