@@ -6,14 +6,16 @@
 # its TPM, is assigned and imports the hub key. Then: another TPM presenting
 # the first device's registration id is refused (exit 3), the device with
 # its enrollment disabled is refused (exit 3), an ECC EK registers, and an
-# EK certificate is checked at enrollment. Skipped (77) when
+# EK certificate is checked at enrollment, and a challenge altered on the
+# way is refused by the TPM and reported. Skipped (77) when
 # custosd is not built. Uses tests/server/lib.sh.
 BIN=${1:?usage: register.sh path/to/bin}
 LIB="$(dirname "$0")/../server/lib.sh"
 [ -x "$BIN/custosd" ] && [ -x "$BIN/custos" ] && [ -f "$LIB" ] || { echo "skipped: custosd not built"; exit 77; }
 . "$LIB"
 stop_tpms() { for d in "$T/tpmA" "$T/tpmB"; do [ -f "$d/custos-token.conf" ] && "$CUSTOS" token stop --dir "$d" >/dev/null 2>&1; done; true; }
-trap 'stop_tpms; finish; exit $?' EXIT
+PX=
+trap 'stop_tpms; [ -z "$PX" ] || kill "$PX" 2>/dev/null; finish; exit $?' EXIT
 
 printf 'user-pin-1234\n' >"$T/pin"; printf 'so-pin-1234\n' >"$T/sopin"
 for x in A B; do
@@ -114,7 +116,18 @@ expect_rc 0 "B's EK with its certificate and the manufacturer's CA: enrolled" "$
 expect_rc 0 "and TPM B registers" reg --dir "$T/tpmB" --json
 contains "$T/out" "\"registrationId\":\"$BID\"" "under its own id, assigned"
 
-# 6. Usage and local errors.
+# 6. The service's challenge altered on the way (a proxy with custosd's own
+# certificate flips a byte of the duplicate): the TPM refuses the import and
+# the device command says so, exit 1.
+python3 "$(dirname "$0")/tamper_proxy.py" "$STATE/server.crt" "$STATE/server.key" "$HP" "$CA" >"$T/proxy.port" 2>"$T/proxy.err" &
+PX=$!
+for _ in $(seq 50); do [ -s "$T/proxy.port" ] && break; sleep 0.1; done
+expect_rc 1 "a tampered challenge: error (exit 1)" "$CUSTOS" device register --scope "$SCOPE" \
+  --host "127.0.0.1:$(cat "$T/proxy.port")" --ca "$CA" --timeout 60 --tpm --dir "$T/tpmA"
+contains "$T/err" "integrity check failed" "the TPM's refusal, reported: $(head -c 200 "$T/err")"
+kill "$PX" 2>/dev/null; wait "$PX" 2>/dev/null; PX=
+
+# 7. Usage and local errors.
 expect_rc 2 "--tpm with --key-file" reg --key-file "$T/pin"
 expect_rc 2 "--tcti and --dir together" reg --tcti "$TB" --dir "$T/tpmA"
 expect_rc 2 "--srk-handle outside the persistent range" reg --dir "$T/tpmA" --srk-handle 0x80000001
