@@ -4,7 +4,9 @@
  * the device itself wins; else the enrollment group of the first
  * intermediate of the device's chain, then the next one up, to the root. The
  * first entry found decides: enabled -> provision, disabled -> refuse; none
- * -> refuse. Every position is recorded in the explanation, including those
+ * -> refuse. A disabled individual enrollment decides whatever the device
+ * presents: it is the public service's way to block one device of a group,
+ * so the device's evidence need not match it. Every position is recorded in the explanation, including those
  * after the decision ("not consulted"), because that is what an operator
  * needs to see. */
 #include <custos/enrollment.h>
@@ -165,6 +167,18 @@ static cu_rc individual_candidate(cu_prov *p, const cu_prov_request *req, cu_pro
     return CU_OK;
 }
 
+/* A disabled individual enrollment refuses its registration id whatever
+ * evidence the device presents (another key, a group-derived key, any chain,
+ * a TPM): it is the documented way to block one device of a group, so it
+ * decides as candidate 0 before the evidence is even compared. */
+static void refuse_disabled_individual(cu_prov_explain *ex, cu_prov_candidate *c, const char *evidence)
+{
+    c->matched = true;
+    snprintf(c->note, sizeof c->note, "disabled: it refuses registration id '%.128s' whatever the device "
+             "presents (%s)", c->id, evidence);
+    decide(ex, 0, "individual enrollment");
+}
+
 static cu_rc resolve_x509(cu_prov *p, const cu_prov_request *req, cu_prov_explain *ex, cu_enr **_enr)
 {
     cu_rc rc = CU_OK;
@@ -185,12 +199,19 @@ static cu_rc resolve_x509(cu_prov *p, const cu_prov_request *req, cu_prov_explai
         goto cleanup;
     }
 
-    /* 1. The individual enrollment, which must match the leaf itself. */
+    /* 1. The individual enrollment, which must match the leaf itself (a
+     * disabled one refuses without matching). */
     bool usable;
     if ((rc = individual_candidate(p, req, ex, CU_ATT_X509, &c, &ind, &usable)) != CU_OK)
         goto cleanup;
     cand_cert(c, leaf, 0);
-    if (usable) {
+    if (ind != NULL && !cu_enr_is_enabled(ind)) {
+        bool same = usable && (cert_is(cu_enr_get0_cert(ind, CU_ENR_PRIMARY), c->cert_sha256) ||
+                               cert_is(cu_enr_get0_cert(ind, CU_ENR_SECONDARY), c->cert_sha256));
+        refuse_disabled_individual(ex, c, same ? "the device's certificate is the enrolled one"
+                                               : "the device's certificate is not enrolled in it");
+        /* Groups are still listed below as "not consulted". */
+    } else if (usable) {
         if (!cert_is(cu_enr_get0_cert(ind, CU_ENR_PRIMARY), c->cert_sha256) &&
             !cert_is(cu_enr_get0_cert(ind, CU_ENR_SECONDARY), c->cert_sha256)) {
             snprintf(c->note, sizeof c->note,
@@ -349,6 +370,14 @@ static cu_rc resolve_sas(cu_prov *p, const cu_prov_request *req, cu_prov_explain
     bool usable;
     if ((rc = individual_candidate(p, req, ex, CU_ATT_SYMMETRIC_KEY, &c, &ind, &usable)) != CU_OK)
         goto cleanup;
+    if (ind != NULL && !cu_enr_is_enabled(ind)) {
+        if (usable && (rc = try_keys(p, sas, ind, false, req->registration_id, &mac, &ok, why, sizeof why)) != CU_OK)
+            goto cleanup;
+        refuse_disabled_individual(ex, c, mac      ? "the token is signed with the enrollment's key"
+                                          : usable ? "a token not signed with the enrollment's keys"
+                                                   : "a SAS token");
+        goto cleanup;
+    }
     if (usable) {
         if ((rc = try_keys(p, sas, ind, false, req->registration_id, &mac, &ok, why, sizeof why)) != CU_OK)
             goto cleanup;
@@ -481,6 +510,10 @@ static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain
     c->exists = true;
     c->enabled = cu_enr_is_enabled(ind);
     snprintf(c->id, sizeof c->id, "%s", cu_enr_get0_id(ind));
+    if (!c->enabled) {
+        refuse_disabled_individual(ex, c, "a TPM endorsement key");
+        goto cleanup;
+    }
     if (cu_enr_get_att_type(ind) != CU_ATT_TPM) {
         snprintf(c->note, sizeof c->note, "the individual enrollment uses %s attestation, not tpm",
                  cu_att_type_str(cu_enr_get_att_type(ind)));
@@ -496,10 +529,6 @@ static cu_rc resolve_tpm(cu_prov *p, const cu_prov_request *req, cu_prov_explain
     c->matched = true;
     if (req->authorization == NULL) {
         snprintf(c->note, sizeof c->note, "the device's endorsement key is the enrolled one");
-        if (!c->enabled) {
-            decide(ex, 0, "individual enrollment");
-            goto cleanup;
-        }
         c->decided = true;
         ex->decided = 0;
         ex->outcome = CU_PROV_CHALLENGE;

@@ -142,6 +142,46 @@ static void test_individual_other_attestation(void)
     fx_close(&f);
 }
 
+/* A disabled individual enrollment refuses its registration id whatever the
+ * device presents: one of a group's X.509 devices is blocked by it, with any
+ * attestation and whether or not its certificate is the device's. */
+static void test_disabled_individual_blocks_chain(void)
+{
+    fx f;
+    tcert other;
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "seedblock") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &sd.root, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                      "{\"registrationId\":\"device-1\",\"provisioningStatus\":\"disabled\","
+                                      "\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":"
+                                      "{\"primaryKey\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"}}}"),
+                          CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "individual enrollment 'device-1' is disabled"));
+    CU_ASSERT_FALSE(fx_has_record(&f, "device-1"));
+    /* It decides; the groups are listed, not consulted. */
+    cu_prov_request req = {.registration_id = "device-1", .chain = sd.chain[0]};
+    cu_prov_explain ex;
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.decided, 0);
+    CU_ASSERT_EQUAL_FATAL(ex.n, 3);
+    CU_ASSERT_TRUE(ex.cand[0].decided);
+    CU_ASSERT_STRING_EQUAL(ex.cand[2].id, "root-group");
+    CU_ASSERT_FALSE(ex.cand[2].decided);
+    cu_prov_explain_clear(&ex);
+    /* An X.509 one for another certificate of the same CN blocks too. */
+    CU_ASSERT_FATAL(tc_make(&other, "device-2", false, &sd.ca_a, -DAY, 365 * DAY) == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-2", &other, false), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-2", sd.chain[1], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "individual enrollment 'device-2' is disabled"));
+    CU_ASSERT_FALSE(fx_has_record(&f, "device-2"));
+    /* The rest of the group still provisions. */
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-3", sd.chain[2], reason, sizeof reason), CU_PROV_PROVISION);
+    tc_free(&other);
+    fx_close(&f);
+}
+
 /* A group on an intermediate works without the root being known. */
 static void test_group_on_intermediate(void)
 {
@@ -235,6 +275,7 @@ int main(void)
         {"seed five-device example", test_seed_example},
         {"individual must match the leaf itself", test_individual_needs_same_cert},
         {"individual enrollment of another attestation", test_individual_other_attestation},
+        {"a disabled individual blocks a group's device", test_disabled_individual_blocks_chain},
         {"group on an intermediate", test_group_on_intermediate},
         {"bad X.509 inputs refused, nothing written", test_bad_x509},
         {"PEM chain input", test_chain_pem},

@@ -251,6 +251,62 @@ static void test_symmetric_registration(void)
     fx_close(&f);
 }
 
+/* A disabled individual enrollment blocks its registration id whatever the
+ * device presents: a token signed with the key derived from an enabled
+ * group does not get past it. An enabled one whose key does not sign the
+ * token leaves the decision to the groups. */
+static void test_disabled_individual_blocks_group(void)
+{
+    fx f;
+    tcert ca, leaf;
+    char reason[512];
+    uint8_t *k = NULL, dk[32];
+    size_t kl = 0;
+    CU_ASSERT_FATAL(fx_open(&f, "symblock") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason,
+                                      "{\"enrollmentGroupId\":\"sym-group\",\"attestation\":{\"type\":\"symmetricKey\","
+                                      "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}", KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_derive_key(k, kl, "dev-x", dk), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-x", false), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-x", dk, 32, "0ne00000001", "dev-x", 600, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "individual enrollment 'dev-x' is disabled"));
+    CU_ASSERT_FALSE(fx_has_record(&f, "dev-x"));
+    /* The explanation names the individual enrollment as the deciding entry. */
+    char *tok = NULL;
+    CU_ASSERT_EQUAL_FATAL(cu_sas_sign(dk, 32, "0ne00000001", "dev-x", (uint64_t)time(NULL) + 600, "registration",
+                                      &tok), CU_OK);
+    cu_prov_request req = {.registration_id = "dev-x", .authorization = tok};
+    cu_prov_explain ex;
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL(ex.decided, 0);
+    CU_ASSERT_TRUE(ex.n > 0 && ex.cand[0].decided && strcmp(ex.cand[0].id, "dev-x") == 0);
+    cu_prov_explain_clear(&ex);
+    free(tok);
+
+    /* Enabled, with a key that does not sign the token: the group decides. */
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-x", true), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-x", dk, 32, "0ne00000001", "dev-x", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-x", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "sym-group");
+    cu_reg_record_clear(&r);
+
+    /* Disabled with another attestation (X.509): blocks the group's key too. */
+    CU_ASSERT_FATAL(tc_make(&ca, "Block CA", true, NULL, -100, 86400) == 0);
+    CU_ASSERT_FATAL(tc_make(&leaf, "dev-y", false, &ca, -100, 86400) == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "dev-y", &leaf, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_derive_key(k, kl, "dev-y", dk), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-y", dk, 32, "0ne00000001", "dev-y", 600, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "individual enrollment 'dev-y' is disabled"));
+    CU_ASSERT_FALSE(fx_has_record(&f, "dev-y"));
+    tc_free(&ca);
+    tc_free(&leaf);
+    cu_sas_key_free(k, kl);
+    fx_close(&f);
+}
+
 static void test_reprovision(void)
 {
     fx f;
@@ -427,6 +483,7 @@ int main(void)
         {"etags, create/replace, paging", test_etag_and_create},
         {"seals and wrapped secrets", test_seals_and_wrapping},
         {"symmetric-key registrations and bad tokens", test_symmetric_registration},
+        {"a disabled individual blocks a group-derived key", test_disabled_individual_blocks_group},
         {"reprovisioning and substatus", test_reprovision},
         {"CA proof of possession", test_ca_proof_of_possession},
         {"schema 3: documents in a rowid table", test_schema_3},

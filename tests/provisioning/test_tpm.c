@@ -240,6 +240,19 @@ static void test_engine_refusals(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "disabled"));
     CU_ASSERT_PTR_NULL(res.tpm_authentication_key);
     cu_prov_result_clear(&res);
+    /* With a token and no pending challenge, or another EK: the disabled
+     * enrollment is still what decides. */
+    req.authorization = "SharedAccessSignature sr=x&sig=eA%3D%3D&se=1";
+    CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "individual enrollment 'tpm-dev' is disabled"));
+    cu_prov_result_clear(&res);
+    req.authorization = NULL;
+    req.tpm_ek = srk_b64;
+    CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.explain.reason, "individual enrollment 'tpm-dev' is disabled"));
+    cu_prov_result_clear(&res);
     fx_close(&f);
 }
 
