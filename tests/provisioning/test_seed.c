@@ -98,7 +98,10 @@ static void test_seed_example(void)
     CU_ASSERT_EQUAL(ex.outcome, CU_PROV_REFUSE);
     cu_prov_explain_clear(&ex);
 
-    /* Re-enable B: 4 and 5 come back (the group on B is now enabled). */
+    /* Re-enable B: 4 and 5 come back (the group on B now decides, enabled). */
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, true), CU_OK);
+    const bool b_back[5] = {true, true, false, true, true};
+    expect(&f, b_back, "stage 4");
     fx_close(&f);
 }
 
@@ -179,6 +182,96 @@ static void test_disabled_individual_blocks_chain(void)
     /* The rest of the group still provisions. */
     CU_ASSERT_EQUAL(fx_register_x509(&f, "device-3", sd.chain[2], reason, sizeof reason), CU_PROV_PROVISION);
     tc_free(&other);
+    fx_close(&f);
+}
+
+/* "The first entry found decides", not "any disabled entry refuses": an
+ * enabled entry lower in the precedence wins over a disabled one above it
+ * (a disabled root group under an enabled group on A; an enabled individual
+ * above a disabled group on B). */
+static void test_first_entry_decides(void)
+{
+    fx f;
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "seedfirst") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &sd.root, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &sd.ca_a, true), CU_OK);
+    const bool only_a[5] = {true, true, true, false, false};
+    expect(&f, only_a, "disabled root, enabled A");
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "device-2", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "group-a");
+    cu_reg_record_clear(&r);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-5", sd.chain[4], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "'root-group' is disabled"));
+
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-4", &sd.dev[3], true), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", sd.chain[3], reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "device-4", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "");
+    cu_reg_record_clear(&r);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-5", sd.chain[4], reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "'group-b' is disabled"));
+    fx_close(&f);
+}
+
+/* Three levels: root -> I1 -> I2 -> device. The group of the lowest
+ * intermediate decides before I1's and the root's, whichever way their
+ * statuses point; without it, I1's decides before the root's. */
+static void test_three_levels(void)
+{
+    fx f;
+    tcert i1, i2, dev;
+    char reason[512];
+    cu_prov_explain ex;
+    CU_ASSERT_FATAL(fx_open(&f, "seed3") == 0);
+    CU_ASSERT_FATAL(tc_make(&i1, "Factory I1", true, &sd.root, -DAY, 900 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&i2, "Line I2", true, &i1, -DAY, 800 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&dev, "device-l3", false, &i2, -DAY, 365 * DAY) == 0);
+    cu_x509_chain *ch = tc_chain(&dev, &i2, &i1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+    cu_prov_request req = {.registration_id = "device-l3", .chain = ch};
+
+    /* I2 enabled, I1 and the root disabled: I2's group provisions. */
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-root", &sd.root, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-i1", &i1, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-i2", &i2, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.outcome, CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(ex.n, 4);
+    CU_ASSERT_EQUAL(ex.decided, 1);
+    CU_ASSERT_STRING_EQUAL(ex.cand[1].id, "g-i2");
+    CU_ASSERT_STRING_EQUAL(ex.cand[2].id, "g-i1");
+    CU_ASSERT_STRING_EQUAL(ex.cand[3].id, "g-root");
+    CU_ASSERT_EQUAL(ex.cand[3].depth, 3);
+    cu_prov_explain_clear(&ex);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-l3", ch, reason, sizeof reason), CU_PROV_PROVISION);
+
+    /* I2 disabled, I1 and the root enabled: I2's group refuses. */
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-root", &sd.root, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-i1", &i1, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-i2", &i2, false), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-l3", ch, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "'g-i2' is disabled"));
+
+    /* No group on I2: I1's decides before the root's, either way. */
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_delete(f.store, CU_ENR_GROUP, "g-i2", NULL, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-i1", &i1, false), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-l3", ch, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "'g-i1' is disabled"));
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-root", &sd.root, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "g-i1", &i1, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.outcome, CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL(ex.decided, 2);
+    CU_ASSERT_TRUE(ex.n == 4 && !ex.cand[1].exists && strcmp(ex.cand[2].id, "g-i1") == 0);
+    cu_prov_explain_clear(&ex);
+
+    cu_x509_chain_free(ch);
+    tc_free(&dev);
+    tc_free(&i2);
+    tc_free(&i1);
     fx_close(&f);
 }
 
@@ -276,6 +369,8 @@ int main(void)
         {"individual must match the leaf itself", test_individual_needs_same_cert},
         {"individual enrollment of another attestation", test_individual_other_attestation},
         {"a disabled individual blocks a group's device", test_disabled_individual_blocks_chain},
+        {"the first entry found decides, not any disabled one", test_first_entry_decides},
+        {"three levels: the lowest intermediate's group first", test_three_levels},
         {"group on an intermediate", test_group_on_intermediate},
         {"bad X.509 inputs refused, nothing written", test_bad_x509},
         {"PEM chain input", test_chain_pem},
