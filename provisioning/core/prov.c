@@ -55,8 +55,10 @@ cu_rc cu_prov_explain_request(cu_prov *p, const cu_prov_request *req, cu_prov_ex
 
 /* ---- allocation ---- */
 
-/* Candidate hubs: the enrollment's iotHubs (weights from the linked hubs),
- * else every linked hub. */
+/* Candidate hubs: the enrollment's iotHubs that are linked (with the linked
+ * hubs' weights), else every linked hub. A name is checked when the
+ * enrollment is written, but its hub may have been unlinked since: such a
+ * name is skipped, never given a weight of its own. */
 static cu_rc candidate_hubs(cu_prov *p, const cu_enr *e, cu_hub **_hubs, size_t *_n)
 {
     cu_hub *linked = NULL, *out = NULL;
@@ -73,18 +75,18 @@ static cu_rc candidate_hubs(cu_prov *p, const cu_enr *e, cu_hub **_hubs, size_t 
         free(linked);
         return cu_err_set(CU_E_NOMEM, "out of memory");
     }
+    size_t n = 0;
     for (size_t i = 0; i < ne; i++) {
         const char *name = cu_enr_get0_hub(e, i);
-        snprintf(out[i].name, sizeof out[i].name, "%s", name);
-        out[i].weight = 1;
-        out[i].apply = true;
         for (size_t j = 0; j < nl; j++)
-            if (cu_prov__ieq(linked[j].name, name))
-                out[i] = linked[j];
+            if (cu_prov__ieq(linked[j].name, name)) {
+                out[n++] = linked[j];
+                break;
+            }
     }
     free(linked);
     *_hubs = out;
-    *_n = ne;
+    *_n = n;
     return CU_OK;
 }
 
@@ -139,6 +141,11 @@ static cu_rc allocate(cu_prov *p, const cu_enr *e, const cu_prov_request *req, c
         policy = "hashed";
     if ((rc = candidate_hubs(p, e, &hubs, &n)) != CU_OK)
         goto cleanup;
+    if (n == 0 && cu_enr_get_hub_count(e) > 0) {
+        snprintf(rec->error_message, sizeof rec->error_message,
+                 "none of the enrollment's hubs is linked to this service (first: '%.150s')", cu_enr_get0_hub(e, 0));
+        goto failed;
+    }
     if (strcmp(policy, "static") == 0) {
         if (n == 0 || cu_enr_get_hub_count(e) == 0) {
             snprintf(rec->error_message, sizeof rec->error_message, "static allocation without a hub");

@@ -566,6 +566,29 @@ static cu_rc enr_keys(cu_store *s, cu_enr *e, keyset *ks, char *reason, size_t r
     return rc;
 }
 
+/* Every hub an enrollment names must be linked (cu_store_hub_put), as the
+ * public service requires: otherwise a device could be assigned to a hub
+ * the service was never told about. */
+static cu_rc enr_hubs_linked(cu_store *s, const cu_enr *e, char *reason, size_t rlen)
+{
+    size_t n = cu_enr_get_hub_count(e);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = cu_enr_get0_hub(e, i);
+        char *body = NULL;
+        cu_rc rc = doc_get(s, CU_KIND_HUB, name, &body);
+        free(body);
+        if (rc == CU_E_OBJECT_NOT_FOUND) {
+            last_http = 400;
+            return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen, "%s: hub '%s' is not linked to this service",
+                                   json_object_get(cu_prov__enr_json(e), "iotHubs") ? "iotHubs" : "iotHubHostName",
+                                   name);
+        }
+        if (rc != CU_OK)
+            return cu_prov__refuse(rc, reason, rlen, "%s", cu_err_last()->msg);
+    }
+    return CU_OK;
+}
+
 /* The stored form: keys wrapped, bound to the entry. */
 static cu_rc enr_body(cu_store *s, cu_enr *e, char **_body)
 {
@@ -701,6 +724,8 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
             goto cleanup;
         }
     }
+    if ((rc = enr_hubs_linked(s, e, reason, reason_len)) != CU_OK)
+        goto cleanup;
     if ((rc = enr_keys(s, e, &ks, reason, reason_len)) != CU_OK)
         goto cleanup;
     cu_prov__etag_new(etag);

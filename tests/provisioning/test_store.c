@@ -362,6 +362,72 @@ static void test_reprovision(void)
     fx_close(&f);
 }
 
+/* An enrollment or group may only name linked hubs: refused when written
+ * (400, the hub named, nothing written). A hub unlinked afterwards is
+ * skipped at allocation, and a device left with no hub gets a failed
+ * record with 400208, never the unlinked hub. */
+static void test_unlinked_hubs(void)
+{
+    fx f;
+    char reason[512];
+    cu_enr *e = NULL;
+    uint8_t *k = NULL;
+    size_t kl = 0;
+    cu_reg_record r;
+    CU_ASSERT_FATAL(fx_open(&f, "hubs") == 0);
+    const char *ind = "{\"registrationId\":\"dev-h\",%s,\"attestation\":{\"type\":\"symmetricKey\","
+                      "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}";
+    struct {
+        cu_enr_kind kind;
+        const char *hubs, *field;
+    } bad[] = {
+        {CU_ENR_INDIVIDUAL, "\"iotHubs\":[\"hub1.example.net\",\"nowhere.example.net\"]", "iotHubs"},
+        {CU_ENR_INDIVIDUAL, "\"iotHubHostName\":\"nowhere.example.net\"", "iotHubHostName"},
+        {CU_ENR_INDIVIDUAL, "\"allocationPolicy\":\"static\",\"iotHubs\":[\"nowhere.example.net\"]", "iotHubs"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        reason[0] = 0;
+        CU_ASSERT_EQUAL(fx_put_json(&f, bad[i].kind, reason, sizeof reason, ind, bad[i].hubs, KEY_B64),
+                        CU_E_INVALID_ARG);
+        CU_ASSERT_EQUAL(cu_store_last_http_status(), 400);
+        CU_ASSERT_PTR_NOT_NULL(strstr(reason, "'nowhere.example.net' is not linked"));
+        CU_ASSERT_TRUE(strncmp(reason, bad[i].field, strlen(bad[i].field)) == 0);
+        CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-h", &e), CU_E_OBJECT_NOT_FOUND);
+    }
+    const char *grp = "{\"enrollmentGroupId\":\"grp-h\",\"iotHubs\":[\"%s\"],\"attestation\":"
+                      "{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"%s\"}}}";
+    CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, grp, "nowhere.example.net", KEY_B64),
+                    CU_E_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "'nowhere.example.net' is not linked"));
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_GROUP, "grp-h", &e), CU_E_OBJECT_NOT_FOUND);
+    /* Linked hubs are accepted, in any case. */
+    CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, grp, "HUB1.example.net", KEY_B64), CU_OK);
+
+    /* Replacing an entry with an unlinked hub leaves it as it was. */
+    cu_hub h2 = {"hub2.example.net", 1, true};
+    CU_ASSERT_EQUAL_FATAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason, ind,
+                                      "\"iotHubs\":[\"hub2.example.net\"]", KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason, ind,
+                                "\"iotHubs\":[\"nowhere.example.net\"]", KEY_B64), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_get(f.store, CU_ENR_INDIVIDUAL, "dev-h", &e), CU_OK);
+    CU_ASSERT_STRING_EQUAL(cu_enr_get0_hub(e, 0), "hub2.example.net");
+    cu_enr_free(e);
+
+    /* hub2 is unlinked later: the device is not sent there. */
+    CU_ASSERT_EQUAL_FATAL(cu_store_hub_delete(f.store, "hub2.example.net"), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-h", k, kl, "0ne00000001", "dev-h", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-h", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "failed");
+    CU_ASSERT_EQUAL(r.error_code, 400208);
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.error_message, "hub2.example.net"));
+    cu_reg_record_clear(&r);
+    cu_sas_key_free(k, kl);
+    fx_close(&f);
+}
+
 static void test_ca_proof_of_possession(void)
 {
     fx f;
@@ -485,6 +551,7 @@ int main(void)
         {"symmetric-key registrations and bad tokens", test_symmetric_registration},
         {"a disabled individual blocks a group-derived key", test_disabled_individual_blocks_group},
         {"reprovisioning and substatus", test_reprovision},
+        {"only linked hubs, when written and when allocating", test_unlinked_hubs},
         {"CA proof of possession", test_ca_proof_of_possession},
         {"schema 3: documents in a rowid table", test_schema_3},
         {NULL, NULL},
