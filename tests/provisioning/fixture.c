@@ -233,6 +233,13 @@ static char *json_escape_pem(const char *pem)
     return o;
 }
 
+char *tc_pem_json(const tcert *t)
+{
+    char *pem = tc_pem(t), *esc = pem ? json_escape_pem(pem) : NULL;
+    free(pem);
+    return esc;
+}
+
 cu_rc fx_group_x509(fx *f, const char *id, const tcert *ca, bool enabled)
 {
     char *pem = tc_pem(ca), *esc = json_escape_pem(pem);

@@ -47,6 +47,8 @@ int tc_make(tcert *out, const char *cn, bool ca, const tcert *issuer, long nb, l
 void tc_free(tcert *t);
 /* PEM of one certificate (caller frees). */
 char *tc_pem(const tcert *t);
+/* The same, escaped for a JSON string (newlines as \n; caller frees). */
+char *tc_pem_json(const tcert *t);
 /* A chain of leaf + intermediates as cu_x509_chain (NULL-terminated list). */
 cu_x509_chain *tc_chain(const tcert *leaf, ...);
 

@@ -275,6 +275,51 @@ static void test_three_levels(void)
     fx_close(&f);
 }
 
+/* Secondary certificates: an individual enrollment whose secondary client
+ * certificate is the device's leaf, and a group whose secondary signing
+ * certificate is in the device's chain, each decide as the primary would. */
+static void test_secondary_certificates(void)
+{
+    fx f;
+    tcert other;
+    char reason[512];
+    cu_prov_explain ex;
+    CU_ASSERT_FATAL(fx_open(&f, "seedsec") == 0);
+    CU_ASSERT_FATAL(tc_make(&other, "device-1", false, &sd.ca_a, -DAY, 365 * DAY) == 0);
+    char *o = tc_pem_json(&other), *d1 = tc_pem_json(&sd.dev[0]), *a = tc_pem_json(&sd.ca_a),
+         *b = tc_pem_json(&sd.ca_b);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                      "{\"registrationId\":\"device-1\",\"attestation\":{\"type\":\"x509\","
+                                      "\"x509\":{\"clientCertificates\":{\"primary\":{\"certificate\":\"%s\"},"
+                                      "\"secondary\":{\"certificate\":\"%s\"}}}}}", o, d1), CU_OK);
+    cu_prov_request req = {.registration_id = "device-1", .chain = sd.chain[0]};
+    CU_ASSERT_EQUAL_FATAL(cu_prov_explain_request(f.prov, &req, &ex), CU_OK);
+    CU_ASSERT_EQUAL(ex.outcome, CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL(ex.decided, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ex.cand[0].note, "secondary"));
+    cu_prov_explain_clear(&ex);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_PROVISION);
+
+    /* A group on B (primary) and A (secondary): A's devices provision
+     * through it. */
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason,
+                                      "{\"enrollmentGroupId\":\"two-cas\",\"attestation\":{\"type\":\"x509\","
+                                      "\"x509\":{\"signingCertificates\":{\"primary\":{\"certificate\":\"%s\"},"
+                                      "\"secondary\":{\"certificate\":\"%s\"}}}}}", b, a), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-2", sd.chain[1], reason, sizeof reason), CU_PROV_PROVISION);
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "device-2", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "two-cas");
+    cu_reg_record_clear(&r);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", sd.chain[3], reason, sizeof reason), CU_PROV_PROVISION);
+    free(o);
+    free(d1);
+    free(a);
+    free(b);
+    tc_free(&other);
+    fx_close(&f);
+}
+
 /* A group on an intermediate works without the root being known. */
 static void test_group_on_intermediate(void)
 {
@@ -371,6 +416,7 @@ int main(void)
         {"a disabled individual blocks a group's device", test_disabled_individual_blocks_chain},
         {"the first entry found decides, not any disabled one", test_first_entry_decides},
         {"three levels: the lowest intermediate's group first", test_three_levels},
+        {"secondary client and signing certificates", test_secondary_certificates},
         {"group on an intermediate", test_group_on_intermediate},
         {"bad X.509 inputs refused, nothing written", test_bad_x509},
         {"PEM chain input", test_chain_pem},

@@ -251,6 +251,47 @@ static void test_symmetric_registration(void)
     fx_close(&f);
 }
 
+/* Secondary keys: a token signed with an individual enrollment's secondary
+ * key, and one signed with the key derived from a group's secondary key,
+ * provision as the primary would (the secondary key itself, not derived,
+ * does not verify for a group's device). */
+static void test_secondary_keys(void)
+{
+    fx f;
+    char reason[512];
+    static const char *SEC_B64 = "c2Vjb25kYXJ5LWtleS1mb3ItdGVzdHMtb25seS0zMmI=";
+    uint8_t *k = NULL, *sk = NULL, dk[32];
+    size_t kl = 0, skl = 0;
+    cu_reg_record r;
+    CU_ASSERT_FATAL(fx_open(&f, "symsec") == 0);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(SEC_B64, &sk, &skl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                      "{\"registrationId\":\"dev-s\",\"attestation\":{\"type\":\"symmetricKey\","
+                                      "\"symmetricKey\":{\"primaryKey\":\"%s\",\"secondaryKey\":\"%s\"}}}",
+                                      KEY_B64, SEC_B64), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-s", sk, skl, "0ne00000001", "dev-s", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-s", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "");
+    cu_reg_record_clear(&r);
+
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason,
+                                      "{\"enrollmentGroupId\":\"sec-group\",\"attestation\":{\"type\":\"symmetricKey\","
+                                      "\"symmetricKey\":{\"primaryKey\":\"%s\",\"secondaryKey\":\"%s\"}}}",
+                                      KEY_B64, SEC_B64), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_derive_key(sk, skl, "grp-s", dk), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "grp-s", dk, 32, "0ne00000001", "grp-s", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "grp-s", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "sec-group");
+    cu_reg_record_clear(&r);
+    /* The secondary key itself (not derived) does not verify for a group device. */
+    CU_ASSERT_EQUAL(reg_sas(&f, "grp-t", sk, skl, "0ne00000001", "grp-t", 600, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_FALSE(fx_has_record(&f, "grp-t"));
+    cu_sas_key_free(k, kl);
+    cu_sas_key_free(sk, skl);
+    fx_close(&f);
+}
+
 /* A disabled individual enrollment blocks its registration id whatever the
  * device presents: a token signed with the key derived from an enabled
  * group does not get past it. An enabled one whose key does not sign the
@@ -549,6 +590,7 @@ int main(void)
         {"etags, create/replace, paging", test_etag_and_create},
         {"seals and wrapped secrets", test_seals_and_wrapping},
         {"symmetric-key registrations and bad tokens", test_symmetric_registration},
+        {"secondary keys, individual and group", test_secondary_keys},
         {"a disabled individual blocks a group-derived key", test_disabled_individual_blocks_group},
         {"reprovisioning and substatus", test_reprovision},
         {"only linked hubs, when written and when allocating", test_unlinked_hubs},
