@@ -7,6 +7,7 @@
 
 #include <libpq-fe.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -179,6 +180,37 @@ void tc_free(tcert *t)
     X509_free(t->cert);
     EVP_PKEY_free(t->key);
     memset(t, 0, sizeof *t);
+}
+
+int tc_set_ext(tcert *t, const tcert *issuer, int nid, const char *value)
+{
+    const tcert *by = issuer ? issuer : t;
+    int loc = X509_get_ext_by_NID(t->cert, nid, -1);
+    if (loc >= 0)
+        X509_EXTENSION_free(X509_delete_ext(t->cert, loc));
+    if (value != NULL) {
+        X509V3_CTX ctx;
+        X509V3_set_ctx_nodb(&ctx);
+        X509V3_set_ctx(&ctx, by->cert, t->cert, NULL, NULL, 0);
+        X509_EXTENSION *ex = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+        int ok = ex != NULL && X509_add_ext(t->cert, ex, -1);
+        X509_EXTENSION_free(ex);
+        if (!ok)
+            return -1;
+    }
+    if (X509_sign(t->cert, by->key, EVP_sha256()) <= 0)
+        return -1;
+    /* Parse it again: OpenSSL caches what it read of the extensions. */
+    unsigned char *der = NULL;
+    int n = i2d_X509(t->cert, &der);
+    const unsigned char *q = der;
+    X509 *fresh = n > 0 ? d2i_X509(NULL, &q, n) : NULL;
+    OPENSSL_free(der);
+    if (fresh == NULL)
+        return -1;
+    X509_free(t->cert);
+    t->cert = fresh;
+    return 0;
 }
 
 char *tc_pem(const tcert *t) { return cu_x509_to_pem(t->cert); }

@@ -45,6 +45,10 @@ typedef struct tcert {
 /* Issues: ca = CA:TRUE, else a client-auth end entity; issuer NULL = self. */
 int tc_make(tcert *out, const char *cn, bool ca, const tcert *issuer, long nb, long na);
 void tc_free(tcert *t);
+/* Replaces one extension of t's certificate (value NULL: removes it) and
+ * signs it again with issuer's key (issuer NULL: t's own): certificates a
+ * CA would not issue. Returns 0 on success. */
+int tc_set_ext(tcert *t, const tcert *issuer, int nid, const char *value);
 /* PEM of one certificate (caller frees). */
 char *tc_pem(const tcert *t);
 /* The same, escaped for a JSON string (newlines as \n; caller frees). */

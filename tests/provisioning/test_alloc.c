@@ -61,6 +61,95 @@ static void test_hashed(void)
     CU_ASSERT_EQUAL(cu_alloc_hashed(none, 1, "x", &idx), CU_E_OBJECT_NOT_FOUND);
 }
 
+static const char *KEY_B64 = "c3ltbWV0cmljLWtleS1mb3ItdGVzdHMtb25seS0zMmI=";
+
+/* Registers regid with a token signed by key (derived from it when derive);
+ * returns the record's assigned hub and substatus. */
+static cu_prov_outcome reg(fx *f, const char *regid, bool derive, char hub[256], char sub[40])
+{
+    uint8_t *k = NULL, dk[32];
+    size_t kl = 0;
+    char *tok = NULL;
+    cu_prov_outcome o = CU_PROV_UNDECIDED;
+    hub[0] = sub[0] = 0;
+    if (cu_sas_key_decode(KEY_B64, &k, &kl) != CU_OK)
+        return o;
+    if ((!derive || cu_sas_derive_key(k, kl, regid, dk) == CU_OK) &&
+        cu_sas_sign(derive ? dk : k, derive ? 32 : kl, "0ne00000001", regid, (uint64_t)time(NULL) + 600,
+                    "registration", &tok) == CU_OK) {
+        cu_prov_request req = {.registration_id = regid, .authorization = tok};
+        cu_prov_result res;
+        if (cu_prov_register(f->prov, &req, &res) == CU_OK) {
+            o = res.outcome;
+            snprintf(hub, 256, "%s", res.record.assigned_hub);
+            snprintf(sub, 40, "%s", res.record.substatus);
+        }
+        cu_prov_result_clear(&res);
+    }
+    free(tok);
+    cu_sas_key_free(k, kl);
+    return o;
+}
+
+/* static: the enrollment's one hub, whatever hashing would say; geoLatency:
+ * exactly hashed over the enrollment's hubs with the linked weights (one
+ * site); a reprovision to another hub with migrateDeviceData false:
+ * deviceDataReset. */
+static void test_policies(void)
+{
+    fx f;
+    char reason[512], hub[256], sub[40];
+    CU_ASSERT_FATAL(fx_open(&f, "policies") == 0);
+    cu_hub h1 = {"hub1.example.net", 1, true}, h2 = {"hub2.example.net", 3, true};
+    CU_ASSERT_EQUAL_FATAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    const char *grp = "{\"enrollmentGroupId\":\"%s\",\"allocationPolicy\":\"%s\",\"iotHubs\":[%s],"
+                      "\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"%s\"}}}";
+
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, grp, "static-group", "static",
+                                      "\"hub1.example.net\"", KEY_B64), CU_OK);
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "static-%d", i);
+        CU_ASSERT_EQUAL(reg(&f, id, true, hub, sub), CU_PROV_PROVISION);
+        CU_ASSERT_STRING_EQUAL(hub, "hub1.example.net");
+    }
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_delete(f.store, CU_ENR_GROUP, "static-group", NULL, reason, sizeof reason),
+                          CU_OK);
+
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, grp, "geo-group", "geoLatency",
+                                      "\"hub1.example.net\",\"hub2.example.net\"", KEY_B64), CU_OK);
+    cu_hub both[2] = {h1, h2};
+    int per[2] = {0, 0};
+    for (int i = 0; i < 40; i++) {
+        char id[32];
+        size_t idx = 9;
+        snprintf(id, sizeof id, "geo-%d", i);
+        CU_ASSERT_EQUAL_FATAL(cu_alloc_hashed(both, 2, id, &idx), CU_OK);
+        CU_ASSERT_EQUAL(reg(&f, id, true, hub, sub), CU_PROV_PROVISION);
+        CU_ASSERT_STRING_EQUAL(hub, both[idx].name);
+        per[idx]++;
+    }
+    CU_ASSERT(per[0] > 0 && per[1] > 0);
+
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                      "{\"registrationId\":\"reset-1\",\"iotHubs\":[\"hub1.example.net\"],"
+                                      "\"reprovisionPolicy\":{\"updateHubAssignment\":true,\"migrateDeviceData\":false},"
+                                      "\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":"
+                                      "{\"primaryKey\":\"%s\"}}}", KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL(reg(&f, "reset-1", false, hub, sub), CU_PROV_PROVISION);
+    CU_ASSERT_STRING_EQUAL(hub, "hub1.example.net");
+    CU_ASSERT_STRING_EQUAL(sub, "initialAssignment");
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
+                                      "{\"registrationId\":\"reset-1\",\"iotHubs\":[\"hub2.example.net\"],"
+                                      "\"reprovisionPolicy\":{\"updateHubAssignment\":true,\"migrateDeviceData\":false},"
+                                      "\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":"
+                                      "{\"primaryKey\":\"%s\"}}}", KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL(reg(&f, "reset-1", false, hub, sub), CU_PROV_PROVISION);
+    CU_ASSERT_STRING_EQUAL(hub, "hub2.example.net");
+    CU_ASSERT_STRING_EQUAL(sub, "deviceDataReset");
+    fx_close(&f);
+}
+
 /* ---- a one-shot-per-connection HTTP server ---- */
 
 typedef struct server {
@@ -211,6 +300,7 @@ int main(void)
 {
     static const cu_test_case cases[] = {
         {"hashed: weights, stability, minimal movement", test_hashed},
+        {"static, geoLatency, reprovision with reset", test_policies},
         {"custom allocation webhook", test_custom_webhook},
         {NULL, NULL},
     };

@@ -337,6 +337,7 @@ static void test_bad_x509(void)
 {
     fx f;
     tcert expired, future, other_root, other_ca, other_dev, not_ca, under_not_ca, wrong_cn;
+    tcert no_certsign, under_no_certsign, server_only, len0, below_len0, under_len0, old_ca, under_old_ca;
     CU_ASSERT_FATAL(fx_open(&f, "seedbad") == 0);
     CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "root-group", &sd.root, true), CU_OK);
     CU_ASSERT_FATAL(tc_make(&expired, "dev-expired", false, &sd.ca_a, -10 * DAY, -DAY) == 0);
@@ -347,21 +348,42 @@ static void test_bad_x509(void)
     CU_ASSERT_FATAL(tc_make(&not_ca, "Not A CA", false, &sd.root, -DAY, 100 * DAY) == 0);
     CU_ASSERT_FATAL(tc_make(&under_not_ca, "dev-notca", false, &not_ca, -DAY, 100 * DAY) == 0);
     CU_ASSERT_FATAL(tc_make(&wrong_cn, "dev-cn", false, &sd.ca_a, -DAY, 100 * DAY) == 0);
+    /* An issuer with CA:TRUE but no keyCertSign in its key usage. */
+    CU_ASSERT_FATAL(tc_make(&no_certsign, "No CertSign CA", true, &sd.root, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_set_ext(&no_certsign, &sd.root, NID_key_usage, "critical,digitalSignature,cRLSign") == 0);
+    CU_ASSERT_FATAL(tc_make(&under_no_certsign, "dev-nocertsign", false, &no_certsign, -DAY, 100 * DAY) == 0);
+    /* A leaf for TLS servers only. */
+    CU_ASSERT_FATAL(tc_make(&server_only, "dev-server", false, &sd.ca_a, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_set_ext(&server_only, &sd.ca_a, NID_ext_key_usage, "serverAuth") == 0);
+    /* root -> pathlen:0 CA -> CA -> device: one CA too many below it. */
+    CU_ASSERT_FATAL(tc_make(&len0, "Pathlen0 CA", true, &sd.root, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_set_ext(&len0, &sd.root, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") == 0);
+    CU_ASSERT_FATAL(tc_make(&below_len0, "Below Pathlen0 CA", true, &len0, -DAY, 100 * DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&under_len0, "dev-pathlen", false, &below_len0, -DAY, 100 * DAY) == 0);
+    /* An intermediate that has expired, with a device still valid. */
+    CU_ASSERT_FATAL(tc_make(&old_ca, "Expired CA", true, &sd.root, -10 * DAY, -DAY) == 0);
+    CU_ASSERT_FATAL(tc_make(&under_old_ca, "dev-oldca", false, &old_ca, -DAY, 100 * DAY) == 0);
 
     struct {
         const char *regid;
-        const tcert *leaf, *inter;
-        const char *why; /* a word the reason must contain */
+        const tcert *leaf, *inter, *inter2;
+        const char *why; /* what the reason must contain (OpenSSL's text for chain errors) */
     } cases[] = {
-        {"dev-expired", &expired, &sd.ca_a, "expired"},
-        {"dev-future", &future, &sd.ca_a, "not yet valid"},
-        {"dev-other", &other_dev, &other_ca, "unknown root"},
-        {"dev-notca", &under_not_ca, &not_ca, "CA"},
-        {"another-id", &wrong_cn, &sd.ca_a, "is not the registration id"},
+        {"dev-expired", &expired, &sd.ca_a, NULL, "expired"},
+        {"dev-future", &future, &sd.ca_a, NULL, "not yet valid"},
+        {"dev-other", &other_dev, &other_ca, NULL, "unknown root"},
+        {"dev-notca", &under_not_ca, &not_ca, NULL, "invalid CA certificate (depth 1"},
+        {"another-id", &wrong_cn, &sd.ca_a, NULL, "is not the registration id"},
+        /* OpenSSL 3 reports an issuer without keyCertSign as not a CA. */
+        {"dev-nocertsign", &under_no_certsign, &no_certsign, NULL,
+         "invalid CA certificate (depth 1, CN=No CertSign CA"},
+        {"dev-server", &server_only, &sd.ca_a, NULL, "unsuitable certificate purpose (depth 0"},
+        {"dev-pathlen", &under_len0, &below_len0, &len0, "path length constraint exceeded (depth 2, CN=Pathlen0 CA"},
+        {"dev-oldca", &under_old_ca, &old_ca, NULL, "certificate has expired (depth 1, CN=Expired CA"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char reason[512] = "";
-        cu_x509_chain *ch = tc_chain(cases[i].leaf, cases[i].inter, NULL);
+        cu_x509_chain *ch = tc_chain(cases[i].leaf, cases[i].inter, cases[i].inter2, NULL);
         CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
         cu_prov_outcome o = fx_register_x509(&f, cases[i].regid, ch, reason, sizeof reason);
         bool has = strstr(reason, cases[i].why) != NULL;
@@ -384,7 +406,9 @@ static void test_bad_x509(void)
     CU_ASSERT_FALSE(fx_has_record(&f, "dev-expired"));
     cu_x509_chain_free(ch);
 
-    tcert *all[] = {&expired, &future, &other_root, &other_ca, &other_dev, &not_ca, &under_not_ca, &wrong_cn};
+    tcert *all[] = {&expired, &future, &other_root, &other_ca, &other_dev, &not_ca, &under_not_ca, &wrong_cn,
+                    &no_certsign, &under_no_certsign, &server_only, &len0, &below_len0, &under_len0, &old_ca,
+                    &under_old_ca};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         tc_free(all[i]);
     fx_close(&f);
