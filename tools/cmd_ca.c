@@ -101,6 +101,8 @@ int cu_cmd_ca(int argc, char **argv)
             rc = cu_cli_fail("%s", reason);
         else if (!json)
             printf("deleted %s\n", name);
+        else
+            printf("{\"deleted\":true}\n");
         goto cleanup;
     } else if (strcmp(cmd, "list") == 0) {
         char **ids = NULL;

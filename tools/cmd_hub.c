@@ -116,6 +116,8 @@ int cu_cmd_hub(int argc, char **argv)
             rc = cu_cli_fail("%s", cu_err_last()->msg);
         else if (!json)
             printf("deleted %s\n", name);
+        else
+            printf("{\"deleted\":true}\n");
     } else if (strcmp(cmd, "default-policy") == 0) {
         char *cur = NULL;
         if (name != NULL) {

@@ -99,6 +99,8 @@ int cu_cmd_registration(int argc, char **argv)
             rc = cu_cli_fail("%s", reason);
         else if (!json)
             printf("deleted %s\n", id);
+        else
+            printf("{\"deleted\":true}\n");
     } else if (strcmp(cmd, "list") == 0) {
         char **ids = NULL;
         size_t n = 0;

@@ -3,6 +3,7 @@
 # `enrollment explain`, etags, import with rejects, CA proof of possession.
 set -u
 C="$1"
+REG="$2" # registers a device through the engine (register_helper.c)
 T=$(mktemp -d "${TMPDIR:-/tmp}/cu-cli-XXXXXX")
 trap 'rm -rf "$T"' EXIT
 S="--state $T/var"
@@ -104,6 +105,18 @@ expect 0 "hashed" "default policy" -- "$C" hub default-policy $S
 expect 0 "geoLatency" "set default policy" -- "$C" hub default-policy geoLatency $S
 expect 2 "default-policy is" "custom cannot be the default" -- "$C" hub default-policy custom $S
 expect 1 "not found\|no registration" "registration show (none yet)" -- "$C" registration show device-1 $S
+
+# Deleting with --json prints a JSON result, as every other command does.
+expect 0 "assigned" "a registration (through the engine)" -- "$REG" "$T/var" sym-1 "$T/k1"
+expect 0 '"registrationId": *"sym-1"' "registration show --json" -- "$C" registration show sym-1 --json $S
+expect 0 '^{"deleted":true}$' "registration delete --json" -- "$C" registration delete sym-1 --json $S
+expect 1 "no registration" "registration deleted" -- "$C" registration show sym-1 $S
+expect 0 "spare" "ca add (unreferenced)" -- "$C" ca add spare --cert "$T/pki/cert-b.pem" $S
+expect 0 '^{"deleted":true}$' "ca delete --json" -- "$C" ca delete spare --json $S
+expect 0 "hub9.example.net" "hub add (to delete)" -- "$C" hub add hub9.example.net $S
+expect 0 '^{"deleted":true}$' "hub delete --json" -- "$C" hub delete hub9.example.net --json $S
+expect 0 "hub8.example.net" "hub add (another)" -- "$C" hub add hub8.example.net $S
+expect 0 "^deleted hub8.example.net$" "hub delete (text)" -- "$C" hub delete hub8.example.net $S
 
 # A test chain: root -> factory -> line -> devices.
 expect 0 "2 factories" "pki chain" -- "$C" pki chain --out "$T/chain" --factories 2 --lines 1 --devices 2
