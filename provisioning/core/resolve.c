@@ -6,9 +6,9 @@
  * first entry found decides: enabled -> provision, disabled -> refuse; none
  * -> refuse. A disabled individual enrollment decides whatever the device
  * presents: it is the public service's way to block one device of a group,
- * so the device's evidence need not match it. Every position is recorded in the explanation, including those
- * after the decision ("not consulted"), because that is what an operator
- * needs to see. */
+ * so the device's evidence need not match it. Every position is recorded in
+ * the explanation, including those after the decision ("not consulted"),
+ * because that is what an operator needs to see. */
 #include <custos/enrollment.h>
 #include <custos/prov.h>
 #include <custos/sas.h>
