@@ -4,6 +4,7 @@
 
 #include <custos/audit.h>
 #include <custos/keyring.h>
+#include <custos/server.h>
 #include <custos/store.h>
 
 #include <ctype.h>
@@ -26,13 +27,17 @@ int cu_cmd_audit_sign(int argc, char **argv);
 
 /* Opens the audit log of an existing state directory: never creates one,
  * and needs no service keyring (the log is checked with the audit key's
- * public part alone), so an auditor's copy of custos.db is enough. */
-static int open_log(const char *state, bool writable, cu_store **_s)
+ * public part alone), so an auditor's copy of custos.db is enough. spec, pw:
+ * a custosd config's store (it comes before $CUSTOS_STORE, as in custosd). */
+static int open_log_in(const char *state, const char *spec, const char *pw, bool writable, cu_store **_s)
 {
     char path[4096];
     struct stat sb;
     state = state ? state : DEFAULT_STATE;
-    const char *spec = getenv("CUSTOS_STORE"), *pw = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if (spec == NULL || *spec == 0) {
+        spec = getenv("CUSTOS_STORE");
+        pw = pw ? pw : getenv("CUSTOS_STORE_PASSWORD_FILE");
+    }
     if (spec != NULL && *spec != 0) {
         /* The store named as custos/state.h says (PostgreSQL shared by nodes). */
         if (cu_store_open_audit_only_spec(spec, pw && *pw ? pw : NULL, writable, _s) != CU_OK)
@@ -45,6 +50,11 @@ static int open_log(const char *state, bool writable, cu_store **_s)
     if (cu_store_open_audit_only(path, writable, _s) != CU_OK)
         return cu_cli_fail("cannot open the audit log in %s: %s", state, cu_err_last()->msg);
     return CU_EXIT_OK;
+}
+
+static int open_log(const char *state, bool writable, cu_store **_s)
+{
+    return open_log_in(state, NULL, NULL, writable, _s);
 }
 
 static const char *ossl_reason(void)
@@ -83,11 +93,12 @@ static EVP_PKEY *load_pub_file(const char *path)
 }
 
 /* A key through OSSL_STORE: a pkcs11: URI (through the custos provider,
- * loaded here), or file:/ paths. want_private: the signing key. */
-static EVP_PKEY *load_uri(const char *uri, bool want_private)
+ * loaded here from provider_path, NULL: the default place), or file:/
+ * paths. want_private: the signing key. */
+static EVP_PKEY *load_uri_from(const char *uri, bool want_private, const char *provider_path)
 {
     /* pkcs11: URIs are the custos provider's; load it like every other command. */
-    if (strncmp(uri, "pkcs11:", 7) == 0 && cu_keyring_provider_load(NULL) != CU_OK) {
+    if (strncmp(uri, "pkcs11:", 7) == 0 && cu_keyring_provider_load(provider_path) != CU_OK) {
         cu_cli_fail("%s", cu_err_last()->msg);
         return NULL;
     }
@@ -118,25 +129,36 @@ static EVP_PKEY *load_uri(const char *uri, bool want_private)
     return k;
 }
 
+static EVP_PKEY *load_uri(const char *uri, bool want_private)
+{
+    return load_uri_from(uri, want_private, NULL);
+}
+
 static void hex(const uint8_t *d, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++)
         sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-/* The verification report, text or one JSON object. */
-static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
+/* The verification report, text or one JSON object. key_from: where the
+ * key came from when none was given (the state's audit.pub, the config). */
+static void print_report(const cu_audit_report *r, size_t nkeys, const char *key_from, bool json)
 {
     char lh[65], sh[65];
     hex(r->last_hash, 32, lh);
     hex(r->last_signed_hash, 32, sh);
     if (json) {
         printf("{\"ok\":%s,\"records\":%llu,\"lastSeq\":%llu,\"heads\":%llu,\"headsVerified\":%llu,"
-               "\"signaturesChecked\":%s,\"lastSignedSeq\":%llu,\"lastSignedAt\":",
+               "\"signaturesChecked\":%s,",
                r->fault == CU_AUDIT_OK ? "true" : "false", (unsigned long long)r->records,
                (unsigned long long)r->last_seq, (unsigned long long)r->heads,
-               (unsigned long long)r->heads_verified, nkeys > 0 ? "true" : "false",
-               (unsigned long long)r->last_signed_seq);
+               (unsigned long long)r->heads_verified, nkeys > 0 ? "true" : "false");
+        if (key_from != NULL) {
+            printf("\"keyFrom\":");
+            cu_cli_json_str(stdout, key_from);
+            putchar(',');
+        }
+        printf("\"lastSignedSeq\":%llu,\"lastSignedAt\":", (unsigned long long)r->last_signed_seq);
         if (r->last_signed_at[0]) {
             cu_cli_json_str(stdout, r->last_signed_at);
             printf(",\"lastSignedHash\":\"%s\"", sh);
@@ -154,6 +176,8 @@ static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
         printf("}\n");
         return;
     }
+    if (key_from != NULL)
+        printf("audit key: %s\n", key_from);
     if (r->fault != CU_AUDIT_OK) {
         printf("audit log does NOT verify: first bad record: %llu (%s)\n  %s\n", (unsigned long long)r->fault_seq,
                cu_audit_fault_str(r->fault), r->what);
@@ -165,8 +189,10 @@ static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
     printf(", %llu signed heads", (unsigned long long)r->heads);
     if (nkeys > 0)
         printf(", %llu signatures verified\n", (unsigned long long)r->heads_verified);
+    else if (r->heads > 0)
+        printf("; signatures NOT checked (--no-signatures)\n");
     else
-        printf("; signatures NOT checked (give --pubkey FILE or --key-uri URI)\n");
+        printf("\n");
     if (r->last_signed_seq > 0)
         printf("last signed head: record %llu at %s; %llu records after it not yet signed\n"
                "keep it to check the next time: --head %llu:%s\n",
@@ -176,18 +202,47 @@ static void print_report(const cu_audit_report *r, size_t nkeys, bool json)
         printf("no signed head yet: deleting records from the tail would not be detected\n");
 }
 
+/* The audit key when none was given: the config's audit-key (a pkcs11: URI,
+ * or the key file whose public half is taken), else the STATE/audit.pub that
+ * custosd writes. *_key NULL and CU_EXIT_OK: neither exists. */
+static int default_key(const char *state, const cu_srv_config *cfg, EVP_PKEY **_key, char *from, size_t fromlen)
+{
+    struct stat sb;
+    *_key = NULL;
+    if (cfg != NULL && cfg->audit_key != NULL) {
+        bool uri = strncmp(cfg->audit_key, "pkcs11:", 7) == 0;
+        if ((*_key = uri ? load_uri_from(cfg->audit_key, false, cfg->provider_path) : load_pub_file(cfg->audit_key)) ==
+            NULL)
+            return CU_EXIT_FAIL;
+        snprintf(from, fromlen, "%s (the config's audit-key)", cfg->audit_key);
+        return CU_EXIT_OK;
+    }
+    snprintf(from, fromlen, "%s/audit.pub", state ? state : DEFAULT_STATE);
+    if (stat(from, &sb) != 0)
+        return CU_EXIT_OK;
+    if ((*_key = load_pub_file(from)) == NULL)
+        return CU_EXIT_FAIL;
+    /* The state's own copy: whoever can rewrite the log there may have
+     * replaced it too; an auditor gives a copy kept elsewhere (--pubkey). */
+    snprintf(from + strlen(from), fromlen - strlen(from), " (the state's; --pubkey for a copy kept elsewhere)");
+    return CU_EXIT_OK;
+}
+
 int cu_cmd_audit_verify(int argc, char **argv)
 {
-    const char *state = NULL, *pubs[MAX_KEYS], *uris[MAX_KEYS], *kept = NULL;
+    const char *state = NULL, *pubs[MAX_KEYS], *uris[MAX_KEYS], *kept = NULL, *config = NULL;
     size_t npub = 0, nuri = 0, nkeys = 0;
-    bool json = false, help = false;
+    bool json = false, help = false, no_sigs = false, have_cfg = false;
     EVP_PKEY *keys[2 * MAX_KEYS];
     cu_store *st = NULL;
+    cu_srv_config cfg;
     cu_audit_report rep;
+    char key_from[4200] = "";
     cu_cli_opt opts[] = {
         {"--state", &state, NULL, NULL, NULL, 0},   {"--pubkey", NULL, NULL, pubs, &npub, MAX_KEYS},
         {"--key-uri", NULL, NULL, uris, &nuri, MAX_KEYS}, {"--json", NULL, &json, NULL, NULL, 0},
-        {"--head", &kept, NULL, NULL, NULL, 0},     {"--help", NULL, &help, NULL, NULL, 0},
+        {"--head", &kept, NULL, NULL, NULL, 0},     {"--config", &config, NULL, NULL, NULL, 0},
+        {"--no-signatures", NULL, &no_sigs, NULL, NULL, 0}, {"--help", NULL, &help, NULL, NULL, 0},
         {NULL, NULL, NULL, NULL, NULL, 0},
     };
     unsigned long long kept_seq = 0;
@@ -196,18 +251,23 @@ int cu_cmd_audit_verify(int argc, char **argv)
     if (rc != CU_EXIT_OK)
         return rc;
     if (help) {
-        printf("usage: custos audit verify [--state DIR] [--pubkey FILE]... [--key-uri URI]... [--head SEQ:HASH]\n"
-               "                           [--json]\n\n"
+        printf("usage: custos audit verify [--state DIR] [--config FILE] [--pubkey FILE]... [--key-uri URI]...\n"
+               "                           [--no-signatures] [--head SEQ:HASH] [--json]\n\n"
                "Checks the whole audit log of the state directory: every record's hash, every\n"
-               "link to its predecessor, no gaps, and every signed head against the chain; with\n"
-               "the audit key's public part (--pubkey: PEM public key or certificate; --key-uri:\n"
-               "a pkcs11: URI through the custos provider; several for a rotated key) also each\n"
-               "head's signature. Names the first record that does not verify and what is wrong\n"
-               "with it. --head: a head kept from an earlier verify (it prints one) must still be\n"
-               "in the log, which catches a tail deleted with its heads. Needs no service keyring:\n"
+               "link to its predecessor, no gaps, and every signed head against the chain and\n"
+               "its signature with the audit key's public part (--pubkey: PEM public key or\n"
+               "certificate; --key-uri: a pkcs11: URI through the custos provider; several for\n"
+               "a rotated key). Without them: the audit-key of custosd's --config FILE, else\n"
+               "STATE/audit.pub (custosd writes it); when the log has signed heads and no key\n"
+               "is found it fails, unless --no-signatures (the chain alone; the output says so).\n"
+               "Names the first record that does not verify and what is wrong with it.\n"
+               "--head: a head kept from an earlier verify (it prints one) must still be in\n"
+               "the log, which catches a tail deleted with its heads. Needs no service keyring:\n"
                "a copy of custos.db verifies. Exit status 0 only when the log verifies.\n");
         return CU_EXIT_OK;
     }
+    if (no_sigs && (npub > 0 || nuri > 0))
+        return cu_cli_usage("audit verify", "--no-signatures excludes --pubkey and --key-uri");
     if (kept != NULL) {
         char *end = NULL;
         const char *colon = strchr(kept, ':');
@@ -221,6 +281,16 @@ int cu_cmd_audit_verify(int argc, char **argv)
         }
         if (!good)
             return cu_cli_usage("audit verify", "--head %s: expected SEQ:HASH (64 hex digits)", kept);
+    }
+    if (config != NULL) {
+        cu_srv_config_init(&cfg);
+        have_cfg = true;
+        if (cu_srv_config_load(&cfg, config) != CU_OK) {
+            rc = cu_cli_fail("%s", cu_err_last()->msg);
+            goto cleanup;
+        }
+        if (state == NULL)
+            state = cfg.state_dir;
     }
     for (size_t i = 0; i < npub; i++) {
         if ((keys[nkeys] = load_pub_file(pubs[i])) == NULL) {
@@ -236,8 +306,34 @@ int cu_cmd_audit_verify(int argc, char **argv)
         }
         nkeys++;
     }
-    if ((rc = open_log(state, false, &st)) != CU_EXIT_OK)
+    if ((rc = open_log_in(state, have_cfg ? cfg.store : NULL, have_cfg ? cfg.store_password_file : NULL, false,
+                          &st)) != CU_EXIT_OK)
         goto cleanup;
+    if (nkeys == 0 && !no_sigs) {
+        if ((rc = default_key(state, have_cfg ? &cfg : NULL, &keys[0], key_from, sizeof key_from)) != CU_EXIT_OK)
+            goto cleanup;
+        if (keys[0] != NULL) {
+            nkeys = 1;
+        } else {
+            /* Unchecked signatures would let a forged or moved head pass:
+             * only the caller who says so gets the chain alone. */
+            cu_audit_head *h = NULL;
+            size_t n = 0;
+            key_from[0] = 0;
+            if (cu_audit_heads_read(st, 1, 1, &h, &n) != CU_OK) {
+                rc = cu_cli_fail("cannot read the audit log: %s", cu_err_last()->msg);
+                goto cleanup;
+            }
+            cu_audit_heads_free(h, n);
+            if (n > 0) {
+                rc = cu_cli_fail("the audit log has signed heads but no audit key was found (no --pubkey, "
+                                 "--key-uri or --config, no %s/audit.pub): give one, or --no-signatures to "
+                                 "check the chain without the heads' signatures",
+                                 state ? state : DEFAULT_STATE);
+                goto cleanup;
+            }
+        }
+    }
     cu_rc vr = cu_audit_verify(st, keys, nkeys, &rep);
     if (vr == CU_OK && kept != NULL)
         vr = cu_audit_check_kept_head(st, kept_seq, kept_hash, &rep);
@@ -245,12 +341,14 @@ int cu_cmd_audit_verify(int argc, char **argv)
         rc = cu_cli_fail("cannot read the audit log: %s", cu_err_last()->msg);
         goto cleanup;
     }
-    print_report(&rep, nkeys, json);
+    print_report(&rep, nkeys, key_from[0] ? key_from : NULL, json);
     rc = vr == CU_OK ? CU_EXIT_OK : CU_EXIT_FAIL;
 cleanup:
     for (size_t i = 0; i < nkeys; i++)
         EVP_PKEY_free(keys[i]);
     cu_store_close(st);
+    if (have_cfg)
+        cu_srv_config_clear(&cfg);
     return rc;
 }
 

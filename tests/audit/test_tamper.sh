@@ -73,14 +73,46 @@ PUB="$T/other.pub"
 verify_case other-key "" 10 "bad head signature"
 PUB="$T/audit.pub"
 
-# Without a key the chain is still checked; signatures are said unchecked.
+# Without a key: signed heads there and no STATE/audit.pub, verify fails
+# (a forged head would pass unchecked), unless --no-signatures says so.
+out=$("$CUSTOS" audit verify --state "$S" 2>&1)
+[ $? = 1 ] && echo "$out" | grep -q "signed heads but no audit key was found" && ok "no key at all: refused" ||
+    ko "no key at all: $out"
+out=$("$CUSTOS" audit verify --state "$S" --no-signatures)
+[ $? = 0 ] && echo "$out" | grep -q "signatures NOT checked (--no-signatures)" &&
+    ok "--no-signatures: the chain alone, said so" || ko "--no-signatures: $out"
+out=$("$CUSTOS" audit verify --state "$T/forged-head" --no-signatures --json)
+echo "$out" | grep -q '"ok":true,.*"signaturesChecked":false' && ok "--no-signatures --json says unchecked" ||
+    ko "--no-signatures --json: $out"
+"$CUSTOS" audit verify --state "$S" --no-signatures --pubkey "$T/audit.pub" >/dev/null 2>&1
+[ $? = 2 ] && ok "--no-signatures with a key: usage" || ko "--no-signatures with a key"
+# The state's audit.pub (custosd writes it) is the default key: the clean
+# log verifies with it, a forged or moved head fails without --pubkey.
+for d in "$S" "$T/forged-head" "$T/moved-head" "$T/delete"; do cp "$T/audit.pub" "$d/audit.pub"; done
 out=$("$CUSTOS" audit verify --state "$S")
-echo "$out" | grep -q "signatures NOT checked" && ok "no key: signatures reported unchecked" || ko "no key: $out"
+[ $? = 0 ] && echo "$out" | grep -q "1 signatures verified" && echo "$out" | grep -q "audit key: $S/audit.pub" &&
+    ok "no --pubkey: the state's audit.pub checks the signatures" || ko "clean log, state's audit.pub: $out"
+out=$("$CUSTOS" audit verify --state "$T/forged-head")
+[ $? = 1 ] && echo "$out" | grep -q "first bad record: 10 (bad head signature)" &&
+    ok "forged head without --pubkey: found" || ko "forged head without --pubkey: $out"
+out=$("$CUSTOS" audit verify --state "$T/moved-head")
+[ $? = 1 ] && echo "$out" | grep -q "first bad record: 9 (bad head signature)" &&
+    ok "moved head without --pubkey: found" || ko "moved head without --pubkey: $out"
+# ... and so is a custosd config's audit-key (here the private key file).
+printf 'state = %s\naudit-key = %s\n' "$T/forged-head" "$T/audit.key" >"$T/custosd.conf"
+rm "$T/forged-head/audit.pub"
+out=$("$CUSTOS" audit verify --config "$T/custosd.conf")
+[ $? = 1 ] && echo "$out" | grep -q "first bad record: 10 (bad head signature)" &&
+    echo "$out" | grep -q "the config's audit-key" && ok "forged head, the config's audit-key: found" ||
+    ko "forged head, config: $out"
+printf 'state = %s\naudit-key = %s\n' "$S" "$T/other.key" >"$T/custosd.conf"
+"$CUSTOS" audit verify --config "$T/custosd.conf" >/dev/null; [ $? = 1 ] &&
+    ok "the config's audit-key comes before STATE/audit.pub" || ko "config key order"
 # A rotated key: several --pubkey, the right one among them.
 "$CUSTOS" audit verify --state "$S" --pubkey "$T/other.pub" --pubkey "$T/audit.pub" >/dev/null &&
     ok "key among several" || ko "key among several"
 # JSON report.
-out=$("$CUSTOS" audit verify --state "$T/delete" --json)
+out=$("$CUSTOS" audit verify --state "$T/delete" --json)  # with its audit.pub
 echo "$out" | grep -q '"ok":false,.*"fault":"missing","faultSeq":4' && ok "json report" || ko "json report: $out"
 # Export: JSON lines from a seq, and since a time (all of today).
 n=$("$CUSTOS" audit export --state "$S" --since-seq 8 | wc -l)

@@ -52,6 +52,14 @@ has "1 signatures verified" "the same signature verified"
 run 1 "verify with the other key fails" "$CUSTOS" audit verify --state "$S" --key-uri "$OURI"
 has "first bad record: 4 (bad head signature)" "at the head, record 4"
 has "signed by key $AID" "naming the key that signed it"
+# No key given: custosd's config names its audit key by URI (and where the
+# provider is), and verify takes it from there; the other key's, and it fails.
+printf 'state = %s\naudit-key = %s\nprovider-path = %s\n' "$S" "$AURI" "$MODS" >"$T/custosd.conf"
+run 0 "verify --config: the config's audit-key URI" "$CUSTOS" audit verify --config "$T/custosd.conf"
+has "1 signatures verified" "... checks the signature"
+has "the config's audit-key" "... and says whose key it took"
+printf 'state = %s\naudit-key = %s\n' "$S" "$OURI" >"$T/custosd.conf"
+run 1 "verify --config with the other key's URI fails" "$CUSTOS" audit verify --config "$T/custosd.conf"
 
 # A later head signed by the other key.
 "$CUSTOS" hub add hub4.example.net --state "$S" >/dev/null || bad "hub add 4"
