@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -522,6 +523,260 @@ static void test_no_secrets(void)
     fx_close(&f);
 }
 
+/* ---- what change and decision records hold ---- */
+
+/* A record read back: its type, actor, payload text and parsed payload. */
+typedef struct rec {
+    char type[64], actor[160];
+    char *text;
+    json_t *p;
+} rec;
+
+static size_t read_from(cu_store *s, uint64_t from, rec *out, size_t max)
+{
+    cu_audit_record *r = NULL;
+    size_t n = 0;
+    if (cu_audit_read(s, from, max, &r, &n) != CU_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        json_error_t e;
+        snprintf(out[i].type, sizeof out[i].type, "%s", r[i].type);
+        snprintf(out[i].actor, sizeof out[i].actor, "%s", r[i].actor);
+        out[i].text = strdup(r[i].payload);
+        out[i].p = json_loads(r[i].payload, 0, &e);
+    }
+    cu_audit_records_free(r, n);
+    return n;
+}
+
+static void recs_free(rec *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(r[i].text);
+        json_decref(r[i].p);
+    }
+}
+
+static const char *jstr(json_t *o, const char *path)
+{
+    char key[64];
+    const char *dot = strchr(path, '.');
+    if (dot == NULL)
+        return json_string_value(json_object_get(o, path));
+    snprintf(key, sizeof key, "%.*s", (int)(dot - path), path);
+    return jstr(json_object_get(o, key), dot + 1);
+}
+
+static void test_ca_records(void)
+{
+    fx f;
+    tcert ca, proof, wrong;
+    rec r[8];
+    char reason[512], *code = NULL;
+    CU_ASSERT_FATAL(fx_open(&f, "auca") == 0);
+    CU_ASSERT_FATAL(tc_make(&ca, "Audit CA", true, NULL, -100, 86400 * 30) == 0);
+    char *pem = tc_pem(&ca);
+    uint64_t from = last_seq(f.store) + 1;
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_add(f.store, "factory", pem, false, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_gen_code(f.store, "factory", NULL, &code, reason, sizeof reason), CU_OK);
+    /* A refused proof (not the code as CN) changes nothing and records nothing. */
+    CU_ASSERT_FATAL(tc_make(&wrong, "not-the-code", false, &ca, -100, 86400) == 0);
+    char *wpem = tc_pem(&wrong);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, wpem, reason, sizeof reason), CU_E_VERIFY);
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, -100, 86400) == 0);
+    char *ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_delete(f.store, "factory", NULL, reason, sizeof reason), CU_OK);
+
+    size_t n = read_from(f.store, from, r, 8);
+    static const char *types[] = {"caCertificate.create", "caCertificate.verificationCode", "caCertificate.verify",
+                                  "caCertificate.delete"};
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        CU_ASSERT_STRING_EQUAL(r[i].type, types[i]);
+        CU_ASSERT_STRING_EQUAL(jstr(r[i].p, "id"), "factory");
+    }
+    json_t *b[4], *a[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = json_object_get(r[i].p, "before");
+        a[i] = json_object_get(r[i].p, "after");
+    }
+    /* create: nothing before; the certificate, unverified, after. */
+    CU_ASSERT_TRUE(json_is_null(b[0]));
+    CU_ASSERT_FALSE(json_is_true(json_object_get(a[0], "isVerified")));
+    CU_ASSERT_PTR_NOT_NULL(strstr(jstr(a[0], "certificate"), "BEGIN CERTIFICATE"));
+    CU_ASSERT_PTR_NOT_NULL(jstr(a[0], "thumbprint"));
+    /* the code issued: before = the created document; the code left out. */
+    CU_ASSERT_TRUE(json_equal(b[1], a[0]));
+    CU_ASSERT_PTR_NOT_NULL(a[1]);
+    CU_ASSERT_PTR_NULL(json_object_get(a[1], "verificationCode"));
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(a[1], "etag"), jstr(b[1], "etag"));
+    /* verified: before unverified, after verified. */
+    CU_ASSERT_TRUE(json_equal(b[2], a[1]));
+    CU_ASSERT_FALSE(json_is_true(json_object_get(b[2], "isVerified")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(a[2], "isVerified")));
+    /* deleted: before the verified document, nothing after. */
+    CU_ASSERT_TRUE(json_equal(b[3], a[2]));
+    CU_ASSERT_TRUE(json_is_null(a[3]));
+    /* The one-time code and the CA's private key are in no record. */
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *kp = NULL, kbody[48] = "";
+    CU_ASSERT_FATAL(bio != NULL && PEM_write_bio_PrivateKey(bio, ca.key, NULL, NULL, 0, NULL, NULL) == 1);
+    long kl = BIO_get_mem_data(bio, &kp);
+    const char *nl = kl > 0 ? memchr(kp, '\n', (size_t)kl) : NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nl);
+    snprintf(kbody, sizeof kbody, "%.40s", nl + 1);
+    CU_ASSERT_EQUAL(strlen(kbody), 40);
+    for (size_t i = 0; i < n; i++) {
+        CU_ASSERT_PTR_NULL(strstr(r[i].text, code));
+        CU_ASSERT_PTR_NULL(strstr(r[i].text, "PRIVATE"));
+        CU_ASSERT_PTR_NULL(strstr(r[i].text, kbody));
+    }
+    BIO_free(bio);
+    recs_free(r, n);
+    free(pem);
+    free(wpem);
+    free(ppem);
+    free(code);
+    tc_free(&ca);
+    tc_free(&wrong);
+    tc_free(&proof);
+    fx_close(&f);
+}
+
+/* Enrollment and group updates and deletes: before is what the previous
+ * record left after, field for field. */
+static void test_enrollment_changes(void)
+{
+    fx f;
+    rec r[8];
+    char reason[512];
+    CU_ASSERT_FATAL(fx_open(&f, "auenr") == 0);
+    CU_ASSERT_EQUAL(cu_store_set_actor(f.store, "cli:operator@test"), CU_OK);
+    uint64_t from = last_seq(f.store) + 1;
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &sd.ca_a, true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &sd.ca_a, false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-1", &sd.dev[0], true), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-1", &sd.dev[0], false), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_delete(f.store, CU_ENR_GROUP, "group-a", NULL, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_delete(f.store, CU_ENR_INDIVIDUAL, "device-1", NULL, reason, sizeof reason),
+                          CU_OK);
+    size_t n = read_from(f.store, from, r, 8);
+    static const char *types[] = {"enrollmentGroup.create", "enrollmentGroup.update", "enrollment.create",
+                                  "enrollment.update",      "enrollmentGroup.delete", "enrollment.delete"};
+    static const char *ids[] = {"group-a", "group-a", "device-1", "device-1", "group-a", "device-1"};
+    CU_ASSERT_EQUAL_FATAL(n, 6);
+    for (size_t i = 0; i < n; i++) {
+        CU_ASSERT_STRING_EQUAL(r[i].type, types[i]);
+        CU_ASSERT_STRING_EQUAL(r[i].actor, "cli:operator@test");
+        CU_ASSERT_STRING_EQUAL(jstr(r[i].p, "id"), ids[i]);
+    }
+    json_t *b[6], *a[6];
+    for (int i = 0; i < 6; i++) {
+        b[i] = json_object_get(r[i].p, "before");
+        a[i] = json_object_get(r[i].p, "after");
+    }
+    CU_ASSERT_TRUE(json_is_null(b[0]) && json_is_null(b[2]));
+    CU_ASSERT_TRUE(json_is_null(a[4]) && json_is_null(a[5]));
+    /* The update: before = the created document, after = the new one. */
+    CU_ASSERT_TRUE(json_equal(b[1], a[0]));
+    CU_ASSERT_TRUE(json_equal(b[3], a[2]));
+    CU_ASSERT_STRING_EQUAL(jstr(b[1], "provisioningStatus"), "enabled");
+    CU_ASSERT_STRING_EQUAL(jstr(a[1], "provisioningStatus"), "disabled");
+    CU_ASSERT_STRING_EQUAL(jstr(a[1], "enrollmentGroupId"), "group-a");
+    CU_ASSERT_STRING_EQUAL(jstr(b[3], "provisioningStatus"), "enabled");
+    CU_ASSERT_STRING_EQUAL(jstr(a[3], "provisioningStatus"), "disabled");
+    CU_ASSERT_STRING_EQUAL(jstr(a[3], "registrationId"), "device-1");
+    CU_ASSERT_STRING_NOT_EQUAL(jstr(a[1], "etag"), jstr(b[1], "etag"));
+    CU_ASSERT_STRING_EQUAL(jstr(a[1], "attestation.type"), "x509");
+    /* The delete: before = what the update left. */
+    CU_ASSERT_TRUE(json_equal(b[4], a[1]));
+    CU_ASSERT_TRUE(json_equal(b[5], a[3]));
+    recs_free(r, n);
+    fx_close(&f);
+}
+
+static void chain_is(json_t *chain, const tcert *leaf, const tcert *ca)
+{
+    char l[65], c[65];
+    cu_x509_sha256_hex(leaf->cert, l);
+    cu_x509_sha256_hex(ca->cert, c);
+    CU_ASSERT_EQUAL(json_array_size(chain), 2);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_array_get(chain, 0)), l);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_array_get(chain, 1)), c);
+}
+
+/* A decision's evidence: attestation, reason, the whole chain the device
+ * sent (the intermediate too), and for a TPM the EK's fingerprint on the
+ * challenge (registration.challenge). */
+static void test_decision_fields(void)
+{
+    fx f;
+    rec r[4];
+    char why_ok[512], why_no[512];
+    CU_ASSERT_FATAL(fx_open(&f, "audec") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-a", &sd.ca_a, true), CU_OK);
+    uint64_t from = last_seq(f.store) + 1;
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], why_ok, sizeof why_ok), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", sd.chain[3], why_no, sizeof why_no), CU_PROV_REFUSE);
+    size_t n = read_from(f.store, from, r, 4);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT_STRING_EQUAL(r[0].type, "registration");
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "attestation"), "x509");
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "reason"), why_ok);
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "decidedBy.id"), "group-a");
+    chain_is(json_object_get(r[0].p, "chain"), &sd.dev[0], &sd.ca_a);
+    CU_ASSERT_STRING_EQUAL(r[1].type, "registration.refused");
+    CU_ASSERT_STRING_EQUAL(jstr(r[1].p, "attestation"), "x509");
+    CU_ASSERT_STRING_EQUAL(jstr(r[1].p, "reason"), why_no);
+    CU_ASSERT_TRUE(json_is_null(json_object_get(r[1].p, "decidedBy")));
+    chain_is(json_object_get(r[1].p, "chain"), &sd.dev[3], &sd.ca_b);
+    recs_free(r, n);
+
+    /* A TPM: the challenge's record, with the EK's SHA-256. */
+    EVP_PKEY *ek = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *srk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    char *ek64 = ek ? fx_tpm_rsa_pub_b64(ek) : NULL, *srk64 = srk ? fx_tpm_rsa_pub_b64(srk) : NULL;
+    CU_ASSERT_FATAL(ek64 != NULL && srk64 != NULL);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, why_ok, sizeof why_ok,
+                                      "{\"registrationId\":\"tpm-dev\",\"attestation\":{\"type\":\"tpm\",\"tpm\":"
+                                      "{\"endorsementKey\":\"%s\"}}}",
+                                      ek64),
+                          CU_OK);
+    from = last_seq(f.store) + 1;
+    cu_prov_request req = {.registration_id = "tpm-dev", .tpm_ek = ek64, .tpm_srk = srk64};
+    cu_prov_result res;
+    CU_ASSERT_EQUAL_FATAL(cu_prov_register(f.prov, &req, &res), CU_OK);
+    CU_ASSERT_EQUAL(res.outcome, CU_PROV_CHALLENGE);
+    uint8_t raw[512], md[32];
+    int rl = EVP_DecodeBlock(raw, (const unsigned char *)ek64, (int)strlen(ek64));
+    size_t ekl = (size_t)rl - (ek64[strlen(ek64) - 1] == '=') - (ek64[strlen(ek64) - 2] == '=');
+    char fp[65];
+    CU_ASSERT_FATAL(rl > 0 && EVP_Digest(raw, ekl, md, NULL, EVP_sha256(), NULL) == 1);
+    for (int i = 0; i < 32; i++)
+        sprintf(fp + 2 * i, "%02x", md[i]);
+    n = read_from(f.store, from, r, 4);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(r[0].type, "registration.challenge");
+    CU_ASSERT_STRING_EQUAL(r[0].actor, "device:tpm-dev");
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "attestation"), "tpm");
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "outcome"), "challenge");
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "decidedBy.id"), "tpm-dev");
+    CU_ASSERT_STRING_EQUAL(jstr(r[0].p, "tpm.ekSha256"), fp);
+    /* The credential made for the device is not in the log. */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(res.tpm_authentication_key);
+    char blob[41];
+    snprintf(blob, sizeof blob, "%.40s", res.tpm_authentication_key);
+    CU_ASSERT_PTR_NULL(strstr(r[0].text, blob));
+    recs_free(r, n);
+    cu_prov_result_clear(&res);
+    EVP_PKEY_free(ek);
+    EVP_PKEY_free(srk);
+    free(ek64);
+    free(srk64);
+    fx_close(&f);
+}
+
 /* ---- key uses per minute ---- */
 
 static void test_key_use_per_minute(void)
@@ -866,6 +1121,9 @@ int main(void)
         {"a change and its record in one transaction", test_same_transaction},
         {"seed example: who decided, from the log", test_seed_from_log},
         {"no secret in the database", test_no_secrets},
+        {"CA certificate records, the code never in them", test_ca_records},
+        {"enrollment and group updates and deletes, before and after", test_enrollment_changes},
+        {"a decision's attestation, reason, chain and TPM EK", test_decision_fields},
         {"key uses per key per minute", test_key_use_per_minute},
         {"key uses counted by role and operation", test_key_count_roles},
         {"the audit key's signatures counted", test_signer_uses_counted},

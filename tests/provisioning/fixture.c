@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include <libpq-fe.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <sqlite3.h>
@@ -325,6 +327,38 @@ bool fx_has_record(fx *f, const char *regid)
     bool have = cu_store_reg_get(f->store, regid, &r) == CU_OK;
     cu_reg_record_clear(&r);
     return have;
+}
+
+char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa)
+{
+    /* type RSA, nameAlg SHA-256, restricted|decrypt|fixedTPM|fixedParent|
+     * sensitiveDataOrigin|adminWithPolicy, a 32-byte policy; AES-128-CFB,
+     * no scheme, 2048 bits, exponent 0 (65537). */
+    static const uint8_t head[] = {0x00, 0x01, 0x00, 0x0B, 0x00, 0x03, 0x00, 0xB2, 0x00, 0x20};
+    static const uint8_t parms[] = {0x00, 0x06, 0x00, 0x80, 0x00, 0x43, 0x00, 0x10,
+                                    0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00};
+    uint8_t out[2 + sizeof head + 32 + sizeof parms + 256];
+    BIGNUM *bn = NULL;
+    size_t n = 2;
+    if (EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_N, &bn) != 1 || BN_num_bytes(bn) != 256) {
+        BN_free(bn);
+        return NULL;
+    }
+    memcpy(out + n, head, sizeof head);
+    n += sizeof head;
+    memset(out + n, 0x5A, 32);
+    n += 32;
+    memcpy(out + n, parms, sizeof parms);
+    n += sizeof parms;
+    BN_bn2binpad(bn, out + n, 256);
+    BN_free(bn);
+    n += 256;
+    out[0] = (uint8_t)((n - 2) >> 8);
+    out[1] = (uint8_t)(n - 2);
+    char *b = malloc(4 * ((n + 2) / 3) + 1);
+    if (b != NULL)
+        EVP_EncodeBlock((unsigned char *)b, out, (int)n);
+    return b;
 }
 
 const char *const fx_seed_ids[5] = {"device-1", "device-2", "device-3", "device-4", "device-5"};

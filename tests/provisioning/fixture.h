@@ -78,5 +78,8 @@ cu_prov_outcome fx_register_x509(fx *f, const char *regid, const cu_x509_chain *
                                  size_t rlen);
 /* True if a registration record exists for regid. */
 bool fx_has_record(fx *f, const char *regid);
+/* Base64 of the TPM2B_PUBLIC an RSA-2048 EK (or SRK) of the standard
+ * template would have for rsa's public key (caller frees); NULL on error. */
+char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa);
 
 #endif
