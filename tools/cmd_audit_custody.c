@@ -337,6 +337,22 @@ static void print_json(const report *rep)
 
 static void print_csv(const report *rep)
 {
+    size_t fl, so, ex, im;
+    char when[32];
+    time_t now = time(NULL);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    summary(rep, &fl, &so, &ex, &im);
+    /* The summary first, as comment lines a spreadsheet or `grep -v '^#'`
+     * skips; the table's header follows. */
+    printf("# Custos key custody report, %s\n"
+           "# tokens: %zu, keys: %zu, flagged: %zu (software keystore %zu, ever extractable %zu, imported %zu), "
+           "unreadable tokens: %zu\n",
+           when, rep->tokens, rep->n, fl, so, ex, im, rep->n_errors);
+    if (cu_lastuse_have_log(rep->log))
+        printf("# last use: from the audit log of %s: %zu of %zu key(s) have a recorded use\n", rep->state,
+               with_use(rep), rep->n);
+    else
+        printf("# last use: not read (give --state DIR for its audit log)\n");
     printf("token_kind,token_label,manufacturer,model,serial,class,type,bits,label,id,sensitive,extractable,"
            "always_sensitive,never_extractable,local,certificates,flags,last_use_at,last_use\n");
     for (size_t i = 0; i < rep->n; i++) {

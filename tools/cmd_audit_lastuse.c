@@ -103,17 +103,27 @@ int cu_lastuse_load(const char *state_dir, cu_lastuse **_out)
     *_out = NULL;
     if (lu == NULL)
         return cu_cli_fail("out of memory");
-    if (snprintf(path, sizeof path, "%s/custos.db", state_dir) >= (int)sizeof path) {
-        free(lu);
-        return cu_cli_fail("state directory path too long");
-    }
-    if (stat(path, &sb) != 0) { /* no store yet: nothing recorded */
-        *_out = lu;
-        return CU_EXIT_OK;
-    }
-    if (cu_store_open_audit_only(path, false, &s) != CU_OK) {
-        free(lu);
-        return cu_cli_fail("cannot read the audit log of %s: %s", state_dir, cu_err_last()->msg);
+    /* The store the other audit commands read: $CUSTOS_STORE (PostgreSQL
+     * shared by nodes, as custos/state.h says), else STATE/custos.db. */
+    const char *spec = getenv("CUSTOS_STORE"), *pw = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    if (spec != NULL && *spec != 0) {
+        if (cu_store_open_audit_only_spec(spec, pw && *pw ? pw : NULL, false, &s) != CU_OK) {
+            free(lu);
+            return cu_cli_fail("cannot read the audit log of $CUSTOS_STORE: %s", cu_err_last()->msg);
+        }
+    } else {
+        if (snprintf(path, sizeof path, "%s/custos.db", state_dir) >= (int)sizeof path) {
+            free(lu);
+            return cu_cli_fail("state directory path too long");
+        }
+        if (stat(path, &sb) != 0) { /* no store yet: nothing recorded */
+            *_out = lu;
+            return CU_EXIT_OK;
+        }
+        if (cu_store_open_audit_only(path, false, &s) != CU_OK) {
+            free(lu);
+            return cu_cli_fail("cannot read the audit log of %s: %s", state_dir, cu_err_last()->msg);
+        }
     }
     lu->have_log = true;
     for (uint64_t from = 1; rc == CU_EXIT_OK;) {

@@ -14,9 +14,11 @@
 
 typedef struct cu_lastuse cu_lastuse;
 
-/* Reads the audit log of state_dir (its custos.db, read-only, no keyring
- * needed). A state without a database has no log (cu_lastuse_have_log
- * false). Returns CU_EXIT_OK, or CU_EXIT_FAIL with a message. */
+/* Reads the audit log of state_dir (read-only, no keyring needed): the
+ * store $CUSTOS_STORE names (with $CUSTOS_STORE_PASSWORD_FILE) when set,
+ * else its custos.db. A state without a database has no log
+ * (cu_lastuse_have_log false). Returns CU_EXIT_OK, or CU_EXIT_FAIL with a
+ * message. */
 int cu_lastuse_load(const char *state_dir, cu_lastuse **_out);
 void cu_lastuse_free(cu_lastuse *lu);
 bool cu_lastuse_have_log(const cu_lastuse *lu);

@@ -521,7 +521,8 @@ custody_rc=0
 {
     for d in "$TOKENS"/*/; do
         d=${d%/}
-        "$CUSTOS" audit custody --dir "$d" --pin-source "$USER_PIN" --csv | tail -n +2 || custody_rc=1
+        # (the # summary lines and the header left out: the rows only)
+        "$CUSTOS" audit custody --dir "$d" --pin-source "$USER_PIN" --csv | grep -v '^#' | tail -n +2 || custody_rc=1
     done
 } >"$DEMO/custody.csv"
 # CSV fields: kind, token, manufacturer, model, serial, class, type, bits,
