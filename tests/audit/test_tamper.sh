@@ -122,6 +122,27 @@ n=$("$CUSTOS" audit export --state "$S" --since "$today" | wc -l)
 [ "$n" = 10 ] && ok "export --since $today: 10 lines" || ko "export --since $today: $n lines"
 n=$("$CUSTOS" audit export --state "$S" --since 2999-01-01T00:00:00Z | wc -l)
 [ "$n" = 0 ] && ok "export --since the future: nothing" || ko "export --since the future: $n lines"
+# A cutoff in the middle of the log: records before it left out, those
+# after it in. (Whole seconds: a second apart on either side of it.)
+D="$T/since"
+cp -r "$S" "$D"
+sleep 1.1
+cut=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+sleep 1.1
+"$CUSTOS" hub add hub10.example.net --state "$D" >/dev/null
+"$CUSTOS" hub add hub11.example.net --state "$D" >/dev/null
+out=$("$CUSTOS" audit export --state "$D" --since "$cut" | sed -n 's/^{"seq":\([0-9]*\),.*/\1/p' | tr '\n' ' ')
+[ "$out" = "11 12 " ] && ok "export --since $cut (mid-log): records 11 and 12 only" ||
+    ko "export --since mid-log: seqs $out"
+# The same cutoff with a fraction: still the second it names.
+n=$("$CUSTOS" audit export --state "$D" --since "${cut%Z}.999Z" | wc -l)
+[ "$n" = 2 ] && ok "export --since with a fraction" || ko "export --since with a fraction: $n lines"
+# A cutoff before the first record: everything.
+n=$("$CUSTOS" audit export --state "$D" --since 2000-01-01T00:00:00Z | wc -l)
+[ "$n" = 12 ] && ok "export --since the past: all 12" || ko "export --since the past: $n lines"
+# --since and --since-seq together: refused.
+"$CUSTOS" audit export --state "$D" --since "$cut" --since-seq 3 >/dev/null 2>&1; [ $? = 2 ] &&
+    ok "--since with --since-seq: usage" || ko "--since with --since-seq"
 "$CUSTOS" audit export --state "$S" | head -1 | grep -q '^{"seq":1,"at":"[0-9T:.-]*Z","type":"setting.update"' &&
     ok "export line form" || ko "export line form"
 "$CUSTOS" audit export --state "$S" --since yesterday >/dev/null 2>&1; [ $? = 2 ] && ok "bad --since: usage" ||
