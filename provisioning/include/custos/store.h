@@ -1,10 +1,10 @@
 /* Custos: the store — enrollments, groups, CA certificates, hubs and
  * registration records, behind one interface.
  *
- * A backend (SQLite here; PostgreSQL later) only keeps sealed documents and
- * index keys: the common layer above it validates, stamps etags and
- * timestamps, wraps enrollment secrets with the keyring and seals every row
- * with it, and checks the seal of every row it reads. So someone who can
+ * A backend (SQLite, PostgreSQL) only keeps sealed documents and index
+ * keys: the common layer above it validates, stamps etags and timestamps,
+ * wraps enrollment secrets with the keyring and seals every row with it,
+ * and checks the seal of every row it reads. So someone who can
  * write to the database can neither read a key nor add a trust anchor nor
  * flip a status. */
 #ifndef CUSTOS_STORE_H
@@ -74,9 +74,11 @@ typedef struct cu_store_backend {
      * signs them. It calls audit_last and audit_append inside the write
      * transaction, which must serialize appends so that two writers never
      * chain onto the same predecessor (SQLite: BEGIN IMMEDIATE already
-     * holds the one write lock; PostgreSQL: lock a one-row head table with
-     * SELECT ... FOR UPDATE, or pg_advisory_xact_lock, at the start of the
-     * append). Rows are never updated or deleted by Custos. */
+     * holds the one write lock; PostgreSQL: audit_last takes
+     * pg_advisory_xact_lock on the log, then reads the last record in a
+     * statement of its own, so its snapshot sees the last committed append;
+     * the lock holds until commit). Rows are never updated or deleted by
+     * Custos. */
     /* The last record's seq and hash (seq 0, zero hash when empty). */
     cu_rc (*audit_last)(void *b, uint64_t *_seq, uint8_t hash[32]);
     cu_rc (*audit_append)(void *b, const cu_audit_record *r);
