@@ -1,5 +1,5 @@
 /* The thread-local error record and the names of codes. */
-#include <custos/rc.h>
+#include "internal.h"
 
 #include <p11-kit/pkcs11.h>
 #include <stdio.h>
@@ -40,6 +40,12 @@ cu_rc cu_err_set(cu_rc rc, const char *fmt, ...)
     vset(rc, CU_ORIGIN_CUSTOS, 0, 0, fmt, ap);
     va_end(ap);
     return rc;
+}
+
+cu_rc cu__err_restore(const cu_err *e)
+{
+    last = *e;
+    return e->rc;
 }
 
 cu_rc cu_err_wrap(cu_rc rc, const char *fmt, ...)

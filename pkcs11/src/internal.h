@@ -248,6 +248,8 @@ const char *cu__uri_for_message(const char *uri, char *buf, size_t len);
 /* Reads a PIN from a pin-source value ("file:/p", "file:///p" or "/p"). */
 cu_rc cu__pin_from_source(const char *src, char **_pin);
 void cu__secret_free(char *s);
+/* Records e again as this thread's last error; returns its rc. */
+cu_rc cu__err_restore(const cu_err *e);
 
 /* Trims the blank padding of a PKCS#11 fixed-size string into a C string. */
 void cu__trim_copy(char *dst, size_t dst_size, const unsigned char *src, size_t src_len);

@@ -59,6 +59,17 @@ cu_rc cu_quirks_parse(const char *s, unsigned *_quirks)
     return CU_OK;
 }
 
+const char *cu_quirks_default(const char *module)
+{
+    const char *base = module != NULL ? strrchr(module, '/') : NULL;
+    base = base != NULL ? base + 1 : module;
+    if (base != NULL && strstr(base, "softhsm") != NULL)
+        return "no-finalize,init-retry";
+    if (base != NULL && strstr(base, "tpm2_pkcs11") != NULL)
+        return "fork-unsafe";
+    return NULL;
+}
+
 /* Resolves a p11-kit module name to its configured path. */
 static char *path_for_name(const char *name)
 {

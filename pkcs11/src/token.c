@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 enum { DEFAULT_MAX_SESSIONS = 64 };
 
@@ -214,6 +216,60 @@ static cu_rc select_slot(cu_module *m, P11KitUri *u, const char *uri, CK_SLOT_ID
     return CU_OK;
 }
 
+/* Bounded restarts of the init-retry quirk when opening a token. */
+enum { OPEN_RETRIES = 8 };
+
+/* Whether the failure just recorded is one SoftHSM2 shows while another
+ * process reads the same token (init-retry): the token not seen, or seen
+ * but refusing a session or login as if broken or without a user PIN. */
+static bool passing_failure(void)
+{
+    const cu_err *e = cu_err_last();
+    return e->rc == CU_E_TOKEN_NOT_FOUND ||
+           (e->origin == CU_ORIGIN_PKCS11 && (e->ckr == CKR_GENERAL_ERROR || e->ckr == CKR_USER_PIN_NOT_INITIALIZED));
+}
+
+/* 5, 10 ... 40 ms, plus up to 5 ms of jitter so that processes that failed
+ * together do not start again together. */
+static unsigned backoff_us(int attempt)
+{
+    static _Thread_local unsigned seed;
+    if (seed == 0)
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    return 5000u * (unsigned)(attempt + 1) + (unsigned)rand_r(&seed) % 5000u;
+}
+
+static void close_keeper(cu_token *t)
+{
+    if (t->keeper != CK_INVALID_HANDLE)
+        cu__close_session(t->mod, t->keeper);
+    t->keeper = CK_INVALID_HANDLE;
+    t->logged_in = false;
+    free(t->mechs);
+    t->mechs = NULL;
+    t->n_mechs = 0;
+}
+
+/* Selects the token the URI names, opens the keeper session and logs in. */
+static cu_rc open_on_slot(cu_token *t, P11KitUri *u, const char *uri, const cu_token_opts *opts, const char *pin)
+{
+    cu_rc rc = select_slot(t->mod, u, uri, &t->slot, &t->desc);
+    if (rc != CU_OK)
+        return rc;
+    t->login_required = (t->desc.flags & CKF_LOGIN_REQUIRED) != 0;
+    load_mechs(t);
+
+    char name[96];
+    CK_RV rv = cu__open_session(t->mod, t->slot, &t->keeper);
+    if (rv != CKR_OK) {
+        t->keeper = CK_INVALID_HANDLE;
+        return cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot open a session", cu__token_name(t, name, sizeof name));
+    }
+    if (pin != NULL && !(opts && opts->no_login))
+        return login_on(t, t->keeper, pin);
+    return CU_OK;
+}
+
 cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
 {
     P11KitUri *u = NULL;
@@ -228,8 +284,6 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
     *_out = NULL;
     if ((rc = cu__uri_parse(uri, &u)) != CU_OK)
         goto out;
-    if (opts && opts->quirks && (rc = cu_quirks_parse(opts->quirks, &quirks)) != CU_OK)
-        goto out;
     const char *mod = p11_kit_uri_get_module_path(u);
     if (mod == NULL)
         mod = p11_kit_uri_get_module_name(u);
@@ -239,6 +293,9 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
         rc = cu_err_set(CU_E_URI, "the URI names no module: add ?module-path=/path/to/module.so");
         goto out;
     }
+    const char *named = opts && opts->quirks ? opts->quirks : cu_quirks_default(mod);
+    if (named != NULL && (rc = cu_quirks_parse(named, &quirks)) != CU_OK)
+        goto out;
     if ((rc = cu_module_load(mod, quirks, &m)) != CU_OK)
         goto out;
     if ((rc = resolve_pin(u, opts, &pin)) != CU_OK)
@@ -265,31 +322,22 @@ cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out)
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto out;
     }
-    rc = select_slot(t->mod, u, uri, &t->slot, &t->desc);
-    /* init-retry: SoftHSM2 sometimes misses a token another process is
-     * reading at the same moment; start the module afresh and look again. */
-    for (int i = 0; rc == CU_E_TOKEN_NOT_FOUND && (t->mod->quirks & CU_QUIRK_INIT_RETRY) && i < 8; i++) {
+    for (int i = 0;; i++) {
+        rc = open_on_slot(t, u, uri, opts, pin);
+        if (rc == CU_OK || !(t->mod->quirks & CU_QUIRK_INIT_RETRY) || i >= OPEN_RETRIES || !passing_failure())
+            break;
+        /* init-retry: SoftHSM2 misread the token while another process
+         * was reading it; start the module afresh and open again. */
         cu_err why = *cu_err_last();
-        if (cu__module_restart(t->mod, 5000u * (unsigned)(i + 1)) != CU_OK) {
-            rc = cu_err_set(why.rc, "%s", why.msg); /* the reason that matters */
+        close_keeper(t);
+        if (cu__module_restart(t->mod, backoff_us(i)) != CU_OK) {
+            rc = cu__err_restore(&why); /* the reason that matters */
             break;
         }
-        rc = select_slot(t->mod, u, uri, &t->slot, &t->desc);
     }
     if (rc != CU_OK)
         goto out;
-    t->login_required = (t->desc.flags & CKF_LOGIN_REQUIRED) != 0;
-    load_mechs(t);
-
-    char name[96];
-    CK_RV rv = cu__open_session(t->mod, t->slot, &t->keeper);
-    if (rv != CKR_OK) {
-        rc = cu_err_set_ckr(CU_E_TOKEN, rv, "%s: cannot open a session", cu__token_name(t, name, sizeof name));
-        goto out;
-    }
-    if (pin != NULL && !(opts && opts->no_login)) {
-        if ((rc = login_on(t, t->keeper, pin)) != CU_OK)
-            goto out;
+    if (pin != NULL && t->logged_in) {
         t->pin = pin;
         pin = NULL;
     }

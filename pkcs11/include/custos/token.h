@@ -32,8 +32,11 @@ enum {
     /* Never call C_Finalize: SoftHSM2 crashes if it runs after OpenSSL's own
      * exit-time clean-up (e.g. from a provider's teardown). */
     CU_QUIRK_NO_FINALIZE = 1u << 0,
-    /* Retry C_Initialize + slot discovery with a fresh initialization when it
-     * fails with CKR_GENERAL_ERROR (SoftHSM2 under concurrent start-up). */
+    /* SoftHSM2 under concurrent start-up: when C_Initialize fails with
+     * CKR_GENERAL_ERROR, retry it; when opening the token right after
+     * discovery fails as it does then (token not seen, or C_OpenSession /
+     * C_Login answering CKR_GENERAL_ERROR or CKR_USER_PIN_NOT_INITIALIZED),
+     * start the module afresh and open again; both bounded. */
     CU_QUIRK_INIT_RETRY = 1u << 1,
     /* Do not copy keys into session objects for signing (the copy is the
      * fast path on SoftHSM2; some modules refuse C_CopyObject). */
@@ -46,6 +49,10 @@ enum {
 
 /* Parses "no-finalize,init-retry,no-session-copy,fork-unsafe" (comma separated). */
 cu_rc cu_quirks_parse(const char *s, unsigned *_quirks);
+/* The quirks a module gets when cu_token_opts.quirks is NULL, by the name
+ * of its file (or p11-kit name): "no-finalize,init-retry" for SoftHSM2
+ * (*softhsm*), "fork-unsafe" for tpm2-pkcs11 (*tpm2_pkcs11*), else NULL. */
+const char *cu_quirks_default(const char *module);
 
 /* ---- Modules ---- */
 
@@ -104,7 +111,8 @@ cu_rc cu_p11_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(v
 typedef struct cu_token_opts {
     const char *module;   /* module path or name when the URI names none */
     const char *pin;      /* overrides pin-value, pin-source and CUSTOS_PIN */
-    const char *quirks;   /* named quirks, see cu_quirks_parse */
+    const char *quirks;   /* named quirks, see cu_quirks_parse; NULL: the
+                           * module's cu_quirks_default, "": none */
     unsigned max_sessions;/* pool bound (0: 64) */
     bool no_login;        /* open without logging in (public objects only) */
 } cu_token_opts;
