@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum { R_PASS, R_FAIL, R_UNSUPPORTED } result;
 
@@ -286,6 +287,8 @@ int cu_cmd_token_check(int argc, char **argv)
         return rc;
     if (help) {
         printf("usage: custos token check --module PATH [--token URI] [--pin-source FILE] [--json]\n\n"
+               "The PIN of --token comes from --pin-source, CUSTOS_PIN, the URI's pin-value\n"
+               "or pin-source, else a prompt on a terminal.\n\n"
                "Runs every operation Custos needs on a token of the module, for real, and\n"
                "cross-checks each result with OpenSSL in software: key generation and\n"
                "custody attributes, ECDSA, RSA PKCS#1 v1.5 and PSS signatures, HMAC-SHA256,\n"
@@ -344,8 +347,15 @@ int cu_cmd_token_check(int argc, char **argv)
     } else {
         free(slots);
         snprintf(uri, sizeof uri, "%s", token_uri);
-        if (pin_source != NULL || getenv("CUSTOS_PIN") != NULL)
+        /* --pin-source, CUSTOS_PIN, the URI's own PIN, else a prompt. */
+        if (pin_source != NULL || getenv("CUSTOS_PIN") != NULL) {
             pin = cu_cli_read_pin(pin_source, "CUSTOS_PIN", "User PIN");
+        } else if (cu_uri_pin(uri, &pin) != CU_OK) {
+            note(&r, "PIN from the URI", true, cu_err_last()->rc, NULL);
+            goto report;
+        } else if (pin == NULL && isatty(STDIN_FILENO)) {
+            pin = cu_cli_read_pin(NULL, "CUSTOS_PIN", "User PIN");
+        }
     }
 
     /* Open without logging in, try a wrong PIN first (the module's own
@@ -358,7 +368,7 @@ int cu_cmd_token_check(int argc, char **argv)
     add(&r, "wrong PIN refused", true, wrc == CU_E_PIN_INCORRECT ? R_PASS : R_FAIL, "%s",
         wrc == CU_E_PIN_INCORRECT ? cu_err_last()->msg : wrc == CU_OK ? "a wrong PIN was accepted" : cu_err_last()->msg);
     if (pin == NULL) {
-        add(&r, "login", true, R_FAIL, "no PIN: give --pin-source FILE or CUSTOS_PIN");
+        add(&r, "login", true, R_FAIL, "no PIN: give --pin-source FILE, CUSTOS_PIN or the URI's pin-source");
         goto report;
     }
     if (!note(&r, "login", true, cu_token_login(t, pin), NULL))

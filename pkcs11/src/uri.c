@@ -85,6 +85,26 @@ cu_rc cu__pin_from_source(const char *src, char **_pin)
     return *_pin ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
 }
 
+cu_rc cu_uri_pin(const char *uri, char **_pin)
+{
+    P11KitUri *u = NULL;
+    if (_pin == NULL)
+        return cu_err_set(CU_E_INVALID_ARG, "cu_uri_pin: no output");
+    *_pin = NULL;
+    cu_rc rc = cu__uri_parse(uri, &u);
+    if (rc != CU_OK)
+        return rc;
+    const char *v = p11_kit_uri_get_pin_value(u), *src = p11_kit_uri_get_pin_source(u);
+    if (v != NULL) {
+        if ((*_pin = strdup(v)) == NULL)
+            rc = cu_err_set(CU_E_NOMEM, "out of memory");
+    } else if (src != NULL) {
+        rc = cu__pin_from_source(src, _pin);
+    }
+    p11_kit_uri_free(u);
+    return rc;
+}
+
 static void clear_if_nul_padded(unsigned char *field, size_t len)
 {
     if (memchr(field, 0, len) != NULL)

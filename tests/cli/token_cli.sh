@@ -71,6 +71,22 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['failed']=
 expect_rc 1 "check of a missing module fails" "$CUSTOS" token check --module "$T/none.so"
 contains "$T/out" "FAIL" "the report names the failure"
 
+# check --token on the test token, the PIN from the URI's pin-source (no
+# CUSTOS_PIN): it passes and leaves the token's objects as they were.
+printf '%s\n' "$CUSTOS_PIN" > "$T/pin"
+count_objects() { "$CUSTOS" token objects --dir "$D" --json | python3 -c "import json,sys; print(len(json.load(sys.stdin)['objects']))"; }
+before=$(count_objects)
+URI=$(sed -n 's/^uri=//p' "$D/custos-token.conf")
+SOFTHSM2_CONF=$D/softhsm2.conf expect_rc 0 "check --token with the URI's pin-source" \
+  env -u CUSTOS_PIN "$CUSTOS" token check --module /usr/lib/softhsm/libsofthsm2.so --token "$URI&pin-source=file:$T/pin" --json
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['failed']==0 and d['passed']>=20, d" "$T/out" \
+  && ok "check --token JSON: no failure" || bad "check --token JSON"
+after=$(count_objects)
+[ -n "$before" ] && [ "$before" = "$after" ] && ok "check --token leaves $before objects" || bad "objects before check: $before, after: $after"
+SOFTHSM2_CONF=$D/softhsm2.conf expect_rc 1 "check --token without any PIN fails" \
+  env -u CUSTOS_PIN "$CUSTOS" token check --module /usr/lib/softhsm/libsofthsm2.so --token "$URI"
+contains "$T/out" "FAIL.*login.*no PIN" "... saying there is no PIN"
+
 U=$("$CUSTOS" token objects --dir "$D" --json | python3 -c "import json,sys; print([o['uri'] for o in json.load(sys.stdin)['objects'] if o['label']=='k-ec-p256' and o['class']=='private-key'][0])")
 expect_rc 0 "bench sign" "$CUSTOS" bench sign --dir "$D" --uri "$U" --seconds 0.3 --json
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['custos']>0 and d['raw-C_Sign']>0, d" "$T/out" \

@@ -123,6 +123,9 @@ typedef struct cu_token_opts {
  * Fails with CU_E_TOKEN_NOT_FOUND / CU_E_AMBIGUOUS when not exactly one token
  * of the module matches. */
 cu_rc cu_token_open(const char *uri, const cu_token_opts *opts, cu_token **_out);
+/* The PIN a URI carries: its pin-value, else what its pin-source file holds;
+ * *_pin is NULL when it has neither (caller frees). */
+cu_rc cu_uri_pin(const char *uri, char **_pin);
 cu_token *cu_token_ref(cu_token *t);
 void cu_token_unref(cu_token *t);
 
