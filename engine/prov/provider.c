@@ -223,14 +223,15 @@ int cu_prov_uri_query(const char *uri, const char *attr, char **_val, size_t *_l
 
 /* Quirks of a module when openssl.cnf names none (docs/provider.md):
  * SoftHSM2 must not be finalized at exit; tpm2-pkcs11 must be (it flushes
- * its TPM sessions then), and a session copy of a key takes one of the TPM's
- * three object slots; other modules get none. */
+ * its TPM sessions then), a session copy of a key takes one of the TPM's
+ * three object slots, and a fork()ed child must not use the parent's TPM
+ * connection; other modules get none. */
 static const char *default_quirks(const char *module)
 {
     if (module != NULL && strstr(module, "softhsm") != NULL)
         return "no-finalize,init-retry";
     if (module != NULL && strstr(module, "tpm2_pkcs11") != NULL)
-        return "no-session-copy";
+        return "no-session-copy,fork-unsafe";
     return NULL;
 }
 
