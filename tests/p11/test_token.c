@@ -231,6 +231,25 @@ static void test_hmac(void)
         HMAC(EVP_sha256(), be.hmac_value, (int)be.hmac_value_len, msg, sizeof msg, mac2, &n);
         CU_ASSERT_EQUAL(memcmp(mac, mac2, 32), 0);
     }
+    /* Where the token takes a secret key, a known key's MAC must equal
+     * OpenSSL's too (a generated key can only be checked against itself). */
+    CU_ASSERT_TRUE(be.hmac_import || be.hmac_value_len > 0);
+    if (be.hmac_import) {
+        uint8_t key[32], known[32], want[32];
+        unsigned int n = 0;
+        size_t klen = sizeof known;
+        for (size_t i = 0; i < sizeof key; i++)
+            key[i] = (uint8_t)(0xa5 ^ (i * 29));
+        cu_object *k = NULL;
+        CU_ASSERT_EQUAL_FATAL(cu_token_import_hmac(tok, key, sizeof key, "hmac-known", NULL, 0, &k), CU_OK);
+        CU_ASSERT_EQUAL(cu_sign(k, &s, msg, sizeof msg, known, &klen), CU_OK);
+        HMAC(EVP_sha256(), key, sizeof key, msg, sizeof msg, want, &n);
+        CU_ASSERT_EQUAL(klen, 32);
+        CU_ASSERT_EQUAL(n, 32);
+        CU_ASSERT_EQUAL(memcmp(known, want, 32), 0);
+        CU_ASSERT_EQUAL(cu_object_destroy(k), CU_OK);
+        cu_object_free(k);
+    }
     mac[0] ^= 1;
     CU_ASSERT_EQUAL(cu_verify(hmac, &s, msg, sizeof msg, mac, len), CU_E_VERIFY);
     /* Streamed MAC equals the one-shot MAC. */
