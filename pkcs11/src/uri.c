@@ -8,9 +8,69 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The attributes p11-kit 0.24 knows (RFC 7512 and its own). */
+static const char *const path_names[] = {
+    "token", "manufacturer", "serial", "model", "library-manufacturer", "library-description",
+    "library-version", "slot-description", "slot-manufacturer", "slot-id", "object", "id", "type",
+    "object-type", NULL,
+};
+static const char *const query_names[] = {"module-name", "module-path", "pin-source", "pin-value", NULL};
+
+static bool known_name(const char *const *names, const char *a, size_t n)
+{
+    for (; *names != NULL; names++)
+        if (strlen(*names) == n && strncmp(*names, a, n) == 0)
+            return true;
+    return false;
+}
+
+/* p11-kit says what is wrong with a URI but not where: parse each
+ * attribute alone and describe the first one it refuses or drops, as
+ * "unknown attribute 'foo'", "invalid value 'bogus' for 'type'" or
+ * "<why> at 'id=%1'" (a pin-value's value is never shown). */
+static bool describe_bad_attribute(const char *uri, char *out, size_t len)
+{
+    const char *p = uri + 7;
+    bool query = false, found = false;
+    while (!found && *p != '\0') {
+        size_t n = strcspn(p, query ? "&" : ";?");
+        char buf[512];
+        P11KitUri *one = n > 0 && n < sizeof buf - 9 ? p11_kit_uri_new() : NULL;
+        if (one != NULL) {
+            snprintf(buf, sizeof buf, "pkcs11:%s%.*s", query ? "?" : "", (int)n, p);
+            int r = p11_kit_uri_parse(buf, P11_KIT_URI_FOR_ANY, one);
+            if (r != P11_KIT_URI_OK || p11_kit_uri_any_unrecognized(one)) {
+                size_t nl = strcspn(p, "=");
+                nl = nl < n ? nl : n;
+                bool secret = nl == 9 && strncmp(p, "pin-value", 9) == 0;
+                const char *v = nl < n ? p + nl + 1 : "";
+                int vl = nl < n ? (int)(n - nl - 1) : 0;
+                const char *why = r != P11_KIT_URI_OK ? p11_kit_uri_message(r) : NULL;
+                if (r != P11_KIT_URI_OK)
+                    snprintf(out, len, "%s at '%.*s%s%.*s'", why ? why : "parse error", (int)nl, p,
+                             nl < n ? "=" : "", secret ? 0 : vl > 60 ? 60 : vl, v);
+                else if (!known_name(query ? query_names : path_names, p, nl))
+                    snprintf(out, len, "unknown attribute '%.*s'", (int)(nl > 60 ? 60 : nl), p);
+                else
+                    snprintf(out, len, "invalid value '%.*s' for '%.*s'", secret ? 0 : vl > 60 ? 60 : vl, v,
+                             (int)nl, p);
+                found = true;
+            }
+            p11_kit_uri_free(one);
+        }
+        p += n;
+        if (*p == '?')
+            query = true;
+        if (*p != '\0')
+            p++;
+    }
+    return found;
+}
+
 cu_rc cu__uri_parse(const char *uri, P11KitUri **_u)
 {
     P11KitUri *u = NULL;
+    char where[256];
     if (uri == NULL || _u == NULL)
         return cu_err_set(CU_E_URI, "no pkcs11 URI given");
     if (strncmp(uri, "pkcs11:", 7) != 0)
@@ -21,12 +81,16 @@ cu_rc cu__uri_parse(const char *uri, P11KitUri **_u)
     if (r != P11_KIT_URI_OK) {
         const char *why = p11_kit_uri_message(r);
         p11_kit_uri_free(u);
+        if (describe_bad_attribute(uri, where, sizeof where))
+            return cu_err_set(CU_E_URI, "malformed pkcs11 URI: %s", where);
         return cu_err_set(CU_E_URI, "malformed pkcs11 URI: %s", why ? why : "parse error");
     }
     /* p11-kit drops attributes it does not know (and bad values such as
      * type=bogus) but flags them: such a URI would match everything. */
     if (p11_kit_uri_any_unrecognized(u)) {
         p11_kit_uri_free(u);
+        if (describe_bad_attribute(uri, where, sizeof where))
+            return cu_err_set(CU_E_URI, "pkcs11 URI: %s", where);
         return cu_err_set(CU_E_URI, "pkcs11 URI has an unknown attribute or an invalid value");
     }
     *_u = u;

@@ -363,22 +363,125 @@ static void test_token_not_found(void)
 
 static void test_malformed_uris(void)
 {
-    static const char *bad[] = {
-        "", "pkcs11", "http://example.com", "PKCS#11:token=x", "pkcs11:token=%zz",
-        "pkcs11:foo=bar", "pkcs11:type=bogus", "pkcs11:token=a?module-path", "pkcs11:id=%1", "pkcs11:token=x",
-        NULL,
+    /* Each bad URI with what its message must say: where p11-kit only says
+     * "unknown attribute or an invalid value", the layer names the attribute. */
+    static const struct {
+        const char *uri, *says;
+    } bad[] = {
+        {"", "is not a pkcs11: URI"},
+        {"pkcs11", "is not a pkcs11: URI"},
+        {"http://example.com", "is not a pkcs11: URI"},
+        {"PKCS#11:token=x", "is not a pkcs11: URI"},
+        {"pkcs11:token=%zz", "encoding invalid or corrupted at 'token=%zz'"},
+        {"pkcs11:foo=bar", "unknown attribute 'foo'"},
+        {"pkcs11:token=a;colour=blue;object=b", "unknown attribute 'colour'"},
+        {"pkcs11:type=bogus", "invalid value 'bogus' for 'type'"},
+        {"pkcs11:token=a?module-path", "syntax is invalid at 'module-path'"},
+        {"pkcs11:id=%1", "encoding invalid or corrupted at 'id=%1'"},
+        {"pkcs11:slot-id=abc", "syntax is invalid at 'slot-id=abc'"},
+        {"pkcs11:token=a?pin-value=%zzs3cr3t", "at 'pin-value='"},
+        {"pkcs11:token=x", "names no module: add ?module-path="},
     };
-    for (const char **u = bad; *u; u++) {
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cu_token *t = NULL;
-        cu_rc rc = cu_token_open(*u, NULL, &t);
+        cu_rc rc = cu_token_open(bad[i].uri, NULL, &t);
         CU_ASSERT_EQUAL(rc, CU_E_URI);
-        if (rc != CU_E_URI)
-            fprintf(stderr, "URI '%s' gave %s\n", *u, cu_rc_str(rc));
         CU_ASSERT_PTR_NULL(t);
-        CU_ASSERT_NOT_EQUAL(cu_err_last()->msg[0], '\0');
+        if (rc != CU_E_URI || strstr(cu_err_last()->msg, bad[i].says) == NULL)
+            fprintf(stderr, "URI '%s' gave %s: %s\n", bad[i].uri, cu_rc_str(rc), cu_err_last()->msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, bad[i].says));
+        CU_ASSERT_PTR_NULL(strstr(cu_err_last()->msg, "s3cr3t")); /* never the PIN */
     }
     cu_object *o = NULL;
     CU_ASSERT_EQUAL(cu_token_find(tok, "pkcs11:object=ec256;bogus=1", CU_CLASS_ANY, &o), CU_E_URI);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "unknown attribute 'bogus'"));
+}
+
+/* be.uri with path attributes added and a query tail (both may be ""). */
+static void uri_with(char *out, size_t len, const char *attrs, const char *query)
+{
+    const char *q = strchr(be.uri, '?');
+    snprintf(out, len, "%.*s%s%s%s", (int)(q - be.uri), be.uri, attrs, q, query);
+}
+
+static void test_uri_slot_and_pin(void)
+{
+    char uri[2048], attrs[64], query[256];
+    cu_token *t = NULL;
+    unsigned long slot = cu_token_get0_desc(tok)->slot_id;
+
+    /* slot-id: the token's own slot opens it, another finds nothing. */
+    snprintf(attrs, sizeof attrs, ";slot-id=%lu", slot);
+    uri_with(uri, sizeof uri, attrs, "");
+    cu_token_opts o = {.pin = be.pin, .quirks = be.quirks};
+    CU_ASSERT_EQUAL(cu_token_open(uri, &o, &t), CU_OK);
+    CU_ASSERT_EQUAL(t ? cu_token_get0_desc(t)->slot_id : 0, slot);
+    cu_token_unref(t);
+    t = NULL;
+    snprintf(attrs, sizeof attrs, ";slot-id=%lu", slot + 1000);
+    uri_with(uri, sizeof uri, attrs, "");
+    CU_ASSERT_EQUAL(cu_token_open(uri, &o, &t), CU_E_TOKEN_NOT_FOUND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, attrs + 1));
+
+    /* pin-value logs in. */
+    snprintf(query, sizeof query, "&pin-value=%s", be.pin);
+    uri_with(uri, sizeof uri, "", query);
+    CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_OK);
+    CU_ASSERT_TRUE(cu_token_logged_in(t));
+    cu_token_unref(t);
+    t = NULL;
+
+    /* The documented order: opts.pin, pin-value, pin-source, CUSTOS_PIN. */
+    cu_token_opts wrong = {.pin = "99999999"};
+    CU_ASSERT_EQUAL(cu_token_open(uri, &wrong, &t), CU_E_PIN_INCORRECT); /* opts.pin over pin-value */
+    CU_ASSERT_PTR_NULL(t);
+    uri_with(uri, sizeof uri, "", "&pin-value=99999999");
+    cu_token_opts right = {.pin = be.pin};
+    CU_ASSERT_EQUAL(cu_token_open(uri, &right, &t), CU_OK);
+    cu_token_unref(t);
+    t = NULL;
+    setenv("CUSTOS_PIN", be.pin, 1); /* pin-value over CUSTOS_PIN */
+    CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_E_PIN_INCORRECT);
+    unsetenv("CUSTOS_PIN");
+    CU_ASSERT_PTR_NULL(t);
+    snprintf(query, sizeof query, "&pin-value=%s&pin-source=%s/missing", be.pin, be.dir);
+    uri_with(uri, sizeof uri, "", query); /* pin-value over pin-source: the file is never read */
+    CU_ASSERT_EQUAL(cu_token_open(uri, NULL, &t), CU_OK);
+    cu_token_unref(t);
+}
+
+/* Runs last: it adds a second token to the module. */
+static void test_ambiguous_token(void)
+{
+    cu_module *m = cu_token_get0_module(tok);
+    cu_token_desc *slots = NULL;
+    size_t n = 0, i;
+    CU_ASSERT_EQUAL_FATAL(cu_module_slots(m, &slots, &n), CU_OK);
+    for (i = 0; i < n && (!slots[i].present || slots[i].initialized); i++)
+        ;
+    CU_ASSERT_TRUE_FATAL(i < n); /* every kind offers a free slot */
+    unsigned long free_slot = slots[i].slot_id;
+    free(slots);
+    cu_rc rc = cu_module_init_token(m, free_slot, "second", "second-so", "second-user");
+    if (rc != CU_OK)
+        fprintf(stderr, "init a second token: %s\n", cu_err_last()->msg);
+    CU_ASSERT_EQUAL_FATAL(rc, CU_OK);
+
+    char uri[1024];
+    cu_token *t = NULL;
+    cu_token_opts o = {.no_login = true, .quirks = be.quirks};
+    snprintf(uri, sizeof uri, "pkcs11:?module-path=%s", be.module);
+    CU_ASSERT_EQUAL(cu_token_open(uri, &o, &t), CU_E_AMBIGUOUS);
+    CU_ASSERT_PTR_NULL(t);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "2 tokens"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(cu_err_last()->msg, "token= or serial="));
+    /* Named, each opens. */
+    CU_ASSERT_EQUAL(cu_token_open(be.uri, &o, &t), CU_OK);
+    cu_token_unref(t);
+    t = NULL;
+    snprintf(uri, sizeof uri, "pkcs11:token=second?module-path=%s", be.module);
+    CU_ASSERT_EQUAL(cu_token_open(uri, &o, &t), CU_OK);
+    cu_token_unref(t);
 }
 
 static void test_find(void)
@@ -1075,6 +1178,8 @@ static const cu_test_case cases[] = {
     {"fork handlers of the layer's users", test_atfork_users},
     {"module by p11-kit name", test_module_by_name},
     {"named quirks", test_quirks},
+    {"URI slot-id, pin-value and the PIN order", test_uri_slot_and_pin},
+    {"two matching tokens are ambiguous", test_ambiguous_token},
     {NULL, NULL},
 };
 
