@@ -104,13 +104,14 @@ out:
 int cu_cmd_token_set_pin(int argc, char **argv)
 {
     const char *dir = NULL, *pin_source = NULL, *new_source = NULL, *state = NULL, *pos[1];
-    bool help = false;
+    bool json = false, help = false;
     size_t npos = 0;
     cu_cli_opt opts[] = {
         {"--dir", &dir, NULL, NULL, NULL, 0},
         {"--pin-source", &pin_source, NULL, NULL, NULL, 0},
         {"--new-pin-source", &new_source, NULL, NULL, NULL, 0},
         {"--state", &state, NULL, NULL, NULL, 0},
+        {"--json", NULL, &json, NULL, NULL, 0},
         {"--help", NULL, &help, NULL, NULL, 0},
         {NULL, NULL, NULL, NULL, NULL, 0},
     };
@@ -119,11 +120,12 @@ int cu_cmd_token_set_pin(int argc, char **argv)
         return rc;
     if (help) {
         printf("usage: custos token set-pin [--dir TOKEN_DIR] [--pin-source FILE] [--new-pin-source FILE]\n"
-               "                            [--state DIR] [URI]\n\n"
+               "                            [--state DIR] [--json] [URI]\n\n"
                "Changes the user PIN of the token (C_SetPIN): the current PIN from --pin-source\n"
                "FILE or CUSTOS_PIN, the new one from --new-pin-source FILE or CUSTOS_NEW_PIN\n"
                "(else prompts); never from argv. With --state, the change (or a refused PIN)\n"
-               "is recorded in that state's audit log, without either PIN.\n");
+               "is recorded in that state's audit log, without either PIN. --json prints\n"
+               "{\"changed\":true,\"token\":{label, manufacturer, model, serial}}.\n");
         return CU_EXIT_OK;
     }
     char *new_pin = cu_cli_read_pin(new_source, "CUSTOS_NEW_PIN", "New user PIN");
@@ -142,7 +144,13 @@ int cu_cmd_token_set_pin(int argc, char **argv)
         cu_tok_audit(state, why == CU_E_PIN_INCORRECT || why == CU_E_PIN_LOCKED ? "login-failed" : "pin-change", &t,
                      NULL, NULL, cu_err_last()->msg);
     } else {
-        printf("the user PIN of token '%s' was changed\n", cu_token_get0_desc(t.tok)->label);
+        if (json) {
+            printf("{\"changed\":true,\"token\":{");
+            cu_tok_json_fields(cu_token_get0_desc(t.tok));
+            printf("}}\n");
+        } else {
+            printf("the user PIN of token '%s' was changed\n", cu_token_get0_desc(t.tok)->label);
+        }
         cu_tok_audit(state, "pin-change", &t, NULL, NULL, "ok");
     }
     cu_cli_pin_free(new_pin);

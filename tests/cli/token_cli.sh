@@ -11,6 +11,11 @@ trap 'rm -rf "$T"' EXIT
 # the audit checks below look for them in the log and the database.
 export CUSTOS_PIN=user-pin-qz CUSTOS_SO_PIN=so-pin-qzqz
 D=$T/tok
+for cmd in init start stop list keygen import hmac-import destroy set-pin objects custody check; do
+  expect_rc 0 "token $cmd --help" "$CUSTOS" token "$cmd" --help
+  contains "$T/out" "^usage: custos token $cmd " "token $cmd --help prints its usage"
+done
+
 expect_rc 0 "init softhsm2 token" "$CUSTOS" token init --kind softhsm2 --label cli --dir "$D"
 contains "$T/out" "^pkcs11:.*token=cli" "init prints the token URI"
 contains "$T/out" "SOFTHSM2_CONF=$D" "init prints the environment line"
@@ -87,6 +92,27 @@ SOFTHSM2_CONF=$D/softhsm2.conf expect_rc 1 "check --token without any PIN fails"
   env -u CUSTOS_PIN "$CUSTOS" token check --module /usr/lib/softhsm/libsofthsm2.so --token "$URI"
 contains "$T/out" "FAIL.*login.*no PIN" "... saying there is no PIN"
 
+# Keys and certificates by positional URI (no --dir), parsed from --json.
+SOFTHSM2_CONF=$D/softhsm2.conf expect_rc 0 "keygen rsa3072 by URI (json)" \
+  "$CUSTOS" token keygen --type rsa3072 --label k-rsa3072 --json "$URI"
+python3 - "$T/out" <<'PY' && ok "keygen JSON: an RSA-3072 private key and its URI" || bad "keygen JSON: $(cat "$T/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["class"] == "private-key" and d["type"] == "RSA" and d["bits"] == 3072, d
+assert d["label"] == "k-rsa3072" and "object=k-rsa3072" in d["uri"] and "type=private" in d["uri"], d
+PY
+openssl x509 -in "$T/c.pem" -outform DER -out "$T/c.der"
+SOFTHSM2_CONF=$D/softhsm2.conf expect_rc 0 "import a DER certificate by URI (json)" \
+  "$CUSTOS" token import --cert "$T/c.der" --label dercert --id 0d0e --json "$URI"
+python3 - "$T/out" <<'PY' && ok "import JSON: the certificate, its id and URI" || bad "import JSON: $(cat "$T/out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["class"] == "cert" and d["label"] == "dercert" and d["id"] == "0d0e", d
+assert "object=dercert" in d["uri"] and "type=cert" in d["uri"], d
+PY
+expect_rc 0 "objects list the DER certificate" "$CUSTOS" token objects --dir "$D"
+contains "$T/out" "dercert" "the DER certificate is on the token"
+
 U=$("$CUSTOS" token objects --dir "$D" --json | python3 -c "import json,sys; print([o['uri'] for o in json.load(sys.stdin)['objects'] if o['label']=='k-ec-p256' and o['class']=='private-key'][0])")
 expect_rc 0 "bench sign" "$CUSTOS" bench sign --dir "$D" --uri "$U" --seconds 0.3 --json
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['custos']>0 and d['raw-C_Sign']>0, d" "$T/out" \
@@ -124,7 +150,9 @@ expect_rc 0 "objects after destroy" "$CUSTOS" token objects --dir "$D2"
 if grep -q doomed "$T/out"; then bad "the destroyed key is still on the token"; else ok "the destroyed key is gone"; fi
 contains "$T/out" " hk " "the other keys stay"
 CUSTOS_PIN=wrong-5542 CUSTOS_NEW_PIN=never-pin-qz expect_rc 1 "set-pin with a wrong PIN and --state" "$CUSTOS" token set-pin --dir "$D2" --state "$A"
-CUSTOS_NEW_PIN=new-pin-qz expect_rc 0 "set-pin with --state" "$CUSTOS" token set-pin --dir "$D2" --state "$A"
+CUSTOS_NEW_PIN=new-pin-qz expect_rc 0 "set-pin with --state" "$CUSTOS" token set-pin --dir "$D2" --state "$A" --json
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['changed'] is True and d['token']['label']=='adm' and d['token']['serial'], d" "$T/out" \
+  && ok "set-pin JSON: changed, and the token" || bad "set-pin JSON: $(cat "$T/out")"
 expect_rc 1 "the old PIN no longer opens the token" "$CUSTOS" token objects --dir "$D2"
 CUSTOS_PIN=new-pin-qz expect_rc 0 "the new PIN does" "$CUSTOS" token objects --dir "$D2"
 expect_rc 0 "audit export of the administration" "$CUSTOS" audit export --state "$A"
