@@ -19,7 +19,10 @@
  *   way raises an error when it misses (custos_hit), aborting the
  *   transaction so that the COMMIT behind it commits nothing.
  * - A lost connection fails the call at once (HTTP 503) and is reset on a
- *   later call, at most once a second: no restart needed. */
+ *   later call, at most once a second: no restart needed.
+ * - Every wait for the server is bounded (connect_timeout, 5 s by
+ *   default): a hung, stopped or partitioned server fails the call with
+ *   503 like a lost connection, never holds the calling thread. */
 #include <custos/store.h>
 
 #include "../core/prov_int.h"
@@ -28,6 +31,7 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +68,11 @@ static const char *const MIGRATIONS[] = {
     "  RETURN n; END $$;",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+
+/* The longest wait for the server (connect, or any answer) unless the
+ * conninfo's connect_timeout says otherwise: docs/scale-out.md. */
+#define CU_PG_TIMEOUT_S 5
+#define CU_PG_TIMEOUT_STR "5"
 
 static const struct {
     const char *name, *sql;
@@ -131,6 +140,8 @@ typedef struct pg {
     PGconn *c;
     char **kw, **val; /* connection parameters, kept for reconnecting */
     char where[300];  /* host:port/dbname for messages (never the password) */
+    int timeout_ms;   /* the longest wait for an answer (connect_timeout); 0: none */
+    char lost[160];   /* why the connection was dropped, while there is none */
     bool in_tx;
     time_t next_reset;
     bool ready; /* the schema exists: statements can be prepared */
@@ -160,7 +171,7 @@ static void pg_rollback(void *b);
 static cu_rc unavailable(pg *p, const char *what)
 {
     char msg[256];
-    snprintf(msg, sizeof msg, "%s", p->c ? PQerrorMessage(p->c) : "no connection");
+    snprintf(msg, sizeof msg, "%s", p->c ? PQerrorMessage(p->c) : p->lost[0] ? p->lost : "no connection");
     msg[strcspn(msg, "\r\n")] = 0;
     cu_prov__store_set_last_http(503);
     return cu_err_set(CU_E_IO, "PostgreSQL at %s unavailable (%s): %s", p->where, what, msg);
@@ -191,10 +202,98 @@ static cu_rc result_error(pg *p, PGresult *r, const char *what)
 
 /* ---- connection ---- */
 
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* No answer in time: the connection is dropped, not cancelled (libpq's
+ * PQcancel waits without a bound for the server to close the cancel
+ * connection: a stopped server would hold the thread there instead).
+ * Closing our end is enough: the backend sees it within a second
+ * (client_connection_check_interval, set at connect) and rolls back,
+ * releasing its locks. A later call reconnects, not before a second. */
+static void give_up(pg *p, const char *what)
+{
+    snprintf(p->lost, sizeof p->lost, "no answer within %d ms (%s): connection dropped", p->timeout_ms, what);
+    PQfinish(p->c);
+    p->c = NULL;
+    p->next_reset = time(NULL) + 1;
+}
+
+/* Waits until what was sent has gone out and an answer can be read
+ * without blocking, for at most the deadline. false: none came in time,
+ * and the connection is dropped. A connection found broken is not waited
+ * on: PQgetResult reports it at once. */
+static bool await(pg *p, const char *what)
+{
+    if (p->c == NULL)
+        return false;
+    int64_t end = now_ms() + p->timeout_ms;
+    for (;;) {
+        int f = PQflush(p->c);
+        if (f < 0 || (f == 0 && !PQisBusy(p->c)))
+            return true;
+        int left = -1;
+        if (p->timeout_ms > 0) {
+            int64_t l = end - now_ms();
+            if (l <= 0) {
+                give_up(p, what);
+                return false;
+            }
+            left = (int)l;
+        }
+        struct pollfd pfd = {.fd = PQsocket(p->c), .events = (short)(POLLIN | (f > 0 ? POLLOUT : 0))};
+        int n = poll(&pfd, 1, left);
+        if (n < 0 && errno != EINTR) {
+            give_up(p, what);
+            return false;
+        }
+        if (n > 0 && PQconsumeInput(p->c) != 1)
+            return true;
+    }
+}
+
+/* The next result, waited for at most the deadline; NULL also when none
+ * came in time (then p->c is NULL). */
+static PGresult *next_result(pg *p, const char *what)
+{
+    return await(p, what) ? PQgetResult(p->c) : NULL;
+}
+
+/* The answer to the one command just sent, as PQexec gives it (its last
+ * result); NULL when none came in time or the command was not sent. */
+static PGresult *answer(pg *p, bool sent, const char *what)
+{
+    PGresult *last = NULL, *r;
+    if (!sent)
+        return NULL;
+    while ((r = next_result(p, what)) != NULL) {
+        PQclear(last);
+        last = r;
+        if (PQstatus(p->c) == CONNECTION_BAD)
+            break;
+    }
+    if (p->c == NULL) {
+        PQclear(last);
+        return NULL;
+    }
+    return last;
+}
+
+/* PQexec with the deadline. */
+static PGresult *exec_sql(pg *p, const char *sql, const char *what)
+{
+    return p->c != NULL ? answer(p, PQsendQuery(p->c, sql) == 1, what) : NULL;
+}
+
 static cu_rc prepare_all(pg *p)
 {
     for (size_t i = 0; i < sizeof STMTS / sizeof STMTS[0]; i++) {
-        PGresult *r = PQprepare(p->c, STMTS[i].name, STMTS[i].sql, STMTS[i].nparams, NULL);
+        PGresult *r = answer(p, PQsendPrepare(p->c, STMTS[i].name, STMTS[i].sql, STMTS[i].nparams, NULL) == 1,
+                             "prepare");
         cu_rc rc = PQresultStatus(r) == PGRES_COMMAND_OK ? CU_OK : result_error(p, r, "prepare");
         PQclear(r);
         if (rc != CU_OK)
@@ -203,6 +302,12 @@ static cu_rc prepare_all(pg *p)
     return CU_OK;
 }
 
+/* libpq bounds the connect itself (connect_timeout, per address: a
+ * multi-host URI moves on to the next host). Non-blocking from then on,
+ * so that no send waits on a full socket either. A backend checks every
+ * second while it runs a query whether we are still there (the way a
+ * query abandoned at the deadline ends: see give_up); the setting is
+ * PostgreSQL 14's, skipped on an older server. */
 static cu_rc connect_now(pg *p)
 {
     if (p->c != NULL)
@@ -212,8 +317,16 @@ static cu_rc connect_now(pg *p)
         return cu_err_set(CU_E_NOMEM, "out of memory");
     if (PQstatus(p->c) != CONNECTION_OK)
         return unavailable(p, "connect");
-    PGresult *r = PQexec(p->c, "SET client_min_messages = warning");
+    p->lost[0] = 0;
+    if (PQsetnonblocking(p->c, 1) != 0)
+        return unavailable(p, "connect");
+    PGresult *r = exec_sql(p, "SELECT set_config('client_min_messages', 'warning', false),"
+                              " (SELECT set_config(name, '1s', false) FROM pg_settings"
+                              "  WHERE name = 'client_connection_check_interval')", "connect");
+    cu_rc rc = PQresultStatus(r) == PGRES_TUPLES_OK ? CU_OK : result_error(p, r, "connect");
     PQclear(r);
+    if (rc != CU_OK)
+        return rc;
     return p->ready ? prepare_all(p) : CU_OK;
 }
 
@@ -227,11 +340,13 @@ static cu_rc ensure_conn(pg *p)
         return CU_OK;
     if (p->in_tx)
         return unavailable(p, "connection lost in a transaction");
-    time_t now = time(NULL);
-    if (now < p->next_reset)
+    if (time(NULL) < p->next_reset)
         return unavailable(p, "reconnecting");
-    p->next_reset = now + 1;
-    return connect_now(p);
+    cu_rc rc = connect_now(p);
+    /* From the end of the attempt: one that waited out connect_timeout
+     * is not made again by the same request. */
+    p->next_reset = time(NULL) + 1;
+    return rc;
 }
 
 /* The pipeline lost its way (connection gone, or an answer out of order):
@@ -251,12 +366,12 @@ static cu_rc broken(pg *p, const char *what)
  * first failure is kept, later answers (aborted) only consumed. */
 static cu_rc take(pg *p, ExecStatusType want, const char *what, PGresult **_r, cu_rc rc, bool *_lost)
 {
-    PGresult *r = PQgetResult(p->c);
+    PGresult *r = next_result(p, what);
     if (r == NULL) {
         *_lost = true;
         return rc != CU_OK ? rc : unavailable(p, what);
     }
-    PGresult *end = PQgetResult(p->c);
+    PGresult *end = next_result(p, what);
     if (end != NULL) {
         PQclear(end);
         *_lost = true;
@@ -287,7 +402,7 @@ static cu_rc drain(pg *p, ExecStatusType want, const char *what, PGresult **_r)
     p->nq = 0;
     if (_r != NULL && !lost)
         rc = take(p, want, what, _r, rc, &lost);
-    PGresult *s = lost ? NULL : PQgetResult(p->c);
+    PGresult *s = lost ? NULL : next_result(p, what);
     if (s == NULL || PQresultStatus(s) != PGRES_PIPELINE_SYNC)
         lost = true;
     PQclear(s);
@@ -348,7 +463,9 @@ static cu_rc wr(pg *p, const char *stmt, int n, const char *const *v, const int 
 /* Runs a prepared statement; want is the expected status. Outside a
  * transaction, a statement that finds the connection broken is retried
  * once on a fresh one (the first request after the database came back
- * then succeeds). */
+ * then succeeds); one that got no answer in time is not (the server is
+ * there but does not answer: a second wait would only double the
+ * caller's). */
 static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int *len, const int *fmt,
                  int result_binary, ExecStatusType want, const char *what, PGresult **_r)
 {
@@ -365,12 +482,12 @@ static cu_rc run(pg *p, const char *stmt, int n, const char *const *v, const int
         cu_rc rc = ensure_conn(p);
         if (rc != CU_OK)
             return rc;
-        PGresult *r = PQexecPrepared(p->c, stmt, n, v, len, fmt, result_binary);
+        PGresult *r = answer(p, PQsendQueryPrepared(p->c, stmt, n, v, len, fmt, result_binary) == 1, what);
         if (PQresultStatus(r) == want) {
             *_r = r;
             return CU_OK;
         }
-        bool retry = PQstatus(p->c) != CONNECTION_OK && !p->in_tx && attempt == 0;
+        bool retry = p->c != NULL && PQstatus(p->c) != CONNECTION_OK && !p->in_tx && attempt == 0;
         if (!retry) {
             rc = result_error(p, r, what);
             PQclear(r);
@@ -395,7 +512,7 @@ static cu_rc wr_now(pg *p, const char *stmt, int n, const char *const *v, const 
 
 static cu_rc exec_plain(pg *p, const char *sql, const char *what)
 {
-    PGresult *r = PQexec(p->c, sql);
+    PGresult *r = exec_sql(p, sql, what);
     ExecStatusType st = PQresultStatus(r);
     cu_rc rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? CU_OK : result_error(p, r, what);
     PQclear(r);
@@ -580,9 +697,9 @@ static void discard(pg *p)
     bool synced = false;
     if (p->c != NULL && PQpipelineSync(p->c) == 1)
         for (int i = 0; i < 4 * (int)(sizeof p->q / sizeof p->q[0]) + 8; i++) {
-            PGresult *r = PQgetResult(p->c);
+            PGresult *r = next_result(p, "rollback");
             if (r == NULL) {
-                if (PQstatus(p->c) != CONNECTION_OK)
+                if (p->c == NULL || PQstatus(p->c) != CONNECTION_OK)
                     break;
                 continue;
             }
@@ -643,7 +760,7 @@ static void pg_rollback(void *b)
     if (p->pipe)
         discard(p);
     if (p->c != NULL && PQstatus(p->c) == CONNECTION_OK)
-        PQclear(PQexec(p->c, "ROLLBACK"));
+        PQclear(exec_sql(p, "ROLLBACK", "rollback"));
     p->in_tx = false;
     seen_clear(p);
 }
@@ -1146,9 +1263,11 @@ static cu_rc read_password(const char *path, char **_pw)
     return *_pw ? CU_OK : cu_err_set(CU_E_NOMEM, "out of memory");
 }
 
-/* The parsed conninfo plus our defaults: a short connect timeout (an
- * outage must fail requests fast), keepalives, an application name, and
- * the password from the file if one is given. */
+/* The parsed conninfo plus our defaults: a short connect timeout, which
+ * is also the deadline of every answer (an outage must fail requests
+ * fast), keepalives and a TCP user timeout (a dead peer or path closes
+ * the connection instead of leaving it waiting), an application name,
+ * and the password from the file if one is given. */
 static cu_rc set_params(pg *p, const char *conninfo, const char *password_file)
 {
     char *err = NULL, *pw = NULL;
@@ -1164,12 +1283,13 @@ static cu_rc set_params(pg *p, const char *conninfo, const char *password_file)
     size_t n = 0, i = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
         n++;
-    if ((p->kw = calloc(n + 5, sizeof *p->kw)) == NULL || (p->val = calloc(n + 5, sizeof *p->val)) == NULL) {
+    if ((p->kw = calloc(n + 8, sizeof *p->kw)) == NULL || (p->val = calloc(n + 8, sizeof *p->val)) == NULL) {
         rc = cu_err_set(CU_E_NOMEM, "out of memory");
         goto cleanup;
     }
     const char *host = "localhost", *port = "5432", *db = NULL, *user = NULL;
-    bool has_timeout = false, has_app = false, has_ka = false;
+    bool has_timeout = false, has_app = false, has_ka = false, has_kai = false, has_kac = false, has_uto = false;
+    p->timeout_ms = CU_PG_TIMEOUT_S * 1000;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL)
             continue;
@@ -1183,22 +1303,38 @@ static cu_rc set_params(pg *p, const char *conninfo, const char *password_file)
             db = o->val;
         else if (!strcmp(o->keyword, "user"))
             user = o->val;
-        has_timeout |= !strcmp(o->keyword, "connect_timeout");
+        if (!strcmp(o->keyword, "connect_timeout")) {
+            /* libpq's reading: whole seconds, 0 or less waits for ever,
+             * 1 is taken as 2; libpq refuses what is not a number. */
+            long t = strtol(o->val, NULL, 10);
+            p->timeout_ms = t <= 0 ? 0 : t == 1 ? 2000 : t > 3600 ? 3600000 : (int)t * 1000;
+            has_timeout = true;
+        }
         has_app |= !strcmp(o->keyword, "application_name");
         has_ka |= !strcmp(o->keyword, "keepalives_idle");
+        has_kai |= !strcmp(o->keyword, "keepalives_interval");
+        has_kac |= !strcmp(o->keyword, "keepalives_count");
+        has_uto |= !strcmp(o->keyword, "tcp_user_timeout");
         if ((p->kw[i] = strdup(o->keyword)) == NULL || (p->val[i++] = strdup(o->val)) == NULL) {
             rc = cu_err_set(CU_E_NOMEM, "out of memory");
             goto cleanup;
         }
     }
     snprintf(p->where, sizeof p->where, "%.100s:%.10s/%.100s", host, port, db ? db : user ? user : "postgres");
+    /* Unacknowledged data or keepalives for as long as an answer may take:
+     * the kernel gives the connection up too. */
+    char uto[16];
+    snprintf(uto, sizeof uto, "%d", p->timeout_ms);
     struct {
         bool skip;
         const char *k, *v;
     } add[] = {
-        {has_timeout, "connect_timeout", "3"},
+        {has_timeout, "connect_timeout", CU_PG_TIMEOUT_STR},
         {has_app, "application_name", "custos"},
         {has_ka, "keepalives_idle", "10"},
+        {has_kai, "keepalives_interval", "2"},
+        {has_kac, "keepalives_count", "3"},
+        {has_uto || p->timeout_ms == 0, "tcp_user_timeout", uto},
         {pw == NULL, "password", pw},
     };
     for (size_t a = 0; a < sizeof add / sizeof add[0]; a++) {
@@ -1218,7 +1354,7 @@ cleanup:
 
 static cu_rc schema_version(pg *p, int *_v)
 {
-    PGresult *r = PQexec(p->c, "SELECT version FROM custos_schema");
+    PGresult *r = exec_sql(p, "SELECT version FROM custos_schema", "schema version");
     cu_rc rc = CU_OK;
     *_v = 0;
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {
@@ -1261,7 +1397,7 @@ static cu_rc migrate(pg *p)
     }
     return exec_plain(p, "COMMIT", "migrate");
 fail:
-    PQclear(PQexec(p->c, "ROLLBACK"));
+    PQclear(exec_sql(p, "ROLLBACK", "migrate"));
     return rc;
 }
 

@@ -7,6 +7,9 @@
 #   pg_fixture.sh stop DIR       stop the server started in DIR, remove DIR/data
 #   pg_fixture.sh halt DIR       stop it but keep the data (see "resume")
 #   pg_fixture.sh resume DIR     start the kept data again on the same port
+#   pg_fixture.sh freeze DIR     SIGSTOP the server and its processes (a hung
+#                                database: connections open, nothing answers)
+#   pg_fixture.sh thaw DIR       SIGCONT them
 #   pg_fixture.sh createdb DIR NAME   a fresh database; prints its URI
 #
 # Files in DIR: uri (postgresql://custos@127.0.0.1:PORT/postgres, no
@@ -18,7 +21,8 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|halt|resume|createdb DIR [NAME]" >&2; exit 2; }
+usage="usage: $0 start|stop|halt|resume|freeze|thaw|createdb DIR [NAME]"
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "$usage" >&2; exit 2; }
 
 bindir=
 for d in /usr/lib/postgresql/*/bin; do
@@ -46,10 +50,17 @@ alive() {
     [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
 }
 
+thaw_server() {
+    local c
+    for c in $(ps -o pid= --ppid "$1"); do kill -CONT "$c" 2>/dev/null || true; done
+    kill -CONT "$1" 2>/dev/null || true
+}
+
 stop_server() {
     if alive; then
         local pid
         pid=$(cat "$dir/pid")
+        thaw_server "$pid"                      # a frozen one (see "freeze") cannot stop
         kill -INT "$pid" 2>/dev/null || true   # fast shutdown: rolls back, flushes
         for _ in $(seq 1 100); do
             kill -0 "$pid" 2>/dev/null || break
@@ -117,6 +128,18 @@ halt)
 resume)
     alive || launch "$(cat "$dir/port")"
     ;;
+freeze)
+    # The postmaster first, so that it forks no process after the list is
+    # taken; then its children (backends, checkpointer, ...), by PID.
+    alive || { echo "pg_fixture: no server running in $dir" >&2; exit 1; }
+    pid=$(cat "$dir/pid")
+    kill -STOP "$pid"
+    for c in $(ps -o pid= --ppid "$pid"); do kill -STOP "$c" 2>/dev/null || true; done
+    ;;
+thaw)
+    alive || { echo "pg_fixture: no server running in $dir" >&2; exit 1; }
+    thaw_server "$(cat "$dir/pid")"
+    ;;
 stop)
     stop_server
     [ -n "$(data)" ] && rm -rf "$(dirname "$(data)")"
@@ -131,7 +154,7 @@ createdb)
     echo "postgresql://custos@127.0.0.1:$port/$name"
     ;;
 *)
-    echo "usage: $0 start|stop|halt|resume|createdb DIR [NAME]" >&2
+    echo "$usage" >&2
     exit 2
     ;;
 esac

@@ -6,11 +6,18 @@
 #   /healthz says the store is unreachable (and so does custos_store_up),
 #   device and service requests get 503 with Retry-After;
 # - when the database returns, the node serves registrations without a
-#   restart, as does the node whose database went away under it.
+#   restart, as does the node whose database went away under it;
+# - a hung database (its processes stopped: connections open, nothing
+#   answers) costs a request at most connect_timeout: 503 with Retry-After,
+#   /healthz answers; serving again by itself when it resumes.
 BIN=${1:?usage: pgdown.sh BIN}
 unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
 . "$(dirname "$0")/lib.sh"
 private_pg
+# The deadline of every wait for the database (docs/scale-out.md), short
+# for the test.
+DEADLINE=2
+CUSTOS_STORE="$CUSTOS_STORE?connect_timeout=$DEADLINE"
 
 STATE=$T/var
 start_server "$STATE" "log-level = warn" "retry-after = 3" "register-reply = final"
@@ -127,6 +134,46 @@ hdr_has '^Retry-After: 3' "with Retry-After"
 PGPASSWORD=$(cat "$T/pg/password") psql -X -q -At "$CUSTOS_STORE" -c "DROP TRIGGER cut_bulk ON docs" \
   -c "SELECT string_agg(id, ',' ORDER BY id) FROM docs WHERE id LIKE 'bulk-m%'" >"$T/bulk-ids" 2>&1
 [ "$(cat "$T/bulk-ids")" = "bulk-m1,bulk-m2" ] && ok "only items 1 and 2 are stored" || bad "stored: $(cat "$T/bulk-ids")"
+
+# ---- a hung database ----
+# Its processes stopped (SIGSTOP): TCP connects and sends still succeed (the
+# kernel answers), nothing else does. Without a deadline on each answer a
+# worker waits for ever: curl's --max-time catches that.
+"$PGF" freeze "$T/pg" && ok "PostgreSQL frozen (SIGSTOP, postmaster and backends)" || bad "cannot freeze PostgreSQL"
+limit=$(( DEADLINE * 1000 + 2500 ))
+timed() { # NAME: the request after it, timed; its ms in $ms
+  t0=$(date +%s%N); "$@"; ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+for node in A B; do
+  if [ $node = A ]; then EP=$EPA; else EP=$EP2; fi
+  for i in 1 2; do
+    timed expect_http 503 "node $node: a registration on the hung database gets 503 ($i)" PUT \
+      "/$SCOPE/registrations/down-1/register?$V" --max-time 15 -H "$J" -H "$AUTH" -d '{"registrationId":"down-1"}'
+    [ "$ms" -lt "$limit" ] && ok "within the deadline ($ms ms, deadline ${DEADLINE} s)" || bad "the 503 took $ms ms"
+    hdr_has '^Retry-After: 3' "with Retry-After"
+  done
+  timed expect_http 200 "node $node: /healthz answers on the hung database" GET /healthz --max-time 15
+  [ "$ms" -lt "$limit" ] && ok "within the deadline ($ms ms)" || bad "/healthz took $ms ms"
+  body_has '"store":"unreachable"' "the store unreachable"
+  timed expect_http 503 "node $node: the service API gets 503" GET "/enrollments/down-1?api-version=2021-10-01" \
+    --max-time 15 -H "Authorization: $SVC"
+  [ "$ms" -lt "$limit" ] && ok "within the deadline ($ms ms)" || bad "the 503 took $ms ms"
+done
+"$PGF" thaw "$T/pg" && ok "PostgreSQL resumed (SIGCONT)" || bad "cannot resume PostgreSQL"
+for node in A B; do
+  if [ $node = A ]; then EP=$EPA; else EP=$EP2; fi
+  okn=0
+  for i in $(seq 1 30); do
+    http PUT "/$SCOPE/registrations/down-1/register?$V" --max-time 15 -H "$J" -H "$AUTH" \
+      -d '{"registrationId":"down-1"}'
+    if [ "$(cat "$T/status")" = 200 ]; then okn=$((okn + 1)); [ $okn -ge 4 ] && break; else sleep 0.3; fi
+  done
+  [ $okn -ge 4 ] && ok "node $node registers again without a restart" \
+    || bad "node $node after the hang: $(cat "$T/status") $(head -c 300 "$T/body")"
+  expect_http 200 "node $node: /healthz" GET /healthz --max-time 15
+  body_has '"store":"ok"' "the store reachable again"
+done
+
 kill -0 "$SRV_PID" && kill -0 "$SRV2_PID" && ok "both nodes still running" || bad "a node died"
 "$CUSTOS" registration show down-1 --state "$STATE" >"$T/reg" 2>&1 && ok "the registration is in the database" \
   || bad "no registration record: $(cat "$T/reg")"
