@@ -5,6 +5,7 @@
 #include <custos/state.h>
 #include <custos/store.h>
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,26 @@ static void show(void *arg, const char *phase, uint64_t done, uint64_t total)
     fflush(stderr);
 }
 
+/* Whether a PostgreSQL URI or "postgresql:KEY=VALUE ..." names a
+ * password (-1: not a valid one). A command line is readable by every
+ * user of the machine (ps, /proc) and stays in shell histories. */
+static int names_password(const char *spec)
+{
+    const char *ci = strncmp(spec, "postgresql://", 13) != 0 && strncmp(spec, "postgresql:", 11) == 0 ? spec + 11
+                                                                                                      : spec;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(ci, &err);
+    PQfreemem(err); /* may quote the string */
+    if (opts == NULL)
+        return -1;
+    int pw = 0;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (!strcmp(o->keyword, "password") && o->val != NULL && o->val[0] != 0)
+            pw = 1;
+    PQconninfoFree(opts);
+    return pw;
+}
+
 static int migrate(int argc, char **argv)
 {
     const char *from = NULL, *to = NULL, *pwfile = NULL;
@@ -65,14 +86,21 @@ static int migrate(int argc, char **argv)
                "target. The service keyring of STATE_DIR (or $CUSTOS_KEYRING_URI) must be the\n"
                "one the nodes will use. Safe to run again: what is there is updated or\n"
                "checked; a target that nodes have written to since is refused. The password\n"
-               "comes from --password-file or PGPASSWORD/PGPASSFILE, never from the URI on\n"
-               "a shared machine. Stop custosd on STATE_DIR first.\n");
+               "comes from --password-file or PGPASSWORD/PGPASSFILE (~/.pgpass), never from\n"
+               "the command line: a URI with one is refused. Stop custosd on STATE_DIR first.\n");
         return CU_EXIT_OK;
     }
     if (from == NULL || to == NULL)
         return cu_cli_usage("store migrate", "--from STATE_DIR and --to postgresql://... are required");
     if (!cu_store_spec_is_postgres(to))
         return cu_cli_usage("store migrate", "--to must be a postgresql:// URI");
+    int pw = names_password(to);
+    if (pw < 0) /* not echoed: it may hold a password */
+        return cu_cli_usage("store migrate", "--to is not a valid PostgreSQL URI or conninfo");
+    if (pw > 0)
+        return cu_cli_usage("store migrate",
+                            "--to names a password, which every user of this machine can read on a command "
+                            "line: give it with --password-file FILE, or PGPASSWORD or PGPASSFILE (~/.pgpass)");
     char path[4096];
     struct stat sb;
     snprintf(path, sizeof path, "%s/custos.db", from);

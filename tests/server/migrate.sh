@@ -32,6 +32,20 @@ stop_server TERM
 
 # ---- migrate ----
 expect_rc 2 "--to must be PostgreSQL" "$CUSTOS" store migrate --from "$STATE" --to "$T/other.db"
+# The right password, so that only the refusal can make these fail.
+PWV=$(cat "$PW")
+HP=${URI#postgresql://custos@}; HP=${HP%%/*}
+expect_rc 2 "a password in the URI on the command line is refused" "$CUSTOS" store migrate --from "$STATE" \
+  --to "${URI/custos@/custos:$PWV@}"
+contains "$T/err" "password-file" "and says to use a password file"
+contains "$T/err" "PGPASSWORD" "or the environment"
+if grep -q "$PWV" "$T/err" "$T/out"; then bad "the password is echoed"; else ok "the password is not echoed"; fi
+expect_rc 2 "a password in a conninfo is refused" "$CUSTOS" store migrate --from "$STATE" \
+  --to "postgresql:host=${HP%:*} port=${HP##*:} dbname=$DB user=custos password=$PWV"
+expect_rc 2 "so is one in the URI's query" "$CUSTOS" store migrate --from "$STATE" --to "$URI?password=$PWV"
+expect_rc 2 "an invalid URI is a usage error, not echoed" "$CUSTOS" store migrate --from "$STATE" \
+  --to "$URI?pasword=$PWV"
+if grep -q "$PWV" "$T/err" "$T/out"; then bad "the invalid URI is echoed"; else ok "not echoed"; fi
 expect_rc 1 "a wrong password is refused" env PGPASSWORD=wrong "$CUSTOS" store migrate --from "$STATE" --to "$URI"
 contains "$T/err" "127.0.0.1" "the error names the server"
 if grep -q wrong "$T/err"; then bad "the password appears in the error"; else ok "not the password"; fi
