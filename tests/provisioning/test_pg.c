@@ -1,6 +1,6 @@
 /* The PostgreSQL backend where it differs from SQLite: several connections
- * (nodes) writing at once, schema versions, passwords kept out of
- * messages. Runs only on PostgreSQL (CUSTOS_TEST_STORE=postgresql). */
+ * (nodes) writing at once, schema versions, rate windows shared by the
+ * nodes, passwords kept out of messages. Runs only on PostgreSQL (CUSTOS_TEST_STORE=postgresql). */
 #include "fixture.h"
 
 #include <custos/audit.h>
@@ -155,6 +155,41 @@ static void test_schema_version(void)
     fx_close(&f);
 }
 
+/* Per-device request windows are rows of the database: two nodes (two
+ * connections) count into one budget. */
+static void test_rate_windows_shared(void)
+{
+    fx f;
+    cu_store *s2 = NULL;
+    unsigned wait = 99;
+    CU_ASSERT_FATAL(fx_open(&f, "rate") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_store_reopen(&f, f.kr, &s2), CU_OK);
+    cu_store *node[2] = {f.store, s2};
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(cu_store_rate_hit(node[i % 2], "dev-r", 10, 3, &wait), CU_OK);
+        CU_ASSERT_EQUAL(wait, 0);
+    }
+    /* The fourth, on either node: over the budget, until the window ends. */
+    CU_ASSERT_EQUAL(cu_store_rate_hit(node[1], "dev-r", 10, 3, &wait), CU_OK);
+    CU_ASSERT_TRUE(wait >= 1 && wait <= 10);
+    CU_ASSERT_EQUAL(cu_store_rate_hit(node[0], "dev-r", 10, 3, &wait), CU_OK);
+    CU_ASSERT_TRUE(wait >= 1 && wait <= 10);
+    /* Another device has a budget of its own. */
+    CU_ASSERT_EQUAL(cu_store_rate_hit(node[1], "dev-other", 10, 3, &wait), CU_OK);
+    CU_ASSERT_EQUAL(wait, 0);
+    /* A window that is over starts a new one. */
+    CU_ASSERT_EQUAL(cu_store_rate_hit(node[0], "dev-w", 1, 1, &wait), CU_OK);
+    CU_ASSERT_EQUAL(wait, 0);
+    CU_ASSERT_EQUAL(cu_store_rate_hit(node[1], "dev-w", 1, 1, &wait), CU_OK);
+    CU_ASSERT_EQUAL(wait, 1);
+    usleep(1100000);
+    CU_ASSERT_EQUAL(cu_store_rate_hit(node[1], "dev-w", 1, 1, &wait), CU_OK);
+    CU_ASSERT_EQUAL(wait, 0);
+    CU_ASSERT_EQUAL(fx_sql(&f, "SELECT 1 FROM rate_windows WHERE key='dev-r' AND n=5"), 1);
+    cu_store_close(s2);
+    fx_close(&f);
+}
+
 static void test_passwords_stay_out_of_messages(void)
 {
     fx f;
@@ -191,6 +226,7 @@ int main(void)
         {"etags hold across connections", test_etag_race_across_connections},
         {"one audit chain under concurrent writers", test_audit_chain_with_concurrent_writers},
         {"schema version", test_schema_version},
+        {"rate windows shared by the nodes", test_rate_windows_shared},
         {"passwords stay out of messages", test_passwords_stay_out_of_messages},
         {NULL, NULL},
     };

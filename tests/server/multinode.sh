@@ -8,7 +8,8 @@
 # - one node SIGKILLed under load: every registration a client saw succeed
 #   is in the database, none twice;
 # - the database stopped for a few seconds under load: 503 with
-#   Retry-After, no crash, recovery without a restart, nothing lost.
+#   Retry-After, no crash, recovery without a restart, nothing lost;
+# - a device's request budget (rate-device) is one for both nodes.
 BIN=${1:?usage: multinode.sh BIN LOADGEN [COUNT]}
 LOADGEN=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2")
 N=${3:-2000}
@@ -114,4 +115,29 @@ EP=$EPA
 expect_http 200 "node A too" PUT "/$SCOPE/registrations/cross-1/register?$V" -H "$J" -H "$AUTH" \
   -d '{"registrationId":"cross-1"}'
 expect_rc 0 "the audit chain still verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
+
+# ---- the per-device budget is one for both nodes ----
+# restart_nodes CONFIG...: both nodes again, with these settings.
+restart_nodes() {
+  stop_server TERM
+  kill "$SRV2_PID" 2>/dev/null; wait "$SRV2_PID" 2>/dev/null; SRV2_PID=
+  start_server "$STATE" "$@"
+  rm -f "$T/var2/endpoint" # not the stopped node's
+  start_second_node "$STATE" "$T/var2"
+  EPA=$EP
+}
+restart_nodes "log-level = warn" "retry-after = 1" "register-reply = assigning" "rate-device = 3"
+expect_rc 0 "an enrollment for the budget" "$CUSTOS" enrollment create rate-1 --attestation symmetricKey \
+  --primary-key-file "$T/pk" --state "$STATE"
+AUTHR="Authorization: $(sas "$SCOPE" rate-1 "$PK" $(( $(date +%s) + 600 )))"
+got=
+for i in 1 2 3 4; do
+  if [ $((i % 2)) = 1 ]; then EP=$EPA; else EP=$EP2; fi
+  http PUT "/$SCOPE/registrations/rate-1/register?$V" -H "$J" -H "$AUTHR" -d '{"registrationId":"rate-1"}'
+  got="$got${got:+,}$(cat "$T/status")"
+done
+[ "$got" = "202,202,202,429" ] && ok "rate-device = 3, PUTs alternating between the nodes: $got" \
+  || bad "rate-device = 3 across two nodes: $got, wanted 202,202,202,429"
+hdr_has '^Retry-After: [1-9]' "the 429 with Retry-After"
+EP=$EPA
 grep -q 'Sanitizer' "$T/custosd.log" "$T/custosd2.log" && bad "sanitizer report in a node's log" || ok "no sanitizer report"
