@@ -9,6 +9,8 @@
 #   is in the database, none twice;
 # - the database stopped for a few seconds under load: 503 with
 #   Retry-After, no crash, recovery without a restart, nothing lost;
+# - with 202 answers (register-reply = assigning), under load on both
+#   nodes: devices PUT on one node and poll the other;
 # - a device's request budget (rate-device) is one for both nodes.
 BIN=${1:?usage: multinode.sh BIN LOADGEN [COUNT]}
 LOADGEN=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2")
@@ -116,7 +118,6 @@ expect_http 200 "node A too" PUT "/$SCOPE/registrations/cross-1/register?$V" -H 
   -d '{"registrationId":"cross-1"}'
 expect_rc 0 "the audit chain still verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
 
-# ---- the per-device budget is one for both nodes ----
 # restart_nodes CONFIG...: both nodes again, with these settings.
 restart_nodes() {
   stop_server TERM
@@ -126,6 +127,68 @@ restart_nodes() {
   start_second_node "$STATE" "$T/var2"
   EPA=$EP
 }
+
+# ---- 202 and polls: PUT on one node, poll the other, under load ----
+restart_nodes "log-level = warn" "retry-after = 1" "register-reply = assigning"
+GK=$(openssl rand -base64 64 | tr -d '\n')
+echo "$GK" >"$T/gk"
+expect_rc 0 "a symmetric-key group for the cross-node devices" "$CUSTOS" group create xgrp \
+  --attestation symmetricKey --primary-key-file "$T/gk" --state "$STATE"
+# cross_device I: device xn-I PUTs on node A, then polls its operation on
+# node B until assigned; its outcome in $T/cross/xn-I.
+cross_device() {
+  local id=xn-$1 auth out st opid n
+  auth="Authorization: $(sas "$SCOPE" "$id" "$(derive "$GK" "$id")" $(( $(date +%s) + 600 )))"
+  out=$(curl -sS --max-time 30 --cacert "$CA" -X PUT -H "$J" -H "$auth" -d "{\"registrationId\":\"$id\"}" \
+    -w ' %{http_code}' "$EPA/$SCOPE/registrations/$id/register?$V" 2>&1)
+  st=${out##* }
+  [ "$st" = 202 ] || { echo "PUT on A: $out" >"$T/cross/$id"; return; }
+  opid=$(echo "$out" | sed -n 's/.*"operationId":"\([^"]*\)".*/\1/p')
+  for n in $(seq 1 100); do
+    out=$(curl -sS --max-time 30 --cacert "$CA" -H "$auth" -w ' %{http_code}' \
+      "$EP2/$SCOPE/registrations/$id/operations/$opid?$V" 2>&1)
+    st=${out##* }
+    case "$st:$out" in
+      200:*'"status":"assigned"'*) echo "assigned, polled on B $n times" >"$T/cross/$id"; return ;;
+      200:*'"status":"assigning"'* | 202:* | 503:*) sleep 0.1 ;;
+      *) echo "poll on B: $out" >"$T/cross/$id"; return ;;
+    esac
+  done
+  echo "poll on B: still not assigned after $n polls" >"$T/cross/$id"
+}
+# load_until STATE NAME: batches of 200 registrations (PUT, 202, polls on
+# the same node) until the cross-node devices are done; fails if one does.
+load_until() {
+  local k=0 rc=0
+  while [ ! -e "$T/cross.done" ]; do
+    loadgen "$1" "$2-$k-" 200 "$T/succ-$2" "$T/$2-$k.json" || { rc=1; cat "$T/$2-$k.json" >>"$T/$2.err"; }
+    k=$((k + 1))
+  done
+  echo "$k" >"$T/$2.batches"
+  return $rc
+}
+mkdir -p "$T/cross"
+: >"$T/succ-asg-a"; : >"$T/succ-asg-b"
+load_until "$STATE" asg-a & la=$!
+load_until "$T/var2" asg-b & lb=$!
+XN=50
+for b in $(seq 0 10 $((XN - 1))); do # ten at a time
+  pids=
+  for i in $(seq $((b + 1)) $((b + 10 > XN ? XN : b + 10))); do cross_device "$i" & pids="$pids $!"; done
+  wait $pids
+done
+touch "$T/cross.done"
+wait $la; ra=$?; wait $lb; rb=$?
+n=$(grep -l '^assigned' "$T"/cross/xn-* 2>/dev/null | wc -l)
+[ "$n" = "$XN" ] && ok "$XN devices: 202 from node A, assigned as node B polls their operation" \
+  || bad "cross-node polls: $n of $XN assigned; $(grep -hv '^assigned' "$T"/cross/xn-* 2>/dev/null | head -3)"
+[ $ra = 0 ] && [ $rb = 0 ] \
+  && ok "meanwhile the load with 202s and polls: all assigned ($(cat "$T/succ-asg-a" "$T/succ-asg-b" | wc -l) in $(cat "$T/asg-a.batches") + $(cat "$T/asg-b.batches") batches of 200)" \
+  || bad "the load with 202s: $(head -c 600 "$T/asg-a.err" "$T/asg-b.err" 2>&1)"
+ls "$T"/cross | cat - "$T/succ-asg-a" "$T/succ-asg-b" >"$T/succ-asg"
+expect_rc 0 "every one of them is assigned in the database" "$LOADGEN" check "$STATE" - 0 "$T/succ-asg"
+
+# ---- the per-device budget is one for both nodes ----
 restart_nodes "log-level = warn" "retry-after = 1" "register-reply = assigning" "rate-device = 3"
 expect_rc 0 "an enrollment for the budget" "$CUSTOS" enrollment create rate-1 --attestation symmetricKey \
   --primary-key-file "$T/pk" --state "$STATE"
