@@ -11,7 +11,9 @@
 #   Retry-After, no crash, recovery without a restart, nothing lost;
 # - with 202 answers (register-reply = assigning), under load on both
 #   nodes: devices PUT on one node and poll the other;
-# - a device's request budget (rate-device) is one for both nodes.
+# - a device's request budget (rate-device) is one for both nodes;
+# - under load, PostgreSQL sees no more connections of Custos than the
+#   nodes' workers plus the load drivers' own (a bounded pool).
 BIN=${1:?usage: multinode.sh BIN LOADGEN [COUNT]}
 LOADGEN=$(cd "$(dirname "${2:?}")" && pwd)/$(basename "$2")
 N=${3:-2000}
@@ -51,10 +53,54 @@ loadgen() { # state prefix count successes-file out-file [extra...]
     --successes "$s" --max-seconds 240 "$@" >"$o" 2>&1
 }
 field() { sed "s/.*\"$1\":\\([0-9.]*\\).*/\\1/" "$1.json" 2>/dev/null; }
+# pool_watch: Custos' connections to PostgreSQL (application_name custos:
+# the nodes and the command line, not psql) every 0.1 s until pool_check;
+# each row's client port tells (ss) which process holds it.
+pool_watch() {
+  rm -f "$T/pool.stop"; : >"$T/pool"
+  local pgport; pgport=$(cat "$T/pg/port")
+  (while [ ! -e "$T/pool.stop" ]; do
+     ports=$(PGPASSWORD=$(cat "$T/pg/password") psql -X -At "$CUSTOS_STORE" \
+       -c "SELECT client_port FROM pg_stat_activity WHERE application_name = 'custos'" 2>/dev/null)
+     ss -tnpH state established "( dport = :$pgport )" >"$T/pool.ss" 2>/dev/null
+     t=0; a=0; b=0
+     for p in $ports; do
+       t=$((t + 1))
+       pid=$(awk -v p="$p" '{ n = split($3, l, ":"); if (l[n] == p) print $0 }' "$T/pool.ss" | sed -n 's/.*pid=\([0-9]*\).*/\1/p')
+       [ "$pid" = "$SRV_PID" ] && a=$((a + 1))
+       [ "$pid" = "$SRV2_PID" ] && b=$((b + 1))
+     done
+     echo "$t $a $b" >>"$T/pool"
+     sleep 0.1
+   done) &
+  POOL_PID=$!
+}
+workers_of() { sed -n 's/.*"custosd serving".* workers=\([0-9]*\).*/\1/p' "$1" | tail -1; }
+# pool_check WHAT DRIVERS: each node held at most its workers' connections,
+# and all of Custos at most those plus two per load driver running (its
+# own, and the one it checks the state with, which may not be gone yet).
+pool_check() {
+  touch "$T/pool.stop"; wait "$POOL_PID"
+  local wa wb n mt ma mb
+  wa=$(workers_of "$T/custosd.log"); wb=$(workers_of "$T/custosd2.log")
+  n=$(wc -l <"$T/pool")
+  mt=$(cut -d' ' -f1 "$T/pool" | sort -n | tail -1)
+  ma=$(cut -d' ' -f2 "$T/pool" | sort -n | tail -1)
+  mb=$(cut -d' ' -f3 "$T/pool" | sort -n | tail -1)
+  if [ -z "$wa" ] || [ -z "$wb" ] || [ "$n" -lt 1 ] || [ "${ma:-0}" -lt 1 ] || [ "${mb:-0}" -lt 1 ]; then
+    bad "$1: no connections counted (workers '$wa' '$wb', $n samples, nodes at most '${ma:-}' '${mb:-}')"
+  elif [ "$ma" -le "$wa" ] && [ "$mb" -le "$wb" ] && [ "$mt" -le $((wa + wb + 2 * $2)) ]; then
+    ok "$1: node A at most $ma connections (workers $wa), node B $mb ($wb), all of Custos $mt ($n samples)"
+  else
+    bad "$1: node A $ma connections (workers $wa), node B $mb ($wb), all of Custos $mt (at most $((wa + wb + 2 * $2)))"
+  fi
+}
 : >"$T/succ-a"; : >"$T/succ-b"
+pool_watch
 loadgen "$STATE" same- "$N" "$T/succ-a" "$T/same-a.json" & la=$!
 loadgen "$T/var2" same- "$N" "$T/succ-b" "$T/same-b.json" & lb=$!
 wait $la; ra=$?; wait $lb; rb=$?
+pool_check "the pool under the load on both nodes" 2
 [ $ra = 0 ] && [ $rb = 0 ] && ok "the same $N devices registered on both nodes at once: all assigned on both" \
   || bad "concurrent registrations: $(cat "$T/same-a.json" "$T/same-b.json")"
 expect_rc 0 "every one has an assigned record" "$LOADGEN" check "$STATE" same- "$N" -
@@ -169,6 +215,7 @@ load_until() {
 }
 mkdir -p "$T/cross"
 : >"$T/succ-asg-a"; : >"$T/succ-asg-b"
+pool_watch
 load_until "$STATE" asg-a & la=$!
 load_until "$T/var2" asg-b & lb=$!
 XN=50
@@ -179,6 +226,7 @@ for b in $(seq 0 10 $((XN - 1))); do # ten at a time
 done
 touch "$T/cross.done"
 wait $la; ra=$?; wait $lb; rb=$?
+pool_check "the pool under the load with polls" 2
 n=$(grep -l '^assigned' "$T"/cross/xn-* 2>/dev/null | wc -l)
 [ "$n" = "$XN" ] && ok "$XN devices: 202 from node A, assigned as node B polls their operation" \
   || bad "cross-node polls: $n of $XN assigned; $(grep -hv '^assigned' "$T"/cross/xn-* 2>/dev/null | head -3)"
