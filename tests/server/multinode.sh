@@ -126,6 +126,14 @@ wait $la; ra=$?; wait $lb; rb=$?
 cat "$T/succ-ka" "$T/succ-kb" >"$T/succ-k"
 expect_rc 0 "every registration a client saw succeed is in the database" "$LOADGEN" check "$STATE" - 0 "$T/succ-k"
 [ "$(sort "$T/succ-k" | uniq -d | wc -l)" = 0 ] && ok "no registration reported twice" || bad "duplicates in the successes"
+# The store's own count: one record per device of both loads, none twice
+# (ids compare case-insensitively: lower-cased too), none missing.
+contains "$T/out" "records in the store $((3 * N + 1))" "the store holds $((3 * N + 1)) records: one per device so far"
+PGPASSWORD=$(cat "$T/pg/password") psql -X -At -F' ' "$CUSTOS_STORE" -c "SELECT count(*), count(DISTINCT lower(id))
+  FROM docs WHERE kind = 5 AND id LIKE 'kill-%'" >"$T/kill-count" 2>&1
+[ "$(cat "$T/kill-count")" = "$((2 * N)) $((2 * N))" ] \
+  && ok "$((2 * N)) registration records for the $((2 * N)) devices of the kill, all distinct" \
+  || bad "registration records of the kill's devices (count, distinct): $(cat "$T/kill-count"), wanted $((2 * N))"
 
 # ---- the database stopped for a few seconds under load ----
 SVC=$(svc_token) # made while the database is up: the command reads the policy from it
