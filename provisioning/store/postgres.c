@@ -38,9 +38,12 @@
 #include <string.h>
 #include <time.h>
 
-/* Each entry moves the schema from version i to i+1; 1 and 2 are the
- * SQLite backend's (CU_STORE_SCHEMA_VERSION), 3 is PostgreSQL's own. Ids
- * and keys compare bytewise ("C"), as in SQLite, so paging orders agree. */
+/* Each entry moves the schema from version i to i+1 (custos_schema). The
+ * versions count apart from SQLite's (PRAGMA user_version,
+ * CU_STORE_SCHEMA_VERSION): 1 and 2 make the tables of SQLite's 1 and 2;
+ * SQLite's 3 (a rowid table for its documents) has no counterpart here;
+ * 3 and 4 are PostgreSQL's own. Ids and keys compare bytewise ("C"), as in
+ * SQLite, so paging orders agree. */
 static const char *const MIGRATIONS[] = {
     "CREATE TABLE docs(kind integer NOT NULL, id text COLLATE \"C\" NOT NULL, body text NOT NULL,"
     "  seal bytea NOT NULL, PRIMARY KEY(kind, id));"
