@@ -222,6 +222,7 @@ static void on_complete(struct evhttp_request *req, void *arg)
     if (evcon != NULL)
         evhttp_connection_set_closecb(evcon, NULL, NULL);
     atomic_fetch_sub(&srv->inflight, 1);
+    cu_srv__conn_replied(req);
 }
 
 /* Whether this worker can reach its store now: on a shared database one
@@ -317,6 +318,7 @@ void cu_srv__http_handle(struct evhttp_request *req, void *arg)
     clock_gettime(CLOCK_MONOTONIC, &r.t0);
     cu_srv__uuid(r.id);
     r.method = evhttp_request_get_command(req);
+    cu_srv__conn_request(req);
     atomic_fetch_add(&w->srv->inflight, 1);
     evhttp_request_set_on_complete_cb(req, on_complete, w->srv);
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_close, w->srv);

@@ -42,11 +42,88 @@ typedef struct wctx {
     struct timespec deadline;
 } wctx;
 
+/* A connection's deadline: evhttp's timeout only fires when the client
+ * goes quiet, so a client trickling a byte a second held a connection for
+ * ever. From accept (TLS handshake included) and again from each reply
+ * written, the next request must be complete within `timeout`, or the
+ * socket is shut down (libevent then sees the end and frees the
+ * connection). Kept with the SSL, which is freed with the connection. */
+typedef struct conn {
+    struct event *deadline;
+    SSL *ssl;
+    struct timeval timeout;
+    bool cut; /* the deadline passed */
+} conn;
+
+static int conn_idx = -1;
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    conn *k = ptr;
+    if (k == NULL)
+        return;
+    event_free(k->deadline);
+    free(k);
+}
+
+static void conn_init(void)
+{
+    conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_free);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *k = arg;
+    int s = SSL_get_fd(k->ssl);
+    k->cut = true;
+    if (s >= 0)
+        shutdown(s, SHUT_RDWR);
+}
+
+static conn *conn_of(struct evhttp_request *req)
+{
+    SSL *ssl = cu_srv__tls_of(req);
+    return ssl != NULL && conn_idx >= 0 ? SSL_get_ex_data(ssl, conn_idx) : NULL;
+}
+
+void cu_srv__conn_request(struct evhttp_request *req)
+{
+    conn *k = conn_of(req);
+    if (k != NULL)
+        event_del(k->deadline);
+}
+
+void cu_srv__conn_replied(struct evhttp_request *req)
+{
+    conn *k = conn_of(req);
+    if (k != NULL && !k->cut)
+        event_add(k->deadline, &k->timeout);
+}
+
 static struct bufferevent *bevcb(struct event_base *base, void *arg)
 {
-    SSL *ssl = SSL_new(arg);
-    if (ssl == NULL)
+    wctx *c = arg;
+    SSL *ssl = SSL_new(c->w.srv->ssl);
+    conn *k = calloc(1, sizeof *k);
+    if (ssl == NULL || k == NULL || (k->deadline = evtimer_new(base, deadline_cb, k)) == NULL ||
+        SSL_set_ex_data(ssl, conn_idx, k) != 1) {
+        if (k != NULL && k->deadline != NULL)
+            event_free(k->deadline);
+        free(k);
+        SSL_free(ssl);
         return NULL;
+    }
+    k->ssl = ssl;
+    k->timeout.tv_sec = (time_t)c->w.srv->cfg->timeout;
+    event_add(k->deadline, &k->timeout);
     return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 }
 
@@ -284,7 +361,7 @@ static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
         (c->stop_ev = event_new(c->w.base, -1, 0, stop_cb, c)) == NULL ||
         (c->drain_ev = evtimer_new(c->w.base, drain_cb, c)) == NULL)
         return cu_err_set(CU_E_NOMEM, "cannot create an event loop");
-    evhttp_set_bevcb(c->w.http, bevcb, srv->ssl);
+    evhttp_set_bevcb(c->w.http, bevcb, c);
     evhttp_set_gencb(c->w.http, cu_srv__http_handle, &c->w);
     evhttp_set_max_body_size(c->w.http, (ev_ssize_t)cfg->max_body * 4);
     evhttp_set_max_headers_size(c->w.http, (ev_ssize_t)cfg->max_headers);
@@ -333,6 +410,9 @@ cu_rc cu_srv_run(const cu_srv_config *cfg, cu_srv_state *st)
     }
     if (evthread_use_pthreads() != 0)
         return cu_err_set(CU_E_STATE, "libevent threads unavailable");
+    pthread_once(&conn_once, conn_init);
+    if (conn_idx < 0)
+        return cu_err_set(CU_E_NOMEM, "cannot keep connection state");
     signal(SIGPIPE, SIG_IGN);
     if ((rc = cu_srv__tls_ctx_new(st, cfg->tls_tickets, &srv.ssl)) != CU_OK)
         goto cleanup;

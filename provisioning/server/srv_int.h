@@ -152,6 +152,12 @@ struct cu_srv__worker {
     pthread_t thread;
 };
 
+/* The connection deadline (server.c): the request of req is complete
+ * (the deadline stops), its reply is written (the next request has
+ * `timeout` again). */
+void cu_srv__conn_request(struct evhttp_request *req);
+void cu_srv__conn_replied(struct evhttp_request *req);
+
 /* Makes w's store connection and engine if it has none yet (a node that
  * started while its database was out): CU_OK when w can serve; else
  * *_unreachable says whether the database is out (503) or something else

@@ -48,6 +48,17 @@ timeout 10 cat <&3 >/dev/null
 exec 3<&-
 took=$(( $(date +%s) - start ))
 [ "$took" -le 6 ] && ok "a slow client is cut off after the timeout (${took}s)" || bad "slow client held the connection ${took}s"
+# Slow clients that keep sending, a byte a second: the deadline covers the
+# handshake and the whole request (evhttp's own timeout only fires when the
+# client goes quiet), again for each request on a kept-alive connection.
+for mode in hs req keep; do
+  took=$(python3 "$(dirname "$0")/trickle.py" "$PORT" "$CA" "$mode" 2>&1)
+  if [ $? = 0 ] && awk -v t="$took" 'BEGIN { exit !(t <= 3.5) }'; then
+    ok "a client trickling its $mode is cut off after the timeout (${took}s)"
+  else
+    bad "a client trickling its $mode: $took"
+  fi
+done
 expect_http 200 "the service is still healthy" GET /healthz
 stop_server TERM
 [ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
