@@ -270,8 +270,6 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
     if (x509) {
         curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
         curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, &keys);
@@ -294,6 +292,16 @@ cu_rc cu_dev_register(const cu_dev_config *cfg, cu_dev_result *res)
             curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
             res->polls++;
         }
+        /* --timeout covers the whole registration: each request gets what
+         * is left of it (0 would mean no limit to libcurl). */
+        double left = deadline - now_s();
+        if (left <= 0) {
+            rc = cu_err_set(CU_E_IO, "no answer before the deadline");
+            goto cleanup;
+        }
+        long left_ms = left * 1000 < 1 ? 1 : (long)(left * 1000);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, left_ms);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
         free(x.buf);
         x = (xfer){.retry_after = -1};
         CURLcode cc = curl_easy_perform(c);

@@ -34,6 +34,22 @@ expect_rc 3 "device-4 still refused" x509 4
 expect_rc 3 "device-1 without its intermediate is refused" register --x509 --cert "$T/pki/device-1.pem" --key "$T/pki/device-1.key"
 expect_rc 1 "device-1 with another device's key fails the handshake" register --x509 --cert "$T/pki/device-1-chain.pem" --key "$T/pki/device-2.key"
 
+# --timeout covers the whole registration, each request included: a
+# listener that accepts and never answers.
+timeout 30 python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+held = [s.accept() for _ in range(8)]' >"$T/stall.port" &
+STALL_PID=$!
+for _ in $(seq 1 50); do [ -s "$T/stall.port" ] && break; sleep 0.1; done
+openssl rand -base64 32 >"$T/stallk"
+t0=$(date +%s%N)
+expect_rc 1 "a service that never answers: exit 1" "$CUSTOS" device register --scope "$SCOPE" --host "127.0.0.1:$(cat "$T/stall.port")" \
+  --ca "$CA" --timeout 3 --key-file "$T/stallk" --registration-id stalled
+took=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$took" -le 4000 ] && ok "... within --timeout 3 (${took} ms)" || bad "a stalled service held the client ${took} ms (--timeout 3)"
+kill "$STALL_PID" 2>/dev/null; wait "$STALL_PID" 2>/dev/null
+
 # ---- symmetric keys ----
 PK=$(openssl rand -base64 32); SK=$(openssl rand -base64 32); GK=$(openssl rand -base64 64 | tr -d '\n')
 echo "$PK" >"$T/pk"; echo "$SK" >"$T/sk"; echo "$GK" >"$T/gk"
