@@ -285,8 +285,9 @@ static void do_register(cu_srv__req *r, const char *regid)
     r->route = "register";
 
     bool shared = cu_srv__state_shared_store(srv->st);
-    if ((wait = cu_srv__limits_device_in(srv->limits, shared ? r->w->store : NULL, regid)) != 0 ||
-        !cu_srv__limits_global(srv->limits)) {
+    /* The device's budget is only looked at here: it counts the requests
+     * whose evidence verified (limits.c), below. */
+    if ((wait = cu_srv__limits_device_wait(srv->limits, regid)) != 0 || !cu_srv__limits_global(srv->limits)) {
         /* New work only: an accepted registration is slowed on its poll. */
         cu_srv__retry_after(r, wait ? wait : 1);
         early_refusal(r, regid, 429, 429001, "too many requests; retry after %u s", wait ? wait : 1);
@@ -343,6 +344,7 @@ static void do_register(cu_srv__req *r, const char *regid)
         refuse(r, res.explain.reason);
         goto out;
     }
+    cu_srv__limits_device_in(srv->limits, shared ? r->w->store : NULL, regid);
     result = result_of(&res.record);
     if (cu_srv__log_on(CU_LOG_INFO)) {
         cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("registrationId", res.record.registration_id),
@@ -398,6 +400,12 @@ static bool poll_authorized(cu_srv__req *r, const cu_srv__op *op, const evidence
     return ok;
 }
 
+static void slow_poll(cu_srv__req *r, const char *op_id, unsigned wait)
+{
+    cu_srv__retry_after(r, wait);
+    cu_srv__reply_json(r, 202, json_pack("{s:s, s:s}", "operationId", op_id, "status", "assigning"));
+}
+
 static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
 {
     cu_srv__srv *srv = r->w->srv;
@@ -410,12 +418,11 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
     memset(&ev, 0, sizeof ev);
     r->route = "operation";
 
-    if ((wait = cu_srv__limits_device_in(srv->limits, cu_srv__state_shared_store(srv->st) ? r->w->store : NULL,
-                                         regid)) != 0) {
-        /* Over HTTPS some SDKs treat 429 as fatal: slow the device down
-         * with a longer Retry-After on `assigning` instead. */
-        cu_srv__retry_after(r, wait);
-        cu_srv__reply_json(r, 202, json_pack("{s:s, s:s}", "operationId", op_id, "status", "assigning"));
+    /* Over HTTPS some SDKs treat 429 as fatal: a device over its budget
+     * is slowed with a longer Retry-After on `assigning` instead. Only a
+     * poll that proves to be the device's counts (limits.c). */
+    if ((wait = cu_srv__limits_device_wait(srv->limits, regid)) != 0) {
+        slow_poll(r, op_id, wait);
         return;
     }
     dev_lock(r);
@@ -435,6 +442,11 @@ static void do_poll(cu_srv__req *r, const char *regid, const char *op_id)
     }
     if (!poll_authorized(r, &op, &ev)) {
         refuse_early(r, regid, "the poll does not carry the credentials that registered");
+        goto out;
+    }
+    if ((wait = cu_srv__limits_device_in(srv->limits, cu_srv__state_shared_store(srv->st) ? r->w->store : NULL,
+                                         regid)) != 0) {
+        slow_poll(r, op_id, wait);
         goto out;
     }
     if (op.reply != NULL) {

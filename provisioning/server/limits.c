@@ -6,7 +6,15 @@
  * requests over the nodes still gets one budget; otherwise they are a
  * fixed-size table keyed by a hash of the lower-cased registration id:
  * memory stays bounded whatever the number of devices, and a collision
- * only makes two devices share one budget. */
+ * only makes two devices share one budget.
+ *
+ * A device's window counts only requests whose evidence verified: knowing
+ * a registration id must not be enough to keep the device at 429. So a
+ * registration is let in when the window has room (device_wait, which
+ * counts nothing) and counted once the engine has accepted its evidence
+ * (device_in); refused requests cost only rate-global. On a shared store
+ * the database's count is learnt at each counted request, so across N
+ * nodes a device may get up to one request more per node in a window. */
 #include "srv_int.h"
 
 #include <ctype.h>
@@ -116,22 +124,56 @@ unsigned cu_srv__limits_device(cu_srv__limits *l, const char *registration_id)
     return wait;
 }
 
+unsigned cu_srv__limits_device_wait(cu_srv__limits *l, const char *registration_id)
+{
+    if (l->per_device == 0)
+        return 0;
+    uint64_t h = hash_id(registration_id);
+    uint32_t now = (uint32_t)time(NULL);
+    slot *sl = &l->slots[h & (SLOTS - 1)];
+    pthread_mutex_t *m = &l->stripe[(h >> 16) % STRIPES];
+    unsigned wait = 0;
+    pthread_mutex_lock(m);
+    if (sl->key == h && now - sl->start < WINDOW && sl->count >= l->per_device)
+        wait = WINDOW - (now - sl->start);
+    pthread_mutex_unlock(m);
+    return wait;
+}
+
+/* The shared window is full: so is this node's, until it ends. */
+static void device_block(cu_srv__limits *l, const char *registration_id, unsigned wait)
+{
+    uint64_t h = hash_id(registration_id);
+    uint32_t now = (uint32_t)time(NULL);
+    slot *sl = &l->slots[h & (SLOTS - 1)];
+    pthread_mutex_t *m = &l->stripe[(h >> 16) % STRIPES];
+    pthread_mutex_lock(m);
+    sl->key = h;
+    sl->start = now - WINDOW + (wait < WINDOW ? wait : WINDOW);
+    sl->count = l->per_device;
+    pthread_mutex_unlock(m);
+}
+
 unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *registration_id)
 {
     if (l->per_device == 0)
         return 0;
+    unsigned wait = cu_srv__limits_device(l, registration_id);
+    if (wait != 0 || s == NULL)
+        return wait;
     char key[160];
     size_t i = 0;
-    unsigned wait = 0;
     for (; registration_id[i] && i < 128; i++)
         key[i] = (char)tolower((unsigned char)registration_id[i]);
     key[i] = 0;
-    cu_rc rc = s ? cu_store_rate_hit(s, key, WINDOW, l->per_device, &wait) : CU_E_UNSUPPORTED;
-    if (rc == CU_OK)
-        return wait;
-    /* No shared windows (SQLite), or the database is out: this node's own
-     * count still bounds the device (the request itself will fail with 503
-     * if the store is really gone). */
-    cu_err_clear();
-    return cu_srv__limits_device(l, registration_id);
+    if (cu_store_rate_hit(s, key, WINDOW, l->per_device, &wait) != CU_OK) {
+        /* No shared windows, or the database is out: this node's own count
+         * still bounds the device (the request itself will fail with 503
+         * if the store is really gone). */
+        cu_err_clear();
+        return 0;
+    }
+    if (wait != 0)
+        device_block(l, registration_id, wait);
+    return wait;
 }

@@ -107,12 +107,17 @@ cu_rc cu_srv__limits_new(unsigned per_second, unsigned per_device_10s, cu_srv__l
 void cu_srv__limits_free(cu_srv__limits *l);
 /* True when a new registration may start now. */
 bool cu_srv__limits_global(cu_srv__limits *l);
-/* 0 when the device may make a request now, else seconds to wait. */
+/* Counts a request of the device: 0 when it was within the budget, else
+ * seconds to wait (and it is not counted). */
 unsigned cu_srv__limits_device(cu_srv__limits *l, const char *registration_id);
-/* The same, counted in the store when it is shared by several nodes (so a
- * device gets its budget once, not once per node); falls back to this
- * node's memory when the store keeps no windows or cannot be reached. */
+/* The same for a request whose evidence verified, counted also in s when
+ * it is shared by several nodes (so a device gets its budget once, not
+ * once per node; NULL: this node's memory only, as when the store keeps
+ * no windows or cannot be reached). */
 unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *registration_id);
+/* 0 when the device's budget has room now, else seconds to wait; counts
+ * nothing (asked before the evidence is checked). */
+unsigned cu_srv__limits_device_wait(cu_srv__limits *l, const char *registration_id);
 
 /* ---- ops.c: operations, kept in the store (one per device) ---- */
 typedef struct cu_srv__op {

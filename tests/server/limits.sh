@@ -28,6 +28,27 @@ hdr_has '^Retry-After: [1-9]' "429 carries Retry-After"
 # lim-2 has no enrollment: 401, but not 429.
 http PUT "/$SCOPE/registrations/lim-2/register?$V" -H "$J" -d '{}'
 [ "$(cat "$T/status")" = 401 ] && ok "another device gets its own budget (401, not 429)" || bad "other device: HTTP $(cat "$T/status")"
+# Requests without the device's credentials do not use up its budget:
+# knowing a registration id must not be enough to keep a device at 429.
+expect_rc 0 "enrollment lim-3" "$CUSTOS" enrollment create lim-3 --attestation symmetricKey --primary-key-file "$T/k" --state "$STATE"
+AUTH3="Authorization: $(sas "$SCOPE" lim-3 "$K" $FUT)"
+FORGED="Authorization: $(sas "$SCOPE" lim-3 "$(openssl rand -base64 32)" $FUT)"
+expect_http 202 "lim-3 registers" PUT "/$SCOPE/registrations/lim-3/register?$V" -H "$AUTH3" -H "$J" -d '{}'
+OPID3=$(sed 's/.*"operationId":"\([^"]*\)".*/\1/' "$T/body")
+n401=0
+for i in 1 2 3 4 5 6; do
+  http PUT "/$SCOPE/registrations/lim-3/register?$V" -H "$J" -d '{}'
+  [ "$(cat "$T/status")" = 401 ] && n401=$((n401+1))
+  http PUT "/$SCOPE/registrations/lim-3/register?$V" -H "$FORGED" -H "$J" -d '{}'
+  [ "$(cat "$T/status")" = 401 ] && n401=$((n401+1))
+  http GET "/$SCOPE/registrations/lim-3/operations/$OPID3?$V" -H "$FORGED"
+  [ "$(cat "$T/status")" = 401 ] && n401=$((n401+1))
+done
+[ "$n401" = 18 ] && ok "18 PUTs and polls without lim-3's key are refused (401)" || bad "requests without the key: $n401 of 18 got 401"
+expect_http 202 "lim-3's own PUT after them is not 429" PUT "/$SCOPE/registrations/lim-3/register?$V" -H "$AUTH3" -H "$J" -d '{}'
+OPID3=$(sed 's/.*"operationId":"\([^"]*\)".*/\1/' "$T/body")
+expect_http 200 "... nor is its poll slowed" GET "/$SCOPE/registrations/lim-3/operations/$OPID3?$V" -H "$AUTH3"
+expect_http 429 "and its own next PUT is over its budget" PUT "/$SCOPE/registrations/lim-3/register?$V" -H "$AUTH3" -H "$J" -d '{}'
 
 # Header and body limits.
 BIGH=$(head -c 6000 /dev/zero | tr '\0' 'x')

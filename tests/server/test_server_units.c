@@ -219,11 +219,17 @@ static void test_limits(void)
 {
     cu_srv__limits *l = NULL;
     CU_ASSERT_EQUAL_FATAL(cu_srv__limits_new(0, 3, &l), CU_OK);
+    for (int i = 0; i < 10; i++) /* looking counts nothing */
+        CU_ASSERT_EQUAL(cu_srv__limits_device_wait(l, "dev-a"), 0);
     CU_ASSERT_EQUAL(cu_srv__limits_device(l, "dev-a"), 0);
     CU_ASSERT_EQUAL(cu_srv__limits_device(l, "DEV-A"), 0); /* ids are case-insensitive */
-    CU_ASSERT_EQUAL(cu_srv__limits_device(l, "dev-a"), 0);
-    unsigned wait = cu_srv__limits_device(l, "dev-a");
+    CU_ASSERT_EQUAL(cu_srv__limits_device_wait(l, "dev-a"), 0);
+    CU_ASSERT_EQUAL(cu_srv__limits_device_in(l, NULL, "dev-a"), 0);
+    unsigned wait = cu_srv__limits_device_wait(l, "dev-a");
     CU_ASSERT(wait >= 1 && wait <= 10);
+    wait = cu_srv__limits_device(l, "dev-a");
+    CU_ASSERT(wait >= 1 && wait <= 10);
+    CU_ASSERT_EQUAL(cu_srv__limits_device_wait(l, "dev-b"), 0);
     CU_ASSERT_EQUAL(cu_srv__limits_device(l, "dev-b"), 0);
     CU_ASSERT_TRUE(cu_srv__limits_global(l)); /* no global limit */
     cu_srv__limits_free(l);
