@@ -52,7 +52,8 @@ typedef struct conn {
     struct event *deadline;
     SSL *ssl;
     struct timeval timeout;
-    bool cut; /* the deadline passed */
+    bool cut;     /* the deadline passed */
+    bool replied; /* the last request's reply was written */
 } conn;
 
 static int conn_idx = -1;
@@ -60,7 +61,6 @@ static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
 
 static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    (void)parent;
     (void)ad;
     (void)idx;
     (void)argl;
@@ -68,6 +68,13 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
     conn *k = ptr;
     if (k == NULL)
         return;
+    /* libevent frees the SSL without a TLS shutdown, and OpenSSL then
+     * drops the session from the cache (called before it does so): a
+     * connection that ended after a reply, not at the deadline, counts
+     * as shut down, so that the client resumes for its poll. TLS errors
+     * have removed the session already. */
+    if (k->replied && !k->cut)
+        SSL_set_shutdown(parent, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     event_free(k->deadline);
     free(k);
 }
@@ -97,15 +104,19 @@ static conn *conn_of(struct evhttp_request *req)
 void cu_srv__conn_request(struct evhttp_request *req)
 {
     conn *k = conn_of(req);
-    if (k != NULL)
+    if (k != NULL) {
         event_del(k->deadline);
+        k->replied = false;
+    }
 }
 
 void cu_srv__conn_replied(struct evhttp_request *req)
 {
     conn *k = conn_of(req);
-    if (k != NULL && !k->cut)
+    if (k != NULL && !k->cut) {
+        k->replied = true;
         event_add(k->deadline, &k->timeout);
+    }
 }
 
 static struct bufferevent *bevcb(struct event_base *base, void *arg)

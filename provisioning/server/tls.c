@@ -44,7 +44,12 @@ cu_rc cu_srv__tls_ctx_new(cu_srv_state *st, unsigned tickets, SSL_CTX **_out)
     if (ctx == NULL)
         return cu_err_set(CU_E_CRYPTO, "SSL_CTX_new failed");
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* A device closes its connection without a TLS shutdown (close_notify)
+     * as often as not: OpenSSL 3 takes that end for a fatal error, sends an
+     * alert and drops the session, which the device then cannot resume for
+     * its poll. HTTP frames its own messages, so the end is an end. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
     if (SSL_CTX_use_certificate_chain_file(ctx, cu_srv_state_cert_file(st)) != 1) {
         ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
         rc = cu_err_set(CU_E_CRYPTO, "server certificate %s: %s", cu_srv_state_cert_file(st), buf);

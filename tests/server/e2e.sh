@@ -33,6 +33,12 @@ expect_rc 3 "device-4 still refused" x509 4
 # Without the intermediate the chain does not reach the group's certificate.
 expect_rc 3 "device-1 without its intermediate is refused" register --x509 --cert "$T/pki/device-1.pem" --key "$T/pki/device-1.key"
 expect_rc 1 "device-1 with another device's key fails the handshake" register --x509 --cert "$T/pki/device-1-chain.pem" --key "$T/pki/device-2.key"
+# The poll resumes the PUT's TLS session (PROTOCOL.md §10) after the first
+# connection closed without a TLS shutdown, as a device's does.
+for v in 1.3 1.2; do
+  expect_rc 0 "device-1 polls over a resumed TLS $v session" python3 "$(dirname "$0")/resume.py" "$PORT" "$CA" "$SCOPE" \
+    "$T/pki/device-1-chain.pem" "$T/pki/device-1.key" device-1 "$v"
+done
 
 # --timeout covers the whole registration, each request included: a
 # listener that accepts and never answers.
