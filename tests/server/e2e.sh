@@ -158,10 +158,25 @@ expect_http 202 "bad-1 registers with a good request" PUT "/$SCOPE/registrations
 # ---- operations endpoints ----
 expect_http 200 "healthz" GET /healthz
 expect_http 200 "metrics" GET /metrics
-body_has 'custos_registrations_total{mechanism="x509",result="assigned"}' "metrics: registrations by mechanism"
-body_has 'custos_registrations_total{mechanism="symmetricKey",result="refused"}' "metrics: refusals"
-body_has 'custos_registration_duration_seconds_bucket' "metrics: latency histogram"
-body_has 'custos_tls_handshakes_total{result="ok"}' "metrics: TLS handshakes"
+# Every series is rendered, at 0 too: the values are checked against what
+# this test did, as the log tells it.
+metric() { awk -v k="$1" '$1 == k { print $2; f = 1 } END { if (!f) print "missing" }' "$T/body"; }
+at_least() { # series minimum description
+  local v; v=$(metric "$1")
+  if [ "$v" != missing ] && [ "${v%.*}" -ge "$2" ]; then ok "$3 ($v)"; else bad "$3: $1 = $v, wanted >= $2"; fi
+}
+at_least 'custos_registrations_total{mechanism="x509",result="assigned"}' 12 "metrics: the X.509 registrations assigned above"
+at_least 'custos_registrations_total{mechanism="x509",result="refused"}' 4 "metrics: the X.509 refusals above"
+at_least 'custos_registrations_total{mechanism="symmetricKey",result="assigned"}' 8 "metrics: the symmetric-key registrations assigned above"
+at_least 'custos_registrations_total{mechanism="symmetricKey",result="refused"}' 5 "metrics: the symmetric-key refusals above"
+at_least 'custos_registrations_total{mechanism="symmetricKey",result="failed"}' 1 "metrics: the registration without a hub"
+puts=$(grep -c 'method=PUT .*route=register ' "$T/custosd.log")
+[ "$(metric custos_registration_duration_seconds_count)" = "$puts" ] && ok "metrics: one latency sample per registration PUT ($puts)" \
+  || bad "metrics: latency _count $(metric custos_registration_duration_seconds_count), $puts registration PUTs in the log"
+[ "$(metric 'custos_registration_duration_seconds_bucket{le="+Inf"}')" = "$puts" ] && ok "metrics: the +Inf bucket holds them all" \
+  || bad "metrics: +Inf bucket $(metric 'custos_registration_duration_seconds_bucket{le="+Inf"}'), wanted $puts"
+conns=$(grep -o ' peer=[^ ]*' "$T/custosd.log" | sort -u | wc -l)
+at_least 'custos_tls_handshakes_total{result="ok"}' "$conns" "metrics: a TLS handshake for each connection the log saw"
 contains "$T/custosd.log" 'reqid=' "log lines carry request ids"
 
 # ---- graceful stop ----
