@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # First start and the state directory: what custosd creates (id scope,
 # policy key, CA, server certificate with its names, one hub), what it keeps
-# across restarts, what `custos service info` prints, config errors.
+# across restarts, what `custos service info` prints, config errors; the
+# defaults (no arguments) and the config keys end to end.
 BIN=${1:?usage: state.sh path/to/bin}
 . "$(dirname "$0")/lib.sh"
 
@@ -62,5 +63,79 @@ contains "$T/err" "id scope" "and says why"
 expect_rc 2 "an unknown option" "$CUSTOSD" --frobnicate
 expect_rc 0 "--help" "$CUSTOSD" --help
 expect_rc 1 "service info on a missing state" "$CUSTOS" service info --state "$T/none"
-# Two custosd on one port: the second fails to bind only if another user
-# holds it; the same user shares it by SO_REUSEPORT (documented).
+
+# ---- no arguments: 127.0.0.1:8443, state in ./var ----
+port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+# serving_lines LOG N: until LOG has N "custosd serving" lines (written
+# just after the endpoint file), 5 s at most.
+serving_lines() {
+  for _ in $(seq 1 100); do
+    [ "$(grep -c 'custosd serving' "$1")" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+}
+if port_busy 127.0.0.1 8443; then
+  echo "# 127.0.0.1:8443 is in use: the no-argument start is skipped"
+else
+  mkdir -p "$T/cwd"
+  (cd "$T/cwd" && exec "$CUSTOSD") >"$T/noargs.log" 2>&1 &
+  SRV_PID=$!
+  await_endpoint "$T/cwd/var" "$SRV_PID" "$T/noargs.log" "custosd without arguments"
+  serving_lines "$T/noargs.log" 1
+  contains "$T/noargs.log" "custosd serving\" url=https://127.0.0.1:8443 " "without arguments it says it serves https://127.0.0.1:8443"
+  [ -s "$T/cwd/var/custos.db" ] && [ -s "$T/cwd/var/ca.crt" ] && ok "... with its state in ./var" || bad "no state in ./var: $(ls "$T/cwd")"
+  s=$(curl -sS --cacert "$T/cwd/var/ca.crt" -o /dev/null -w '%{http_code}' https://127.0.0.1:8443/healthz 2>&1)
+  [ "$s" = 200 ] && ok "... and answers there" || bad "https://127.0.0.1:8443/healthz: $s"
+  (cd "$T/cwd" && "$CUSTOS" service info --json) >"$T/out" 2>"$T/err"
+  contains "$T/out" '"idScope":"0ne' "custos service info without --state reads ./var"
+  contains "$T/out" ':8443' "... and names the port"
+  stop_server TERM
+fi
+
+# ---- config keys end to end ----
+# id-scope (first start), hub = NAME,WEIGHT, store = sqlite:PATH, log-file;
+# --listen replaces the config's listen (an address that cannot be bound).
+S2=$T/keys/var
+mkdir -p "$T/keys"
+cat >"$T/keys.conf" <<CONF
+id-scope = 0ne00ABCDEF
+hub = east.test,3
+hub = west.test
+store = sqlite:$T/keys/elsewhere.db
+log-file = $T/keys/custosd.log
+listen = 192.0.2.1:9
+CONF
+"$CUSTOSD" --state "$S2" --config "$T/keys.conf" --listen 127.0.0.1:0 >"$T/keys.out" 2>&1 &
+SRV_PID=$!
+await_endpoint "$S2" "$SRV_PID" "$T/keys.out" "custosd with every key"
+serving_lines "$T/keys/custosd.log" 1
+ok "--listen replaces the config's listen (192.0.2.1:9 is never bound)"
+"$CUSTOS" service info --state "$S2" --config "$T/keys.conf" --json >"$T/out" 2>"$T/err"
+contains "$T/out" '"idScope":"0ne00ABCDEF"' "id-scope names the scope on first start"
+[ -s "$T/keys/elsewhere.db" ] && [ ! -e "$S2/custos.db" ] && ok "store = sqlite:PATH puts the store there" \
+  || bad "store: $(ls "$T/keys" "$S2")"
+CUSTOS_STORE="sqlite:$T/keys/elsewhere.db" "$CUSTOS" hub list --state "$S2" --json >"$T/hubs" 2>&1
+contains "$T/hubs" '"east.test"' "hub = east.test,3 is linked"
+grep -o '{[^}]*"east.test"[^}]*}' "$T/hubs" | grep -q '"allocationWeight":3' && ok "... with weight 3" || bad "east.test weight: $(cat "$T/hubs")"
+contains "$T/hubs" '"west.test"' "hub = west.test is linked"
+if grep -q 'hub1.custos.local' "$T/hubs"; then bad "the default hub was made although hubs are configured"; else ok "no default hub beside the configured ones"; fi
+contains "$T/keys/custosd.log" 'custosd serving" url=https://127.0.0.1:' "log-file receives the log"
+if grep -q 'custosd serving' "$T/keys.out"; then bad "the log went to stderr too"; else ok "... and stderr does not"; fi
+stop_server TERM
+
+# Repeated --listen: IPv4 and, where the host has it, IPv6.
+L2="--listen 127.0.0.1:0"
+if python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then L2="$L2 --listen [::1]:0"; fi
+: >"$T/keys/custosd.log"
+# shellcheck disable=SC2086
+"$CUSTOSD" --state "$S2" --config "$T/keys.conf" $L2 >"$T/keys.out" 2>&1 &
+SRV_PID=$!
+await_endpoint "$S2" "$SRV_PID" "$T/keys.out" "custosd on two addresses"
+serving_lines "$T/keys/custosd.log" "$(echo "$L2" | grep -o -- --listen | wc -l)"
+for u in $(grep -o 'custosd serving" url=[^ ]*' "$T/keys/custosd.log" | sed 's/.*url=//'); do
+  s=$(curl -sS -g --cacert "$S2/ca.crt" -o /dev/null -w '%{http_code}' "$u/healthz" 2>&1)
+  [ "$s" = 200 ] && ok "serves $u" || bad "$u/healthz: $s"
+done
+n=$(grep -c 'custosd serving' "$T/keys/custosd.log")
+[ "$n" = "$(echo "$L2" | grep -o -- --listen | wc -l)" ] && ok "one serving line per --listen ($n)" || bad "$n serving lines for: $L2"
+stop_server TERM
