@@ -155,6 +155,24 @@ expect_http 404 "unknown path" GET "/nothing-here"
 # And after all that, the right request still works.
 expect_http 202 "bad-1 registers with a good request" PUT "/$SCOPE/registrations/bad-1/register?api-version=2021-06-01" -H "Authorization: $GOOD" -H "$J" -d '{"registrationId":"bad-1"}'
 
+# ---- the registration-status query: read only ----
+svc_get_reg sym-1 >/dev/null; cp "$T/body" "$T/sym1.before"
+expect_http 200 "status query of a registered device" POST "/$SCOPE/registrations/sym-1?api-version=2021-10-01" \
+  -H "Authorization: $AUTH" -H "$J" -d '{"registrationId":"sym-1"}'
+body_has '"registrationId":"sym-1"' "status query: registrationId"
+body_has '"assignedHub":"hub1.custos.local"' "status query: assignedHub"
+body_has '"status":"assigned"' "status query: status"
+svc_get_reg sym-1 >/dev/null
+cmp -s "$T/body" "$T/sym1.before" && ok "status query: the record is unchanged" || bad "status query changed sym-1's record"
+expect_rc 0 "enrollment stat-1, never registered" "$CUSTOS" enrollment create stat-1 --attestation symmetricKey --primary-key-file "$T/pk" --state "$STATE"
+expect_http 404 "status query of an enrolled device that never registered" POST "/$SCOPE/registrations/stat-1?api-version=2021-10-01" \
+  -H "Authorization: $(sas "$SCOPE" stat-1 "$PK" $FUT)" -H "$J" -d '{"registrationId":"stat-1"}'
+errbody 404002 "status of an unregistered device"
+nothing_written stat-1 "status query"
+expect_http 401 "status query with a forged SAS" POST "/$SCOPE/registrations/sym-1?api-version=2021-10-01" \
+  -H "Authorization: $(sas "$SCOPE" sym-1 "$BADKEY" $FUT)" -H "$J" -d '{}'
+errbody 401002 "status with a forged SAS"
+
 # ---- operations endpoints ----
 expect_http 200 "healthz" GET /healthz
 expect_http 200 "metrics" GET /metrics
