@@ -114,7 +114,8 @@ static void send_reply(cu_srv__req *r, int status, const char *ctype, const char
     if (atomic_load(&r->w->srv->stopping))
         evhttp_add_header(h, "Connection", "close");
     struct evbuffer *b = NULL;
-    if (data != NULL && len > 0 && (b = evbuffer_new()) != NULL)
+    /* HEAD: libevent would send the body, without Content-Length. */
+    if (data != NULL && len > 0 && r->method != EVHTTP_REQ_HEAD && (b = evbuffer_new()) != NULL)
         evbuffer_add(b, data, len);
     r->status = status;
     struct evhttp_connection *c = evhttp_request_get_connection(r->req);
@@ -259,6 +260,13 @@ void cu_srv__reply_store_down(cu_srv__req *r)
 static void route(cu_srv__req *r)
 {
     char why[300];
+    if (r->nsegs == 1 && r->method != EVHTTP_REQ_GET &&
+        (!strcmp(r->segs[0], "healthz") || !strcmp(r->segs[0], "metrics"))) {
+        r->route = r->segs[0];
+        cu_srv__add_header(r, "Allow", "GET");
+        cu_srv__reply_error(r, 405, 405000, "method not allowed");
+        return;
+    }
     if (r->nsegs == 1 && r->method == EVHTTP_REQ_GET && !strcmp(r->segs[0], "healthz")) {
         r->route = "healthz";
         if (atomic_load(&r->w->srv->stopping)) {

@@ -377,7 +377,10 @@ static cu_rc worker_init(wctx *c, cu_srv__srv *srv, unsigned index)
     evhttp_set_max_body_size(c->w.http, (ev_ssize_t)cfg->max_body * 4);
     evhttp_set_max_headers_size(c->w.http, (ev_ssize_t)cfg->max_headers);
     evhttp_set_timeout(c->w.http, (int)cfg->timeout);
-    evhttp_set_allowed_methods(c->w.http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
+    /* The methods no resource takes come to the routes too, which answer
+     * 405 with Allow; libevent would answer 501 without it. */
+    evhttp_set_allowed_methods(c->w.http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     if ((rc = cu_keyring_load_key(cu_srv_state_audit_key_spec(srv->st), NULL, true, &c->audit_key)) != CU_OK)
         return rc;
     cu_srv__keyuse_name(CU_SRV_KEY_AUDIT, cu_srv_state_audit_key_spec(srv->st));

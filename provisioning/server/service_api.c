@@ -471,6 +471,13 @@ static void ca_reply(cu_srv__req *r, const char *name, const char *code)
     cu_srv__reply_json(r, 200, j);
 }
 
+/* 405 names what the resource takes (RFC 9110 §15.5.6). */
+static void not_allowed(cu_srv__req *r, const char *allow)
+{
+    cu_srv__add_header(r, "Allow", allow);
+    cu_srv__reply_error(r, 405, 405000, "method not allowed");
+}
+
 static void ca_route(cu_srv__req *r)
 {
     char reason[512] = "", im[96];
@@ -519,8 +526,12 @@ static void ca_route(cu_srv__req *r)
         else
             ca_reply(r, name, NULL);
         json_decref(j);
+    } else if (r->nsegs == 2) {
+        not_allowed(r, "GET, PUT, DELETE");
+    } else if (cu_srv__ieq(r->segs[2], "generateVerificationCode") || cu_srv__ieq(r->segs[2], "verify")) {
+        not_allowed(r, "POST");
     } else {
-        cu_srv__reply_error(r, 405, 405000, "method not allowed");
+        cu_srv__reply_error(r, 404, 404000, "no such resource");
     }
 }
 
@@ -541,8 +552,11 @@ static void enr_route(cu_srv__req *r, cu_enr_kind kind)
         enr_delete(r, kind, r->segs[1]);
     else if (r->nsegs == 3 && m == EVHTTP_REQ_POST && cu_srv__ieq(r->segs[2], "attestationmechanism"))
         enr_get(r, kind, r->segs[1], true);
-    else if (r->nsegs <= 3)
-        cu_srv__reply_error(r, 405, 405000, "method not allowed");
+    else if (r->nsegs == 1 || (r->nsegs == 2 && cu_srv__ieq(r->segs[1], "query")) ||
+             (r->nsegs == 3 && cu_srv__ieq(r->segs[2], "attestationmechanism")))
+        not_allowed(r, "POST");
+    else if (r->nsegs == 2)
+        not_allowed(r, "GET, PUT, DELETE");
     else
         cu_srv__reply_error(r, 404, 404000, "no such resource");
 }
@@ -590,9 +604,12 @@ bool cu_srv__service_api(cu_srv__req *r)
             reg_delete(r, r->segs[1]);
         else if (r->nsegs == 3 && r->method == EVHTTP_REQ_POST && cu_srv__ieq(r->segs[2], "query"))
             reg_query(r, r->segs[1]);
+        else if (r->nsegs == 2)
+            not_allowed(r, "GET, DELETE");
+        else if (r->nsegs == 3 && cu_srv__ieq(r->segs[2], "query"))
+            not_allowed(r, "POST");
         else
-            cu_srv__reply_error(r, r->nsegs <= 3 ? 405 : 404, r->nsegs <= 3 ? 405000 : 404000,
-                                "no such operation");
+            cu_srv__reply_error(r, 404, 404000, "no such operation");
     } else if (r->nsegs >= 2 && r->nsegs <= 3) {
         ca_route(r);
     } else {

@@ -147,6 +147,9 @@ nothing_written bad-1 "other device's SAS"
 expect_http 401 "garbage in Authorization" PUT "/$SCOPE/registrations/bad-1/register?api-version=2021-06-01" -H "Authorization: SharedAccessSignature sr=%zz" -H "$J" -d '{}'
 nothing_written bad-1 "garbage SAS"
 expect_http 405 "wrong method on register" GET "/$SCOPE/registrations/bad-1/register?api-version=2021-06-01"
+hdr_has '^Allow: PUT' "405 names the method (Allow)"
+expect_http 405 "PATCH on register is 405, not libevent's 501" PATCH "/$SCOPE/registrations/bad-1/register?api-version=2021-06-01"
+hdr_has '^Allow: PUT' "PATCH: Allow"
 expect_http 401 "service API without a SAS" GET "/registrations/bad-1?api-version=2021-10-01"
 errbody 401000 "service without SAS"
 expect_http 401 "service API with a forged SAS" GET "/registrations/bad-1?api-version=2021-10-01" \

@@ -135,6 +135,48 @@ body_has '"isVerified":true' "verified"
 expect_http 200 "a group on the verified CA (caReferences)" PUT "/enrollmentGroups/grp-ca?$V" -H "$(A)" -H "$J" \
   -d '{"enrollmentGroupId":"grp-ca","attestation":{"type":"x509","x509":{"caReferences":{"primary":"svc-root"}}}}'
 
+# ---- 405 names the methods a resource takes ----
+allow() { # allow-value description method path
+  local want=$1 what=$2; shift 2
+  expect_http 405 "$what" "$@" -H "$(A)"
+  hdr_has "^Allow: $want"$'\r'"\?$" "$what: Allow: $want"
+  body_has '"errorCode":405000' "$what: error body"
+}
+allow "GET, PUT, DELETE" "PATCH on an enrollment" PATCH "/enrollments/svc-1?$V"
+allow "GET, PUT, DELETE" "POST on a group" POST "/enrollmentGroups/grp-ca?$V"
+allow "POST" "DELETE on the enrollments (bulk)" DELETE "/enrollments?$V"
+allow "POST" "GET on attestationmechanism" GET "/enrollments/svc-1/attestationmechanism?$V"
+allow "GET, DELETE" "PUT on a registration record" PUT "/registrations/svc-1?$V"
+allow "POST" "GET on a group's registration query" GET "/registrations/grp-ca/query?$V"
+allow "GET, PUT, DELETE" "OPTIONS on a CA certificate" OPTIONS "/certificates/svc-root?$V"
+allow "POST" "PUT on verify" PUT "/certificates/svc-root/verify?$V"
+allow "GET" "DELETE on /healthz" DELETE /healthz
+allow "GET" "POST on /metrics" POST /metrics
+# HEAD: the head only (libevent would send the body, without a length).
+python3 - "$PORT" "$CA" "$(svc_token)" "/enrollments/svc-1?$V" >"$T/head" 2>&1 <<'PY'
+import socket, ssl, sys, time
+port, ca, tok, path = sys.argv[1:5]
+s = ssl.create_default_context(cafile=ca).wrap_socket(socket.create_connection(("127.0.0.1", int(port))),
+                                                      server_hostname="localhost")
+s.sendall(b"HEAD %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: %s\r\n\r\n" % (path.encode(), tok.encode()))
+time.sleep(0.3)
+s.settimeout(0.5)
+data = b""
+try:
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+except socket.timeout:
+    pass
+sys.stdout.write(data.decode(errors="replace"))
+PY
+head -1 "$T/head" | grep -q '^HTTP/1.1 405 ' && ok "HEAD on an enrollment: 405" || bad "HEAD on an enrollment: $(head -c 300 "$T/head")"
+grep -q '^Allow: GET, PUT, DELETE' "$T/head" && ok "HEAD: Allow" || bad "HEAD: no Allow in $(head -c 300 "$T/head")"
+[ -z "$(sed '1,/^\r\?$/d' "$T/head")" ] && ok "HEAD: no body" || bad "HEAD answered with a body: $(sed '1,/^\r\?$/d' "$T/head" | head -c 200)"
+expect_http 404 "an unknown sub-resource is 404, not 405" POST "/certificates/svc-root/nothing?$V" -H "$(A)"
+
 # ---- the C and Node service SDK spellings ----
 expect_http 200 "api-version 2018-04-01 (C service SDK)" GET "/enrollmentGroups/grp-ca?api-version=2018-04-01" -H "$(A)" -H 'UserAgent: iothub_dps_prov_client/1.0'
 stop_server TERM
