@@ -575,7 +575,8 @@ bool cu_srv__service_api(cu_srv__req *r)
         return false;
     r->route = "service";
     char why[200];
-    if (cu_srv__service_sas_check(r->w->srv->st, cu_srv__req_header(r, "Authorization"), why, sizeof why) != CU_OK) {
+    if (cu_srv__service_sas_check(r->w->srv->st, cu_srv__req_header(r, "Authorization"), r->w->srv->cfg->sas_skew, why,
+                                  sizeof why) != CU_OK) {
         cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("reason", why)};
         cu_srv__log(CU_LOG_INFO, "service request refused", f, 2);
         cu_srv__reply_error(r, 401, 401000, "Unauthorized: %s", why);

@@ -45,7 +45,7 @@ static bool pct_decode(const char *s, size_t n, char *out, size_t cap)
     return true;
 }
 
-cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, char *why, size_t wl)
+cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, unsigned skew, char *why, size_t wl)
 {
     static const char SCHEME[] = "SharedAccessSignature ";
     char sr[1024] = "", sr_raw[1024] = "", sig[256] = "", se[32] = "", skn[128] = "";
@@ -152,7 +152,7 @@ cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, char *why, 
         snprintf(why, wl, "the signature does not verify");
         return CU_E_VERIFY;
     }
-    if (exp + 300ull < (unsigned long long)time(NULL)) {
+    if (exp + skew < (unsigned long long)time(NULL)) {
         snprintf(why, wl, "the token has expired");
         return CU_E_VERIFY;
     }

@@ -271,8 +271,9 @@ void cu_srv__refusals_reset(void); /* tests */
 void cu_srv__escape(const char *in, size_t shown, char *out, size_t size);
 
 /* ---- service_sas.c ---- */
-/* Verifies a service SAS (sr = host or host/path, skn = the policy). */
-cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, char *why, size_t why_len);
+/* Verifies a service SAS (sr = host or host/path, skn = the policy),
+ * expired skew seconds ago at most (sas-skew, as for devices). */
+cu_rc cu_srv__service_sas_check(cu_srv_state *st, const char *authz, unsigned skew, char *why, size_t why_len);
 /* Called once per check that gets as far as the policy key (keyuse.c
  * counts it; a pointer, so that the parser stands alone in its fuzzer). */
 extern void (*cu_srv__service_sas_key_used)(void);

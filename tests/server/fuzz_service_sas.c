@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, data, size);
     s[size] = 0;
-    (void)cu_srv__service_sas_check(&st, s, why, sizeof why);
+    (void)cu_srv__service_sas_check(&st, s, 300, why, sizeof why);
     free(s);
     return 0;
 }

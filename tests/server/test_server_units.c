@@ -156,7 +156,7 @@ static void test_service_sas(void)
     for (size_t i = 0; i < 3; i++) {
         char *t = token(hosts[i], hosts[i], later, CU_SRV_POLICY, false);
         char why[200];
-        CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, t, why, sizeof why), CU_OK);
+        CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, t, 300, why, sizeof why), CU_OK);
         free(t);
     }
     static const struct {
@@ -179,7 +179,7 @@ static void test_service_sas(void)
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
         char *t = token(T[i].sent, T[i].signed_, T[i].future ? later : past, T[i].skn, T[i].corrupt);
         char why[200] = "";
-        cu_rc rc = cu_srv__service_sas_check(st, t, why, sizeof why);
+        cu_rc rc = cu_srv__service_sas_check(st, t, 300, why, sizeof why);
         if (rc != T[i].want)
             fprintf(stderr, "service SAS #%zu (%s): rc %d (%s)\n", i, T[i].sent, rc, why);
         CU_ASSERT_EQUAL(rc, T[i].want);
@@ -187,6 +187,15 @@ static void test_service_sas(void)
             CU_ASSERT_PTR_NOT_NULL(strstr(why, T[i].why));
         free(t);
     }
+    /* Expired a minute ago: within a skew of 300 s (the default), not of
+     * 30 s or none (sas-skew, the same for every SAS). */
+    char *t = token("localhost", "localhost", now - 60, CU_SRV_POLICY, false);
+    char why[200] = "";
+    CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, t, 300, why, sizeof why), CU_OK);
+    CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, t, 30, why, sizeof why), CU_E_VERIFY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "expired"));
+    CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, t, 0, why, sizeof why), CU_E_VERIFY);
+    free(t);
     static const char *const bad[] = {
         NULL, "", "Bearer abc", "SharedAccessSignature ", "SharedAccessSignature sr=localhost",
         "SharedAccessSignature sr=localhost&sr=localhost&sig=a&se=1&skn=provisioningserviceowner",
@@ -198,7 +207,7 @@ static void test_service_sas(void)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char why[200] = "";
-        CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, bad[i], why, sizeof why), CU_E_VERIFY);
+        CU_ASSERT_EQUAL(cu_srv__service_sas_check(st, bad[i], 300, why, sizeof why), CU_E_VERIFY);
         CU_ASSERT_NOT_EQUAL(why[0], 0);
     }
 }
