@@ -303,6 +303,28 @@ static cu_rc add_name(cu_srv_state *st, const char *n)
     return CU_OK;
 }
 
+/* mkdir -p: the missing parents with the usual mode (umask applies), the
+ * state directory itself 0700. */
+static int make_dirs(const char *dir)
+{
+    char p[PATHLEN];
+    size_t n = strlen(dir);
+    if (n >= sizeof p) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(p, dir, n + 1);
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *q = '/';
+    }
+    return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_out)
 {
     cu_srv_state *st = calloc(1, sizeof *st);
@@ -313,7 +335,7 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     pthread_mutex_init(&st->load_lock, NULL);
     const char *dir = cfg->state_dir ? cfg->state_dir : "./var";
     snprintf(st->dir, sizeof st->dir, "%s", dir);
-    if (create && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if (create && make_dirs(dir) != 0) {
         rc = cu_err_set_sys(CU_E_IO, errno, "cannot create the state directory %s", dir);
         goto fail;
     }

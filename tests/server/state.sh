@@ -6,8 +6,7 @@
 BIN=${1:?usage: state.sh path/to/bin}
 . "$(dirname "$0")/lib.sh"
 
-STATE=$T/fresh/var   # a state directory whose parent does not exist yet
-mkdir -p "$T/fresh"
+STATE=$T/fresh/new/var   # a state directory whose parents do not exist yet
 start_server "$STATE" "host-name = dps.test" "log-format = json"
 for f in custos.db keyring.key ca.crt ca.key server.crt server.key endpoint; do
   [ -s "$STATE/$f" ] && ok "first start made $f" || bad "no $f"
