@@ -284,10 +284,16 @@ static void do_register(cu_srv__req *r, const char *regid)
     memset(&body, 0, sizeof body);
     r->route = "register";
 
-    bool shared = cu_srv__state_shared_store(srv->st);
-    /* The device's budget is only looked at here: it counts the requests
-     * whose evidence verified (limits.c), below. */
-    if ((wait = cu_srv__limits_device_wait(srv->limits, regid)) != 0 || !cu_srv__limits_global(srv->limits)) {
+    bool shared = cu_srv__state_shared_store(srv->st), global_ok = false, charged = false;
+    /* The device's budget counts the requests whose evidence verified
+     * (limits.c): this node's is only looked at here and counted below; a
+     * shared one is counted in the database now and taken back at the end
+     * if the engine refuses. */
+    if ((wait = cu_srv__limits_device_wait(srv->limits, regid)) == 0 &&
+        (global_ok = cu_srv__limits_global(srv->limits)) && shared &&
+        (wait = cu_srv__limits_shared_take(srv->limits, r->w->store, regid)) == 0)
+        charged = true;
+    if (wait != 0 || !global_ok) {
         /* New work only: an accepted registration is slowed on its poll. */
         cu_srv__retry_after(r, wait ? wait : 1);
         early_refusal(r, regid, 429, 429001, "too many requests; retry after %u s", wait ? wait : 1);
@@ -344,7 +350,8 @@ static void do_register(cu_srv__req *r, const char *regid)
         refuse(r, res.explain.reason);
         goto out;
     }
-    cu_srv__limits_device_in(srv->limits, shared ? r->w->store : NULL, regid);
+    cu_srv__limits_device(srv->limits, regid);
+    charged = false;
     result = result_of(&res.record);
     if (cu_srv__log_on(CU_LOG_INFO)) {
         cu_srv__lf f[] = {CU_LF_S("reqid", r->id), CU_LF_S("registrationId", res.record.registration_id),
@@ -364,6 +371,8 @@ static void do_register(cu_srv__req *r, const char *regid)
         cu_srv__reply_json(r, 202, json_pack("{s:s, s:s}", "operationId", op.op_id, "status", "assigning"));
     }
 out:
+    if (charged)
+        cu_srv__limits_shared_refund(srv->limits, r->w->store, regid);
     cu_srv__metrics_registration(r->mech, result, cu_srv__req_elapsed(r));
     dev_body_clear(&body);
     evidence_clear(&ev);

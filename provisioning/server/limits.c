@@ -12,9 +12,11 @@
  * a registration id must not be enough to keep the device at 429. So a
  * registration is let in when the window has room (device_wait, which
  * counts nothing) and counted once the engine has accepted its evidence
- * (device_in); refused requests cost only rate-global. On a shared store
- * the database's count is learnt at each counted request, so across N
- * nodes a device may get up to one request more per node in a window. */
+ * (device_in); refused requests cost only rate-global. On a shared store a
+ * registration is counted in the database before the engine runs
+ * (shared_take: one budget for all nodes, checked where it is kept) and
+ * taken back if it is refused (shared_refund), so an attacker's request
+ * holds a place only while the engine looks at it. */
 #include "srv_int.h"
 
 #include <ctype.h>
@@ -154,18 +156,21 @@ static void device_block(cu_srv__limits *l, const char *registration_id, unsigne
     pthread_mutex_unlock(m);
 }
 
-unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *registration_id)
+static void shared_key(const char *registration_id, char key[160])
 {
-    if (l->per_device == 0)
-        return 0;
-    unsigned wait = cu_srv__limits_device(l, registration_id);
-    if (wait != 0 || s == NULL)
-        return wait;
-    char key[160];
     size_t i = 0;
     for (; registration_id[i] && i < 128; i++)
         key[i] = (char)tolower((unsigned char)registration_id[i]);
     key[i] = 0;
+}
+
+unsigned cu_srv__limits_shared_take(cu_srv__limits *l, cu_store *s, const char *registration_id)
+{
+    if (l->per_device == 0 || s == NULL)
+        return 0;
+    char key[160];
+    unsigned wait = 0;
+    shared_key(registration_id, key);
     if (cu_store_rate_hit(s, key, WINDOW, l->per_device, &wait) != CU_OK) {
         /* No shared windows, or the database is out: this node's own count
          * still bounds the device (the request itself will fail with 503
@@ -176,4 +181,22 @@ unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *re
     if (wait != 0)
         device_block(l, registration_id, wait);
     return wait;
+}
+
+void cu_srv__limits_shared_refund(cu_srv__limits *l, cu_store *s, const char *registration_id)
+{
+    if (l->per_device == 0 || s == NULL)
+        return;
+    char key[160];
+    shared_key(registration_id, key);
+    if (cu_store_rate_undo(s, key) != CU_OK)
+        cu_err_clear(); /* at worst the device waits out a window it did not use */
+}
+
+unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *registration_id)
+{
+    if (l->per_device == 0)
+        return 0;
+    unsigned wait = cu_srv__limits_device(l, registration_id);
+    return wait != 0 ? wait : cu_srv__limits_shared_take(l, s, registration_id);
 }

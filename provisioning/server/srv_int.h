@@ -118,6 +118,12 @@ unsigned cu_srv__limits_device_in(cu_srv__limits *l, cu_store *s, const char *re
 /* 0 when the device's budget has room now, else seconds to wait; counts
  * nothing (asked before the evidence is checked). */
 unsigned cu_srv__limits_device_wait(cu_srv__limits *l, const char *registration_id);
+/* Counts a registration of the device in s's shared window only (NULL:
+ * nothing, 0): 0 when it is within the budget, else seconds to wait. */
+unsigned cu_srv__limits_shared_take(cu_srv__limits *l, cu_store *s, const char *registration_id);
+/* Takes back what cu_srv__limits_shared_take counted, for a registration
+ * the engine refused. */
+void cu_srv__limits_shared_refund(cu_srv__limits *l, cu_store *s, const char *registration_id);
 
 /* ---- ops.c: operations, kept in the store (one per device) ---- */
 typedef struct cu_srv__op {

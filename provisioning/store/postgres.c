@@ -121,6 +121,7 @@ static const struct {
              "   ELSE rate_windows.start END,"
              " n = CASE WHEN rate_windows.start + $3::bigint <= EXCLUDED.start THEN 1 ELSE rate_windows.n + 1 END"
              " RETURNING start, n", 3},
+    {"rateundo", "UPDATE rate_windows SET n = n - 1 WHERE key = $1 AND n > 0", 1},
     {"ping", "SELECT 1", 0},
     /* Pipelined forms of the conditional writes (see custos_hit). */
     {"insq", "WITH w AS (INSERT INTO docs(kind, id, body, seal) VALUES($1::integer, $2, $3, $4) ON CONFLICT DO NOTHING"
@@ -1174,6 +1175,15 @@ static cu_rc pg_audit_heads_read(void *b, uint64_t from, size_t limit, cu_audit_
     return CU_OK;
 }
 
+static cu_rc pg_rate_undo(void *b, const char *key)
+{
+    const char *v[] = {key};
+    PGresult *r = NULL;
+    cu_rc rc = run(b, "rateundo", 1, v, NULL, NULL, 0, PGRES_COMMAND_OK, "rate window", &r);
+    PQclear(r);
+    return rc;
+}
+
 static cu_rc pg_rate_hit(void *b, const char *key, unsigned window, unsigned limit, unsigned *_wait)
 {
     pg *p = b;
@@ -1241,6 +1251,7 @@ static const cu_store_backend postgres_backend = {
     .meta_get = pg_meta_get, .meta_put = pg_meta_put, .audit = pg_audit, .close = pg_close,
     .audit_last = pg_audit_last, .audit_append = pg_audit_append, .audit_read = pg_audit_read,
     .audit_head_put = pg_audit_head_put, .audit_heads_read = pg_audit_heads_read, .rate_hit = pg_rate_hit,
+    .rate_undo = pg_rate_undo,
     .ping = pg_ping,
 };
 

@@ -468,6 +468,7 @@ static const cu_store_backend sqlite_backend = {
     sq_count, sq_meta_get, sq_meta_put, sq_audit, sq_close,
     sq_audit_last, sq_audit_append, sq_audit_read, sq_audit_head_put, sq_audit_heads_read,
     NULL, /* rate_hit: one node keeps its windows in memory */
+    NULL, /* rate_undo */
     NULL, /* ping: in-process, always there */
     sq_wal_defer, sq_checkpoint,
 };

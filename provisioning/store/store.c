@@ -225,6 +225,14 @@ cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned 
     return s->ops->rate_hit(s->b, key, window, limit, _wait);
 }
 
+cu_rc cu_store_rate_undo(cu_store *s, const char *key)
+{
+    cu_prov__return_val_if_fail(s != NULL && key != NULL, CU_E_INVALID_ARG);
+    if (s->ops->rate_undo == NULL)
+        return cu_err_set(CU_E_UNSUPPORTED, "the %s store keeps no shared rate windows", s->ops->name);
+    return s->ops->rate_undo(s->b, key);
+}
+
 cu_rc cu_store_ping(cu_store *s)
 {
     cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);

@@ -95,6 +95,9 @@ typedef struct cu_store_backend {
      * request against key in a fixed window of window seconds; *_wait is 0
      * while at most limit were counted in it, else the seconds left. */
     cu_rc (*rate_hit)(void *b, const char *key, unsigned window, unsigned limit, unsigned *_wait);
+    /* Optional, with rate_hit: takes back one request counted in key's
+     * current window (one that turned out not to be the device's). */
+    cu_rc (*rate_undo)(void *b, const char *key);
     /* Optional (NULL: always reachable, as an embedded database is). One
      * round trip to the database, reconnecting if due. */
     cu_rc (*ping)(void *b);
@@ -179,6 +182,8 @@ cu_rc cu_store_setting_put(cu_store *s, const char *name, const char *value);
  * @retval CU_E_UNSUPPORTED the backend has none (SQLite: one node, whose
  *         memory is enough) */
 cu_rc cu_store_rate_hit(cu_store *s, const char *key, unsigned window, unsigned limit, unsigned *_wait);
+/* Takes back one request cu_store_rate_hit counted (never below zero). */
+cu_rc cu_store_rate_undo(cu_store *s, const char *key);
 
 /* Whether the database answers now (custosd's /healthz): CU_OK, or
  * CU_E_IO with cu_store_last_http_status() 503. Touches no row and no key. */
