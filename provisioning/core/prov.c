@@ -316,6 +316,35 @@ static cu_rc audit_decision(cu_prov *p, const cu_prov_request *req, const cu_pro
     return rc;
 }
 
+/* A device refused by a disabled deciding entry keeps its record, marked
+ * `disabled` with the entry named, so that an operator sees the device is
+ * blocked and where it was (hub, device id and substatus are kept). A device
+ * with no record gets none: a refusal creates nothing. An unchanged record
+ * is not rewritten, so that repeated refusals (which need no proof of the
+ * device: a disabled individual decides whatever is presented) only add
+ * their audit records. */
+static cu_rc record_disabled(cu_prov *p, const cu_prov_request *req, const cu_prov_result *res)
+{
+    cu_reg_record rec;
+    char msg[sizeof rec.error_message];
+    cu_rc rc = cu_store_reg_get(p->store, req->registration_id, &rec);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
+        cu_err_clear();
+        return CU_OK;
+    }
+    if (rc != CU_OK)
+        return rc;
+    snprintf(msg, sizeof msg, "%.255s", res->explain.reason);
+    if (strcmp(rec.status, "disabled") != 0 || rec.error_code != res->error_code || strcmp(rec.error_message, msg) != 0) {
+        snprintf(rec.status, sizeof rec.status, "disabled");
+        rec.error_code = res->error_code;
+        snprintf(rec.error_message, sizeof rec.error_message, "%s", msg);
+        rc = cu_store_reg_put(p->store, &rec, NULL);
+    }
+    cu_reg_record_clear(&rec);
+    return rc;
+}
+
 cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_res)
 {
     cu_prov__return_val_if_fail(p != NULL && req != NULL && req->registration_id != NULL && _res != NULL,
@@ -345,7 +374,15 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
         _res->outcome = CU_PROV_REFUSE;
         _res->http_status = 401;
         _res->error_code = 401002;
-        /* No registration record; the refusal is audited on its own. */
+        /* No new registration record; the refusal is audited on its own,
+         * or with the existing record it marks disabled. */
+        if (_res->explain.disabled) {
+            if ((rc = cu_store_begin(p->store)) != CU_OK)
+                goto cleanup;
+            in_txn = true;
+            if ((rc = record_disabled(p, req, _res)) != CU_OK)
+                goto cleanup;
+        }
         rc = audit_decision(p, req, _res, "registration.refused");
         goto cleanup;
     }
@@ -357,6 +394,13 @@ cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_
     if (cu_enr_get_kind(e) == CU_ENR_GROUP)
         snprintf(rec->enrollment_group_id, sizeof rec->enrollment_group_id, "%s", cu_enr_get0_id(e));
 
+    /* A record marked disabled still says where the device was: once its
+     * entry is enabled again, it counts as that assignment. */
+    if (have_old && strcmp(old.status, "disabled") == 0 && old.assigned_hub[0]) {
+        snprintf(old.status, sizeof old.status, "assigned");
+        old.error_code = 0;
+        old.error_message[0] = 0;
+    }
     if (have_old && strcmp(old.status, "assigned") == 0 && !cu_enr_reprovision_update_hub(e)) {
         /* "Never re-provision": the device stays where it is. */
         snprintf(rec->assigned_hub, sizeof rec->assigned_hub, "%s", old.assigned_hub);

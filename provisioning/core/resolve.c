@@ -58,6 +58,7 @@ static cu_rc decide(cu_prov_explain *ex, size_t idx, const char *what)
         snprintf(ex->reason, sizeof ex->reason, "%s '%s' is enabled", what, c->id);
     } else {
         ex->outcome = CU_PROV_REFUSE;
+        ex->disabled = true;
         snprintf(ex->reason, sizeof ex->reason, "%s '%s' is disabled", what, c->id);
     }
     return CU_OK;
@@ -71,6 +72,7 @@ static void refuse(cu_prov_explain *ex, const char *fmt, ...)
     vsnprintf(ex->reason, sizeof ex->reason, fmt, ap);
     va_end(ap);
     ex->outcome = CU_PROV_REFUSE;
+    ex->disabled = false; /* refused for the evidence, not by a disabled entry */
 }
 
 /* ---- X.509 ---- */
@@ -616,6 +618,7 @@ static cu_rc resolve_none(cu_prov *p, const cu_prov_request *req, cu_prov_explai
             c->matched = c->decided = true;
             ex->decided = 0;
             refuse(ex, "individual enrollment '%s' is disabled", c->id);
+            ex->disabled = true;
         } else {
             snprintf(ex->reason, sizeof ex->reason,
                      "would provision through individual enrollment '%s' if the device proves %s", c->id,

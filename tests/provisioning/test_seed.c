@@ -4,7 +4,8 @@
  * 1. One enabled group on the root: all five provision.
  * 2. A disabled group on B: 4 and 5 are refused, 1-3 still provision.
  * 3. A disabled individual enrollment for device 3: it is refused, 1 and 2
- *    still provision. */
+ *    still provision.
+ * A refused device that was assigned keeps its record, marked disabled. */
 #include "fixture.h"
 
 #include <stdio.h>
@@ -32,6 +33,32 @@ static void expect(fx *f, const bool want[5], const char *stage)
             fprintf(stderr, "%s: %s: got %d (%s)\n", stage, fx_seed_ids[i], o, reason);
         CU_ASSERT_EQUAL(o, want[i] ? CU_PROV_PROVISION : CU_PROV_REFUSE);
     }
+}
+
+/* regid's record: status, hub and the entry errorMessage names; the etag
+ * into etag when not NULL. */
+static void expect_record(fx *f, const char *regid, const char *status, const char *hub, const char *entry,
+                          char *etag)
+{
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f->store, regid, &r), CU_OK);
+    if (strcmp(r.status, status) != 0)
+        fprintf(stderr, "%s: status %s, not %s (%s)\n", regid, r.status, status, r.error_message);
+    CU_ASSERT_STRING_EQUAL(r.status, status);
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, hub);
+    CU_ASSERT_STRING_EQUAL(r.device_id, regid);
+    if (entry != NULL) {
+        CU_ASSERT_EQUAL(r.error_code, 401002);
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.error_message, entry));
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.error_message, "is disabled"));
+    } else {
+        CU_ASSERT_EQUAL(r.error_code, 0);
+        CU_ASSERT_STRING_EQUAL(r.error_message, "");
+        CU_ASSERT_STRING_EQUAL(r.substatus, "initialAssignment");
+    }
+    if (etag != NULL)
+        snprintf(etag, 48, "%s", r.etag);
+    cu_reg_record_clear(&r);
 }
 
 static void test_seed_example(void)
@@ -63,12 +90,29 @@ static void test_seed_example(void)
     /* 2. B is compromised: a disabled group on B. */
     CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, false), CU_OK);
     const bool no_b[5] = {true, true, true, false, false};
+    char etag4[48], etag4b[48];
+    expect_record(&f, "device-4", "assigned", "hub1.example.net", NULL, etag4);
     expect(&f, no_b, "stage 2");
+    /* 4 and 5 were assigned: their records now say B blocks them, and
+     * where they were (the hub, the device id, the group that assigned). */
+    expect_record(&f, "device-4", "disabled", "hub1.example.net", "enrollment group 'group-b'", etag4b);
+    CU_ASSERT_STRING_NOT_EQUAL(etag4, etag4b);
+    expect_record(&f, "device-5", "disabled", "hub1.example.net", "enrollment group 'group-b'", NULL);
+    CU_ASSERT_EQUAL(cu_store_reg_get(f.store, "device-4", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "root-group");
+    CU_ASSERT_STRING_EQUAL(r.substatus, "initialAssignment");
+    cu_reg_record_clear(&r);
+    for (int i = 0; i < 3; i++)
+        expect_record(&f, fx_seed_ids[i], "assigned", "hub1.example.net", NULL, NULL);
 
     /* 3. Device 3 is compromised: a disabled individual enrollment. */
     CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &sd.dev[2], false), CU_OK);
     const bool no_3[5] = {true, true, false, false, false};
     expect(&f, no_3, "stage 3");
+    expect_record(&f, "device-3", "disabled", "hub1.example.net", "individual enrollment 'device-3'", NULL);
+    /* Refused again, the record is already right: not rewritten. */
+    expect_record(&f, "device-4", "disabled", "hub1.example.net", "enrollment group 'group-b'", etag4);
+    CU_ASSERT_STRING_EQUAL(etag4, etag4b);
 
     /* The explanation names each candidate in precedence order. */
     cu_prov_request req = {.registration_id = "device-4", .chain = sd.chain[3]};
@@ -102,6 +146,17 @@ static void test_seed_example(void)
     CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, true), CU_OK);
     const bool b_back[5] = {true, true, false, true, true};
     expect(&f, b_back, "stage 4");
+    expect_record(&f, "device-4", "assigned", "hub1.example.net", NULL, NULL);
+    expect_record(&f, "device-5", "assigned", "hub1.example.net", NULL, NULL);
+    CU_ASSERT_EQUAL(cu_store_reg_get(f.store, "device-4", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "group-b");
+    cu_reg_record_clear(&r);
+    expect_record(&f, "device-3", "disabled", "hub1.example.net", "individual enrollment 'device-3'", NULL);
+    /* And device 3's individual enrollment enabled again. */
+    CU_ASSERT_EQUAL_FATAL(fx_individual_x509(&f, "device-3", &sd.dev[2], true), CU_OK);
+    const bool all_back[5] = {true, true, true, true, true};
+    expect(&f, all_back, "stage 5");
+    expect_record(&f, "device-3", "assigned", "hub1.example.net", NULL, NULL);
     fx_close(&f);
 }
 

@@ -332,6 +332,57 @@ static void test_disabled_individual_blocks_group(void)
     cu_reg_record r;
     CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-x", &r), CU_OK);
     CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "sym-group");
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub1.example.net");
+    cu_reg_record_clear(&r);
+
+    /* Disabled again, the assigned device's record says so (hub kept);
+     * enabled again while hub1 takes no devices: assigned, moved to hub2
+     * per the reprovision policy (migrate by default). */
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-x", false), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-x", dk, 32, "0ne00000001", "dev-x", 600, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-x", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "disabled");
+    CU_ASSERT_EQUAL(r.error_code, 401002);
+    CU_ASSERT_STRING_EQUAL(r.error_message, "individual enrollment 'dev-x' is disabled");
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub1.example.net");
+    cu_reg_record_clear(&r);
+    cu_hub h1 = {"hub1.example.net", 1, false}, h2 = {"hub2.example.net", 1, true};
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h1, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(put_sym(&f, "dev-x", true), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-x", dk, 32, "0ne00000001", "dev-x", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-x", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "assigned");
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub2.example.net");
+    CU_ASSERT_STRING_EQUAL(r.substatus, "deviceDataMigrated");
+    CU_ASSERT_EQUAL(r.error_code, 0);
+    CU_ASSERT_STRING_EQUAL(r.error_message, "");
+    cu_reg_record_clear(&r);
+    /* Never re-provision: disabled and enabled again, it stays on hub2
+     * although only hub1 takes devices now. */
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason,
+                                      "{\"enrollmentGroupId\":\"sym-group\",\"provisioningStatus\":\"disabled\","
+                                      "\"reprovisionPolicy\":{\"updateHubAssignment\":false},\"attestation\":"
+                                      "{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"%s\"}}}",
+                                      KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-x", dk, 32, "0ne00000001", "dev-x", 600, reason, sizeof reason), CU_PROV_REFUSE);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-x", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "disabled");
+    CU_ASSERT_STRING_EQUAL(r.error_message, "enrollment group 'sym-group' is disabled");
+    cu_reg_record_clear(&r);
+    h1.apply = true;
+    h2.apply = false;
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h1, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_hub_put(f.store, &h2, NULL, 0), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason,
+                                      "{\"enrollmentGroupId\":\"sym-group\",\"reprovisionPolicy\":"
+                                      "{\"updateHubAssignment\":false},\"attestation\":{\"type\":\"symmetricKey\","
+                                      "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}", KEY_B64), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "dev-x", dk, 32, "0ne00000001", "dev-x", 600, reason, sizeof reason), CU_PROV_PROVISION);
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "dev-x", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.status, "assigned");
+    CU_ASSERT_STRING_EQUAL(r.assigned_hub, "hub2.example.net");
+    CU_ASSERT_STRING_EQUAL(r.substatus, "deviceDataMigrated");
     cu_reg_record_clear(&r);
 
     /* Disabled with another attestation (X.509): blocks the group's key too. */

@@ -79,6 +79,7 @@ typedef struct cu_prov_explain {
     size_t n;
     int decided;              /* index into cand, or -1 */
     cu_prov_outcome outcome;
+    bool disabled;            /* REFUSE because the deciding entry is disabled */
     char reason[512];
 } cu_prov_explain;
 
@@ -107,8 +108,11 @@ void cu_prov_result_clear(cu_prov_result *res);
  * the registration record and its audit record (the decision: every
  * candidate, the deciding entry, the chain's fingerprints, the hub) in one
  * transaction. A refusal is CU_OK with outcome REFUSE and a reason; no
- * registration record is written, only the refusal's audit record (in its
- * own transaction). See audit.h.
+ * registration record is created, only the refusal's audit record is
+ * written, except that a device refused by a disabled deciding entry that
+ * already has a record gets it marked `disabled` (errorCode 401002, the
+ * entry named in errorMessage; hub and device id kept) in the refusal's
+ * transaction. See audit.h.
  * @retval CU_OK (decision made), CU_E_INVALID_ARG, store errors */
 cu_rc cu_prov_register(cu_prov *p, const cu_prov_request *req, cu_prov_result *_res);
 

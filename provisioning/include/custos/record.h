@@ -19,7 +19,14 @@ typedef struct cu_hub {
     bool apply;                 /* applyAllocationPolicy: false = never gets new devices */
 } cu_hub;
 
-/* One device's registration state. Strings are empty when absent. */
+/* One device's registration state. Strings are empty when absent.
+ * status: `assigned` (with substatus) or `failed` (errorCode 400208: no hub)
+ * after a registration; `disabled` when a device that has a record is later
+ * refused because its deciding entry (individual or group) is disabled:
+ * errorCode 401002 and errorMessage name the entry, and assignedHub,
+ * deviceId and substatus stay as they were (where the device was). A device
+ * with no record gets none from a refusal. Registering again once the entry
+ * is enabled makes it `assigned` again. */
 typedef struct cu_reg_record {
     char registration_id[129];
     char device_id[129];
@@ -27,7 +34,7 @@ typedef struct cu_reg_record {
     char status[16];        /* assigned | failed | disabled */
     char substatus[40];     /* initialAssignment | deviceDataMigrated | deviceDataReset |
                                reprovisionedToInitialAssignment */
-    int error_code;         /* 0 when none */
+    int error_code;         /* 0 when none; 400208 (failed), 401002 (disabled) */
     char error_message[256];
     char etag[48];
     char created[32];
