@@ -467,7 +467,12 @@ static void keyset_clear(keyset *ks)
     ks->n = 0;
 }
 
-/* fp:<sha256>, subj:<sha256 of subject DER>, ski:<hex> of a certificate. */
+/* fp:<sha256> and, for an anchor, subj:<sha256 of subject DER> of a
+ * certificate. A group is the certificate it was enrolled with, as on the
+ * public service: it is found by fingerprint in the verified path, whose
+ * anchors come by subject (OpenSSL then matches issuer keys itself). No
+ * subject key identifier key: the issuer chooses that value freely, so a
+ * look-up by it could let another certificate stand for a group. */
 static cu_rc cert_keys(keyset *ks, X509 *x, bool anchor)
 {
     char hex[65];
@@ -479,13 +484,7 @@ static cu_rc cert_keys(keyset *ks, X509 *x, bool anchor)
     if ((rc = cu_x509_name_key(X509_get_subject_name(x), hex)) != CU_OK ||
         (rc = keyset_add(ks, "subj:", hex)) != CU_OK)
         return rc;
-    const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(x);
-    if (ski != NULL && ASN1_STRING_length(ski) <= 32) {
-        char sk[65];
-        cu_prov__hex(ASN1_STRING_get0_data(ski), (size_t)ASN1_STRING_length(ski), sk);
-        rc = keyset_add(ks, "ski:", sk);
-    }
-    return rc;
+    return CU_OK;
 }
 
 static cu_rc pem_keys(keyset *ks, const char *pem, bool anchor)
@@ -1128,6 +1127,13 @@ cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
         ERR_clear_error();
         rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len,
                         "the verification certificate is not signed by the key of CA '%s'", name);
+        goto cleanup;
+    }
+    /* A proof outside its validity period proves nothing now (it may be an
+     * old one, or one made for later). */
+    char why[400];
+    if (cu_x509_check_time(proof, 0, why, sizeof why) != CU_OK) {
+        rc = cu_prov__refuse(CU_E_VERIFY, reason, reason_len, "the verification certificate: %s", why);
         goto cleanup;
     }
     before = json_deep_copy(ca);

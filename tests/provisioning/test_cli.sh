@@ -97,7 +97,12 @@ code=$("$C" ca verification-code factory $S)
 expect 0 "" "verification cert" -- "$C" pki verification-cert --ca-cert "$T/pki/cert-a.pem" --ca-key "$T/pki/cert-a.key" --code "$code" --out "$T/proof.pem"
 "$C" pki verification-cert --ca-cert "$T/pki/cert-b.pem" --ca-key "$T/pki/cert-b.key" --code "$code" --out "$T/wrong.pem" >/dev/null
 expect 1 "not signed by" "proof by another key refused" -- "$C" ca verify factory --cert "$T/wrong.pem" $S
-expect 0 "verified" "ca verify" -- "$C" ca verify factory --cert "$T/proof.pem" $S
+expect 1 "stale etag" "ca verify --etag stale" -- "$C" ca verify factory --cert "$T/proof.pem" --etag '"00000000-0000-0000-0000-000000000000"' $S
+etag=$("$C" ca list --json $S | sed -n 's/.*"etag": *"\(\\"[^\\]*\\"\)".*/\1/p' | sed 's/\\"/"/g')
+[ -n "$etag" ] && ok "the CA's etag" || bad "the CA's etag (none in ca list --json)"
+expect 0 "verified" "ca verify --etag" -- "$C" ca verify factory --cert "$T/proof.pem" --etag "$etag" $S
+"$C" pki verification-cert --ca-cert "$T/pki/cert-a.pem" --ca-key "$T/pki/cert-a.key" --code "$code" --out "$T/proof2.pem" >/dev/null
+expect 1 "no verification code" "the code is one-time" -- "$C" ca verify factory --cert "$T/proof2.pem" $S
 expect 0 "by-ref" "group on the verified CA" -- "$C" group create by-ref --ca-ref factory $S
 expect 0 "verified" "ca list" -- "$C" ca list $S
 expect 0 "hub1.example.net" "hub list" -- "$C" hub list $S

@@ -469,6 +469,44 @@ static void test_bad_x509(void)
     fx_close(&f);
 }
 
+/* A CA certificate re-issued with the same subject and key (a renewal: new
+ * serial, new validity) stands for the same group without any look-up by
+ * subject key identifier: the anchor is found by subject, OpenSSL puts the
+ * enrolled certificate in the verified path, and the group is found by its
+ * fingerprint — both ways round. */
+static void test_reissued_ca_certificate(void)
+{
+    fx f;
+    char reason[512];
+    tcert b2 = {X509_dup(sd.ca_b.cert), sd.ca_b.key};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b2.cert);
+    ASN1_INTEGER_set(X509_get_serialNumber(b2.cert), 4242);
+    X509_gmtime_adj(X509_getm_notAfter(b2.cert), 2 * 365 * DAY);
+    CU_ASSERT_FATAL(X509_sign(b2.cert, sd.root.key, EVP_sha256()) > 0);
+    CU_ASSERT_NOT_EQUAL(X509_cmp(b2.cert, sd.ca_b.cert), 0);
+
+    /* The group holds the renewed B; devices 4 and 5 still send the old one. */
+    CU_ASSERT_FATAL(fx_open(&f, "seedrenew") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b-renewed", &b2, true), CU_OK);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-4", sd.chain[3], reason, sizeof reason), CU_PROV_PROVISION);
+    cu_reg_record r;
+    CU_ASSERT_EQUAL_FATAL(cu_store_reg_get(f.store, "device-4", &r), CU_OK);
+    CU_ASSERT_STRING_EQUAL(r.enrollment_group_id, "group-b-renewed");
+    cu_reg_record_clear(&r);
+    /* A's devices are not B's. */
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-1", sd.chain[0], reason, sizeof reason), CU_PROV_REFUSE);
+    fx_close(&f);
+
+    /* The group holds the old B; a device sends the renewed one. */
+    CU_ASSERT_FATAL(fx_open(&f, "seedrenew2") == 0);
+    CU_ASSERT_EQUAL_FATAL(fx_group_x509(&f, "group-b", &sd.ca_b, true), CU_OK);
+    cu_x509_chain *ch = tc_chain(&sd.dev[4], &b2, NULL);
+    CU_ASSERT_EQUAL(fx_register_x509(&f, "device-5", ch, reason, sizeof reason), CU_PROV_PROVISION);
+    cu_x509_chain_free(ch);
+    fx_close(&f);
+    X509_free(b2.cert);
+}
+
 /* PEM bundles as a device sends them: leaf first. */
 static void test_chain_pem(void)
 {
@@ -499,6 +537,7 @@ int main(void)
         {"group on an intermediate", test_group_on_intermediate},
         {"bad X.509 inputs refused, nothing written", test_bad_x509},
         {"PEM chain input", test_chain_pem},
+        {"a re-issued CA certificate (same key) is the same group", test_reissued_ca_certificate},
         {NULL, NULL},
     };
     if (cu_test_add_suite("prov_seed", setup, teardown, cases) != 0)

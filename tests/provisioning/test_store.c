@@ -4,6 +4,8 @@
 
 #include <custos/sas.h>
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,18 +554,56 @@ static void test_ca_proof_of_possession(void)
     CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_E_VERIFY);
     free(ppem);
     tc_free(&proof);
-    /* The owner's proof. */
-    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, -100, 86400) == 0);
+    /* The owner's proof, but expired, or not yet valid: refused. */
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, -2 * 86400, -86400) == 0);
     ppem = tc_pem(&proof);
-    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_E_VERIFY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "has expired"));
     free(ppem);
     tc_free(&proof);
-    free(code);
-    bool verified = false;
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, 86400, 2 * 86400) == 0);
+    ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_E_VERIFY);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "not yet valid"));
+    free(ppem);
+    tc_free(&proof);
+    bool verified = true;
     X509 *x = NULL;
+    CU_ASSERT_EQUAL(cu_store_ca_get_cert(f.store, "factory", &x, &verified), CU_OK);
+    CU_ASSERT_FALSE(verified);
+    X509_free(x);
+    x = NULL;
+    /* The owner's valid proof, with a stale If-Match: refused (412); with
+     * the CA's etag: verified. */
+    char *cajs = NULL, etag[64] = "";
+    CU_ASSERT_EQUAL_FATAL(cu_store_ca_get_json(f.store, "factory", &cajs), CU_OK);
+    json_error_t jerr;
+    json_t *caj = json_loads(cajs, 0, &jerr);
+    const char *et = json_string_value(json_object_get(caj, "etag"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(et);
+    snprintf(etag, sizeof etag, "%s", et);
+    json_decref(caj);
+    free(cajs);
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, -100, 86400) == 0);
+    ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", "\"00000000-0000-0000-0000-000000000000\"", ppem, reason,
+                                       sizeof reason), CU_E_STATE);
+    CU_ASSERT_EQUAL(cu_store_last_http_status(), 412);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "stale etag"));
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", etag, ppem, reason, sizeof reason), CU_OK);
+    free(ppem);
+    tc_free(&proof);
     CU_ASSERT_EQUAL(cu_store_ca_get_cert(f.store, "factory", &x, &verified), CU_OK);
     CU_ASSERT_TRUE(verified);
     X509_free(x);
+    /* The code was one-time: a fresh proof of it is refused. */
+    CU_ASSERT_FATAL(tc_make(&proof, code, false, &ca, -100, 86400) == 0);
+    ppem = tc_pem(&proof);
+    CU_ASSERT_EQUAL(cu_store_ca_verify(f.store, "factory", NULL, ppem, reason, sizeof reason), CU_E_STATE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "no verification code"));
+    free(ppem);
+    tc_free(&proof);
+    free(code);
     CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_GROUP, reason, sizeof reason, "%s", grp), CU_OK);
     cu_x509_chain *ch = tc_chain(&dev, NULL);
     CU_ASSERT_EQUAL(fx_register_x509(&f, "ca-dev-1", ch, reason, sizeof reason), CU_PROV_PROVISION);

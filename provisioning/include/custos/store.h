@@ -253,8 +253,12 @@ cu_rc cu_store_ca_get_cert(cu_store *s, const char *name, X509 **_cert, bool *_v
 /* Issues a fresh verification code (caller frees). */
 cu_rc cu_store_ca_gen_code(cu_store *s, const char *name, const char *if_match, char **_code,
                            char *reason, size_t reason_len);
-/* Proof of possession: cert_text must be signed by the CA's key and carry
- * the current verification code as its subject CN. */
+/* Proof of possession: cert_text must be signed by the CA's key, carry the
+ * current verification code as its subject CN and be within its validity
+ * period now. The code is one-time: a success removes it, so verifying
+ * again (even with a fresh proof of the same code) is refused (CU_E_STATE,
+ * "no verification code was issued") until a new code is issued.
+ * if_match: the CA's etag (stale: CU_E_STATE, 412), NULL or "*" for any. */
 cu_rc cu_store_ca_verify(cu_store *s, const char *name, const char *if_match,
                          const char *cert_text, char *reason, size_t reason_len);
 cu_rc cu_store_ca_delete(cu_store *s, const char *name, const char *if_match, char *reason,
