@@ -173,6 +173,10 @@ static void usage(cu_enr_kind kind, FILE *f)
     if (!grp)
         fprintf(f, "  explain (--cert CHAIN.pem | --registration-id ID) [--sas-file F]\n"
                    "                                            the decision the service would make, and why\n");
+    else
+        fprintf(f, "  symkey-limit [N]                          how many symmetric-key groups the store may hold\n"
+                   "                                            (default %d; each is tried for an unknown device)\n",
+                CU_STORE_DEFAULT_MAX_SYMKEY_GROUPS);
     fprintf(f,
             "\nflags (create/update):\n"
             "  --attestation x509|symmetricKey%s\n"

@@ -676,6 +676,8 @@ cleanup:
     return rc;
 }
 
+static cu_rc symkey_room(cu_store *s, const cu_enr *e, const cu_enr *old, char *reason, size_t rlen);
+
 cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned flags,
                        char *reason, size_t reason_len)
 {
@@ -732,6 +734,8 @@ cu_rc cu_store_enr_put(cu_store *s, cu_enr *e, const char *if_match, unsigned fl
         }
     }
     if ((rc = enr_hubs_linked(s, e, reason, reason_len)) != CU_OK)
+        goto cleanup;
+    if ((rc = symkey_room(s, e, old, reason, reason_len)) != CU_OK)
         goto cleanup;
     if ((rc = enr_keys(s, e, &ks, reason, reason_len)) != CU_OK)
         goto cleanup;
@@ -846,7 +850,73 @@ cu_rc cu_store_groups_by_cert(cu_store *s, X509 *cert, char ***_ids, size_t *_n)
 cu_rc cu_store_symkey_groups(cu_store *s, char ***_ids, size_t *_n)
 {
     cu_prov__return_val_if_fail(s != NULL && _ids != NULL && _n != NULL, CU_E_INVALID_ARG);
-    return s->ops->find(s->b, CU_KIND_GROUP, "att:symmetricKey", NULL, 1000000, _ids, _n);
+    return s->ops->find(s->b, CU_KIND_GROUP, "att:symmetricKey", NULL, CU_STORE_MAX_SYMKEY_GROUPS_CEILING, _ids, _n);
+}
+
+#define SYMKEY_LIMIT_SETTING "maxSymmetricKeyGroups"
+
+cu_rc cu_store_symkey_group_limit(cu_store *s, unsigned long *_max)
+{
+    cu_prov__return_val_if_fail(s != NULL && _max != NULL, CU_E_INVALID_ARG);
+    char *v = NULL, *end = NULL;
+    cu_rc rc = cu_store_setting_get(s, SYMKEY_LIMIT_SETTING, &v);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
+        cu_err_clear();
+        *_max = CU_STORE_DEFAULT_MAX_SYMKEY_GROUPS;
+        return CU_OK;
+    }
+    if (rc != CU_OK)
+        return rc;
+    unsigned long m = strtoul(v, &end, 10);
+    if (end == v || *end != 0 || m == 0 || m > CU_STORE_MAX_SYMKEY_GROUPS_CEILING)
+        rc = cu_err_set(CU_E_STATE, "setting " SYMKEY_LIMIT_SETTING " is not a count (1..%d): '%.32s'",
+                        CU_STORE_MAX_SYMKEY_GROUPS_CEILING, v);
+    else
+        *_max = m;
+    free(v);
+    return rc;
+}
+
+cu_rc cu_store_set_symkey_group_limit(cu_store *s, unsigned long max)
+{
+    cu_prov__return_val_if_fail(s != NULL, CU_E_INVALID_ARG);
+    char v[24];
+    if (max == 0 || max > CU_STORE_MAX_SYMKEY_GROUPS_CEILING)
+        return cu_err_set(CU_E_INVALID_ARG, "the symmetric-key group limit is 1..%d, not %lu",
+                          CU_STORE_MAX_SYMKEY_GROUPS_CEILING, max);
+    snprintf(v, sizeof v, "%lu", max);
+    return cu_store_setting_put(s, SYMKEY_LIMIT_SETTING, v);
+}
+
+/* A new symmetric-key group must fit under the limit: every such group is
+ * tried for each token no other entry verifies, so their number is what
+ * one unknown device's request costs. Counted in the writing transaction;
+ * e is not counted when it is one already (a replacement, or a repair). */
+static cu_rc symkey_room(cu_store *s, const cu_enr *e, const cu_enr *old, char *reason, size_t rlen)
+{
+    unsigned long max = 0;
+    char **ids = NULL;
+    size_t n = 0;
+    cu_rc rc;
+    if (cu_enr_get_kind(e) != CU_ENR_GROUP || cu_enr_get_att_type(e) != CU_ATT_SYMMETRIC_KEY ||
+        (old != NULL && cu_enr_get_att_type(old) == CU_ATT_SYMMETRIC_KEY))
+        return CU_OK;
+    if ((rc = cu_store_symkey_group_limit(s, &max)) != CU_OK ||
+        (rc = s->ops->find(s->b, CU_KIND_GROUP, "att:symmetricKey", NULL, max + 1, &ids, &n)) != CU_OK)
+        return cu_prov__refuse(rc, reason, rlen, "%s", cu_err_last()->msg);
+    size_t others = n;
+    for (size_t i = 0; i < n; i++)
+        if (cu_prov__ieq(ids[i], cu_enr_get0_id(e)))
+            others--;
+    cu_store_ids_free(ids, n);
+    if (others >= max) {
+        last_http = 400;
+        return cu_prov__refuse(CU_E_INVALID_ARG, reason, rlen,
+                               "symmetric-key enrollment groups are at their limit of %lu (setting "
+                               SYMKEY_LIMIT_SETTING ", custos group symkey-limit): each one is tried for "
+                               "every token that no other entry verifies", max);
+    }
+    return CU_OK;
 }
 
 static bool in_stack(STACK_OF(X509) *st, X509 *x)

@@ -20,6 +20,14 @@
  *       (SAS among the first CHECKPOINT enrollments; the groups' look-ups;
  *       no X.509 resolution, the groups' CA keys are gone)
  *
+ *   bench_prov_scale symkey [COUNTS [M]]
+ *       symmetric-key groups (each with a primary and a secondary key) added
+ *       up to each of COUNTS (default 100,10000), and at each count the cost
+ *       of a token the groups cannot verify (an unknown registration id:
+ *       every group tried), as an explanation and as a registration (its
+ *       refusal audited), and of a device of the group tried last; M of each
+ *       (default 100)
+ *
  * CUSTOS_STORE (and CUSTOS_STORE_PASSWORD_FILE) names another store than
  * DIR, e.g. postgresql://…; DIR then only names the run (store size is
  * not reported).
@@ -220,6 +228,93 @@ static int lookups_only(cu_store *s, cu_prov *p, char *dir, long n, long m, long
     return r.refused == 0 ? 0 : 1;
 }
 
+/* symkey: what a token costs that no symmetric-key group verifies, against
+ * the number of such groups (resolve_sas tries each). */
+static int symkey_groups(cu_store *s, cu_prov *p, const long *counts, int nc, long m)
+{
+    char id[64], js[512], reason[512], kb[64], kb2[64], limit[32];
+    uint8_t k[32], k2[32], dk[32];
+    long have = 0, bad = 0;
+    unsigned int dl = 0;
+    snprintf(limit, sizeof limit, "%ld", counts[nc - 1]);
+    if (cu_store_setting_put(s, "maxSymmetricKeyGroups", limit) != CU_OK) {
+        fprintf(stderr, "setting: %s\n", cu_err_last()->msg);
+        return 1;
+    }
+    for (int c = 0; c < nc; c++) {
+        double t0 = now_s();
+        cu_store_begin(s);
+        for (; have < counts[c]; have++) {
+            snprintf(id, sizeof id, "sym-group-%06ld", have);
+            device_key(id, k);
+            k2[0] = 1;
+            HMAC(EVP_sha256(), k, 32, (const uint8_t *)"secondary", 9, k2, &dl);
+            EVP_EncodeBlock((unsigned char *)kb, k, 32);
+            EVP_EncodeBlock((unsigned char *)kb2, k2, 32);
+            int len = snprintf(js, sizeof js,
+                               "{\"enrollmentGroupId\":\"%s\",\"attestation\":{\"type\":\"symmetricKey\","
+                               "\"symmetricKey\":{\"primaryKey\":\"%s\",\"secondaryKey\":\"%s\"}}}", id, kb, kb2);
+            cu_enr *e = NULL;
+            if (cu_enr_parse(CU_ENR_GROUP, js, (size_t)len, &e, reason, sizeof reason) != CU_OK ||
+                cu_store_enr_put(s, e, NULL, 0, reason, sizeof reason) != CU_OK) {
+                fprintf(stderr, "group %s: %s\n", id, reason);
+                return 1;
+            }
+            cu_enr_free(e);
+        }
+        cu_store_commit(s);
+        printf("%ld symmetric-key groups (added in %.1f s):\n", have, now_s() - t0);
+        /* The device of the group tried last (ids in order; first
+         * registration, so no last group to try first). */
+        snprintf(id, sizeof id, "sym-group-%06ld", have - 1);
+        device_key(id, k);
+        HMAC(EVP_sha256(), k, 32, (const uint8_t *)"bench-sym-device", 16, dk, &dl);
+        lat un = {malloc(sizeof(double) * (size_t)m), 0}, reg = {malloc(sizeof(double) * (size_t)m), 0};
+        lat last = {malloc(sizeof(double) * (size_t)m), 0};
+        for (long i = 0; i < m; i++) {
+            uint8_t rk[32];
+            char rid[64], *tok = NULL;
+            snprintf(rid, sizeof rid, "unknown-%ld-%ld", have, i);
+            device_key(rid, rk);
+            cu_sas_sign(rk, 32, "0ne00000001", rid, (uint64_t)time(NULL) + 3600, "registration", &tok);
+            cu_prov_request req = {.registration_id = rid, .authorization = tok};
+            cu_prov_explain ex;
+            double a = now_s();
+            if (cu_prov_explain_request(p, &req, &ex) != CU_OK || ex.outcome != CU_PROV_REFUSE)
+                bad++;
+            un.v[un.n++] = now_s() - a;
+            cu_prov_explain_clear(&ex);
+            cu_prov_result res;
+            a = now_s();
+            if (cu_prov_register(p, &req, &res) != CU_OK || res.outcome != CU_PROV_REFUSE)
+                bad++;
+            reg.v[reg.n++] = now_s() - a;
+            cu_prov_result_clear(&res);
+            free(tok);
+            cu_sas_sign(dk, 32, "0ne00000001", "bench-sym-device", (uint64_t)time(NULL) + 3600, "registration", &tok);
+            cu_prov_request ok = {.registration_id = "bench-sym-device", .authorization = tok};
+            a = now_s();
+            if (cu_prov_explain_request(p, &ok, &ex) != CU_OK || ex.outcome != CU_PROV_PROVISION)
+                bad++;
+            last.v[last.n++] = now_s() - a;
+            cu_prov_explain_clear(&ex);
+            free(tok);
+        }
+        printf("  unknown id, explained (%ld):            p50 %.1f us, p99 %.1f us (%.2f us per group)\n", un.n,
+               pct(&un, 50), pct(&un, 99), pct(&un, 50) / (double)have);
+        printf("  unknown id, registration refused (%ld): p50 %.1f us, p99 %.1f us\n", reg.n, pct(&reg, 50),
+               pct(&reg, 99));
+        printf("  device of the last group, explained (%ld): p50 %.1f us, p99 %.1f us\n", last.n, pct(&last, 50),
+               pct(&last, 99));
+        fflush(stdout);
+        free(un.v);
+        free(reg.v);
+        free(last.v);
+    }
+    printf("wrong outcomes (must be 0): %ld\n", bad);
+    return bad == 0 ? 0 : 1;
+}
+
 static int parse_checkpoints(const char *s, long n, long *out, int *_k)
 {
     int k = 0;
@@ -239,8 +334,41 @@ static int parse_checkpoints(const char *s, long n, long *out, int *_k)
     return 0;
 }
 
+static int symkey_main(int argc, char **argv)
+{
+    static const uint8_t kkey[32] = "bench keyring key bench keyring";
+    long counts[MAX_CHECKPOINTS + 1], m = argc > 3 ? atol(argv[3]) : 100;
+    int nc = 0;
+    cu_keyring *kr = NULL;
+    cu_store *s = NULL;
+    cu_prov *p = NULL;
+    if (parse_checkpoints(argc > 2 ? argv[2] : "100,10000", 100000000, counts, &nc) != 0 || m < 1) {
+        fprintf(stderr, "usage: bench_prov_scale symkey [COUNTS [M]] (counts ascending, below 100000000)\n");
+        return 2;
+    }
+    nc--; /* parse_checkpoints appends its bound */
+    char *dir = cu_test_mkdtemp("bench-symkey");
+    cu_prov_config cfg = {.id_scope = "0ne00000001", .use_default_skew = true};
+    cu_hub hub = {"hub1.example.net", 1, true};
+    if (dir == NULL || cu_keyring_software_new(kkey, sizeof kkey, &kr) != CU_OK ||
+        cu_store_open_dir(dir, kr, &s) != CU_OK || cu_store_hub_put(s, &hub, NULL, 0) != CU_OK ||
+        cu_prov_new(s, &cfg, &p) != CU_OK) {
+        fprintf(stderr, "setup: %s\n", cu_err_last()->msg);
+        return 1;
+    }
+    int rc = symkey_groups(s, p, counts, nc, m);
+    cu_prov_free(p);
+    cu_store_close(s);
+    cu_keyring_free(kr);
+    cu_test_rmtree(dir);
+    free(dir);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "symkey") == 0)
+        return symkey_main(argc, argv);
     long n = argc > 1 ? atol(argv[1]) : 1000000, m = argc > 2 ? atol(argv[2]) : 100000;
     long g = argc > 3 ? atol(argv[3]) : 1000;
     const char *dir_arg = argc > 4 && *argv[4] ? argv[4] : NULL; /* "": temporary */

@@ -123,6 +123,15 @@ expect 0 '^{"deleted":true}$' "hub delete --json" -- "$C" hub delete hub9.exampl
 expect 0 "hub8.example.net" "hub add (another)" -- "$C" hub add hub8.example.net $S
 expect 0 "^deleted hub8.example.net$" "hub delete (text)" -- "$C" hub delete hub8.example.net $S
 
+# The limit on symmetric-key groups (each is tried for an unknown device).
+expect 0 "^1000$" "group symkey-limit (default)" -- "$C" group symkey-limit $S
+expect 2 "a count" "group symkey-limit 0 refused" -- "$C" group symkey-limit 0 $S
+expect 0 '^{"maxSymmetricKeyGroups":1}$' "group symkey-limit 1" -- "$C" group symkey-limit 1 --json $S
+expect 0 "sym-a" "a symmetric-key group" -- "$C" group create sym-a --attestation symmetricKey $S
+expect 1 "at their limit of 1" "one more refused" -- "$C" group create sym-b --attestation symmetricKey $S
+expect 1 "no enrollmentGroup 'sym-b'" "nothing written" -- "$C" group show sym-b $S
+expect 0 "symkey-limit" "group --help names it" -- "$C" group --help
+
 # A test chain: root -> factory -> line -> devices.
 expect 0 "2 factories" "pki chain" -- "$C" pki chain --out "$T/chain" --factories 2 --lines 1 --devices 2
 [ -f "$T/chain/device-4-chain.pem" ] && [ "$(stat -c %a "$T/chain/device-4.key")" = 600 ] && ok "chain files, keys 0600" || bad "chain files"

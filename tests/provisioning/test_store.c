@@ -401,6 +401,72 @@ static void test_disabled_individual_blocks_group(void)
     fx_close(&f);
 }
 
+static cu_rc put_sym_group(fx *f, const char *id, char *reason, size_t rlen)
+{
+    return fx_put_json(f, CU_ENR_GROUP, reason, rlen,
+                       "{\"enrollmentGroupId\":\"%s\",\"attestation\":{\"type\":\"symmetricKey\","
+                       "\"symmetricKey\":{\"primaryKey\":\"%s\"}}}", id, KEY_B64);
+}
+
+/* Every symmetric-key group is tried for a token no other entry verifies,
+ * so the store refuses one past its limit (400, the limit named, nothing
+ * written); replacing one, or other groups, is not limited. */
+static void test_symkey_group_limit(void)
+{
+    fx f;
+    tcert ca;
+    char reason[512];
+    unsigned long max = 0;
+    cu_enr *e = NULL;
+    CU_ASSERT_FATAL(fx_open(&f, "symlimit") == 0);
+    CU_ASSERT_EQUAL(cu_store_symkey_group_limit(f.store, &max), CU_OK);
+    CU_ASSERT_EQUAL(max, CU_STORE_DEFAULT_MAX_SYMKEY_GROUPS);
+    CU_ASSERT_EQUAL(cu_store_set_symkey_group_limit(f.store, 0), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_store_set_symkey_group_limit(f.store, CU_STORE_MAX_SYMKEY_GROUPS_CEILING + 1), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL_FATAL(cu_store_set_symkey_group_limit(f.store, 2), CU_OK);
+    CU_ASSERT_EQUAL(cu_store_symkey_group_limit(f.store, &max), CU_OK);
+    CU_ASSERT_EQUAL(max, 2);
+    CU_ASSERT_EQUAL(put_sym_group(&f, "sym-1", reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(put_sym_group(&f, "sym-2", reason, sizeof reason), CU_OK);
+    reason[0] = 0;
+    CU_ASSERT_EQUAL(put_sym_group(&f, "sym-3", reason, sizeof reason), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_store_last_http_status(), 400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(reason, "limit of 2"));
+    CU_ASSERT_EQUAL(cu_store_enr_get(f.store, CU_ENR_GROUP, "sym-3", &e), CU_E_OBJECT_NOT_FOUND);
+    /* A replacement is not a new group; X.509 groups are not counted. */
+    CU_ASSERT_EQUAL(put_sym_group(&f, "SYM-2", reason, sizeof reason), CU_OK);
+    CU_ASSERT_FATAL(tc_make(&ca, "Limit CA", true, NULL, -100, 86400) == 0);
+    CU_ASSERT_EQUAL(fx_group_x509(&f, "x509-1", &ca, true), CU_OK);
+    /* Turning the X.509 group into a symmetric-key one would be one more. */
+    CU_ASSERT_EQUAL(put_sym_group(&f, "x509-1", reason, sizeof reason), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL_FATAL(cu_store_enr_get(f.store, CU_ENR_GROUP, "x509-1", &e), CU_OK);
+    CU_ASSERT_EQUAL(cu_enr_get_att_type(e), CU_ATT_X509);
+    cu_enr_free(e);
+    e = NULL;
+    /* Room again after a delete, or with a higher limit. */
+    CU_ASSERT_EQUAL(cu_store_enr_delete(f.store, CU_ENR_GROUP, "sym-1", NULL, reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(put_sym_group(&f, "sym-3", reason, sizeof reason), CU_OK);
+    CU_ASSERT_EQUAL(put_sym_group(&f, "sym-4", reason, sizeof reason), CU_E_INVALID_ARG);
+    CU_ASSERT_EQUAL(cu_store_set_symkey_group_limit(f.store, 3), CU_OK);
+    CU_ASSERT_EQUAL(put_sym_group(&f, "sym-4", reason, sizeof reason), CU_OK);
+    /* Lowering it removes nothing: the groups there still provision. */
+    CU_ASSERT_EQUAL(cu_store_set_symkey_group_limit(f.store, 1), CU_OK);
+    char **ids = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(cu_store_symkey_groups(f.store, &ids, &n), CU_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    cu_store_ids_free(ids, n);
+    uint8_t *k = NULL, dk[32];
+    size_t kl = 0;
+    CU_ASSERT_EQUAL_FATAL(cu_sas_key_decode(KEY_B64, &k, &kl), CU_OK);
+    CU_ASSERT_EQUAL_FATAL(cu_sas_derive_key(k, kl, "lim-dev", dk), CU_OK);
+    CU_ASSERT_EQUAL(reg_sas(&f, "lim-dev", dk, 32, "0ne00000001", "lim-dev", 600, reason, sizeof reason),
+                    CU_PROV_PROVISION);
+    cu_sas_key_free(k, kl);
+    tc_free(&ca);
+    fx_close(&f);
+}
+
 static void test_reprovision(void)
 {
     fx f;
@@ -684,6 +750,7 @@ int main(void)
         {"secondary keys, individual and group", test_secondary_keys},
         {"a disabled individual blocks a group-derived key", test_disabled_individual_blocks_group},
         {"reprovisioning and substatus", test_reprovision},
+        {"symmetric-key group limit", test_symkey_group_limit},
         {"only linked hubs, when written and when allocating", test_unlinked_hubs},
         {"CA proof of possession", test_ca_proof_of_possession},
         {"schema 3: documents in a rowid table", test_schema_3},

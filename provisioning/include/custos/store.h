@@ -236,8 +236,23 @@ cu_rc cu_store_count(cu_store *s, cu_store_kind kind, uint64_t *_n);
 
 /* Groups whose signing certificate (or referenced CA) is exactly cert. */
 cu_rc cu_store_groups_by_cert(cu_store *s, X509 *cert, char ***_ids, size_t *_n);
-/* Symmetric-key groups (to try the derived keys of each). */
+/* Symmetric-key groups (to try the derived keys of each), all of them (at
+ * most CU_STORE_MAX_SYMKEY_GROUPS_CEILING). */
 cu_rc cu_store_symkey_groups(cu_store *s, char ***_ids, size_t *_n);
+
+/* How many symmetric-key enrollment groups a store may hold. A device names
+ * no group, so the engine tries every one of them for a token it cannot
+ * verify otherwise: two key unwraps and up to four HMACs per group, for any
+ * token of an unknown id (docs/provisioning.md). Creating a group (or
+ * turning one into a symmetric-key group) past the limit is refused
+ * (CU_E_INVALID_ARG, 400, the limit named); lowering it removes nothing.
+ * The setting "maxSymmetricKeyGroups" holds it; the default is generous
+ * (the public service allows 100). */
+#define CU_STORE_DEFAULT_MAX_SYMKEY_GROUPS 1000
+#define CU_STORE_MAX_SYMKEY_GROUPS_CEILING 1000000
+cu_rc cu_store_symkey_group_limit(cu_store *s, unsigned long *_max);
+/* @retval CU_E_INVALID_ARG max is 0 or above the ceiling */
+cu_rc cu_store_set_symkey_group_limit(cu_store *s, unsigned long max);
 /* Pushes onto anchors every trusted certificate (group signing certificates
  * and verified CAs, seals checked) whose subject is name (new references). */
 cu_rc cu_store_anchors_by_subject(cu_store *s, const X509_NAME *name, STACK_OF(X509) *anchors);
