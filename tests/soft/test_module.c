@@ -125,6 +125,75 @@ static void test_login_rules(void)
     tst_end(&t);
 }
 
+/* PKCS#11: C_Logout ends private session objects for good, and no key is
+ * ever usable without a login (a key cannot be made or copied public). */
+static void test_logout_ends_private_session_objects(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE pub, priv, hk, cp, d;
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_OBJECT_CLASS data = CKO_DATA;
+    unsigned char sig[64], dg[32] = {9};
+    CK_ULONG sl = sizeof sig;
+    CK_MECHANISM m = {CKM_ECDSA, NULL, 0}, hm = {CKM_SHA256_HMAC, NULL, 0};
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("logout", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, false, "sess", &pub, &priv) == CKR_OK);
+    CU_ASSERT_FATAL(tst_gen_hmac(h, 32, false, "sessmac", &hk) == CKR_OK);
+    CK_ATTRIBUTE pd[] = {{CKA_CLASS, &data, sizeof data}, {CKA_PRIVATE, &yes, 1},
+                         {CKA_LABEL, "sessdata", 8}, {CKA_VALUE, "v", 1}};
+    CU_ASSERT_EQUAL(p11->C_CreateObject(h, pd, 4, &d), CKR_OK);
+    /* a copy cannot make a key (or any private object) public */
+    CK_ATTRIBUTE ct[] = {{CKA_PRIVATE, &no, 1}, {CKA_LABEL, "pubcopy", 7}};
+    CU_ASSERT_EQUAL(p11->C_CopyObject(h, priv, ct, 2, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    CU_ASSERT_EQUAL(p11->C_CopyObject(h, hk, ct, 2, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    CU_ASSERT_EQUAL(p11->C_CopyObject(h, d, ct, 2, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    CU_ASSERT_EQUAL(tst_count(h, "pubcopy", (CK_ULONG)-1), 0);
+    /* nor can a template make one public */
+    CK_MECHANISM em = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)p256, sizeof p256}};
+    CK_ATTRIBUTE kt[] = {{CKA_PRIVATE, &no, 1}, {CKA_SIGN, &yes, 1}};
+    CU_ASSERT_EQUAL(p11->C_GenerateKeyPair(h, &em, pt, 1, kt, 2, &pub, &cp),
+                    CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+    CK_KEY_TYPE gk = CKK_GENERIC_SECRET;
+    unsigned char key[32] = {1};
+    CK_ATTRIBUTE st[] = {{CKA_CLASS, &sk, sizeof sk}, {CKA_KEY_TYPE, &gk, sizeof gk},
+                         {CKA_VALUE, key, sizeof key}, {CKA_PRIVATE, &no, 1}};
+    CU_ASSERT_EQUAL(p11->C_CreateObject(h, st, 4, &cp), CKR_ATTRIBUTE_VALUE_INVALID);
+    /* a public object copied as private is private from then on */
+    CK_ATTRIBUTE pubd[] = {{CKA_CLASS, &data, sizeof data}, {CKA_PRIVATE, &no, 1},
+                           {CKA_LABEL, "open", 4}, {CKA_VALUE, "w", 1}};
+    CK_ATTRIBUTE mkpriv[] = {{CKA_PRIVATE, &yes, 1}, {CKA_LABEL, "closed", 6}};
+    CK_OBJECT_HANDLE od, cd;
+    CU_ASSERT_EQUAL(p11->C_CreateObject(h, pubd, 4, &od), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_CopyObject(h, od, mkpriv, 2, &cd), CKR_OK);
+    char v[8];
+    CK_ATTRIBUTE va = {CKA_VALUE, v, sizeof v};
+    CU_ASSERT_EQUAL(p11->C_GetAttributeValue(h, cd, &va, 1), CKR_OK);
+    CU_ASSERT(va.ulValueLen == 1 && v[0] == 'w');
+
+    CU_ASSERT_EQUAL(p11->C_Logout(h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_OK);
+    /* gone, and the old handles stay invalid after the new login */
+    CU_ASSERT_EQUAL(tst_count(h, "sess", CKO_PRIVATE_KEY), 0);
+    CU_ASSERT_EQUAL(tst_count(h, "sessmac", (CK_ULONG)-1), 0);
+    CU_ASSERT_EQUAL(tst_count(h, "sessdata", (CK_ULONG)-1), 0);
+    CU_ASSERT_EQUAL(tst_count(h, "closed", (CK_ULONG)-1), 0);
+    CU_ASSERT_EQUAL(p11->C_SignInit(h, &m, priv), CKR_KEY_HANDLE_INVALID);
+    CU_ASSERT_EQUAL(p11->C_SignInit(h, &hm, hk), CKR_KEY_HANDLE_INVALID);
+    CU_ASSERT_EQUAL(p11->C_GetAttributeValue(h, d, &va, 1), CKR_OBJECT_HANDLE_INVALID);
+    CU_ASSERT_EQUAL(tst_sign(h, &m, priv, dg, 32, sig, &sl), CKR_KEY_HANDLE_INVALID);
+    /* public session objects live on */
+    CU_ASSERT_EQUAL(tst_count(h, "sess/pub", CKO_PUBLIC_KEY), 1);
+    CU_ASSERT_EQUAL(tst_count(h, "open", CKO_DATA), 1);
+    tst_end(&t);
+}
+
 /* EC: raw and hashing mechanisms, single- and multi-part, checked by OpenSSL. */
 static void ec_case(CK_SESSION_HANDLE h, int bits)
 {
@@ -877,6 +946,7 @@ int main(void)
         {"info and mechanisms", test_info_and_mechanisms},
         {"slots and token init", test_slots_and_init},
         {"login and session rules", test_login_rules},
+        {"logout ends private session objects; no public keys", test_logout_ends_private_session_objects},
         {"EC P-256/P-384 sign and verify (checked by OpenSSL)", test_ec_sign},
         {"RSA PKCS#1 and PSS sign and verify (checked by OpenSSL)", test_rsa_sign},
         {"HMAC equals OpenSSL's HMAC", test_hmac},

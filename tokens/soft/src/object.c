@@ -443,6 +443,9 @@ static CK_RV apply_template(cs_attrs *l, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
         }
         if (t[i].type == CKA_CLASS && cs_tmpl_ulong(&t[i]) != cls)
             rv = CKR_TEMPLATE_INCONSISTENT;
+        else if (t[i].type == CKA_PRIVATE && !cs_tmpl_bool(&t[i]) &&
+                 (cls == CKO_PRIVATE_KEY || cls == CKO_SECRET_KEY))
+            rv = CKR_ATTRIBUTE_VALUE_INVALID; /* a key must never work without login */
         else if (t[i].type == CKA_KEY_TYPE && cs_tmpl_ulong(&t[i]) != kt)
             rv = CKR_TEMPLATE_INCONSISTENT;
         else if (secret_component(cls, t[i].type))
@@ -978,8 +981,15 @@ CK_RV cs_object_copy(cs_session *s, cs_object *o, const CK_ATTRIBUTE *t, CK_ULON
         if ((rv = cs_attr_check_value(&t[i])) != CKR_OK)
             goto fail;
         switch (t[i].type) {
-        case CKA_TOKEN: case CKA_PRIVATE: case CKA_MODIFIABLE: case CKA_DESTROYABLE:
-        case CKA_LABEL: case CKA_ID:
+        case CKA_TOKEN: case CKA_MODIFIABLE: case CKA_DESTROYABLE: case CKA_LABEL: case CKA_ID:
+            break;
+        case CKA_PRIVATE:
+            /* Never from private to public: that would show a secret (or
+             * let a key sign) without login. */
+            if (!cs_tmpl_bool(&t[i]) && cs_object_is_private(o)) {
+                rv = CKR_ATTRIBUTE_READ_ONLY;
+                goto fail;
+            }
             break;
         case CKA_SENSITIVE:
             if (!cs_tmpl_bool(&t[i]) && cs_attrs_bool(&o->attrs, CKA_SENSITIVE, CK_FALSE)) {
@@ -1002,6 +1012,21 @@ CK_RV cs_object_copy(cs_session *s, cs_object *o, const CK_ATTRIBUTE *t, CK_ULON
     }
     if ((rv = check_session_rights(s, &c->attrs)) != CKR_OK)
         goto fail;
+    const cs_attr *dv = cs_attrs_get(&c->attrs, CKA_VALUE);
+    if (!o->has_secret && dv != NULL && cs_object_is_private(c) &&
+        cs_attrs_ulong(&c->attrs, CKA_CLASS, (CK_ULONG)-1) == CKO_DATA) {
+        /* A public data object copied as private: its value is sealed like
+         * that of any private data object. */
+        c->secret = OPENSSL_memdup(dv->val, dv->len ? dv->len : 1);
+        if (c->secret == NULL) {
+            rv = CKR_HOST_MEMORY;
+            goto fail;
+        }
+        c->secret_len = dv->len;
+        c->has_secret = true;
+        cs_attrs_del(&c->attrs, CKA_VALUE);
+        return cs_object_commit(s, c, _h);
+    }
     c->has_secret = o->has_secret;
     if (o->secret != NULL) {
         c->secret = OPENSSL_memdup(o->secret, o->secret_len ? o->secret_len : 1);

@@ -1037,6 +1037,17 @@ void cs_token_logout(cs_token *tok)
     for (size_t i = 0; i < tok->nobjs; i++)
         if (tok->objs[i]->has_secret)
             cs_object_forget_secret(tok->objs[i]);
+    /* PKCS#11: a logout ends private session objects, and their handles stay
+     * invalid after the next login. Every secret-bearing object is private
+     * (object.c refuses otherwise); both are checked all the same. */
+    for (size_t i = 0; i < cs_g.nhandles; i++) {
+        cs_object *o = cs_g.handles[i];
+        if (o != NULL && o->tok == tok && o->session != 0 &&
+            (o->has_secret || cs_object_is_private(o))) {
+            cs_g.handles[i] = NULL;
+            cs_object_free(o);
+        }
+    }
 }
 
 CK_RV cs_token_init(cs_slot *slot, const unsigned char *so_pin, size_t so_len,
