@@ -165,6 +165,25 @@ static void test_logout_ends_private_session_objects(void)
     CK_ATTRIBUTE st[] = {{CKA_CLASS, &sk, sizeof sk}, {CKA_KEY_TYPE, &gk, sizeof gk},
                          {CKA_VALUE, key, sizeof key}, {CKA_PRIVATE, &no, 1}};
     CU_ASSERT_EQUAL(p11->C_CreateObject(h, st, 4, &cp), CKR_ATTRIBUTE_VALUE_INVALID);
+    /* no context-specific login: keys that would need one are refused */
+    CK_ATTRIBUTE aa[] = {{CKA_ALWAYS_AUTHENTICATE, &yes, 1}, {CKA_SIGN, &yes, 1}};
+    CU_ASSERT_EQUAL(p11->C_GenerateKeyPair(h, &em, pt, 1, aa, 2, &pub, &cp),
+                    CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE aa_off[] = {{CKA_ALWAYS_AUTHENTICATE, &no, 1}, {CKA_SIGN, &yes, 1}};
+    CK_OBJECT_HANDLE p2, k2;
+    CU_ASSERT_EQUAL(p11->C_GenerateKeyPair(h, &em, pt, 1, aa_off, 2, &p2, &k2), CKR_OK);
+    CU_ASSERT_EQUAL(tst_bool_attr(h, k2, CKA_ALWAYS_AUTHENTICATE), CK_FALSE);
+    CK_ATTRIBUTE aa_set = {CKA_ALWAYS_AUTHENTICATE, &yes, 1};
+    CU_ASSERT_EQUAL(p11->C_SetAttributeValue(h, k2, &aa_set, 1), CKR_ATTRIBUTE_READ_ONLY);
+    CU_ASSERT_EQUAL(p11->C_CopyObject(h, k2, &aa_set, 1, &cp), CKR_ATTRIBUTE_READ_ONLY);
+    CK_OBJECT_CLASS pk = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE ek = CKK_EC;
+    CK_ATTRIBUTE ia[] = {{CKA_CLASS, &pk, sizeof pk}, {CKA_KEY_TYPE, &ek, sizeof ek},
+                         {CKA_EC_PARAMS, (void *)p256, sizeof p256}, {CKA_VALUE, key, sizeof key},
+                         {CKA_ALWAYS_AUTHENTICATE, &yes, 1}};
+    CU_ASSERT_EQUAL(p11->C_CreateObject(h, ia, 5, &cp), CKR_ATTRIBUTE_VALUE_INVALID);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN, 4),
+                    CKR_OPERATION_NOT_INITIALIZED);
     /* a public object copied as private is private from then on */
     CK_ATTRIBUTE pubd[] = {{CKA_CLASS, &data, sizeof data}, {CKA_PRIVATE, &no, 1},
                            {CKA_LABEL, "open", 4}, {CKA_VALUE, "w", 1}};
@@ -946,7 +965,8 @@ int main(void)
         {"info and mechanisms", test_info_and_mechanisms},
         {"slots and token init", test_slots_and_init},
         {"login and session rules", test_login_rules},
-        {"logout ends private session objects; no public keys", test_logout_ends_private_session_objects},
+        {"logout ends private session objects; no public or always-authenticate keys",
+         test_logout_ends_private_session_objects},
         {"EC P-256/P-384 sign and verify (checked by OpenSSL)", test_ec_sign},
         {"RSA PKCS#1 and PSS sign and verify (checked by OpenSSL)", test_rsa_sign},
         {"HMAC equals OpenSSL's HMAC", test_hmac},

@@ -446,6 +446,8 @@ static CK_RV apply_template(cs_attrs *l, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
         else if (t[i].type == CKA_PRIVATE && !cs_tmpl_bool(&t[i]) &&
                  (cls == CKO_PRIVATE_KEY || cls == CKO_SECRET_KEY))
             rv = CKR_ATTRIBUTE_VALUE_INVALID; /* a key must never work without login */
+        else if (t[i].type == CKA_ALWAYS_AUTHENTICATE && cs_tmpl_bool(&t[i]))
+            rv = CKR_ATTRIBUTE_VALUE_INVALID; /* no context-specific login here */
         else if (t[i].type == CKA_KEY_TYPE && cs_tmpl_ulong(&t[i]) != kt)
             rv = CKR_TEMPLATE_INCONSISTENT;
         else if (secret_component(cls, t[i].type))

@@ -181,6 +181,10 @@ CK_RV cs_sign_init(cs_session *s, const CK_MECHANISM *mech, cs_object *key, int 
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
     if (!mech_allowed(key, m->type))
         return CKR_MECHANISM_INVALID;
+    /* A key asking for a context-specific login (made elsewhere: we refuse
+     * to create one) cannot be honoured, so it does not sign. */
+    if (kind == CS_OP_SIGN && cs_attrs_bool(&key->attrs, CKA_ALWAYS_AUTHENTICATE, CK_FALSE))
+        return CKR_USER_NOT_LOGGED_IN;
 
     op->m = m;
     if (m->pad == RSA_PKCS1_PSS_PADDING) {
