@@ -210,6 +210,71 @@ static void test_forged_and_swapped_record(void)
     tst_end(&t);
 }
 
+/* An imported key's record re-encoded (valid digest) as public and with
+ * custody flags it never earned: neither listed nor readable before login
+ * (only the secret's authentication vouches for attributes), and rejected
+ * at login. */
+static void test_forged_custody_hidden(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE k, pub, priv;
+    char path[1024], name[64];
+    size_t len = 0;
+    unsigned char key[32] = {1};
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("forge", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_import_hmac(h, key, sizeof key, true, "imp", &k) == CKR_OK);
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, "genuine", &pub, &priv) == CKR_OK);
+    CU_ASSERT_EQUAL(tst_bool_attr(h, k, CKA_LOCAL), CK_FALSE);
+    CU_ASSERT_FATAL(tst_object_file(&t, "imp", path, sizeof path));
+    unsigned char *orig = slurp(path, &len);
+    cs_object_rec r;
+    CU_ASSERT_EQUAL_FATAL(cs_object_rec_decode(orig, len, &r), CS_REC_OK);
+    cs_attrs_set_bool(&r.attrs, CKA_PRIVATE, CK_FALSE);
+    cs_attrs_set_bool(&r.attrs, CKA_LOCAL, CK_TRUE);
+    cs_attrs_set_bool(&r.attrs, CKA_ALWAYS_SENSITIVE, CK_TRUE);
+    cs_attrs_set_bool(&r.attrs, CKA_NEVER_EXTRACTABLE, CK_TRUE);
+    unsigned char *der = NULL;
+    size_t dl = 0;
+    CU_ASSERT_EQUAL_FATAL(cs_object_rec_encode(&r, NULL, NULL, 0, &der, &dl), CS_REC_OK);
+    CU_ASSERT_FATAL(spit(path, der, dl));
+    OPENSSL_free(der);
+    cs_object_rec_clear(&r);
+    unlink(t.log);
+
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    CU_ASSERT_EQUAL(tst_count(h, "imp", (CK_ULONG)-1), 0);
+    CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_SECRET_KEY), 0);
+    /* no handle reaches it either */
+    for (CK_OBJECT_HANDLE o = 1; o < 64; o++) {
+        CK_OBJECT_CLASS c = CKO_DATA;
+        CK_ATTRIBUTE a = {CKA_CLASS, &c, sizeof c};
+        if (p11->C_GetAttributeValue(h, o, &a, 1) == CKR_OK)
+            CU_ASSERT_EQUAL(c, CKO_PUBLIC_KEY);
+    }
+    CU_ASSERT_EQUAL(tst_count(h, "genuine/pub", CKO_PUBLIC_KEY), 1);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_OK);
+    CU_ASSERT_EQUAL(tst_count(h, "imp", (CK_ULONG)-1), 0);
+    CU_ASSERT_EQUAL(tst_count(h, "genuine", CKO_PRIVATE_KEY), 1);
+    CU_ASSERT(tst_log_has(&t, obj_name(path, name, sizeof name)));
+    CU_ASSERT(tst_log_has(&t, "secret fails authentication"));
+    /* the genuine record, restored, shows its true custody after login only */
+    CU_ASSERT_FATAL(spit(path, orig, len));
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    CU_ASSERT_EQUAL(tst_count(h, "imp", (CK_ULONG)-1), 0);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_OK);
+    CU_ASSERT_FATAL(tst_find_one(h, "imp", CKO_SECRET_KEY, &k));
+    CU_ASSERT_EQUAL(tst_bool_attr(h, k, CKA_LOCAL), CK_FALSE);
+    CU_ASSERT_EQUAL(tst_bool_attr(h, k, CKA_NEVER_EXTRACTABLE), CK_FALSE);
+    free(orig);
+    tst_end(&t);
+}
+
 static void test_truncated_record(void)
 {
     tst_store t;
@@ -638,6 +703,7 @@ int main(void)
         {"wrong PIN until locked; count kept on disk; SO reset", test_wrong_pin_until_locked},
         {"record with a flipped byte fails to load, named in the log", test_flipped_byte},
         {"forged record (valid digest) and swapped record rejected", test_forged_and_swapped_record},
+        {"forged custody attributes never shown, even before login", test_forged_custody_hidden},
         {"truncated records and leftover temp files", test_truncated_record},
         {"store not writable: reads work, writes fail cleanly", test_unwritable_store},
         {"PIN changed while another session is open", test_pin_change_other_session},

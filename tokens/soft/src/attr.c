@@ -188,6 +188,18 @@ CK_RV cs_attrs_copy(cs_attrs *dst, const cs_attrs *src)
     return CKR_OK;
 }
 
+bool cs_attrs_equal(const cs_attrs *a, const cs_attrs *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++) {
+        const cs_attr *x = &a->a[i], *y = cs_attrs_get(b, x->type);
+        if (y == NULL || y->len != x->len || (x->len > 0 && memcmp(x->val, y->val, x->len) != 0))
+            return false;
+    }
+    return true;
+}
+
 CK_RV cs_attr_check_value(const CK_ATTRIBUTE *t)
 {
     enum cs_attr_kind kind;

@@ -30,6 +30,7 @@ void cs_object_forget_secret(cs_object *o)
     o->secret_len = 0;
     EVP_PKEY_free(o->pkey); /* EVP_PKEY_free wipes private key material */
     o->pkey = NULL;
+    o->authentic = false;
 }
 
 void cs_object_free(cs_object *o)
@@ -245,6 +246,10 @@ bool cs_object_is_private(const cs_object *o)
 bool cs_object_visible(const cs_session *s, const cs_object *o)
 {
     if (o->tok != s->tok || o->broken)
+        return false;
+    /* A record's digest proves no author: until the secret's AES-GCM tag has
+     * vouched for its attributes, no custody flag of it may be shown. */
+    if (o->has_secret && o->session == 0 && !o->authentic)
         return false;
     if (cs_object_is_private(o) && s->tok->login != CKU_USER)
         return false;
@@ -511,6 +516,7 @@ CK_RV cs_object_commit(cs_session *s, cs_object *o, CK_OBJECT_HANDLE *_h)
         }
         if ((rv = cs_token_store_object(s->tok, o)) != CKR_OK)
             goto fail;
+        o->authentic = true; /* sealed by us, under our login */
         if ((rv = cs_token_add_object(s->tok, o)) != CKR_OK) {
             cs_token_delete_object(s->tok, o);
             goto fail;

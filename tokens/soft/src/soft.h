@@ -74,6 +74,7 @@ CK_ULONG cs_attrs_ulong(const cs_attrs *l, CK_ATTRIBUTE_TYPE type, CK_ULONG def)
 void cs_attrs_del(cs_attrs *l, CK_ATTRIBUTE_TYPE type);
 void cs_attrs_clear(cs_attrs *l);
 CK_RV cs_attrs_copy(cs_attrs *dst, const cs_attrs *src);
+bool cs_attrs_equal(const cs_attrs *a, const cs_attrs *b);
 /* Checks a caller's template entry for the right size of its kind. */
 CK_RV cs_attr_check_value(const CK_ATTRIBUTE *t);
 /* Reads a template entry as bool / ulong (after cs_attr_check_value). */
@@ -183,6 +184,8 @@ typedef struct cs_object {
     size_t secret_len;
     EVP_PKEY *pkey;             /* keys: cached key (private only while usable) */
     bool broken;                /* its secret failed to open */
+    bool authentic;             /* attributes authenticated (secret opened, or
+                                 * sealed by us) in the current login */
     ino_t ino;                  /* file identity, to notice changes by others */
     struct timespec mtime;
     off_t size;
@@ -300,7 +303,9 @@ CK_RV cs_object_set_secret(cs_object *o, unsigned char *pt, size_t len);
 CK_RV cs_handle_add(cs_object *o);
 void cs_handle_remove(cs_object *o);
 cs_object *cs_handle_get(CK_OBJECT_HANDLE h);
-/* Whether a session may see an object (private objects need a login). */
+/* Whether a session may see an object (private objects need a login; a
+ * token object with a secret, until opened, shows unauthenticated
+ * attributes and is hidden). */
 bool cs_object_visible(const cs_session *s, const cs_object *o);
 bool cs_object_is_private(const cs_object *o);
 bool cs_object_matches(const cs_object *o, const CK_ATTRIBUTE *t, CK_ULONG n);

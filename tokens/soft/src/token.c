@@ -405,6 +405,8 @@ static CK_RV open_secret(cs_token *tok, cs_object *o, const unsigned char *aad, 
         o->broken = true;
         cs_log("token %s: object obj-%s ('%s'): secret is not a valid key", tok->rec.serial, o->id,
                obj_label(o, lb, sizeof lb));
+    } else {
+        o->authentic = true;
     }
     return rv;
 }
@@ -487,7 +489,9 @@ static CK_RV load_object_file(cs_token *tok, const char *name, const char *id)
         memcpy(o->id, id, CS_OBJID_LEN + 1);
     }
     /* A re-sealed copy of the same key (PIN change elsewhere) keeps our
-     * plaintext if we cannot open the new one. */
+     * plaintext if we cannot open the new one, and stays visible only if
+     * its attributes are those we had authenticated. */
+    bool still_authentic = !fresh && o->authentic && cs_attrs_equal(&o->attrs, &r.attrs);
     cs_attrs_clear(&o->attrs);
     o->attrs = r.attrs;
     memset(&r.attrs, 0, sizeof r.attrs);
@@ -500,9 +504,12 @@ static CK_RV load_object_file(cs_token *tok, const char *name, const char *id)
     o->size = st.st_size;
     o->mtime = st.st_mtim;
     o->seen = true;
+    o->authentic = false;
     if (o->has_secret && tok->login == CKU_USER) {
         CK_RV orv = open_secret(tok, o, r.aad, r.aad_len);
-        if (orv != CKR_OK && orv != CKR_USER_NOT_LOGGED_IN)
+        if (orv == CKR_USER_NOT_LOGGED_IN)
+            o->authentic = still_authentic && o->secret != NULL;
+        else if (orv != CKR_OK)
             cs_object_forget_secret(o);
     } else if (!o->has_secret) {
         cs_object_forget_secret(o);
