@@ -49,7 +49,7 @@ bool tst_begin(tst_store *t, unsigned max_attempts)
     snprintf(n, sizeof n, "%u", max_attempts ? max_attempts : 10);
     setenv("CUSTOS_SOFT_DIR", t->store, 1);
     unsetenv("CUSTOS_SOFT_CONF");
-    setenv("CUSTOS_SOFT_PBKDF2_ITERATIONS", "1000", 1);
+    unsetenv("CUSTOS_SOFT_PBKDF2_ITERATIONS"); /* the default, 200,000 */
     setenv("CUSTOS_SOFT_MAX_PIN_ATTEMPTS", n, 1);
     setenv("CUSTOS_SOFT_DEBUG", t->log, 1);
     return init_module();
@@ -66,7 +66,7 @@ bool tst_begin_memory(tst_store *t)
     FILE *f = fopen(conf, "w");
     if (f == NULL)
         return false;
-    fprintf(f, "# memory only\nmemory = yes\npbkdf2_iterations = 1000\n");
+    fprintf(f, "# memory only\nmemory = yes\npbkdf2_iterations = 200000\n");
     fclose(f);
     snprintf(t->log, sizeof t->log, "%s/debug.log", t->dir);
     unsetenv("CUSTOS_SOFT_DIR");

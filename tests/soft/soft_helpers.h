@@ -14,9 +14,9 @@
 
 extern CK_FUNCTION_LIST *p11;
 
-/* A store in a fresh temp dir: sets CUSTOS_SOFT_DIR (or memory mode), a
- * fast PBKDF2 count, the attempt limit and a debug log file, then
- * C_Initialize. */
+/* A store in a fresh temp dir: sets CUSTOS_SOFT_DIR (or memory mode), the
+ * attempt limit and a debug log file, then C_Initialize. The PBKDF2 count
+ * is the production one (200,000, also the floor). */
 typedef struct tst_store {
     char *dir;      /* temp dir (store is dir/store) */
     char store[512];

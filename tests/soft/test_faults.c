@@ -275,6 +275,98 @@ static void test_forged_custody_hidden(void)
     tst_end(&t);
 }
 
+/* A PIN slot stored with fewer iterations than the floor (an older
+ * version's test store): the right PIN still opens it, and the login
+ * re-wraps the same data key with the configured count. */
+static bool weaken_user_pin(const char *tokpath, const char *pin, uint32_t iterations)
+{
+    size_t len = 0;
+    unsigned char *der = slurp(tokpath, &len), kek[CS_KEY_LEN], *dek = NULL;
+    size_t dl = 0;
+    cs_token_rec r;
+    char aad[96];
+    bool ok = false;
+    if (der == NULL || cs_token_rec_decode(der, len, &r) != CS_REC_OK) {
+        free(der);
+        return false;
+    }
+    free(der);
+    der = NULL;
+    cs_sealed *k = &r.user.keys[0];
+    /* the wrapping's associated data, as token.c makes it */
+    int al = snprintf(aad, sizeof aad, "custos-soft key|%s|user|%u", r.serial, k->generation);
+    if (r.user.nkeys != 1 ||
+        cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, r.user.iterations, kek) != CKR_OK ||
+        cs_open(kek, aad, (size_t)al, k, &dek, &dl) != CKR_OK)
+        goto out;
+    uint32_t gen = k->generation;
+    cs_sealed_clear(k);
+    r.user.iterations = iterations;
+    if (cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, iterations, kek) != CKR_OK ||
+        cs_seal(kek, gen, aad, (size_t)al, dek, dl, k) != CKR_OK ||
+        cs_token_rec_encode(&r, &der, &len) != CS_REC_OK)
+        goto out;
+    ok = spit(tokpath, der, len);
+out:
+    OPENSSL_free(der);
+    if (dek != NULL)
+        OPENSSL_clear_free(dek, dl);
+    OPENSSL_cleanse(kek, sizeof kek);
+    cs_token_rec_clear(&r);
+    return ok;
+}
+
+static uint32_t user_iterations(const char *tokpath)
+{
+    size_t len = 0;
+    unsigned char *der = slurp(tokpath, &len);
+    cs_token_rec r;
+    uint32_t it = 0;
+    if (der != NULL && cs_token_rec_decode(der, len, &r) == CS_REC_OK) {
+        it = r.user.iterations;
+        cs_token_rec_clear(&r);
+    }
+    free(der);
+    return it;
+}
+
+static void test_weak_pin_slot_rewrapped(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE pub, priv;
+    char path[1024], tokpath[1100];
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("weak", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, "k", &pub, &priv) == CKR_OK);
+    CU_ASSERT_FATAL(tst_object_file(&t, "k", path, sizeof path));
+    p11->C_Finalize(NULL);
+    char *slash = strrchr(path, '/');
+    snprintf(tokpath, sizeof tokpath, "%.*s/token.der", (int)(slash - path), path);
+    CU_ASSERT_EQUAL(user_iterations(tokpath), 200000);
+    CU_ASSERT_FATAL(weaken_user_pin(tokpath, USER_PIN, 1000));
+    CU_ASSERT_EQUAL_FATAL(user_iterations(tokpath), 1000);
+    /* a wrong PIN is still just wrong, and leaves the slot as it is */
+    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+    CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"0000", 4), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(user_iterations(tokpath), 1000);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_OK);
+    CU_ASSERT_EQUAL(user_iterations(tokpath), 200000);
+    CU_ASSERT(tst_log_has(&t, "stored with 1000 PBKDF2 iterations"));
+    CU_ASSERT_FATAL(tst_find_one(h, "k", CKO_PRIVATE_KEY, &priv));
+    CU_ASSERT_EQUAL(sign_once(h, priv), CKR_OK);
+    /* the same PIN opens the re-wrapped slot after a restart */
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_find_one(h, "k", CKO_PRIVATE_KEY, &priv));
+    CU_ASSERT_EQUAL(sign_once(h, priv), CKR_OK);
+    tst_end(&t);
+}
+
 static void test_truncated_record(void)
 {
     tst_store t;
@@ -704,6 +796,7 @@ int main(void)
         {"record with a flipped byte fails to load, named in the log", test_flipped_byte},
         {"forged record (valid digest) and swapped record rejected", test_forged_and_swapped_record},
         {"forged custody attributes never shown, even before login", test_forged_custody_hidden},
+        {"a PIN stored below the PBKDF2 floor is re-wrapped at login", test_weak_pin_slot_rewrapped},
         {"truncated records and leftover temp files", test_truncated_record},
         {"store not writable: reads work, writes fail cleanly", test_unwritable_store},
         {"PIN changed while another session is open", test_pin_change_other_session},

@@ -185,9 +185,15 @@ static void test_config_defaults(void)
     CU_ASSERT_EQUAL(c.max_attempts, 10);
     CU_ASSERT_PTR_NULL(c.dir); /* memory-only when nothing is set */
     cs_config_clear(&c);
-    setenv("CUSTOS_SOFT_PBKDF2_ITERATIONS", "5", 1);
+    /* below the floor (200,000, the minimum) is an error, never clamped */
+    CU_ASSERT(CS_MIN_PBKDF2_ITERATIONS >= 200000);
+    setenv("CUSTOS_SOFT_PBKDF2_ITERATIONS", "1", 1);
+    CU_ASSERT_NOT_EQUAL(cs_config_load(&c), CKR_OK);
+    setenv("CUSTOS_SOFT_PBKDF2_ITERATIONS", "199999", 1);
+    CU_ASSERT_NOT_EQUAL(cs_config_load(&c), CKR_OK);
+    setenv("CUSTOS_SOFT_PBKDF2_ITERATIONS", "200000", 1);
     CU_ASSERT_EQUAL_FATAL(cs_config_load(&c), CKR_OK);
-    CU_ASSERT_EQUAL(c.iterations, CS_MIN_PBKDF2_ITERATIONS);
+    CU_ASSERT_EQUAL(c.iterations, 200000);
     cs_config_clear(&c);
     setenv("CUSTOS_SOFT_PBKDF2_ITERATIONS", "lots", 1);
     CU_ASSERT_NOT_EQUAL(cs_config_load(&c), CKR_OK);
@@ -212,6 +218,10 @@ static void test_config_defaults(void)
     CU_ASSERT_STRING_EQUAL(c.dir, "/elsewhere");
     cs_config_clear(&c);
     unsetenv("CUSTOS_SOFT_DIR");
+    f = fopen(path, "w");
+    fprintf(f, "pbkdf2_iterations = 1000\n");
+    fclose(f);
+    CU_ASSERT_NOT_EQUAL(cs_config_load(&c), CKR_OK);
     f = fopen(path, "w");
     fprintf(f, "directroy = /typo\n");
     fclose(f);

@@ -16,7 +16,7 @@ if [ "$(id -u)" = 0 ]; then
     check "module readable by nobody" "${RUN[@]}" test -r "$M"
 fi
 check "p11-kit list-modules shows custos-soft" bash -c "
-  ${RUN[*]} env XDG_CONFIG_HOME='$T/cfg' CUSTOS_SOFT_DIR='$CUSTOS_SOFT_DIR' CUSTOS_SOFT_PBKDF2_ITERATIONS=1000 \
+  ${RUN[*]} env XDG_CONFIG_HOME='$T/cfg' CUSTOS_SOFT_DIR='$CUSTOS_SOFT_DIR' \
     $W p11-kit list-modules > list.out 2>&1; head -5 list.out;
   grep -q 'custos-soft' list.out && grep -q 'library-description: Custos software keystore' list.out &&
   grep -q 'token: it' list.out && grep -q 'model: custos-soft' list.out"

@@ -34,7 +34,7 @@
 #define CS_LIB_DESCRIPTION "Custos software keystore"
 
 #define CS_DEFAULT_PBKDF2_ITERATIONS 200000u
-#define CS_MIN_PBKDF2_ITERATIONS 1000u   /* only reachable by explicit config */
+#define CS_MIN_PBKDF2_ITERATIONS 200000u /* lower: C_Initialize fails */
 #define CS_DEFAULT_MAX_PIN_ATTEMPTS 10u
 #define CS_MIN_PIN_LEN 4
 #define CS_MAX_PIN_LEN 255

@@ -132,9 +132,10 @@ CK_RV cs_config_load(cs_config *cfg)
         goto fail;
     }
     if (cfg->iterations < CS_MIN_PBKDF2_ITERATIONS) {
-        cs_log("pbkdf2_iterations %u below the floor %u: using the floor", cfg->iterations,
+        cs_log("pbkdf2_iterations %u is below the floor %u", cfg->iterations,
                CS_MIN_PBKDF2_ITERATIONS);
-        cfg->iterations = CS_MIN_PBKDF2_ITERATIONS;
+        rv = CKR_GENERAL_ERROR;
+        goto fail;
     }
     if (cfg->max_attempts < 1 || cfg->max_attempts > 1000) {
         cs_log("max_pin_attempts must be 1..1000");
@@ -936,13 +937,37 @@ static CK_RV verify_pin(cs_token *tok, cs_pin_slot *p, const char *who, const un
         OPENSSL_cleanse(tmp, sizeof tmp);
         return rv;
     }
-    if (p->failures != 0) {
-        p->failures = 0;
-        if ((rv = rec_write(tok)) != CKR_OK) {
+    bool dirty = p->failures != 0;
+    p->failures = 0;
+    cs_pin_slot weak = *p;
+    bool rewrapped = false;
+    if (p->iterations < CS_MIN_PBKDF2_ITERATIONS) {
+        /* Stored by an older version with a lower count: the PIN is right,
+         * so wrap the same keys again with a fresh salt and today's count.
+         * If that cannot be written, the login fails (docs/soft-keystore.md). */
+        uint32_t g[2] = {0, 0};
+        cs_pin_slot np;
+        for (size_t i = 0; i < n; i++)
+            g[i] = p->keys[i].generation;
+        if ((rv = pin_slot_make(&np, &tok->rec, who, pin, len, n, g, tmp)) != CKR_OK) {
             OPENSSL_cleanse(tmp, sizeof tmp);
             return rv;
         }
+        cs_log("token %s: %s PIN was stored with %u PBKDF2 iterations; re-wrapped with %u",
+               tok->rec.serial, who, p->iterations, np.iterations);
+        *p = np;
+        rewrapped = dirty = true;
     }
+    if (dirty && (rv = rec_write(tok)) != CKR_OK) {
+        if (rewrapped) {
+            pin_slot_clear(p);
+            *p = weak;
+        }
+        OPENSSL_cleanse(tmp, sizeof tmp);
+        return rv;
+    }
+    if (rewrapped)
+        pin_slot_clear(&weak);
     if (keys != NULL) {
         memcpy(keys, tmp, sizeof tmp);
         for (size_t i = 0; i < n; i++)
