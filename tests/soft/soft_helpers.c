@@ -45,6 +45,7 @@ bool tst_begin(tst_store *t, unsigned max_attempts)
         return false;
     snprintf(t->store, sizeof t->store, "%s/store", t->dir);
     snprintf(t->log, sizeof t->log, "%s/debug.log", t->dir);
+    snprintf(t->integrity, sizeof t->integrity, "%s/integrity.log", t->dir);
     char n[16];
     snprintf(n, sizeof n, "%u", max_attempts ? max_attempts : 10);
     setenv("CUSTOS_SOFT_DIR", t->store, 1);
@@ -52,6 +53,7 @@ bool tst_begin(tst_store *t, unsigned max_attempts)
     unsetenv("CUSTOS_SOFT_PBKDF2_ITERATIONS"); /* the default, 200,000 */
     setenv("CUSTOS_SOFT_MAX_PIN_ATTEMPTS", n, 1);
     setenv("CUSTOS_SOFT_DEBUG", t->log, 1);
+    setenv("CUSTOS_SOFT_INTEGRITY_LOG", t->integrity, 1);
     return init_module();
 }
 
@@ -69,6 +71,8 @@ bool tst_begin_memory(tst_store *t)
     fprintf(f, "# memory only\nmemory = yes\npbkdf2_iterations = 200000\n");
     fclose(f);
     snprintf(t->log, sizeof t->log, "%s/debug.log", t->dir);
+    snprintf(t->integrity, sizeof t->integrity, "%s/integrity.log", t->dir);
+    setenv("CUSTOS_SOFT_INTEGRITY_LOG", t->integrity, 1);
     unsetenv("CUSTOS_SOFT_DIR");
     unsetenv("CUSTOS_SOFT_PBKDF2_ITERATIONS");
     unsetenv("CUSTOS_SOFT_MAX_PIN_ATTEMPTS");
@@ -368,6 +372,19 @@ bool tst_log_has(const tst_store *t, const char *needle)
         found = strstr(line, needle) != NULL;
     fclose(f);
     return found;
+}
+
+int tst_file_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
 }
 
 static bool file_has(const char *path, const unsigned char *needle, size_t n)

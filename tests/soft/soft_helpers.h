@@ -15,12 +15,14 @@
 extern CK_FUNCTION_LIST *p11;
 
 /* A store in a fresh temp dir: sets CUSTOS_SOFT_DIR (or memory mode), the
- * attempt limit and a debug log file, then C_Initialize. The PBKDF2 count
- * is the production one (200,000, also the floor). */
+ * attempt limit, a debug log file and an integrity log file (instead of
+ * syslog), then C_Initialize. The PBKDF2 count is the production one
+ * (200,000, also the floor). */
 typedef struct tst_store {
     char *dir;      /* temp dir (store is dir/store) */
     char store[512];
     char log[512];
+    char integrity[512];
 } tst_store;
 
 void tst_load_module(void);
@@ -68,6 +70,8 @@ bool tst_ossl_verify(EVP_PKEY *pub, const char *md, bool pss, const unsigned cha
 
 /* Whether the debug log of the current store contains a string. */
 bool tst_log_has(const tst_store *t, const char *needle);
+/* Number of lines of a file containing a string (0 if no file). */
+int tst_file_lines(const char *path, const char *needle);
 /* Path of the first file in the token dir of a token whose name starts with
  * prefix (e.g. "obj-"), choosing the one holding an object labelled
  * `label` if label != NULL (by scanning the DER for the label bytes). */

@@ -169,6 +169,50 @@ static void test_flipped_byte(void)
     tst_end(&t);
 }
 
+/* Integrity failures are reported with the debug log off (to syslog by
+ * default; tst_begin points CUSTOS_SOFT_INTEGRITY_LOG at a file), naming
+ * the object, once per C_Initialize; ordinary events are not reported. */
+static void test_integrity_failures_reported(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot, s2;
+    CK_SESSION_HANDLE h;
+    char path[1024], name[64], tokpath[1100];
+    size_t len = 0;
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    obj_name(path, name, sizeof name);
+    unsigned char *orig = slurp(path, &len);
+    CU_ASSERT_FATAL(orig != NULL && len > 100);
+    orig[len / 2] ^= 0x04;
+    CU_ASSERT_FATAL(spit(path, orig, len));
+    unsetenv("CUSTOS_SOFT_DEBUG");
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"0000", 4), CKR_PIN_INCORRECT);
+    CU_ASSERT_EQUAL(p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4), CKR_OK);
+    CU_ASSERT_EQUAL(tst_count(h, "victim", CKO_PRIVATE_KEY), 0);
+    CU_ASSERT_EQUAL(tst_count(h, "bystander", CKO_PRIVATE_KEY), 1);
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, name), 1);
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, "digest mismatch"), 1);
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, "PIN"), 0);
+    CU_ASSERT_FALSE(tst_log_has(&t, name)); /* the debug log is off */
+    /* re-scans do not repeat it; the next C_Initialize does */
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_PRIVATE_KEY), 1);
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, name), 1);
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, name), 2);
+    /* a broken token record is named too */
+    char *slash = strrchr(path, '/');
+    snprintf(tokpath, sizeof tokpath, "%.*s/token.der", (int)(slash - path), path);
+    CU_ASSERT_FATAL(spit(tokpath, "", 0));
+    CU_ASSERT_FATAL(tst_restart());
+    CU_ASSERT_FALSE(tst_find_token("faults", &s2));
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, tokpath), 1);
+    free(orig);
+    tst_end(&t);
+}
+
 /* Edits a record with a valid digest (what an attacker with write access
  * can do): the AES-GCM associated data catches it. */
 static void test_forged_and_swapped_record(void)
@@ -794,6 +838,7 @@ int main(void)
     static const cu_test_case cases[] = {
         {"wrong PIN until locked; count kept on disk; SO reset", test_wrong_pin_until_locked},
         {"record with a flipped byte fails to load, named in the log", test_flipped_byte},
+        {"integrity failures reported with the debug log off", test_integrity_failures_reported},
         {"forged record (valid digest) and swapped record rejected", test_forged_and_swapped_record},
         {"forged custody attributes never shown, even before login", test_forged_custody_hidden},
         {"a PIN stored below the PBKDF2 floor is re-wrapped at login", test_weak_pin_slot_rewrapped},

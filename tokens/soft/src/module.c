@@ -153,6 +153,7 @@ CK_RV C_Initialize(CK_VOID_PTR pInitArgs)
         state_free(); /* a fork()ed child starting afresh */
     }
     forked = false;
+    cs_report_reset();
     if ((rv = cs_config_load(&cs_g.cfg)) != CKR_OK)
         goto fail;
     cs_g.hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);

@@ -11,7 +11,8 @@
  *   sign.c      sign / verify (single- and multi-part)
  *   keygen.c    key and key-pair generation
  *   module.c    the PKCS#11 entry points and the global state
- *   log.c       debug log (CUSTOS_SOFT_DEBUG), never on by default
+ *   log.c       debug log (CUSTOS_SOFT_DEBUG, off by default); integrity
+ *               failures, always reported (syslog)
  *
  * Locking: one process-wide rwlock (cs_g.lock) guards slots, tokens, sessions
  * and objects. Everything that changes them takes it exclusively; the sign and
@@ -48,6 +49,9 @@
 
 /* ---- log.c ---- */
 void cs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An integrity failure: always reported (syslog, or CUSTOS_SOFT_INTEGRITY_LOG). */
+void cs_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cs_report_reset(void);  /* C_Initialize: report each failure once again */
 
 /* ---- attr.c ---- */
 typedef struct cs_attr {

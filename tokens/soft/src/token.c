@@ -325,16 +325,20 @@ static CK_RV rec_reload(cs_token *tok, bool force)
         return CKR_OK;
     }
     CK_RV rv = cs_store_read(p, &der, &len, &st);
-    if (rv != CKR_OK) {
+    if (rv == CKR_DATA_LEN_RANGE)
+        cs_report("token %s: %s: empty or oversized (corrupt or truncated); token ignored",
+                  tok->rec.serial, p);
+    else if (rv != CKR_OK)
         cs_log("token %s: cannot read %s", tok->rec.serial, p);
+    if (rv != CKR_OK) {
         free(p);
         return CKR_DEVICE_ERROR;
     }
     cs_rec_err e = cs_token_rec_decode(der, len, &r);
     free(der);
     if (e != CS_REC_OK || strcmp(r.serial, tok->rec.serial) != 0) {
-        cs_log("token %s: %s: %s", tok->rec.serial, p,
-               e != CS_REC_OK ? cs_rec_err_str(e) : "serial does not match its directory");
+        cs_report("token %s: %s: %s; token ignored", tok->rec.serial, p,
+                  e != CS_REC_OK ? cs_rec_err_str(e) : "serial does not match its directory");
         free(p);
         if (e == CS_REC_OK)
             cs_token_rec_clear(&r);
@@ -396,16 +400,16 @@ static CK_RV open_secret(cs_token *tok, cs_object *o, const unsigned char *aad, 
     CK_RV rv = cs_open(dek, aad, aad_len, &o->sealed, &pt, &len);
     if (rv != CKR_OK) {
         o->broken = true;
-        cs_log("token %s: object obj-%s ('%s'): secret fails authentication: record edited, "
-               "swapped or corrupt; object ignored",
-               tok->rec.serial, o->id, obj_label(o, lb, sizeof lb));
+        cs_report("token %s: object obj-%s ('%s'): secret fails authentication: record edited, "
+                  "swapped or corrupt; object ignored",
+                  tok->rec.serial, o->id, obj_label(o, lb, sizeof lb));
         return CKR_ENCRYPTED_DATA_INVALID;
     }
     rv = cs_object_set_secret(o, pt, len);
     if (rv != CKR_OK) {
         o->broken = true;
-        cs_log("token %s: object obj-%s ('%s'): secret is not a valid key", tok->rec.serial, o->id,
-               obj_label(o, lb, sizeof lb));
+        cs_report("token %s: object obj-%s ('%s'): secret is not a valid key; object ignored",
+                  tok->rec.serial, o->id, obj_label(o, lb, sizeof lb));
     } else {
         o->authentic = true;
     }
@@ -454,7 +458,10 @@ static CK_RV load_object_file(cs_token *tok, const char *name, const char *id)
     }
     rv = cs_store_read(path, &der, &len, &st);
     if (rv != CKR_OK) {
-        if (rv != CKR_OBJECT_HANDLE_INVALID)
+        if (rv == CKR_DATA_LEN_RANGE)
+            cs_report("token %s: object obj-%s (%s): empty or oversized (corrupt or truncated); "
+                      "object ignored", tok->rec.serial, id, path);
+        else if (rv != CKR_OBJECT_HANDLE_INVALID)
             cs_log("token %s: cannot read object file %s", tok->rec.serial, path);
         free(path);
         return rv;
@@ -463,15 +470,15 @@ static CK_RV load_object_file(cs_token *tok, const char *name, const char *id)
     free(der);
     if (e == CS_REC_OK &&
         (strcmp(r.serial, tok->rec.serial) != 0 || strcmp(r.id, id) != 0)) {
-        cs_log("token %s: object obj-%s (%s): record belongs to token %s object %s; ignored",
-               tok->rec.serial, id, path, r.serial, r.id);
+        cs_report("token %s: object obj-%s (%s): record belongs to token %s object %s; ignored",
+                  tok->rec.serial, id, path, r.serial, r.id);
         cs_object_rec_clear(&r);
         free(path);
         return CKR_DEVICE_ERROR;
     }
     if (e != CS_REC_OK) {
-        cs_log("token %s: object obj-%s (%s): %s; object ignored", tok->rec.serial, id, path,
-               cs_rec_err_str(e));
+        cs_report("token %s: object obj-%s (%s): %s; object ignored", tok->rec.serial, id, path,
+                  cs_rec_err_str(e));
         free(path);
         if (o != NULL)
             o->seen = false; /* drop the stale copy */
