@@ -958,11 +958,264 @@ static void test_info_and_mechanisms(void)
     tst_end(&t);
 }
 
+/* ---- every listed signing mechanism does what C_GetMechanismInfo says ---- */
+
+static const CK_BYTE oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+static const CK_BYTE oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+static const CK_BYTE oid_p521[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23};
+static const CK_BYTE oid_p224[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x21};
+
+static CK_RV gen_ec_oid(CK_SESSION_HANDLE h, const CK_BYTE *oid, size_t n, CK_OBJECT_HANDLE *_pub,
+                        CK_OBJECT_HANDLE *_priv)
+{
+    CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)oid, n}};
+    return p11->C_GenerateKeyPair(h, &m, pt, 1, NULL, 0, _pub, _priv);
+}
+
+/* Imports an RSA key pair made by OpenSSL (any size). */
+static CK_RV import_rsa(CK_SESSION_HANDLE h, EVP_PKEY *pk, CK_OBJECT_HANDLE *_priv)
+{
+    static const char *names[] = {OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E, OSSL_PKEY_PARAM_RSA_D,
+                                  OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PKEY_PARAM_RSA_FACTOR2,
+                                  OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PKEY_PARAM_RSA_EXPONENT2,
+                                  OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    static const CK_ATTRIBUTE_TYPE types[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT,
+                                              CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1,
+                                              CKA_EXPONENT_2, CKA_COEFFICIENT};
+    unsigned char buf[8][1024];
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_ATTRIBUTE t[10] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_KEY_TYPE, &kt, sizeof kt}};
+    for (int i = 0; i < 8; i++) {
+        BIGNUM *bn = NULL;
+        if (EVP_PKEY_get_bn_param(pk, names[i], &bn) != 1)
+            return CKR_GENERAL_ERROR;
+        int n = BN_bn2bin(bn, buf[i]);
+        BN_clear_free(bn);
+        t[2 + i] = (CK_ATTRIBUTE){types[i], buf[i], (CK_ULONG)n};
+    }
+    CK_RV rv = p11->C_CreateObject(h, t, 10, _priv);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return rv;
+}
+
+typedef struct mkey {
+    CK_ULONG size;              /* bits (EC, RSA) or bytes (HMAC) */
+    CK_OBJECT_HANDLE priv, pub; /* pub == priv for HMAC */
+    EVP_PKEY *pk;
+    unsigned char hkey[512];
+} mkey;
+
+static const char *mech_md(CK_MECHANISM_TYPE t)
+{
+    switch (t) {
+    case CKM_ECDSA_SHA1: case CKM_SHA1_RSA_PKCS: case CKM_SHA1_RSA_PKCS_PSS: return "SHA1";
+    case CKM_ECDSA_SHA224: case CKM_SHA224_RSA_PKCS: case CKM_SHA224_RSA_PKCS_PSS: return "SHA224";
+    case CKM_ECDSA_SHA256: case CKM_SHA256_RSA_PKCS: case CKM_SHA256_RSA_PKCS_PSS:
+    case CKM_SHA256_HMAC: return "SHA256";
+    case CKM_ECDSA_SHA384: case CKM_SHA384_RSA_PKCS: case CKM_SHA384_RSA_PKCS_PSS:
+    case CKM_SHA384_HMAC: return "SHA384";
+    case CKM_ECDSA_SHA512: case CKM_SHA512_RSA_PKCS: case CKM_SHA512_RSA_PKCS_PSS:
+    case CKM_SHA512_HMAC: return "SHA512";
+    default: return NULL; /* raw: the caller hashes */
+    }
+}
+
+/* Signs msg (or, for raw mechanisms, what they take) single- and, if the
+ * mechanism hashes, multi-part; checks with OpenSSL and with C_Verify. */
+static void check_mechanism(CK_SESSION_HANDLE h, CK_MECHANISM_TYPE t, CK_KEY_TYPE kt, const mkey *k)
+{
+    static const unsigned char sha256_prefix[19] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
+                                                    0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                                                    0x01, 0x05, 0x00, 0x04, 0x20};
+    const char *md = mech_md(t);
+    bool pss = t == CKM_RSA_PKCS_PSS || t == CKM_SHA1_RSA_PKCS_PSS || t == CKM_SHA224_RSA_PKCS_PSS ||
+               t == CKM_SHA256_RSA_PKCS_PSS || t == CKM_SHA384_RSA_PKCS_PSS ||
+               t == CKM_SHA512_RSA_PKCS_PSS;
+    const char *hmd = md ? md : "SHA256"; /* the hash behind the signature */
+    unsigned char dg[64], tbs[19 + 64], sig[1024], ref[64];
+    unsigned dl = 0, rl = 0;
+    sha(hmd, msg, sizeof msg, dg, &dl);
+    /* what the mechanism is given: the message, a digest, or a DigestInfo */
+    const unsigned char *in = msg;
+    size_t inl = sizeof msg;
+    if (md == NULL && t == CKM_RSA_PKCS) {
+        memcpy(tbs, sha256_prefix, 19);
+        memcpy(tbs + 19, dg, dl);
+        in = tbs;
+        inl = 19 + dl;
+    } else if (md == NULL) {
+        in = dg;
+        inl = dl;
+    }
+    static const struct { const char *md; CK_MECHANISM_TYPE h, mgf; } pm[] = {
+        {"SHA1", CKM_SHA_1, CKG_MGF1_SHA1}, {"SHA224", CKM_SHA224, CKG_MGF1_SHA224},
+        {"SHA256", CKM_SHA256, CKG_MGF1_SHA256}, {"SHA384", CKM_SHA384, CKG_MGF1_SHA384},
+        {"SHA512", CKM_SHA512, CKG_MGF1_SHA512}};
+    CK_RSA_PKCS_PSS_PARAMS pp = {0, 0, dl};
+    for (size_t i = 0; i < 5; i++)
+        if (strcmp(pm[i].md, hmd) == 0) {
+            pp.hashAlg = pm[i].h;
+            pp.mgf = pm[i].mgf;
+        }
+    CK_MECHANISM m = {t, pss ? &pp : NULL, pss ? sizeof pp : 0};
+    for (int multi = 0; multi <= (md != NULL); multi++) {
+        CK_ULONG sl = sizeof sig;
+        CK_RV rv;
+        if (!multi) {
+            rv = tst_sign(h, &m, k->priv, in, inl, sig, &sl);
+        } else {
+            rv = p11->C_SignInit(h, &m, k->priv);
+            if (rv == CKR_OK)
+                rv = p11->C_SignUpdate(h, (CK_BYTE_PTR)in, 7);
+            if (rv == CKR_OK)
+                rv = p11->C_SignUpdate(h, (CK_BYTE_PTR)in + 7, inl - 7);
+            if (rv == CKR_OK)
+                rv = p11->C_SignFinal(h, sig, &sl);
+        }
+        CU_ASSERT_EQUAL(rv, CKR_OK);
+        if (rv != CKR_OK) {
+            fprintf(stderr, "mechanism 0x%lx, key size %lu, %s-part: 0x%lx\n", t, k->size,
+                    multi ? "multi" : "single", rv);
+            continue;
+        }
+        bool ok;
+        if (kt == CKK_EC) {
+            ok = sl == 2 * ((k->size + 7) / 8) && tst_ossl_verify_ecdsa(k->pk, dg, dl, sig, sl);
+        } else if (kt == CKK_RSA) {
+            ok = sl == k->size / 8 && tst_ossl_verify(k->pk, hmd, pss, msg, sizeof msg, sig, sl);
+        } else {
+            HMAC(EVP_get_digestbyname(hmd), k->hkey, (int)k->size, msg, sizeof msg, ref, &rl);
+            ok = sl == rl && memcmp(sig, ref, rl) == 0;
+        }
+        CU_ASSERT(ok);
+        if (!ok)
+            fprintf(stderr, "mechanism 0x%lx, key size %lu: OpenSSL disagrees\n", t, k->size);
+        CU_ASSERT_EQUAL(p11->C_VerifyInit(h, &m, k->pub), CKR_OK);
+        if (!multi) {
+            CU_ASSERT_EQUAL(p11->C_Verify(h, (CK_BYTE_PTR)in, inl, sig, sl), CKR_OK);
+        } else {
+            CU_ASSERT_EQUAL(p11->C_VerifyUpdate(h, (CK_BYTE_PTR)in, inl), CKR_OK);
+            CU_ASSERT_EQUAL(p11->C_VerifyFinal(h, sig, sl), CKR_OK);
+        }
+    }
+    if (md == NULL) { /* raw mechanisms are single-part only */
+        CU_ASSERT_EQUAL(p11->C_SignInit(h, &m, k->priv), CKR_OK);
+        CU_ASSERT_NOT_EQUAL(p11->C_SignUpdate(h, (CK_BYTE_PTR)in, inl), CKR_OK);
+    }
+}
+
+static void test_mechanisms_truthful(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_MECHANISM_TYPE list[64];
+    CK_ULONG n = 64, checked = 0;
+    CU_ASSERT_FATAL(tst_begin(&t, 0));
+    CU_ASSERT_FATAL(tst_init_token("truth", &slot));
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_EQUAL_FATAL(p11->C_GetMechanismList(slot, list, &n), CKR_OK);
+    mkey keys[8];
+    size_t nkeys = 0;
+    memset(keys, 0, sizeof keys);
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_MECHANISM_INFO mi;
+        CU_ASSERT_EQUAL_FATAL(p11->C_GetMechanismInfo(slot, list[i], &mi), CKR_OK);
+        /* nothing but signing and generation is claimed */
+        CU_ASSERT_EQUAL(mi.flags & ~(CKF_SIGN | CKF_VERIFY | CKF_GENERATE | CKF_GENERATE_KEY_PAIR |
+                                     CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS), 0);
+        if (!(mi.flags & CKF_SIGN)) {
+            CU_ASSERT(mi.flags & (CKF_GENERATE | CKF_GENERATE_KEY_PAIR));
+            continue;
+        }
+        CU_ASSERT(mi.flags & CKF_VERIFY);
+        CK_KEY_TYPE kt;
+        if (list[i] >= CKM_ECDSA && list[i] <= CKM_ECDSA_SHA512)
+            kt = CKK_EC;
+        else if (list[i] == CKM_SHA256_HMAC || list[i] == CKM_SHA384_HMAC || list[i] == CKM_SHA512_HMAC)
+            kt = CKK_GENERIC_SECRET;
+        else
+            kt = CKK_RSA;
+        CK_ULONG sizes[2] = {mi.ulMinKeySize, mi.ulMaxKeySize};
+        for (int e = 0; e < 2; e++) {
+            mkey *k = NULL;
+            for (size_t j = 0; j < nkeys; j++)
+                if (keys[j].size == sizes[e] && (kt == CKK_GENERIC_SECRET) == (keys[j].pk == NULL))
+                    k = &keys[j];
+            if (k == NULL) {
+                CU_ASSERT_FATAL(nkeys < 8);
+                k = &keys[nkeys++];
+                k->size = sizes[e];
+                CK_RV rv;
+                if (kt == CKK_EC) {
+                    CU_ASSERT_FATAL(k->size == 256 || k->size == 384);
+                    rv = tst_gen_ec(h, (int)k->size, false, "m", &k->pub, &k->priv);
+                } else if (kt == CKK_RSA) {
+                    rv = tst_gen_rsa(h, k->size, false, "m", &k->pub, &k->priv);
+                } else {
+                    CU_ASSERT_FATAL(k->size <= sizeof k->hkey);
+                    RAND_bytes(k->hkey, (int)k->size);
+                    rv = tst_import_hmac(h, k->hkey, k->size, false, "m", &k->priv);
+                    k->pub = k->priv;
+                }
+                CU_ASSERT_EQUAL_FATAL(rv, CKR_OK);
+                if (kt != CKK_GENERIC_SECRET) {
+                    k->pk = tst_pubkey(h, k->pub);
+                    CU_ASSERT_FATAL(k->pk != NULL);
+                    CU_ASSERT_EQUAL(EVP_PKEY_get_bits(k->pk), (int)k->size);
+                }
+            }
+            check_mechanism(h, list[i], kt, k);
+        }
+        checked++;
+    }
+    CU_ASSERT(checked >= 20);
+
+    /* just outside the advertised sizes: refused */
+    CK_OBJECT_HANDLE pub, priv;
+    CU_ASSERT_EQUAL(gen_ec_oid(h, oid_p256, sizeof oid_p256, &pub, &priv), CKR_OK);
+    CU_ASSERT_EQUAL(gen_ec_oid(h, oid_p384, sizeof oid_p384, &pub, &priv), CKR_OK);
+    CU_ASSERT_EQUAL(gen_ec_oid(h, oid_p224, sizeof oid_p224, &pub, &priv), CKR_CURVE_NOT_SUPPORTED);
+    CU_ASSERT_EQUAL(gen_ec_oid(h, oid_p521, sizeof oid_p521, &pub, &priv), CKR_CURVE_NOT_SUPPORTED);
+    CU_ASSERT_EQUAL(tst_gen_rsa(h, 2047, false, "x", &pub, &priv), CKR_KEY_SIZE_RANGE);
+    CU_ASSERT_EQUAL(tst_gen_rsa(h, 4097, false, "x", &pub, &priv), CKR_KEY_SIZE_RANGE);
+    CK_MECHANISM rm = {CKM_SHA256_RSA_PKCS, NULL, 0}, hm = {CKM_SHA256_HMAC, NULL, 0};
+    EVP_PKEY *small = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2040);
+    CU_ASSERT_FATAL(small != NULL);
+    CU_ASSERT_EQUAL_FATAL(import_rsa(h, small, &priv), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_SignInit(h, &rm, priv), CKR_KEY_SIZE_RANGE);
+    EVP_PKEY_free(small);
+    unsigned char hk[513] = {3};
+    CK_OBJECT_HANDLE k15, k513, g;
+    CU_ASSERT_EQUAL_FATAL(tst_import_hmac(h, hk, 15, false, "h15", &k15), CKR_OK);
+    CU_ASSERT_EQUAL_FATAL(tst_import_hmac(h, hk, 513, false, "h513", &k513), CKR_OK);
+    CU_ASSERT_EQUAL(p11->C_SignInit(h, &hm, k15), CKR_KEY_SIZE_RANGE);
+    CU_ASSERT_EQUAL(p11->C_SignInit(h, &hm, k513), CKR_KEY_SIZE_RANGE);
+    /* generic secret generation: sizes in bits, as advertised */
+    CK_MECHANISM_INFO gi;
+    CU_ASSERT_EQUAL(p11->C_GetMechanismInfo(slot, CKM_GENERIC_SECRET_KEY_GEN, &gi), CKR_OK);
+    CU_ASSERT_EQUAL(tst_gen_hmac(h, gi.ulMinKeySize / 8, false, "g", &g), CKR_OK);
+    CU_ASSERT_EQUAL(tst_gen_hmac(h, gi.ulMaxKeySize / 8, false, "g", &g), CKR_OK);
+    CU_ASSERT_EQUAL(tst_gen_hmac(h, gi.ulMinKeySize / 8 - 1, false, "g", &g), CKR_KEY_SIZE_RANGE);
+    CU_ASSERT_EQUAL(tst_gen_hmac(h, gi.ulMaxKeySize / 8 + 1, false, "g", &g), CKR_KEY_SIZE_RANGE);
+    CK_MECHANISM_INFO ri;
+    CU_ASSERT_EQUAL(p11->C_GetMechanismInfo(slot, CKM_RSA_PKCS_KEY_PAIR_GEN, &ri), CKR_OK);
+    CU_ASSERT_EQUAL(ri.ulMinKeySize, 2048);
+    CU_ASSERT_EQUAL(ri.ulMaxKeySize, 4096);
+    for (size_t j = 0; j < nkeys; j++)
+        EVP_PKEY_free(keys[j].pk);
+    tst_end(&t);
+}
+
 int main(void)
 {
     tst_load_module();
     static const cu_test_case cases[] = {
         {"info and mechanisms", test_info_and_mechanisms},
+        {"every listed signing mechanism works at its smallest and largest key size",
+         test_mechanisms_truthful},
         {"slots and token init", test_slots_and_init},
         {"login and session rules", test_login_rules},
         {"logout ends private session objects; no public or always-authenticate keys",

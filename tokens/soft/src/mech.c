@@ -1,6 +1,9 @@
 /* The mechanisms custos-soft implements, and what C_GetMechanismInfo says
- * about them. Key sizes: bits for RSA and EC, bytes for HMAC (as the spec
- * has it). Everything listed here is implemented and tested. */
+ * about them. Key sizes: bits for RSA, EC and generic secret generation,
+ * bytes for the HMAC signing mechanisms (as the spec has it). Everything
+ * listed here is implemented; soft_module signs and verifies with every
+ * signing mechanism at its smallest and largest key size, and checks that
+ * sizes just outside are refused. */
 #include "soft.h"
 
 #include <openssl/rsa.h>
