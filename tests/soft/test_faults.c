@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -732,15 +735,112 @@ static bool try_login(CK_SLOT_ID slot, const char *pin, CK_SESSION_HANDLE *_h)
     return p11->C_Login(*_h, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) == CKR_OK;
 }
 
-/* A process killed at any moment of C_SetPIN leaves a token that opens
- * with the old PIN or the new one, with every key intact. */
+/* Runs C_SetPIN(old -> next) in a child traced with ptrace, and kills it
+ * right after its kill_after-th rename(2) (the commit point of each
+ * crash-safe write), or before its first one when kill_after is 0, or lets
+ * it finish when kill_after < 0. Returns the number of renames it made, or
+ * -1 if the child failed otherwise. */
+static int set_pin_killed_after(CK_SLOT_ID slot, const char *old, const char *next, int kill_after)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+        CK_SESSION_HANDLE c;
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0 || raise(SIGSTOP) != 0)
+            _exit(8);
+        if (p11->C_Initialize(&args) != CKR_OK || !try_login(slot, old, &c))
+            _exit(1);
+        if (p11->C_SetPIN(c, (CK_UTF8CHAR_PTR)old, strlen(old), (CK_UTF8CHAR_PTR)next,
+                          strlen(next)) != CKR_OK)
+            _exit(2);
+        _exit(0);
+    }
+    int st = 0, renames = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFSTOPPED(st) ||
+        ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)) != 0)
+        return -1;
+    int sig = 0;
+    for (;;) {
+        if (ptrace(PTRACE_SYSCALL, pid, NULL, (void *)(long)sig) != 0)
+            return -1;
+        sig = 0;
+        if (waitpid(pid, &st, 0) != pid)
+            return -1;
+        if (WIFEXITED(st))
+            return WEXITSTATUS(st) == 0 ? renames : -1;
+        if (WIFSIGNALED(st))
+            return -1;
+        if (WSTOPSIG(st) != (SIGTRAP | 0x80)) {
+            sig = WSTOPSIG(st) == SIGSTOP ? 0 : WSTOPSIG(st); /* pass signals on */
+            continue;
+        }
+        struct __ptrace_syscall_info si;
+        if (ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof si, &si) <= 0)
+            return -1;
+        bool entry = si.op == PTRACE_SYSCALL_INFO_ENTRY;
+        if (entry && (si.entry.nr == SYS_rename || si.entry.nr == SYS_renameat ||
+                      si.entry.nr == SYS_renameat2)) {
+            if (kill_after == 0)
+                break;
+            renames++;
+        } else if (si.op == PTRACE_SYSCALL_INFO_EXIT && renames > 0 && renames == kill_after) {
+            break; /* the kill_after-th rename is done */
+        }
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return renames;
+}
+
+/* The token record and every record's secret, after a recovered PIN
+ * change: one user key, every secret sealed under it. */
+static void expect_one_generation(const char *tokdir)
+{
+    char path[1200];
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/token.der", tokdir);
+    unsigned char *der = slurp(path, &len);
+    cs_token_rec tr;
+    CU_ASSERT_FATAL(der != NULL && cs_token_rec_decode(der, len, &tr) == CS_REC_OK);
+    free(der);
+    CU_ASSERT_EQUAL(tr.user.nkeys, 1);
+    CU_ASSERT_EQUAL(tr.user.keys[0].generation, tr.generation);
+    DIR *d = opendir(tokdir);
+    CU_ASSERT_FATAL(d != NULL);
+    struct dirent *e;
+    int sealed = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "obj-", 4) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", tokdir, e->d_name);
+        der = slurp(path, &len);
+        cs_object_rec r;
+        CU_ASSERT_FATAL(der != NULL && cs_object_rec_decode(der, len, &r) == CS_REC_OK);
+        free(der);
+        if (r.has_secret) {
+            CU_ASSERT_EQUAL(r.secret.generation, tr.generation);
+            sealed++;
+        }
+        cs_object_rec_clear(&r);
+    }
+    closedir(d);
+    CU_ASSERT(sealed > 0);
+    cs_token_rec_clear(&tr);
+}
+
+/* A process killed at any commit point of C_SetPIN leaves a token that opens
+ * with exactly the PIN the last commit says (the old one before the first
+ * rename, the new one after it), with every key intact, and the login
+ * that finds a half-done change finishes it. */
 static void test_killed_during_set_pin(void)
 {
     tst_store t;
     CK_SLOT_ID slot;
     CK_SESSION_HANDLE h;
     CK_OBJECT_HANDLE pub, priv;
-    enum { NKEYS = 12 };
+    char path[1024], tokdir[1024];
+    enum { NKEYS = 6 };
     CU_ASSERT_FATAL(tst_begin(&t, 50));
     CU_ASSERT_FATAL(tst_init_token("crash", &slot));
     CU_ASSERT_FATAL(tst_user_session(slot, &h));
@@ -749,84 +849,45 @@ static void test_killed_during_set_pin(void)
         snprintf(label, sizeof label, "c%d", i);
         CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, label, &pub, &priv) == CKR_OK);
     }
+    CU_ASSERT_FATAL(tst_object_file(&t, "c0", path, sizeof path));
+    snprintf(tokdir, sizeof tokdir, "%.*s", (int)(strrchr(path, '/') - path), path);
     p11->C_Finalize(NULL);
     char pin[16] = USER_PIN;
-    int old_won = 0, new_won = 0;
-    /* measure one uninterrupted change, then kill at points within it */
-    long full_us = 0;
-    for (int round = 0; round < 10; round++) {
+    /* an uninterrupted change: token record, each secret, token record */
+    int total = set_pin_killed_after(slot, pin, "5000", -1);
+    CU_ASSERT_EQUAL_FATAL(total, NKEYS + 2);
+    snprintf(pin, sizeof pin, "5000");
+    int resumed = 0;
+    for (int k = 0; k < total; k++) {
         char next[16];
-        snprintf(next, sizeof next, "%04d", 5000 + round);
-        struct timespec t0 = {0, 0}, t1;
-        int go[2];
-        CU_ASSERT_FATAL(pipe(go) == 0);
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid == 0) {
-            char c;
-            close(go[1]);
-            if (read(go[0], &c, 1) != 1) /* wait for the parent's go */
-                _exit(9);
-            CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
-            CK_SESSION_HANDLE c2;
-            if (p11->C_Initialize(&args) != CKR_OK || !try_login(slot, pin, &c2))
-                _exit(1);
-            if (p11->C_SetPIN(c2, (CK_UTF8CHAR_PTR)pin, strlen(pin), (CK_UTF8CHAR_PTR)next,
-                              strlen(next)) != CKR_OK)
-                _exit(2);
-            _exit(0);
-        }
-        close(go[0]);
-        if (round == 1) {
-            kill(pid, SIGKILL); /* before it starts: the old PIN must hold */
-        } else {
-            if (write(go[1], "g", 1) != 1)
-                CU_FAIL("pipe");
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            if (round > 0) {
-                /* then at points spread over the measured duration */
-                long at = full_us * (round - 2) / 8;
-                struct timespec d = {at / 1000000, (at % 1000000) * 1000};
-                if (at > 0)
-                    nanosleep(&d, NULL);
-                kill(pid, SIGKILL);
-            }
-        }
-        close(go[1]);
-        int st = 0;
-        waitpid(pid, &st, 0);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (round == 0) {
-            CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-            full_us = (t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000;
-        }
+        snprintf(next, sizeof next, "%04d", 5001 + k);
+        CU_ASSERT_EQUAL(set_pin_killed_after(slot, pin, next, k), k);
+        /* before the first commit the old PIN holds; from it on, the new */
+        const char *want = k == 0 ? pin : next, *other = k == 0 ? next : pin;
         CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
         CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
-        if (try_login(slot, next, &h)) {
-            new_won++;
-            snprintf(pin, sizeof pin, "%s", next);
-        } else if (try_login(slot, pin, &h)) {
-            old_won++;
-        } else {
-            CU_FAIL("neither the old nor the new PIN opens the token");
+        int before = tst_file_lines(t.log, "finishing an interrupted PIN change");
+        CU_ASSERT_FALSE(try_login(slot, other, &h));
+        if (!try_login(slot, want, &h)) {
+            CU_FAIL("the expected PIN does not open the token");
             p11->C_Finalize(NULL);
             break;
         }
+        resumed += tst_file_lines(t.log, "finishing an interrupted PIN change") - before;
         CU_ASSERT_EQUAL(tst_count(h, NULL, CKO_PRIVATE_KEY), NKEYS);
         for (int i = 0; i < NKEYS; i++) {
             char label[16];
-            CK_OBJECT_HANDLE k;
+            CK_OBJECT_HANDLE key;
             snprintf(label, sizeof label, "c%d", i);
-            CU_ASSERT(tst_find_one(h, label, CKO_PRIVATE_KEY, &k) && sign_once(h, k) == CKR_OK);
+            CU_ASSERT(tst_find_one(h, label, CKO_PRIVATE_KEY, &key) && sign_once(h, key) == CKR_OK);
         }
+        expect_one_generation(tokdir);
+        if (k > 0)
+            snprintf(pin, sizeof pin, "%s", next);
         p11->C_Finalize(NULL);
     }
-    int resumed = cu_test_sh("grep -c 'finishing an interrupted PIN change' '%s' >/dev/null", t.log) == 0;
-    printf("(killed SetPIN: %d runs ended with the new PIN, %d with the old, %s finished at the "
-           "next login; full run %ld us) ",
-           new_won, old_won, resumed ? "some" : "none", full_us);
-    CU_ASSERT(new_won >= 1);
-    CU_ASSERT(old_won >= 1);
+    /* every kill between the first commit and the last left two data keys */
+    CU_ASSERT_EQUAL(resumed, total - 1);
     CU_ASSERT_FALSE(tst_log_has(&t, "ignored"));
     CU_ASSERT_FATAL(tst_restart());
     tst_end(&t);
@@ -848,7 +909,7 @@ int main(void)
         {"PIN changed by another process", test_pin_change_other_process},
         {"two processes on one store", test_two_processes},
         {"wrong PINs from two processes all counted", test_concurrent_wrong_pins},
-        {"process killed during C_SetPIN", test_killed_during_set_pin},
+        {"process killed at each commit point of C_SetPIN", test_killed_during_set_pin},
         {NULL, NULL},
     };
     if (cu_test_add_suite("soft_faults", NULL, NULL, cases) != 0)
