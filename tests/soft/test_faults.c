@@ -458,6 +458,27 @@ static void test_truncated_record(void)
     tst_end(&t);
 }
 
+/* A record replaced by a symbolic link (to a valid copy elsewhere) is not
+ * followed: the store's records are its own plain files. */
+static void test_symlinked_record(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    char path[1024], copy[1100];
+    size_t len = 0;
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    unsigned char *orig = slurp(path, &len);
+    snprintf(copy, sizeof copy, "%s/elsewhere.der", t.dir);
+    CU_ASSERT_FATAL(spit(copy, orig, len));
+    CU_ASSERT_EQUAL_FATAL(unlink(path), 0);
+    CU_ASSERT_EQUAL_FATAL(symlink(copy, path), 0);
+    unlink(t.log);
+    expect_victim_gone(&t, slot, "symbolic link", path);
+    CU_ASSERT_EQUAL(tst_file_lines(t.integrity, "symbolic link"), 1);
+    free(orig);
+    tst_end(&t);
+}
+
 /* The store becomes read-only (a non-root process on a root-owned
  * store, or a read-only mount): reads work, writes fail cleanly. */
 static void test_unwritable_store(void)
@@ -904,6 +925,7 @@ int main(void)
         {"forged custody attributes never shown, even before login", test_forged_custody_hidden},
         {"a PIN stored below the PBKDF2 floor is re-wrapped at login", test_weak_pin_slot_rewrapped},
         {"truncated records and leftover temp files", test_truncated_record},
+        {"a record that is a symbolic link is not followed", test_symlinked_record},
         {"store not writable: reads work, writes fail cleanly", test_unwritable_store},
         {"PIN changed while another session is open", test_pin_change_other_session},
         {"PIN changed by another process", test_pin_change_other_process},

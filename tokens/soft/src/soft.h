@@ -168,8 +168,9 @@ CK_RV cs_store_unlink(const char *dir, const char *name);
 /* Exclusive inter-process lock on dir/.lock; returns an fd to pass to unlock. */
 CK_RV cs_store_lock(const char *dir, int *_fd);
 void cs_store_unlock(int fd);
+/* mkdir 0700 (an existing one is fine), then fsync of the parent. */
 CK_RV cs_store_mkdir(const char *path);
-/* Removes a token directory and everything in it. */
+/* Removes a token directory and everything in it, then fsyncs the parent. */
 CK_RV cs_store_rmtree(const char *dir);
 
 /* ---- objects, sessions, tokens ---- */

@@ -1,8 +1,10 @@
 /* Files of the store. Writes are crash-safe: a record is written to a
  * temporary file in the same directory, fsync'd, renamed over the old one,
  * and the directory fsync'd, so a process killed at any point leaves either
- * the old record or the new one. Temporary files start with '.', which the
- * directory scan ignores. */
+ * the old record or the new one. Making or removing a token directory
+ * fsyncs its parent the same way. Records are opened without following
+ * symbolic links. Temporary files start with '.', which the directory scan
+ * ignores. */
 #include "soft.h"
 
 #include <dirent.h>
@@ -33,6 +35,22 @@ static CK_RV fsync_dir(const char *dir)
     int rc = fsync(fd);
     close(fd);
     return rc == 0 ? CKR_OK : CKR_DEVICE_ERROR;
+}
+
+/* After a directory entry of `path` was made or removed: makes that last
+ * through a crash, like the rename of a record. */
+static CK_RV fsync_parent(const char *path)
+{
+    char parent[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return fsync_dir(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof parent)
+        return CKR_DEVICE_ERROR;
+    memcpy(parent, path, n);
+    parent[n] = '\0';
+    return fsync_dir(parent);
 }
 
 CK_RV cs_store_write(const char *dir, const char *name, const void *data, size_t len)
@@ -93,13 +111,17 @@ fail:
 
 CK_RV cs_store_read(const char *path, unsigned char **_data, size_t *_len, struct stat *_st)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* A record is a plain file of the store, never a link to elsewhere. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     unsigned char *buf = NULL;
     CK_RV rv = CKR_DEVICE_ERROR;
 
-    if (fd < 0)
+    if (fd < 0) {
+        if (errno == ELOOP)
+            cs_report("%s: a symbolic link, not a record; ignored", path);
         return errno == ENOENT ? CKR_OBJECT_HANDLE_INVALID : errno_rv(errno);
+    }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         goto cleanup;
     if (st.st_size <= 0 || (size_t)st.st_size > CS_MAX_RECORD) {
@@ -147,10 +169,10 @@ CK_RV cs_store_lock(const char *dir, int *_fd)
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/.lock", dir) >= (int)sizeof path)
         return CKR_DEVICE_ERROR;
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno != ELOOP) {
         /* A read-only store can still be read: lock with a read-only fd. */
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
             cs_log("cannot open lock %s: %s", path, strerror(errno));
             return errno_rv(errno);
@@ -174,11 +196,13 @@ void cs_store_unlock(int fd)
 
 CK_RV cs_store_mkdir(const char *path)
 {
-    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(path, 0700) != 0) {
+        if (errno == EEXIST)
+            return CKR_OK;
         cs_log("cannot create directory %s: %s", path, strerror(errno));
         return errno_rv(errno);
     }
-    return CKR_OK;
+    return fsync_parent(path);
 }
 
 CK_RV cs_store_rmtree(const char *dir)
@@ -198,6 +222,8 @@ CK_RV cs_store_rmtree(const char *dir)
     }
     closedir(d);
     if (rmdir(dir) != 0)
+        rv = CKR_DEVICE_ERROR;
+    else if (fsync_parent(dir) != CKR_OK)
         rv = CKR_DEVICE_ERROR;
     return rv;
 }
