@@ -480,7 +480,8 @@ static void test_symlinked_record(void)
 }
 
 /* The store becomes read-only (a non-root process on a root-owned
- * store, or a read-only mount): reads work, writes fail cleanly. */
+ * store, or a read-only mount): public objects can be read, writes fail
+ * cleanly, and logins are refused, since their attempts cannot be counted. */
 static void test_unwritable_store(void)
 {
     tst_store t;
@@ -507,21 +508,34 @@ static void test_unwritable_store(void)
         if (p11->C_Initialize(&args) != CKR_OK)
             _exit(11);
         CK_SESSION_HANDLE h;
-        CK_OBJECT_HANDLE k, pub, priv;
-        if (!tst_user_session(slot, &h))
+        CK_OBJECT_HANDLE k, d;
+        CK_TOKEN_INFO ti;
+        if (p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h) != CKR_OK)
             _exit(12);
-        if (!tst_find_one(h, "victim", CKO_PRIVATE_KEY, &k) || sign_once(h, k) != CKR_OK)
+        /* public objects can be read */
+        if (!tst_find_one(h, "victim/pub", CKO_PUBLIC_KEY, &k))
             _exit(13);
-        CK_RV rv = tst_gen_ec(h, 256, true, "new", &pub, &priv);
-        if (rv != CKR_DEVICE_ERROR)
+        /* a login attempt that cannot be counted is refused, right PIN or
+         * wrong: otherwise guesses would be unlimited */
+        if (p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)"0000", 4) != CKR_DEVICE_ERROR ||
+            p11->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, 4) != CKR_DEVICE_ERROR ||
+            p11->C_Login(h, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)) != CKR_DEVICE_ERROR)
             _exit(14);
-        if (tst_count(h, "new", CKO_PRIVATE_KEY) != 0 || tst_count(h, "new/pub", (CK_ULONG)-1) != 0)
+        if (p11->C_GetTokenInfo(slot, &ti) != CKR_OK ||
+            (ti.flags & (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_LOCKED)))
             _exit(15);
-        /* session objects still work */
-        if (tst_gen_ec(h, 256, false, "sess", &pub, &priv) != CKR_OK || sign_once(h, priv) != CKR_OK)
+        /* writes fail cleanly and leave nothing behind */
+        CK_OBJECT_CLASS data = CKO_DATA;
+        CK_BBOOL yes = CK_TRUE;
+        CK_ATTRIBUTE dt[] = {{CKA_CLASS, &data, sizeof data}, {CKA_TOKEN, &yes, 1}, {CKA_LABEL, "new", 3}};
+        if (p11->C_CreateObject(h, dt, 3, &d) != CKR_DEVICE_ERROR || tst_count(h, "new", (CK_ULONG)-1) != 0)
             _exit(16);
         if (p11->C_DestroyObject(h, k) == CKR_OK)
             _exit(17);
+        /* session objects still work */
+        dt[1].pValue = &(CK_BBOOL){CK_FALSE};
+        if (p11->C_CreateObject(h, dt, 3, &d) != CKR_OK || tst_count(h, "new", (CK_ULONG)-1) != 1)
+            _exit(18);
         p11->C_Finalize(NULL);
         _exit(0);
     }
@@ -768,10 +782,11 @@ static int set_pin_killed_after(CK_SLOT_ID slot, const char *old, const char *ne
     if (pid == 0) {
         CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
         CK_SESSION_HANDLE c;
-        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0 || raise(SIGSTOP) != 0)
-            _exit(8);
         if (p11->C_Initialize(&args) != CKR_OK || !try_login(slot, old, &c))
             _exit(1);
+        /* traced from here: only C_SetPIN's renames count */
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0 || raise(SIGSTOP) != 0)
+            _exit(8);
         if (p11->C_SetPIN(c, (CK_UTF8CHAR_PTR)old, strlen(old), (CK_UTF8CHAR_PTR)next,
                           strlen(next)) != CKR_OK)
             _exit(2);
@@ -874,9 +889,13 @@ static void test_killed_during_set_pin(void)
     snprintf(tokdir, sizeof tokdir, "%.*s", (int)(strrchr(path, '/') - path), path);
     p11->C_Finalize(NULL);
     char pin[16] = USER_PIN;
-    /* an uninterrupted change: token record, each secret, token record */
+    /* An uninterrupted change renames: the token record twice (the old PIN's
+     * attempt counted, then cleared), the token record with the new PIN and
+     * both data keys (the first commit of the change), each secret
+     * re-sealed, the token record with the new data key alone. */
+    enum { FIRST_COMMIT = 3 };
     int total = set_pin_killed_after(slot, pin, "5000", -1);
-    CU_ASSERT_EQUAL_FATAL(total, NKEYS + 2);
+    CU_ASSERT_EQUAL_FATAL(total, 2 + 1 + NKEYS + 1);
     snprintf(pin, sizeof pin, "5000");
     int resumed = 0;
     for (int k = 0; k < total; k++) {
@@ -884,7 +903,8 @@ static void test_killed_during_set_pin(void)
         snprintf(next, sizeof next, "%04d", 5001 + k);
         CU_ASSERT_EQUAL(set_pin_killed_after(slot, pin, next, k), k);
         /* before the first commit the old PIN holds; from it on, the new */
-        const char *want = k == 0 ? pin : next, *other = k == 0 ? next : pin;
+        bool changed = k >= FIRST_COMMIT;
+        const char *want = changed ? next : pin, *other = changed ? pin : next;
         CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
         CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
         int before = tst_file_lines(t.log, "finishing an interrupted PIN change");
@@ -903,12 +923,12 @@ static void test_killed_during_set_pin(void)
             CU_ASSERT(tst_find_one(h, label, CKO_PRIVATE_KEY, &key) && sign_once(h, key) == CKR_OK);
         }
         expect_one_generation(tokdir);
-        if (k > 0)
+        if (changed)
             snprintf(pin, sizeof pin, "%s", next);
         p11->C_Finalize(NULL);
     }
     /* every kill between the first commit and the last left two data keys */
-    CU_ASSERT_EQUAL(resumed, total - 1);
+    CU_ASSERT_EQUAL(resumed, total - FIRST_COMMIT);
     CU_ASSERT_FALSE(tst_log_has(&t, "ignored"));
     CU_ASSERT_FATAL(tst_restart());
     tst_end(&t);
@@ -926,7 +946,7 @@ int main(void)
         {"a PIN stored below the PBKDF2 floor is re-wrapped at login", test_weak_pin_slot_rewrapped},
         {"truncated records and leftover temp files", test_truncated_record},
         {"a record that is a symbolic link is not followed", test_symlinked_record},
-        {"store not writable: reads work, writes fail cleanly", test_unwritable_store},
+        {"store not writable: reads work, writes and logins refused", test_unwritable_store},
         {"PIN changed while another session is open", test_pin_change_other_session},
         {"PIN changed by another process", test_pin_change_other_process},
         {"two processes on one store", test_two_processes},

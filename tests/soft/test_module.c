@@ -950,6 +950,9 @@ static void test_info_and_mechanisms(void)
     /* everything not listed is refused, not faked */
     CK_MECHANISM enc = {CKM_RSA_PKCS, NULL, 0};
     CU_ASSERT_EQUAL(p11->C_EncryptInit(1, &enc, 1), CKR_FUNCTION_NOT_SUPPORTED);
+    /* the legacy parallel-session functions answer as v2.40 asks */
+    CU_ASSERT_EQUAL(p11->C_GetFunctionStatus(1), CKR_FUNCTION_NOT_PARALLEL);
+    CU_ASSERT_EQUAL(p11->C_CancelFunction(1), CKR_FUNCTION_NOT_PARALLEL);
     unsigned char rnd[32] = {0}, zero[32] = {0};
     CK_SESSION_HANDLE h;
     CU_ASSERT_EQUAL(p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);

@@ -858,6 +858,20 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData, CK_U
     return rv;
 }
 
+/* Legacy functions of parallel sessions, which no token has any more:
+ * v2.40 asks them to answer CKR_FUNCTION_NOT_PARALLEL. */
+CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE hSession)
+{
+    (void)hSession;
+    return CKR_FUNCTION_NOT_PARALLEL;
+}
+
+CK_RV C_CancelFunction(CK_SESSION_HANDLE hSession)
+{
+    (void)hSession;
+    return CKR_FUNCTION_NOT_PARALLEL;
+}
+
 /* ---- not offered by this token ---- */
 
 #define NOT_SUPPORTED(name, params) \
@@ -889,8 +903,6 @@ NOT_SUPPORTED(C_DecryptVerifyUpdate, (CK_SESSION_HANDLE h, CK_BYTE_PTR e, CK_ULO
 NOT_SUPPORTED(C_WrapKey, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE w, CK_OBJECT_HANDLE k, CK_BYTE_PTR o, CK_ULONG_PTR ol))
 NOT_SUPPORTED(C_UnwrapKey, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE u, CK_BYTE_PTR w, CK_ULONG wl, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k))
 NOT_SUPPORTED(C_DeriveKey, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k))
-NOT_SUPPORTED(C_GetFunctionStatus, (CK_SESSION_HANDLE h))
-NOT_SUPPORTED(C_CancelFunction, (CK_SESSION_HANDLE h))
 NOT_SUPPORTED(C_WaitForSlotEvent, (CK_FLAGS f, CK_SLOT_ID_PTR s, CK_VOID_PTR r))
 #pragma GCC diagnostic pop
 

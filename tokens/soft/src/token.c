@@ -919,6 +919,16 @@ static CK_RV verify_pin(cs_token *tok, cs_pin_slot *p, const char *who, const un
         return CKR_USER_PIN_NOT_INITIALIZED;
     if (p->failures >= tok->rec.max_attempts)
         return CKR_PIN_LOCKED;
+    /* The attempt is counted as failed on disk before the PIN is tried, and
+     * the count reset once it proves right: a store where the count cannot
+     * be written refuses every login, or it would allow unlimited guesses
+     * (also by a process killed between trying and counting). */
+    p->failures++;
+    if ((rv = rec_write(tok)) != CKR_OK) {
+        p->failures--;
+        cs_log("token %s: cannot record a %s login attempt; login refused", tok->rec.serial, who);
+        return rv;
+    }
     if ((rv = cs_pbkdf2(pin, len, p->salt, p->iterations, kek)) != CKR_OK)
         return rv;
     unsigned char tmp[2][CS_KEY_LEN];
@@ -931,23 +941,18 @@ static CK_RV verify_pin(cs_token *tok, cs_pin_slot *p, const char *who, const un
     }
     OPENSSL_cleanse(kek, sizeof kek);
     if (rv == CKR_ENCRYPTED_DATA_INVALID) {
-        p->failures++;
         cs_log("token %s: wrong %s PIN (%u of %u)", tok->rec.serial, who, p->failures,
                tok->rec.max_attempts);
-        CK_RV wrv = rec_write(tok);
         OPENSSL_cleanse(tmp, sizeof tmp);
-        if (wrv != CKR_OK)
-            return wrv;
-        return CKR_PIN_INCORRECT;
+        return CKR_PIN_INCORRECT; /* already counted */
     }
     if (rv != CKR_OK) {
         OPENSSL_cleanse(tmp, sizeof tmp);
         return rv;
     }
-    bool dirty = p->failures != 0;
-    p->failures = 0;
     cs_pin_slot weak = *p;
     bool rewrapped = false;
+    p->failures = 0;
     if (p->iterations < CS_MIN_PBKDF2_ITERATIONS) {
         /* Stored by an older version with a lower count: the PIN is right,
          * so wrap the same keys again with a fresh salt and today's count.
@@ -957,19 +962,20 @@ static CK_RV verify_pin(cs_token *tok, cs_pin_slot *p, const char *who, const un
         for (size_t i = 0; i < n; i++)
             g[i] = p->keys[i].generation;
         if ((rv = pin_slot_make(&np, &tok->rec, who, pin, len, n, g, tmp)) != CKR_OK) {
+            p->failures = weak.failures;
             OPENSSL_cleanse(tmp, sizeof tmp);
             return rv;
         }
         cs_log("token %s: %s PIN was stored with %u PBKDF2 iterations; re-wrapped with %u",
                tok->rec.serial, who, p->iterations, np.iterations);
         *p = np;
-        rewrapped = dirty = true;
+        rewrapped = true;
     }
-    if (dirty && (rv = rec_write(tok)) != CKR_OK) {
-        if (rewrapped) {
+    if ((rv = rec_write(tok)) != CKR_OK) {
+        /* as on disk: the attempt counted, the old slot */
+        if (rewrapped)
             pin_slot_clear(p);
-            *p = weak;
-        }
+        *p = weak;
         OPENSSL_cleanse(tmp, sizeof tmp);
         return rv;
     }
