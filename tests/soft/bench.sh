@@ -13,7 +13,8 @@ trap 'rm -rf "$T"' EXIT
 keys() { # module
     local P="pkcs11-tool --module $1 --token-label bench --login --pin 1234"
     $P --keypairgen --key-type EC:prime256v1 --label ec --id 01 >/dev/null 2>&1
-    $P --keygen --key-type GENERIC:32 --label hmac --id 02 >/dev/null 2>&1
+    # --private: pkcs11-tool makes secret keys public otherwise (custos-soft refuses)
+    $P --keygen --key-type GENERIC:32 --label hmac --id 02 --private >/dev/null 2>&1
 }
 # custos-soft (production PBKDF2 count: it only costs at login)
 export CUSTOS_SOFT_DIR=$T/soft
