@@ -325,39 +325,101 @@ static void test_forged_custody_hidden(void)
 /* A PIN slot stored with fewer iterations than the floor (an older
  * version's test store): the right PIN still opens it, and the login
  * re-wraps the same data key with the configured count. */
+/* The token's data key, as the user PIN opens it (what the module does at
+ * login; nkeys == 1). The wrapping's associated data is token.c's. */
+static bool user_dek(const char *tokpath, const char *pin, unsigned char dek[CS_KEY_LEN])
+{
+    size_t len = 0, dl = 0;
+    unsigned char *der = slurp(tokpath, &len), kek[CS_KEY_LEN], *pt = NULL;
+    cs_token_rec r;
+    char aad[96];
+    if (der == NULL || cs_token_rec_decode(der, len, &r) != CS_REC_OK) {
+        free(der);
+        return false;
+    }
+    free(der);
+    int al = snprintf(aad, sizeof aad, "custos-soft key|%s|user|%u", r.serial,
+                      r.user.keys[0].generation);
+    bool ok = r.user.nkeys == 1 &&
+              cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, r.user.iterations,
+                        kek) == CKR_OK &&
+              cs_open(kek, aad, (size_t)al, &r.user.keys[0], &pt, &dl) == CKR_OK &&
+              dl == CS_KEY_LEN;
+    if (ok)
+        memcpy(dek, pt, CS_KEY_LEN);
+    if (pt != NULL)
+        OPENSSL_clear_free(pt, dl);
+    OPENSSL_cleanse(kek, sizeof kek);
+    cs_token_rec_clear(&r);
+    return ok;
+}
+
+/* A key asking for a context-specific login, sealed with the right data
+ * key (made by some other tool that has the PIN): the module has no such
+ * login, so the key is listed but never signs. */
+static void test_always_authenticate_key_does_not_sign(void)
+{
+    tst_store t;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE k;
+    char path[1024], tokpath[1100];
+    unsigned char dek[CS_KEY_LEN], *pt = NULL;
+    size_t len = 0, pl = 0;
+    CU_ASSERT_FATAL(two_keys(&t, &slot, path, sizeof path));
+    p11->C_Finalize(NULL);
+    snprintf(tokpath, sizeof tokpath, "%.*s/token.der", (int)(strrchr(path, '/') - path), path);
+    CU_ASSERT_FATAL(user_dek(tokpath, USER_PIN, dek));
+    unsigned char *der = slurp(path, &len);
+    cs_object_rec r;
+    CU_ASSERT_EQUAL_FATAL(cs_object_rec_decode(der, len, &r), CS_REC_OK);
+    free(der);
+    CU_ASSERT_EQUAL_FATAL(cs_open(dek, r.aad, r.aad_len, &r.secret, &pt, &pl), CKR_OK);
+    cs_attrs_set_bool(&r.attrs, CKA_ALWAYS_AUTHENTICATE, CK_TRUE);
+    der = NULL;
+    CU_ASSERT_EQUAL_FATAL(cs_object_rec_encode(&r, dek, pt, pl, &der, &len), CS_REC_OK);
+    CU_ASSERT_FATAL(spit(path, der, len));
+    OPENSSL_free(der);
+    OPENSSL_clear_free(pt, pl);
+    OPENSSL_cleanse(dek, sizeof dek);
+    cs_object_rec_clear(&r);
+    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+    CU_ASSERT_EQUAL_FATAL(p11->C_Initialize(&args), CKR_OK);
+    CU_ASSERT_FATAL(tst_user_session(slot, &h));
+    CU_ASSERT_FATAL(tst_find_one(h, "victim", CKO_PRIVATE_KEY, &k)); /* authentic */
+    CU_ASSERT_EQUAL(tst_bool_attr(h, k, CKA_ALWAYS_AUTHENTICATE), CK_TRUE);
+    CU_ASSERT_EQUAL(sign_once(h, k), CKR_USER_NOT_LOGGED_IN);
+    CU_ASSERT_FATAL(tst_find_one(h, "bystander", CKO_PRIVATE_KEY, &k));
+    CU_ASSERT_EQUAL(sign_once(h, k), CKR_OK);
+    tst_end(&t);
+}
+
 static bool weaken_user_pin(const char *tokpath, const char *pin, uint32_t iterations)
 {
     size_t len = 0;
-    unsigned char *der = slurp(tokpath, &len), kek[CS_KEY_LEN], *dek = NULL;
-    size_t dl = 0;
+    unsigned char *der = NULL, kek[CS_KEY_LEN], dek[CS_KEY_LEN];
     cs_token_rec r;
     char aad[96];
     bool ok = false;
-    if (der == NULL || cs_token_rec_decode(der, len, &r) != CS_REC_OK) {
+    if (!user_dek(tokpath, pin, dek))
+        return false;
+    if ((der = slurp(tokpath, &len)) == NULL || cs_token_rec_decode(der, len, &r) != CS_REC_OK) {
         free(der);
         return false;
     }
     free(der);
     der = NULL;
     cs_sealed *k = &r.user.keys[0];
-    /* the wrapping's associated data, as token.c makes it */
-    int al = snprintf(aad, sizeof aad, "custos-soft key|%s|user|%u", r.serial, k->generation);
-    if (r.user.nkeys != 1 ||
-        cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, r.user.iterations, kek) != CKR_OK ||
-        cs_open(kek, aad, (size_t)al, k, &dek, &dl) != CKR_OK)
-        goto out;
     uint32_t gen = k->generation;
+    int al = snprintf(aad, sizeof aad, "custos-soft key|%s|user|%u", r.serial, gen);
     cs_sealed_clear(k);
     r.user.iterations = iterations;
-    if (cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, iterations, kek) != CKR_OK ||
-        cs_seal(kek, gen, aad, (size_t)al, dek, dl, k) != CKR_OK ||
-        cs_token_rec_encode(&r, &der, &len) != CS_REC_OK)
-        goto out;
-    ok = spit(tokpath, der, len);
-out:
+    if (cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, iterations, kek) == CKR_OK &&
+        cs_seal(kek, gen, aad, (size_t)al, dek, sizeof dek, k) == CKR_OK &&
+        cs_token_rec_encode(&r, &der, &len) == CS_REC_OK)
+        ok = spit(tokpath, der, len);
     OPENSSL_free(der);
-    if (dek != NULL)
-        OPENSSL_clear_free(dek, dl);
+    OPENSSL_cleanse(dek, sizeof dek);
     OPENSSL_cleanse(kek, sizeof kek);
     cs_token_rec_clear(&r);
     return ok;
@@ -944,6 +1006,7 @@ int main(void)
         {"forged record (valid digest) and swapped record rejected", test_forged_and_swapped_record},
         {"forged custody attributes never shown, even before login", test_forged_custody_hidden},
         {"a PIN stored below the PBKDF2 floor is re-wrapped at login", test_weak_pin_slot_rewrapped},
+        {"a key asking for context-specific login does not sign", test_always_authenticate_key_does_not_sign},
         {"truncated records and leftover temp files", test_truncated_record},
         {"a record that is a symbolic link is not followed", test_symlinked_record},
         {"store not writable: reads work, writes and logins refused", test_unwritable_store},
