@@ -143,6 +143,8 @@ static void test_logout_ends_private_session_objects(void)
     CU_ASSERT_FATAL(tst_user_session(slot, &h));
     CU_ASSERT_FATAL(tst_gen_ec(h, 256, false, "sess", &pub, &priv) == CKR_OK);
     CU_ASSERT_FATAL(tst_gen_hmac(h, 32, false, "sessmac", &hk) == CKR_OK);
+    CK_OBJECT_HANDLE tpub, tpriv, tnew;
+    CU_ASSERT_FATAL(tst_gen_ec(h, 256, true, "tok", &tpub, &tpriv) == CKR_OK);
     CK_ATTRIBUTE pd[] = {{CKA_CLASS, &data, sizeof data}, {CKA_PRIVATE, &yes, 1},
                          {CKA_LABEL, "sessdata", 8}, {CKA_VALUE, "v", 1}};
     CU_ASSERT_EQUAL(p11->C_CreateObject(h, pd, 4, &d), CKR_OK);
@@ -207,6 +209,13 @@ static void test_logout_ends_private_session_objects(void)
     CU_ASSERT_EQUAL(p11->C_SignInit(h, &hm, hk), CKR_KEY_HANDLE_INVALID);
     CU_ASSERT_EQUAL(p11->C_GetAttributeValue(h, d, &va, 1), CKR_OBJECT_HANDLE_INVALID);
     CU_ASSERT_EQUAL(tst_sign(h, &m, priv, dg, 32, sig, &sl), CKR_KEY_HANDLE_INVALID);
+    /* a private token object is found again, under a new handle */
+    CU_ASSERT_EQUAL(p11->C_SignInit(h, &m, tpriv), CKR_KEY_HANDLE_INVALID);
+    CU_ASSERT_FATAL(tst_find_one(h, "tok", CKO_PRIVATE_KEY, &tnew));
+    CU_ASSERT_NOT_EQUAL(tnew, tpriv);
+    sl = sizeof sig;
+    CU_ASSERT_EQUAL(tst_sign(h, &m, tnew, dg, 32, sig, &sl), CKR_OK);
+    CU_ASSERT(tst_find_one(h, "tok/pub", CKO_PUBLIC_KEY, &tnew) && tnew == tpub);
     /* public session objects live on */
     CU_ASSERT_EQUAL(tst_count(h, "sess/pub", CKO_PUBLIC_KEY), 1);
     CU_ASSERT_EQUAL(tst_count(h, "open", CKO_DATA), 1);
@@ -742,6 +751,7 @@ static void test_memory_mode(void)
     unsigned char sig[64], dg[32] = {1};
     CK_ULONG sl = sizeof sig;
     CK_MECHANISM m = {CKM_ECDSA, NULL, 0};
+    CU_ASSERT_FATAL(tst_find_one(h, "k", CKO_PRIVATE_KEY, &priv)); /* a new handle */
     CU_ASSERT_EQUAL(tst_sign(h, &m, priv, dg, 32, sig, &sl), CKR_OK);
     CU_ASSERT_EQUAL(p11->C_SetPIN(h, (CK_UTF8CHAR_PTR)USER_PIN, 4, (CK_UTF8CHAR_PTR)"5678", 4), CKR_OK);
     sl = sizeof sig;

@@ -1082,15 +1082,29 @@ void cs_token_logout(cs_token *tok)
     for (size_t i = 0; i < tok->nobjs; i++)
         if (tok->objs[i]->has_secret)
             cs_object_forget_secret(tok->objs[i]);
-    /* PKCS#11: a logout ends private session objects, and their handles stay
-     * invalid after the next login. Every secret-bearing object is private
-     * (object.c refuses otherwise); both are checked all the same. */
+    /* PKCS#11: after a logout the application's handles to private objects
+     * are invalid, even after the next login. Private session objects end
+     * (every secret-bearing object is private, object.c refuses otherwise;
+     * both are checked all the same); private token objects get new handles
+     * (handles are never reused), as SoftHSM2 does. */
     for (size_t i = 0; i < cs_g.nhandles; i++) {
         cs_object *o = cs_g.handles[i];
         if (o != NULL && o->tok == tok && o->session != 0 &&
             (o->has_secret || cs_object_is_private(o))) {
             cs_g.handles[i] = NULL;
             cs_object_free(o);
+        }
+    }
+    for (size_t i = tok->nobjs; i-- > 0;) {
+        cs_object *o = tok->objs[i];
+        if (!o->has_secret && !cs_object_is_private(o))
+            continue;
+        cs_handle_remove(o);
+        if (cs_handle_add(o) != CKR_OK) {
+            /* No memory for a handle: drop it; the next scan reloads it. */
+            tok->objs[i] = tok->objs[--tok->nobjs];
+            cs_object_free(o);
+            memset(&tok->dir_mtime, 0, sizeof tok->dir_mtime);
         }
     }
 }
