@@ -414,7 +414,8 @@ static bool weaken_user_pin(const char *tokpath, const char *pin, uint32_t itera
     int al = snprintf(aad, sizeof aad, "custos-soft key|%s|user|%u", r.serial, gen);
     cs_sealed_clear(k);
     r.user.iterations = iterations;
-    if (cs_pbkdf2((const unsigned char *)pin, strlen(pin), r.user.salt, iterations, kek) == CKR_OK &&
+    const unsigned char *pb = (const unsigned char *)pin;
+    if (cs_pbkdf2(pb, strlen(pin), r.user.salt, iterations, kek) == CKR_OK &&
         cs_seal(kek, gen, aad, (size_t)al, dek, sizeof dek, k) == CKR_OK &&
         cs_token_rec_encode(&r, &der, &len) == CS_REC_OK)
         ok = spit(tokpath, der, len);
@@ -589,8 +590,10 @@ static void test_unwritable_store(void)
         /* writes fail cleanly and leave nothing behind */
         CK_OBJECT_CLASS data = CKO_DATA;
         CK_BBOOL yes = CK_TRUE;
-        CK_ATTRIBUTE dt[] = {{CKA_CLASS, &data, sizeof data}, {CKA_TOKEN, &yes, 1}, {CKA_LABEL, "new", 3}};
-        if (p11->C_CreateObject(h, dt, 3, &d) != CKR_DEVICE_ERROR || tst_count(h, "new", (CK_ULONG)-1) != 0)
+        CK_ATTRIBUTE dt[] = {{CKA_CLASS, &data, sizeof data}, {CKA_TOKEN, &yes, 1},
+                             {CKA_LABEL, "new", 3}};
+        if (p11->C_CreateObject(h, dt, 3, &d) != CKR_DEVICE_ERROR ||
+            tst_count(h, "new", (CK_ULONG)-1) != 0)
             _exit(16);
         if (p11->C_DestroyObject(h, k) == CKR_OK)
             _exit(17);
@@ -855,8 +858,9 @@ static int set_pin_killed_after(CK_SLOT_ID slot, const char *old, const char *ne
         _exit(0);
     }
     int st = 0, renames = 0;
+    long opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL;
     if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFSTOPPED(st) ||
-        ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)) != 0)
+        ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)opts) != 0)
         return -1;
     int sig = 0;
     for (;;) {
@@ -1005,8 +1009,10 @@ int main(void)
         {"integrity failures reported with the debug log off", test_integrity_failures_reported},
         {"forged record (valid digest) and swapped record rejected", test_forged_and_swapped_record},
         {"forged custody attributes never shown, even before login", test_forged_custody_hidden},
-        {"a PIN stored below the PBKDF2 floor is re-wrapped at login", test_weak_pin_slot_rewrapped},
-        {"a key asking for context-specific login does not sign", test_always_authenticate_key_does_not_sign},
+        {"a PIN stored below the PBKDF2 floor is re-wrapped at login",
+         test_weak_pin_slot_rewrapped},
+        {"a key asking for context-specific login does not sign",
+         test_always_authenticate_key_does_not_sign},
         {"truncated records and leftover temp files", test_truncated_record},
         {"a record that is a symbolic link is not followed", test_symlinked_record},
         {"store not writable: reads work, writes and logins refused", test_unwritable_store},

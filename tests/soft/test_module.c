@@ -989,13 +989,13 @@ static CK_RV gen_ec_oid(CK_SESSION_HANDLE h, const CK_BYTE *oid, size_t n, CK_OB
 /* Imports an RSA key pair made by OpenSSL (any size). */
 static CK_RV import_rsa(CK_SESSION_HANDLE h, EVP_PKEY *pk, CK_OBJECT_HANDLE *_priv)
 {
-    static const char *names[] = {OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E, OSSL_PKEY_PARAM_RSA_D,
-                                  OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PKEY_PARAM_RSA_FACTOR2,
-                                  OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PKEY_PARAM_RSA_EXPONENT2,
-                                  OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
-    static const CK_ATTRIBUTE_TYPE types[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT,
-                                              CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1,
-                                              CKA_EXPONENT_2, CKA_COEFFICIENT};
+    static const char *names[] = {
+        OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,         OSSL_PKEY_PARAM_RSA_D,
+        OSSL_PKEY_PARAM_RSA_FACTOR1,   OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    static const CK_ATTRIBUTE_TYPE types[] = {
+        CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+        CKA_PRIME_2, CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT};
     unsigned char buf[8][1024];
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     CK_KEY_TYPE kt = CKK_RSA;
@@ -1043,9 +1043,9 @@ static void check_mechanism(CK_SESSION_HANDLE h, CK_MECHANISM_TYPE t, CK_KEY_TYP
                                                     0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
                                                     0x01, 0x05, 0x00, 0x04, 0x20};
     const char *md = mech_md(t);
-    bool pss = t == CKM_RSA_PKCS_PSS || t == CKM_SHA1_RSA_PKCS_PSS || t == CKM_SHA224_RSA_PKCS_PSS ||
-               t == CKM_SHA256_RSA_PKCS_PSS || t == CKM_SHA384_RSA_PKCS_PSS ||
-               t == CKM_SHA512_RSA_PKCS_PSS;
+    bool pss = t == CKM_RSA_PKCS_PSS || t == CKM_SHA1_RSA_PKCS_PSS ||
+               t == CKM_SHA224_RSA_PKCS_PSS || t == CKM_SHA256_RSA_PKCS_PSS ||
+               t == CKM_SHA384_RSA_PKCS_PSS || t == CKM_SHA512_RSA_PKCS_PSS;
     const char *hmd = md ? md : "SHA256"; /* the hash behind the signature */
     unsigned char dg[64], tbs[19 + 64], sig[1024], ref[64];
     unsigned dl = 0, rl = 0;
@@ -1147,7 +1147,8 @@ static void test_mechanisms_truthful(void)
         CK_KEY_TYPE kt;
         if (list[i] >= CKM_ECDSA && list[i] <= CKM_ECDSA_SHA512)
             kt = CKK_EC;
-        else if (list[i] == CKM_SHA256_HMAC || list[i] == CKM_SHA384_HMAC || list[i] == CKM_SHA512_HMAC)
+        else if (list[i] == CKM_SHA256_HMAC || list[i] == CKM_SHA384_HMAC ||
+                 list[i] == CKM_SHA512_HMAC)
             kt = CKK_GENERIC_SECRET;
         else
             kt = CKK_RSA;
