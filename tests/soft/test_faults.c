@@ -915,7 +915,8 @@ static void expect_one_generation(const char *tokdir)
     while ((e = readdir(d)) != NULL) {
         if (strncmp(e->d_name, "obj-", 4) != 0)
             continue;
-        snprintf(path, sizeof path, "%s/%s", tokdir, e->d_name);
+        if (snprintf(path, sizeof path, "%s/%s", tokdir, e->d_name) >= (int)sizeof path)
+            continue;
         der = slurp(path, &len);
         cs_object_rec r;
         CU_ASSERT_FATAL(der != NULL && cs_object_rec_decode(der, len, &r) == CS_REC_OK);
