@@ -52,7 +52,8 @@ static int note(cu_lastuse *lu, const cu_audit_record *r)
     const char *result = json_string_value(json_object_get(j, "result"));
     int rc = CU_EXIT_OK;
     /* A failed keygen or import made no key. */
-    if (key == NULL || strncmp(key, "pkcs11:", 7) != 0 || (result != NULL && strcmp(result, "ok") != 0))
+    if (key == NULL || (strncmp(key, "pkcs11:", 7) != 0 && strncmp(key, "file:", 5) != 0) ||
+        (result != NULL && strcmp(result, "ok") != 0))
         goto out;
     lu->records++;
     size_t i = 0;
@@ -95,6 +96,11 @@ out:
 
 int cu_lastuse_load(const char *state_dir, cu_lastuse **_out)
 {
+    return cu_lastuse_load_spec(state_dir, NULL, NULL, _out);
+}
+
+int cu_lastuse_load_spec(const char *state_dir, const char *spec, const char *pw, cu_lastuse **_out)
+{
     char path[4096];
     struct stat sb;
     cu_store *s = NULL;
@@ -105,11 +111,16 @@ int cu_lastuse_load(const char *state_dir, cu_lastuse **_out)
         return cu_cli_fail("out of memory");
     /* The store the other audit commands read: $CUSTOS_STORE (PostgreSQL
      * shared by nodes, as custos/state.h says), else STATE/custos.db. */
-    const char *spec = getenv("CUSTOS_STORE"), *pw = getenv("CUSTOS_STORE_PASSWORD_FILE");
+    const char *named = "the config's store";
+    if (spec == NULL || *spec == 0) {
+        spec = getenv("CUSTOS_STORE");
+        pw = pw ? pw : getenv("CUSTOS_STORE_PASSWORD_FILE");
+        named = "$CUSTOS_STORE";
+    }
     if (spec != NULL && *spec != 0) {
         if (cu_store_open_audit_only_spec(spec, pw && *pw ? pw : NULL, false, &s) != CU_OK) {
             free(lu);
-            return cu_cli_fail("cannot read the audit log of $CUSTOS_STORE: %s", cu_err_last()->msg);
+            return cu_cli_fail("cannot read the audit log of %s: %s", named, cu_err_last()->msg);
         }
     } else {
         if (snprintf(path, sizeof path, "%s/custos.db", state_dir) >= (int)sizeof path) {
@@ -182,11 +193,17 @@ static bool pct(const char *v, size_t len, char *out, size_t size, size_t *_n)
     return true;
 }
 
-static bool uri_matches(const char *uri, const cu_token_desc *tok, const char *label, const char *id_hex,
-                        cu_class cls)
+/* Walks the URI's path attributes: false as soon as one is not the key's
+ * (token_only: only the token's are compared). *_names_object: it has
+ * object= or id=; *_names_token: token=, serial=, manufacturer= or model=. */
+static bool uri_walk(const char *uri, const cu_token_desc *tok, const char *label, const char *id_hex, cu_class cls,
+                     bool token_only, bool *_names_object, bool *_names_token)
 {
     const char *p = uri + 7, *end = p + strcspn(p, "?");
-    bool names_object = false;
+    bool names_object = false, names_token = false;
+    *_names_object = *_names_token = false;
+    if (strncmp(uri, "pkcs11:", 7) != 0)
+        return false;
     while (p < end) {
         size_t n = strcspn(p, ";");
         if (p + n > end)
@@ -199,6 +216,7 @@ static bool uri_matches(const char *uri, const cu_token_desc *tok, const char *l
             if (!pct(eq + 1, n - kl - 1, v, sizeof v, &vl))
                 return false;
 #define IS(k) (kl == sizeof(k) - 1 && !strncmp(p, k, kl))
+            names_token = names_token || IS("token") || IS("serial") || IS("manufacturer") || IS("model");
             if (IS("token") && strcmp(v, tok->label) != 0)
                 return false;
             if (IS("serial") && strcmp(v, tok->serial) != 0)
@@ -207,6 +225,10 @@ static bool uri_matches(const char *uri, const cu_token_desc *tok, const char *l
                 return false;
             if (IS("model") && strcmp(v, tok->model) != 0)
                 return false;
+            if (token_only) {
+                p += n + 1;
+                continue;
+            }
             if (IS("object")) {
                 if (strcmp(v, label) != 0)
                     return false;
@@ -228,7 +250,22 @@ static bool uri_matches(const char *uri, const cu_token_desc *tok, const char *l
         }
         p += n + 1;
     }
-    return names_object;
+    *_names_object = names_object;
+    *_names_token = names_token;
+    return true;
+}
+
+bool cu_lastuse_uri_names_key(const char *uri, const cu_token_desc *tok, const char *label, const char *id_hex,
+                              cu_class cls)
+{
+    bool obj, tk;
+    return uri_walk(uri, tok, label, id_hex, cls, false, &obj, &tk) && obj;
+}
+
+bool cu_lastuse_uri_names_token(const char *uri, const cu_token_desc *tok)
+{
+    bool obj, tk;
+    return uri_walk(uri, tok, "", "", CU_CLASS_ANY, true, &obj, &tk) && tk;
 }
 
 void cu_lastuse_find(const cu_lastuse *lu, const cu_token_desc *tok, const char *label, const char *id_hex,
@@ -236,7 +273,15 @@ void cu_lastuse_find(const cu_lastuse *lu, const cu_token_desc *tok, const char 
 {
     memset(_hit, 0, sizeof *_hit);
     for (size_t i = 0; lu != NULL && i < lu->n; i++)
-        if (lu->e[i].hit.seq > _hit->seq && uri_matches(lu->e[i].key, tok, label, id_hex, cls))
+        if (lu->e[i].hit.seq > _hit->seq && cu_lastuse_uri_names_key(lu->e[i].key, tok, label, id_hex, cls))
+            *_hit = lu->e[i].hit;
+}
+
+void cu_lastuse_find_file(const cu_lastuse *lu, const char *path, cu_lastuse_hit *_hit)
+{
+    memset(_hit, 0, sizeof *_hit);
+    for (size_t i = 0; lu != NULL && i < lu->n; i++)
+        if (lu->e[i].hit.seq > _hit->seq && !strncmp(lu->e[i].key, "file:", 5) && !strcmp(lu->e[i].key + 5, path))
             *_hit = lu->e[i].hit;
 }
 

@@ -20,6 +20,10 @@ typedef struct cu_lastuse cu_lastuse;
  * (cu_lastuse_have_log false). Returns CU_EXIT_OK, or CU_EXIT_FAIL with a
  * message. */
 int cu_lastuse_load(const char *state_dir, cu_lastuse **_out);
+/* The same from the store spec names (a custosd config's `store`, with
+ * its password file pw), which comes before $CUSTOS_STORE; spec NULL: as
+ * cu_lastuse_load. */
+int cu_lastuse_load_spec(const char *state_dir, const char *spec, const char *pw, cu_lastuse **_out);
 void cu_lastuse_free(cu_lastuse *lu);
 bool cu_lastuse_have_log(const cu_lastuse *lu);
 size_t cu_lastuse_records(const cu_lastuse *lu); /* key.use, keygen, import records read */
@@ -42,6 +46,17 @@ typedef struct cu_lastuse_hit {
  * lower-case hex. */
 void cu_lastuse_find(const cu_lastuse *lu, const cu_token_desc *tok, const char *label, const char *id_hex,
                      cu_class cls, cu_lastuse_hit *_hit);
+
+/* The last key.use record of a key file: custosd names one "file:" and its
+ * absolute path. */
+void cu_lastuse_find_file(const cu_lastuse *lu, const char *path, cu_lastuse_hit *_hit);
+
+/* Whether a pkcs11: URI names this key (as cu_lastuse_find matches), and
+ * whether it names this token: it has a token attribute (token, serial,
+ * manufacturer, model) and each it has is the token's. */
+bool cu_lastuse_uri_names_key(const char *uri, const cu_token_desc *tok, const char *label, const char *id_hex,
+                              cu_class cls);
+bool cu_lastuse_uri_names_token(const char *uri, const cu_token_desc *tok);
 
 /* The hit in words: "2026-11-28T00:57Z: 12 uses that minute (key.use #10,
  * keyring, custosd@vm)", "generated 2026-...: no use recorded since

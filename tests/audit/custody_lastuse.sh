@@ -69,11 +69,11 @@ want "JSON: 4 of 5 keys with a recorded use" 4 "$(jq -r .summary.keys_with_recor
 
 # ---- CSV ----
 expect_rc 0 "custody --csv with --state" "$CUSTOS" audit custody --state "$STATE" --csv
-contains "$T/out" '^token_kind,.*,flags,last_use_at,last_use$' "CSV: the header has the columns"
+contains "$T/out" '^token_kind,.*,flags,last_use_at,last_use,role,location$' "CSV: the header has the columns"
 row() { grep "\"$1\"," "$T/out"; }
 row server | grep -q ",\"[0-9-]*T[0-9:]*Z\",\"[0-9-]*T[0-9:]*Z: [0-9]* uses\{0,1\} that minute (key.use #$TLS_SEQ, tls-server, custosd@" \
   && ok "CSV: the server key's last use" || bad "CSV: server row: $(row server)"
-row idle | grep -q ',"","never recorded"$' && ok "CSV: the idle key never recorded" || bad "CSV: idle row: $(row idle)"
+row idle | grep -q ',"","never recorded","","[^"]*/tokens/svc"$' && ok "CSV: the idle key never recorded" || bad "CSV: idle row: $(row idle)"
 row spare | grep -q ",\"generated [^\"]*(token.keygen #$SPARE_SEQ" && ok "CSV: the spare key's keygen" || bad "CSV: spare row: $(row spare)"
 
 # ---- text ----
@@ -88,6 +88,14 @@ contains "$T/out" "<th>Last use</th>" "HTML: the column"
 contains "$T/out" "<td>[0-9T:-]*Z: [0-9]* uses\{0,1\} that minute (key.use #$TLS_SEQ, tls-server, custosd@" "HTML: the server key's cell"
 contains "$T/out" "<td>never recorded</td>" "HTML: the idle key's cell"
 contains "$T/out" "keys with a recorded use (audit log of" "HTML: the summary row"
+
+# ---- --config: the same token (named by the config's URIs) read once, each key's role ----
+expect_rc 0 "custody --config with --state" "$CUSTOS" audit custody --config "$T/custosd.conf" --state "$STATE" --json
+want "--config: one token, the five keys" "1/5" "$(jq -r '"\(.summary.tokens)/\(.summary.keys)"' "$T/out")"
+want "--config: the roles" '["audit:audit-key","idle:","keyring:keyring","server:server-key","spare:"]' \
+  "$(jq -c '[.keys[] | "\(.label):\(.role // "")"] | sort' "$T/out")"
+want "--config: the server key's last use as with --state" "key.use/$TLS_SEQ" \
+  "$(jq -r '.keys[] | select(.label=="server") | "\(.last_use.record)/\(.last_use.seq)"' "$T/out")"
 
 # ---- without --state: the tokens by --dir, no log ----
 expect_rc 0 "custody --json without --state" "$CUSTOS" audit custody --dir "$TOK" --json

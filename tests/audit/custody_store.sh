@@ -49,7 +49,7 @@ r=$(jq -r '.keys[] | select(.label == "made") | "\(.last_use.recorded) \(.last_u
 CUSTOS_STORE=$STORE expect_rc 0 "custody --csv" "$CUSTOS" audit custody --state "$STATE" --csv
 head -1 "$T/out" | grep -q '^# Custos key custody report, [0-9-]*T[0-9:]*Z$' && ok "CSV: the title line" ||
     bad "CSV line 1: $(head -1 "$T/out")"
-sed -n 2p "$T/out" | grep -q '^# tokens: 1, keys: 1, flagged: 0 (software keystore 0, ever extractable 0, imported 0), unreadable tokens: 0$' &&
+sed -n 2p "$T/out" | grep -q '^# tokens: 1, keys: 1, flagged: 0 (software keystore 0, ever extractable 0, imported 0, not in a token 0), unreadable tokens: 0$' &&
     ok "CSV: the counts" || bad "CSV line 2: $(sed -n 2p "$T/out")"
 sed -n 3p "$T/out" | grep -q "^# last use: from the audit log of $STATE: 1 of 1 key(s) have a recorded use$" &&
     ok "CSV: the last-use summary" || bad "CSV line 3: $(sed -n 3p "$T/out")"
