@@ -5,6 +5,7 @@
 
 #include <custos/audit.h>
 #include <custos/fixture.h>
+#include <custos/store.h>
 #include <custos/token.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -337,22 +338,45 @@ static void print_object_json(cu_object *o)
     free(uri);
 }
 
-/* Token administration goes to the audit log of a state directory when the
- * command is given --state DIR (issue 8: key generated, imported, destroyed,
- * PIN changed, login failures). A failure to write it is reported, never
- * silent. */
+/* Where token administration is recorded (issue 8: key generated, imported,
+ * destroyed, PIN changed, login failures), as every other command opens its
+ * store: the state given by --state (its store made if need be), else the
+ * default state ./var, the store being $CUSTOS_STORE when set (custos/state.h).
+ * Without --state the store must exist already: a token command run where
+ * no service lives makes no store just to record itself. Returns the state
+ * directory to hand cu_audit_token_event, or NULL: nothing to record to. */
+static const char *audit_state(const char *state)
+{
+    struct stat sb;
+    const char *spec = getenv("CUSTOS_STORE");
+    if (state != NULL)
+        return state;
+    if (spec == NULL || *spec == 0)
+        return stat(CU_TOK_DEFAULT_STATE "/custos.db", &sb) == 0 ? CU_TOK_DEFAULT_STATE : NULL;
+    /* The store is $CUSTOS_STORE's, whatever the directory: "." is one that
+     * exists, so that none is made. A PostgreSQL database is there to be
+     * written to. */
+    if (cu_store_spec_is_postgres(spec))
+        return ".";
+    return stat(strncmp(spec, "sqlite:", 7) == 0 ? spec + 7 : spec, &sb) == 0 ? "." : NULL;
+}
+
+/* A failure to write the record is reported, never silent. */
 void cu_tok_audit_desc(const char *state, const char *kind, const cu_token_desc *d, const char *target,
                        const char *key_uri, const char *result)
 {
     char actor[320], desc[256];
-    if (state == NULL)
+    const char *dir = audit_state(state);
+    if (dir == NULL)
         return;
     if (d != NULL)
         snprintf(desc, sizeof desc, "token '%s' serial %s (%s %s)", d->label, d->serial, d->manufacturer, d->model);
     else
         snprintf(desc, sizeof desc, "%s", target ? target : "(unknown token)");
-    if (cu_audit_token_event(state, cu_cli_actor(actor, sizeof actor), kind, desc, key_uri, result) != CU_OK)
-        cu_cli_fail("could not write the audit record to %s: %s", state, cu_err_last()->msg);
+    if (cu_audit_token_event(dir, cu_cli_actor(actor, sizeof actor), kind, desc, key_uri, result) != CU_OK)
+        cu_cli_fail("could not write the audit record to %s: %s",
+                    state == NULL && getenv("CUSTOS_STORE") && *getenv("CUSTOS_STORE") ? "$CUSTOS_STORE" : dir,
+                    cu_err_last()->msg);
 }
 
 void cu_tok_audit(const char *state, const char *kind, const cu_tok_target *t, const char *target,
@@ -364,7 +388,7 @@ void cu_tok_audit(const char *state, const char *kind, const cu_tok_target *t, c
 static void audit_token(const char *state, const char *kind, const cu_tok_target *t, const char *target,
                         const cu_object *o, const char *result)
 {
-    char *uri = o && state ? cu_object_uri(o) : NULL;
+    char *uri = o ? cu_object_uri(o) : NULL;
     cu_tok_audit(state, kind, t, target, uri, result);
     free(uri);
 }
@@ -414,8 +438,7 @@ static int cmd_keygen(int argc, char **argv)
                "                           --label LABEL [--id HEX] [--dir TOKEN_DIR]\n"
                "                           [--pin-source FILE] [--state DIR] [--json] [URI]\n\n"
                "Generates a key (pair) inside the token: sensitive, never extractable.\n"
-               "Prints the URI of the new private (or secret) key. With --state, the key\n"
-               "generation (or a refused PIN) is recorded in that state's audit log.\n");
+               "Prints the URI of the new private (or secret) key.\n\n" CU_TOK_AUDIT_HELP);
         return CU_EXIT_OK;
     }
     cu_keygen_type kt;
@@ -463,8 +486,8 @@ static int cmd_import(int argc, char **argv)
     if (help) {
         printf("usage: custos token import --cert FILE [--label LABEL] [--id HEX] [--dir TOKEN_DIR]\n"
                "                           [--pin-source FILE] [--state DIR] [--json] [URI]\n\n"
-               "Stores a certificate (PEM or DER) on the token (audited with --state). With the id of a key\n"
-               "(--id), the certificate names that key.\n");
+               "Stores a certificate (PEM or DER) on the token. With the id of a key (--id),\n"
+               "the certificate names that key.\n\n" CU_TOK_AUDIT_HELP);
         return CU_EXIT_OK;
     }
     if (cert == NULL)

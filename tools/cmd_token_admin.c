@@ -1,5 +1,5 @@
 /* custos token destroy | set-pin: the token administration that removes keys
- * or changes who can use them, audited with --state like keygen/import. */
+ * or changes who can use them, audited like keygen/import (cu_tok_audit). */
 #include "cli.h"
 #include "token_util.h"
 
@@ -46,8 +46,7 @@ int cu_cmd_token_destroy(int argc, char **argv)
                "Destroys, on the token, every object the pkcs11: URI names (by object= and/or\n"
                "id=, narrowed by type=): a key pair's halves and its certificate when they\n"
                "share the label. Prints the URI of each object destroyed. A URI that names\n"
-               "no object (only a token) is refused. With --state, each destruction (or a\n"
-               "refused PIN) is recorded in that state's audit log.\n");
+               "no object (only a token) is refused. Each destruction is recorded.\n\n" CU_TOK_AUDIT_HELP);
         return CU_EXIT_OK;
     }
     if (uri == NULL && npos)
@@ -123,9 +122,9 @@ int cu_cmd_token_set_pin(int argc, char **argv)
                "                            [--state DIR] [--json] [URI]\n\n"
                "Changes the user PIN of the token (C_SetPIN): the current PIN from --pin-source\n"
                "FILE or CUSTOS_PIN, the new one from --new-pin-source FILE or CUSTOS_NEW_PIN\n"
-               "(else prompts); never from argv. With --state, the change (or a refused PIN)\n"
-               "is recorded in that state's audit log, without either PIN. --json prints\n"
-               "{\"changed\":true,\"token\":{label, manufacturer, model, serial}}.\n");
+               "(else prompts); never from argv. The change is recorded without either PIN.\n"
+               "--json prints {\"changed\":true,\"token\":{label, manufacturer, model, serial}}.\n"
+               "\n" CU_TOK_AUDIT_HELP);
         return CU_EXIT_OK;
     }
     char *new_pin = cu_cli_read_pin(new_source, "CUSTOS_NEW_PIN", "New user PIN");

@@ -43,7 +43,8 @@ static const char init_help[] =
     "                        log of that state directory\n"
     "  --json                JSON output\n"
     "\n"
-    "PINs never come from the command line.\n";
+    "PINs never come from the command line.\n"
+    "\n" CU_TOK_AUDIT_HELP;
 
 static const char start_help[] =
     "usage: custos token start --dir DIR [--json]\n"
@@ -76,7 +77,8 @@ static const char hmac_help[] =
     "  --pin-source FILE  user PIN from FILE (else $CUSTOS_PIN, else a prompt)\n"
     "  --state DIR        record the import (token.import, or token.login-failed for\n"
     "                     a refused PIN) in the audit log of that state directory\n"
-    "  --json             JSON output\n";
+    "  --json             JSON output\n"
+    "\n" CU_TOK_AUDIT_HELP;
 
 typedef struct opts {
     const char *kind, *label, *dir, *pin_source, *so_pin_source, *key_file, *id, *state;

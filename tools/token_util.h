@@ -30,11 +30,23 @@ void cu_tok_json_fields(const cu_token_desc *d);
  * needs a process of its own. */
 int cu_tok_run_isolated(int (*fn)(void *arg, int fd), void *arg, uint8_t **_out, size_t *_len);
 
+/* The state whose store records token administration when no --state is
+ * given, if its store exists (or $CUSTOS_STORE's). */
+#define CU_TOK_DEFAULT_STATE "./var"
+/* The audit help line of the administrative token commands. */
+#define CU_TOK_AUDIT_HELP                                                                                     \
+    "Recorded in the audit log as a token.* record (token.login-failed: a refused PIN):\n"                    \
+    "with --state DIR in that state's store (made if need be); without it in the\n"                          \
+    "store every other command uses, the one $CUSTOS_STORE names, else ./var/custos.db,\n"                    \
+    "when that store exists; where there is none nothing is recorded (no store is\n"                         \
+    "made for it).\n"
+
 /* Opens a token for an administrative command (a PIN needed); a refused PIN
- * is recorded as token.login-failed in STATE's audit log when state is set. */
+ * is recorded as token.login-failed in the audit log (cu_tok_audit). */
 int cu_tok_open_audited(const char *state, const char *dir, const char *uri, const char *pin_source,
                         cu_tok_target *t);
-/* A token.<kind> record in STATE's audit log (nothing when state is NULL):
+/* A token.<kind> record in STATE's audit log (state NULL: the default
+ * state's, or $CUSTOS_STORE's, when that store exists; else nothing):
  * the token as t (or d) describes it, else target; key_uri's PINs are
  * removed. A failure to write is printed, not returned. */
 void cu_tok_audit(const char *state, const char *kind, const cu_tok_target *t, const char *target,

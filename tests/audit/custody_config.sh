@@ -13,6 +13,9 @@ command -v jq >/dev/null || { echo "skipped: jq missing"; exit 77; }
 unset CUSTOS_KEYRING_URI
 export CUSTOS_PIN=1234 CUSTOS_SO_PIN=12345678
 
+# Keys made without --state are recorded where a store is found (./var,
+# $CUSTOS_STORE): from a directory with none.
+mkdir "$T/cwd" && cd "$T/cwd" || exit 1
 STATE=$T/var
 mkdir -p "$STATE/tokens"
 expect_rc 0 "a token under STATE/tokens" "$CUSTOS" token init --kind softhsm2 --label svc --dir "$STATE/tokens/svc"

@@ -19,6 +19,9 @@ if [[ "$(ldd "$MODS/custos.so" 2>/dev/null)" == *libasan* ]]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
 fi
 
+# Keys made without --state are recorded where a store is found (./var,
+# $CUSTOS_STORE): from a directory with none.
+mkdir "$T/cwd" && cd "$T/cwd" || exit 1
 STATE=$T/var
 TOK=$STATE/tokens/svc
 mkdir -p "$STATE/tokens"

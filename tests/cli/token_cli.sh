@@ -6,6 +6,10 @@ CUSTOS=${1:?usage: token_cli.sh path/to/custos}
 T=$(mktemp -d /tmp/cu-cli-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 . "$(dirname "$0")/../common/check.sh"
+# Token administration without --state is recorded in the store of ./var or
+# $CUSTOS_STORE when there is one: run where there is none.
+cd "$T" || exit 1
+unset CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
 
 # PINs no hex digest, timestamp or random byte string can contain by chance:
 # the audit checks below look for them in the log and the database.
@@ -175,6 +179,38 @@ for secret in ("wrong-5541", "wrong-5542", "new-pin-qz", "never-pin-qz", "user-p
 assert open(sys.argv[3], "rb").read() not in db
 PY
 expect_rc 0 "audit verify of the administration" "$CUSTOS" audit verify --state "$A"
+
+# Without --state the record goes to the store every other command opens:
+# the one $CUSTOS_STORE names, else ./var/custos.db; only when it exists.
+expect_rc 0 "keygen --help says where the record goes" "$CUSTOS" token keygen --help
+contains "$T/out" 'without it in the$' "... without --state"
+contains "$T/out" '^store every other command uses, the one \$CUSTOS_STORE names, else ./var/custos.db,$' "... which store"
+mkdir "$T/nostore" && cd "$T/nostore" || exit 1
+expect_rc 0 "keygen without --state, no store anywhere" "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label unrecorded
+CUSTOS_STORE=sqlite:$T/nostore/none.db expect_rc 0 "keygen without --state, \$CUSTOS_STORE not there" \
+  "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label unrecorded2
+[ -z "$(ls -A "$T/nostore")" ] && ok "... no store made (no ./var, no \$CUSTOS_STORE file)" || bad "... made: $(ls -A "$T/nostore")"
+n0=$("$CUSTOS" audit export --state "$A" | wc -l)
+CUSTOS_STORE=sqlite:$A/custos.db expect_rc 0 "keygen without --state, \$CUSTOS_STORE an existing store" \
+  "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label via-env
+CUSTOS_STORE=sqlite:$A/custos.db CUSTOS_PIN=wrong-7731 expect_rc 1 "... and a refused PIN" \
+  "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label x
+[ -z "$(ls -A "$T/nostore")" ] && ok "... nothing made in the working directory" || bad "... made: $(ls -A "$T/nostore")"
+expect_rc 0 "audit export of \$CUSTOS_STORE's store" "$CUSTOS" audit export --state "$A" --since-seq "$((n0 + 1))"
+python3 - "$T/out" <<'PY' && ok "the keygen and the refused PIN are in \$CUSTOS_STORE's log" || bad "records without --state: $(cat "$T/out")"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+assert [(r["type"], r["payload"]["result"]) for r in recs] == [("token.keygen", "ok"), ("token.login-failed", "PIN incorrect")], recs
+assert "object=via-env;" in recs[0]["payload"]["key"] and "wrong-7731" not in open(sys.argv[1]).read()
+PY
+if "$CUSTOS" audit export --state "$A" | grep -q unrecorded; then bad "a key made with no store was recorded"; else ok "the keys made with no store were not recorded"; fi
+mkdir -p "$T/svc" && cd "$T/svc" || exit 1
+expect_rc 0 "a store in ./var (keygen --state ./var)" "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label in-var --state ./var
+expect_rc 0 "keygen without --state, ./var/custos.db there" "$CUSTOS" token keygen --dir "$D" --type ec-p256 --label default-state
+expect_rc 0 "audit export of ./var" "$CUSTOS" audit export
+[ "$(grep -c '"token.keygen"' "$T/out")" = 2 ] && grep -q 'object=default-state;' "$T/out" \
+  && ok "the keygen is in ./var's log" || bad "./var's log: $(cat "$T/out")"
+cd "$T" || exit 1
 
 # The custody report over the token directories of a state directory.
 S=$T/state
