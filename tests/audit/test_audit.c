@@ -1,8 +1,9 @@
 /* The audit log: canonical form, chain, signed heads (automatic and on
  * demand), a re-chained rewrite caught by a head, transactions, the seed's
  * five devices read back from the log, secrets never written, key uses per
- * minute, token events. Tampering through the command line is
- * test_tamper.sh. */
+ * minute, token events. On SQLite, or with CUSTOS_TEST_STORE=postgresql on
+ * the PostgreSQL fixture (audit_log_pg): the tampering goes through fx_sql.
+ * Tampering through the command line is test_tamper.sh. */
 #include "fixture.h"
 
 #include <custos/audit.h>
@@ -43,6 +44,49 @@ static uint64_t last_seq(cu_store *s)
         seq = r[n - 1].seq;
     cu_audit_records_free(r, n);
     return seq;
+}
+
+/* ---- the fixture's database behind the store's back, on either backend ---- */
+
+/* Bytes as an SQL literal of the fixture's backend. */
+static void sql_blob(const uint8_t *b, size_t n, char *out, size_t size)
+{
+    size_t o = (size_t)snprintf(out, size, "%s", fx_is_pg() ? "decode('" : "X'");
+    for (size_t i = 0; i < n && o + 3 < size; i++)
+        o += (size_t)snprintf(out + o, size - o, "%02x", b[i]);
+    snprintf(out + o, size - o, "%s", fx_is_pg() ? "','hex')" : "'");
+}
+
+/* Text as an SQL string literal (a quote doubled). */
+static void sql_text(const char *t, char *out, size_t size)
+{
+    size_t o = 0;
+    out[o++] = '\'';
+    for (; *t && o + 3 < size; t++) {
+        if (*t == '\'')
+            out[o++] = '\'';
+        out[o++] = *t;
+    }
+    out[o++] = '\'';
+    out[o] = 0;
+}
+
+/* cu_audit_token_event writes to a state directory's store, or to the one
+ * $CUSTOS_STORE names: here the fixture's (on PostgreSQL its schema). */
+static cu_rc token_event(fx *f, const char *actor, const char *kind, const char *desc, const char *uri,
+                         const char *result)
+{
+    const char *pgdir = getenv("CUSTOS_TEST_PG_DIR");
+    char pw[4096];
+    if (!fx_is_pg() || pgdir == NULL)
+        return cu_audit_token_event(f->dir, actor, kind, desc, uri, result);
+    snprintf(pw, sizeof pw, "%s/password", pgdir);
+    setenv("CUSTOS_STORE", f->spec, 1);
+    setenv("CUSTOS_STORE_PASSWORD_FILE", pw, 1);
+    cu_rc rc = cu_audit_token_event(f->dir, actor, kind, desc, uri, result);
+    unsetenv("CUSTOS_STORE");
+    unsetenv("CUSTOS_STORE_PASSWORD_FILE");
+    return rc;
 }
 
 /* ---- canonical form ---- */
@@ -132,10 +176,6 @@ static void test_chain_and_signed_heads(void)
 
     /* Someone rewrites record 9 and re-chains everything after it: every
      * link holds, but the head signed at 10 no longer matches. */
-    char path[4096];
-    sqlite3 *db = NULL;
-    snprintf(path, sizeof path, "%s/custos.db", f.dir);
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
     cu_audit_record *r = NULL;
     size_t n = 0;
     CU_ASSERT_EQUAL_FATAL(cu_audit_read(f.store, 1, 100, &r, &n), CU_OK);
@@ -146,17 +186,15 @@ static void test_chain_and_signed_heads(void)
         if (i > 8)
             memcpy(r[i].prev, r[i - 1].hash, 32);
         CU_ASSERT_EQUAL(cu_audit_record_hash(&r[i], r[i].hash), CU_OK);
-        sqlite3_stmt *st = NULL;
-        sqlite3_prepare_v2(db, "UPDATE audit_log SET payload=?1, prev=?2, hash=?3 WHERE seq=?4", -1, &st, NULL);
-        sqlite3_bind_text(st, 1, r[i].payload, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 2, r[i].prev, 32, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 3, r[i].hash, 32, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)r[i].seq);
-        CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_DONE);
-        sqlite3_finalize(st);
+        char sql[1024], payload[256], prev[100], hash[100];
+        sql_text(r[i].payload, payload, sizeof payload);
+        sql_blob(r[i].prev, 32, prev, sizeof prev);
+        sql_blob(r[i].hash, 32, hash, sizeof hash);
+        snprintf(sql, sizeof sql, "UPDATE audit_log SET payload=%s, prev=%s, hash=%s WHERE seq=%llu", payload, prev,
+                 hash, (unsigned long long)r[i].seq);
+        CU_ASSERT_EQUAL(fx_sql(&f, sql), 1);
     }
     cu_audit_records_free(r, n);
-    sqlite3_close(db);
     CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_E_VERIFY);
     CU_ASSERT_EQUAL(rep.fault, CU_AUDIT_HEAD_MISMATCH);
     CU_ASSERT_EQUAL(rep.fault_seq, 10);
@@ -177,16 +215,11 @@ static void test_head_kept_after_truncation(void)
     fx f;
     EVP_PKEY *key = ec_key();
     cu_audit_report rep;
-    char path[4096];
-    sqlite3 *db = NULL;
     CU_ASSERT_FATAL(fx_open(&f, "autrunc") == 0 && key != NULL);
     for (int i = 0; i < 5; i++)
         CU_ASSERT_EQUAL(cu_audit_append(f.store, "test.event", NULL, "{\"v\":1}", NULL), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_sign_head(f.store, key, NULL), CU_OK); /* head at 6 */
-    snprintf(path, sizeof path, "%s/custos.db", f.dir);
-    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
-    CU_ASSERT_EQUAL(sqlite3_exec(db, "DELETE FROM audit_log WHERE seq >= 5", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    CU_ASSERT_EQUAL(fx_sql(&f, "DELETE FROM audit_log WHERE seq >= 5"), 2);
     CU_ASSERT_EQUAL(cu_audit_verify(f.store, &key, 1, &rep), CU_E_VERIFY);
     CU_ASSERT_EQUAL(rep.fault, CU_AUDIT_TRUNCATED);
     CU_ASSERT_EQUAL(rep.fault_seq, 5);
@@ -415,6 +448,37 @@ static bool file_contains(const char *path, const char *needle)
     return false;
 }
 
+/* The tables of a PostgreSQL store (provisioning/store/postgres.c). */
+static const char *const PG_TABLES[] = {"custos_schema", "docs", "keys", "meta", "audit_v1", "audit_log",
+                                        "audit_heads", "rate_windows"};
+
+/* Whether needle is anywhere in the fixture's database: in the bytes of the
+ * SQLite file, or in any row of any table of the PostgreSQL schema as text
+ * (a bytea as hex: so the needle's bytes are looked for in hex too). */
+static bool db_contains(fx *f, const char *needle)
+{
+    char path[4096], lit[512], hexlit[1024], sql[2048];
+    if (!fx_is_pg()) {
+        snprintf(path, sizeof path, "%s/custos.db", f->dir);
+        return file_contains(path, needle);
+    }
+    char hex[700] = "";
+    for (size_t i = 0; needle[i] && 2 * i + 3 < sizeof hex; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)needle[i]);
+    sql_text(needle, lit, sizeof lit);
+    sql_text(hex, hexlit, sizeof hexlit);
+    for (size_t i = 0; i < sizeof PG_TABLES / sizeof PG_TABLES[0]; i++) {
+        snprintf(sql, sizeof sql, "SELECT 1 FROM %s t WHERE strpos(t::text, %s) > 0 OR strpos(t::text, %s) > 0",
+                 PG_TABLES[i], lit, hexlit);
+        int n = fx_sql(f, sql);
+        if (n < 0)
+            fprintf(stderr, "table %s cannot be searched\n", PG_TABLES[i]);
+        if (n != 0)
+            return true;
+    }
+    return false;
+}
+
 static void test_no_secrets(void)
 {
     static const char *K1 = "cHJpbWFyeS1zZWNyZXQta2V5LWF1ZGl0LXRlc3QtMQ==";
@@ -422,7 +486,7 @@ static void test_no_secrets(void)
     static const char *K3 = "cmVwbGFjZWQtc2VjcmV0LWtleS1hdWRpdC10ZXN0LTM=";
     static const char *G1 = "Z3JvdXAtc2VjcmV0LWtleS1mb3ItdGhlLWF1ZGl0LXQ=";
     fx f;
-    char reason[512], path[4096];
+    char reason[512];
     CU_ASSERT_FATAL(fx_open(&f, "ausecret") == 0);
     CU_ASSERT_EQUAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
                                 "{\"registrationId\":\"sym-1\",\"attestation\":{\"type\":\"symmetricKey\","
@@ -467,8 +531,8 @@ static void test_no_secrets(void)
     CU_ASSERT_EQUAL(cu_store_op_put(f.store, "grp-dev-1", "{\"operationId\":\"op-x-1\"}"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use(f.store, "pkcs11:token=svc;object=policy?pin-value=PINVALUESECRET"), CU_OK);
     CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
-    cu_rc trc = cu_audit_token_event(f.dir, "cli:root@host", "keygen", "soft 'svc'",
-                                     "pkcs11:token=svc;object=audit;pin-value=PINVALUESECRET2", "ok");
+    cu_rc trc = token_event(&f, "cli:root@host", "keygen", "soft 'svc'",
+                            "pkcs11:token=svc;object=audit;pin-value=PINVALUESECRET2", "ok");
     if (trc != CU_OK)
         fprintf(stderr, "token event: %s\n", cu_err_last()->msg);
     CU_ASSERT_EQUAL(trc, CU_OK);
@@ -501,11 +565,16 @@ static void test_no_secrets(void)
     cu_prov_free(f.prov);
     f.prov = NULL;
 
-    /* ... and no secret is in the database file, anywhere. */
+    /* ... and no secret is in the database, anywhere: every table searched
+     * (a table the list does not know fails the test rather than go unread). */
+    if (fx_is_pg())
+        CU_ASSERT_EQUAL(fx_sql(&f, "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"),
+                        (int)(sizeof PG_TABLES / sizeof PG_TABLES[0]));
+    /* The search finds what is there (the registration id is recorded). */
+    CU_ASSERT_TRUE(db_contains(&f, "grp-dev-1"));
     const char *secrets[] = {K1, K2, K3, G1, dk, token, "WEBHOOKFUNCTIONKEY", "PINVALUESECRET", "POLICYKEYSECRET"};
-    snprintf(path, sizeof path, "%s/custos.db", f.dir);
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
-        bool in = file_contains(path, secrets[i]);
+        bool in = db_contains(&f, secrets[i]);
         if (in)
             fprintf(stderr, "secret %zu is in the database\n", i);
         CU_ASSERT_FALSE(in);
@@ -515,7 +584,7 @@ static void test_no_secrets(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(sig);
     char sigv[80];
     snprintf(sigv, sizeof sigv, "%.40s", sig + 4);
-    CU_ASSERT_FALSE(file_contains(path, sigv));
+    CU_ASSERT_FALSE(db_contains(&f, sigv));
     cu_sas_key_free(raw, rl);
     free(wrapped);
     free(dk);
@@ -1051,7 +1120,7 @@ static void test_export_and_args(void)
  * once (and count key uses at once): the write transaction serializes the
  * appends, so the chain stays whole; the per-minute count is exact. */
 typedef struct worker {
-    const char *dir;
+    fx *f;
     cu_keyring *kr;
     int n;
     time_t now;
@@ -1062,7 +1131,7 @@ static void *append_many(void *arg)
 {
     worker *w = arg;
     cu_store *s = NULL;
-    if ((w->rc = cu_store_open_dir(w->dir, w->kr, &s)) != CU_OK)
+    if ((w->rc = fx_store_reopen(w->f, w->kr, &s)) != CU_OK)
         return NULL;
     for (int i = 0; i < w->n && w->rc == CU_OK; i++) {
         w->rc = cu_audit_append(s, "test.concurrent", NULL, "{}", NULL);
@@ -1081,7 +1150,7 @@ static void test_concurrent_appends(void)
     CU_ASSERT_EQUAL(cu_audit_key_use_flush(f.store), CU_OK);
     /* A minute that is not over when the workers close their stores. */
     time_t later = time(NULL) + 3600;
-    worker w[2] = {{f.dir, f.kr, 200, later, CU_OK}, {f.dir, f.kr, 200, later, CU_OK}};
+    worker w[2] = {{&f, f.kr, 200, later, CU_OK}, {&f, f.kr, 200, later, CU_OK}};
     for (int i = 0; i < 2; i++)
         CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, append_many, &w[i]), 0);
     for (int i = 0; i < 2; i++)
