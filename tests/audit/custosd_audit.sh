@@ -82,6 +82,10 @@ stop_server TERM
 [ "$SRV_RC" = 0 ] && ok "custosd exits 0" || bad "custosd exit status $SRV_RC"
 
 "$CUSTOS" audit export --state "$STATE" >"$T/log.jsonl" || bad "audit export"
+# On PostgreSQL (audit_*_pg) the log is the database's, not a file of the state.
+if [ -n "$PG_DB" ]; then
+  [ ! -e "$STATE/custos.db" ] && ok "the log is in PostgreSQL ($PG_DB)" || bad "an SQLite store in $STATE"
+fi
 "$CUSTOS" audit export --state "$STATE" --heads >"$T/heads.jsonl" || bad "audit export --heads"
 expect_rc 0 "the log verifies with custosd's audit key" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
 contains "$T/out" " 0 records after it not yet signed" "the last record is under the head signed at shutdown"

@@ -65,3 +65,7 @@ fi
 stop_server TERM
 want "heads: the two runs', the timer's, and one at shutdown" "$H1 $((H1 + 4)) $((H1 + 8)) $L2 $rec $(last_seq)" "$(heads)"
 expect_rc 0 "the log verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$STATE/audit.pub"
+# On PostgreSQL (audit_*_pg) the log is the database's, not a file of the state.
+if [ -n "$PG_DB" ]; then
+  [ ! -e "$STATE/custos.db" ] && ok "the log is in PostgreSQL ($PG_DB)" || bad "an SQLite store in $STATE"
+fi
