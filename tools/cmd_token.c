@@ -361,6 +361,25 @@ static const char *audit_state(const char *state)
     return stat(strncmp(spec, "sqlite:", 7) == 0 ? spec + 7 : spec, &sb) == 0 ? "." : NULL;
 }
 
+/* A token named by URI as recorded: without its pin-value or pin-source
+ * (as cu_audit_token_event removes them from the key's URI). */
+static void target_shown(const char *target, char *out, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; target[i] && o + 1 < size;) {
+        bool start = i > 0 && strchr(";?&", target[i - 1]) != NULL;
+        if (start && (!strncmp(target + i, "pin-value=", 10) || !strncmp(target + i, "pin-source=", 11))) {
+            i += strcspn(target + i, ";?&");
+            i += target[i] == ';' || target[i] == '&';
+            continue;
+        }
+        out[o++] = target[i++];
+    }
+    while (o > 0 && strchr(";?&", out[o - 1]) != NULL)
+        o--;
+    out[o] = 0;
+}
+
 /* A failure to write the record is reported, never silent. */
 void cu_tok_audit_desc(const char *state, const char *kind, const cu_token_desc *d, const char *target,
                        const char *key_uri, const char *result)
@@ -371,8 +390,10 @@ void cu_tok_audit_desc(const char *state, const char *kind, const cu_token_desc 
         return;
     if (d != NULL)
         snprintf(desc, sizeof desc, "token '%s' serial %s (%s %s)", d->label, d->serial, d->manufacturer, d->model);
+    else if (target != NULL)
+        target_shown(target, desc, sizeof desc);
     else
-        snprintf(desc, sizeof desc, "%s", target ? target : "(unknown token)");
+        snprintf(desc, sizeof desc, "(unknown token)");
     if (cu_audit_token_event(dir, cu_cli_actor(actor, sizeof actor), kind, desc, key_uri, result) != CU_OK)
         cu_cli_fail("could not write the audit record to %s: %s",
                     state == NULL && getenv("CUSTOS_STORE") && *getenv("CUSTOS_STORE") ? "$CUSTOS_STORE" : dir,

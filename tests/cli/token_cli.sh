@@ -135,6 +135,14 @@ assert recs[0]["actor"].startswith("cli:")
 assert "wrong-9173" not in open(sys.argv[1]).read()
 PY
 expect_rc 0 "audit verify" "$CUSTOS" audit verify --state "$T/st"
+# A PIN refused from the URI's pin-value: the record names the token by its
+# URI, without the pin-value.
+SOFTHSM2_CONF=$D/softhsm2.conf expect_rc 1 "keygen refused a pin-value in its URI, --state" \
+  env -u CUSTOS_PIN "$CUSTOS" token keygen --type ec-p256 --label x --state "$T/st3" "$URI&pin-value=wrong-pv-8812"
+expect_rc 0 "audit export" "$CUSTOS" audit export --state "$T/st3"
+grep -q '"type":"token.login-failed".*"token":"pkcs11:[^"]*token=cli' "$T/out" && ok "... recorded, naming the token's URI" ||
+  bad "... the record: $(cat "$T/out")"
+if grep -q 'wrong-pv-8812\|pin-value' "$T/out"; then bad "... with the pin-value"; else ok "... without the pin-value"; fi
 
 # Every token administration command takes --state: init, hmac-import,
 # destroy, set-pin (and their refused PINs).
