@@ -17,14 +17,38 @@ if [ "${CUSTOS_TEST_STORE:-}" = postgresql ]; then
   CUSTOS_STORE=$("$PG_FIXTURE" createdb "$CUSTOS_TEST_PG_DIR" "$PG_DB") || { echo "FAIL - no PostgreSQL fixture"; exit 1; }
   export CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE="$CUSTOS_TEST_PG_DIR/password"
 fi
+# new_pg_store: in PostgreSQL mode, CUSTOS_STORE names one more fresh
+# database, dropped at exit like the first: a store for a state directory
+# with a keyring of its own (a store refuses another service key). Nothing
+# in SQLite mode, where each state directory has its own custos.db.
+PG_DBS=$PG_DB
+new_pg_store() {
+  [ -n "$PG_DB" ] || return 0
+  local name
+  name=${PG_DB}_$(echo "$PG_DBS" | wc -w)
+  CUSTOS_STORE=$("$PG_FIXTURE" createdb "$CUSTOS_TEST_PG_DIR" "$name") || { bad "no database $name"; exit 1; }
+  PG_DBS="$PG_DBS $name"
+}
+# has_store STATE: the store of STATE was made: its custos.db, or in
+# PostgreSQL mode the schema in the database CUSTOS_STORE names.
+has_store() {
+  if [ -z "$PG_DB" ]; then [ -s "$1/custos.db" ]; return; fi
+  local n
+  n=$(PGPASSWORD=$(cat "$CUSTOS_TEST_PG_DIR/password") psql -X -q -t -A "$CUSTOS_STORE" \
+      -c "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()" 2>/dev/null)
+  [ "${n:-0}" -gt 0 ]
+}
 SRV2_PID=
 finish() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
   [ -n "$SRV2_PID" ] && kill "$SRV2_PID" 2>/dev/null && wait "$SRV2_PID" 2>/dev/null
   if [ "$fail" -ne 0 ]; then echo "state and logs kept in $T"; else rm -rf "$T"; fi
-  [ -n "$PG_DB" ] && [ "$fail" -eq 0 ] && PGPASSWORD=$(cat "$CUSTOS_TEST_PG_DIR/password") \
-    PGOPTIONS='-c client_min_messages=warning' psql -X -q "${CUSTOS_STORE%/*}/postgres" \
-    -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1
+  local db
+  [ -n "$PG_DB" ] && [ "$fail" -eq 0 ] && for db in $PG_DBS; do
+    PGPASSWORD=$(cat "$CUSTOS_TEST_PG_DIR/password") \
+      PGOPTIONS='-c client_min_messages=warning' psql -X -q "${CUSTOS_STORE%/*}/postgres" \
+      -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1
+  done
   summary
 }
 trap 'finish; exit $?' EXIT

@@ -8,9 +8,10 @@ BIN=${1:?usage: state.sh path/to/bin}
 
 STATE=$T/fresh/new/var   # a state directory whose parents do not exist yet
 start_server "$STATE" "host-name = dps.test" "log-format = json"
-for f in custos.db keyring.key ca.crt ca.key server.crt server.key endpoint; do
+for f in keyring.key ca.crt ca.key server.crt server.key endpoint; do
   [ -s "$STATE/$f" ] && ok "first start made $f" || bad "no $f"
 done
+has_store "$STATE" && ok "first start made the store (${PG_DB:+PostgreSQL }${PG_DB:-custos.db})" || bad "no store"
 for f in keyring.key ca.key server.key; do
   [ "$(stat -c %a "$STATE/$f")" = 600 ] && ok "$f is 0600" || bad "$f mode $(stat -c %a "$STATE/$f")"
 done
@@ -77,12 +78,13 @@ if port_busy 127.0.0.1 8443; then
   echo "# 127.0.0.1:8443 is in use: the no-argument start is skipped"
 else
   mkdir -p "$T/cwd"
+  new_pg_store   # ./var has a keyring of its own
   (cd "$T/cwd" && exec "$CUSTOSD") >"$T/noargs.log" 2>&1 &
   SRV_PID=$!
   await_endpoint "$T/cwd/var" "$SRV_PID" "$T/noargs.log" "custosd without arguments"
   serving_lines "$T/noargs.log" 1
   contains "$T/noargs.log" "custosd serving\" url=https://127.0.0.1:8443 " "without arguments it says it serves https://127.0.0.1:8443"
-  [ -s "$T/cwd/var/custos.db" ] && [ -s "$T/cwd/var/ca.crt" ] && ok "... with its state in ./var" || bad "no state in ./var: $(ls "$T/cwd")"
+  has_store "$T/cwd/var" && [ -s "$T/cwd/var/ca.crt" ] && ok "... with its state in ./var" || bad "no state in ./var: $(ls "$T/cwd")"
   s=$(curl -sS --cacert "$T/cwd/var/ca.crt" -o /dev/null -w '%{http_code}' https://127.0.0.1:8443/healthz 2>&1)
   [ "$s" = 200 ] && ok "... and answers there" || bad "https://127.0.0.1:8443/healthz: $s"
   (cd "$T/cwd" && "$CUSTOS" service info --json) >"$T/out" 2>"$T/err"

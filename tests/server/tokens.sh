@@ -69,6 +69,7 @@ head -c 32 /dev/urandom >"$T/kr.raw"
 expect_rc 0 "the store key, imported into the token" "$CUSTOS" token hmac-import --dir "$T/tok" --key-file "$T/kr.raw" --label store-seal
 KRURI=$(tail -1 "$T/out"); rm -f "$T/kr.raw"
 STATE=$T/var-kr
+new_pg_store   # a new state with another keyring: on PostgreSQL, a database of its own
 start_server "$STATE" "server-key = $SURI" "keyring = $KRURI" "provider-path = $MODS" "retry-after = 1"
 [ -e "$STATE/keyring.key" ] && bad "a keyring key file was written" || ok "no keyring key file: the store is sealed by the token"
 K=$(openssl rand -base64 32)
