@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The service API of custosd by curl, authorized by a service SAS from the
 # shared access policy: enrollments and groups (create, get, attestation
-# mechanism, ETag/If-Match 412, query with continuation, bulk, delete),
-# registration records, CA certificates with proof of possession.
+# mechanism, ETag/If-Match 412 — in the header, bare, `*` or in the body —,
+# query with continuation, bulk in every mode and its bound, delete),
+# registration records, CA certificates with proof of possession, and
+# writes refused (forged SAS, bad key) that leave nothing behind.
 BIN=${1:?usage: service_api.sh path/to/bin}
 . "$(dirname "$0")/lib.sh"
 
@@ -134,6 +136,105 @@ expect_http 200 "verify with the proof of possession" POST "/certificates/svc-ro
 body_has '"isVerified":true' "verified"
 expect_http 200 "a group on the verified CA (caReferences)" PUT "/enrollmentGroups/grp-ca?$V" -H "$(A)" -H "$J" \
   -d '{"enrollmentGroupId":"grp-ca","attestation":{"type":"x509","x509":{"caReferences":{"primary":"svc-root"}}}}'
+
+# ---- If-Match: *, without quotes, and an etag inside the body ----
+KM=$(openssl rand -base64 32)
+im_body() { echo "{\"registrationId\":\"im-1\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$KM\"}},\"provisioningStatus\":\"$1\"${2:-}}"; }
+expect_http 200 "im-1 created" PUT "/enrollments/im-1?$V" -H "$(A)" -H "$J" -d "$(im_body enabled)"
+M1=$(etag_of)
+expect_http 200 "If-Match: * replaces whatever is there" PUT "/enrollments/im-1?$V" -H "$(A)" -H "$J" -H 'If-Match: *' -d "$(im_body disabled)"
+body_has '"provisioningStatus":"disabled"' "If-Match: * applied"
+M2=$(etag_of)
+expect_http 200 "an If-Match without its quotes matches" PUT "/enrollments/im-1?$V" -H "$(A)" -H "$J" -H "If-Match: ${M2//\"/}" -d "$(im_body enabled)"
+M3=$(etag_of)
+expect_http 412 "an unquoted stale If-Match: 412" PUT "/enrollments/im-1?$V" -H "$(A)" -H "$J" -H "If-Match: ${M1//\"/}" -d "$(im_body disabled)"
+body_has '"errorCode":412001' "unquoted stale If-Match: 412001"
+expect_http 412 "a stale etag inside the body (no If-Match): 412" PUT "/enrollments/im-1?$V" -H "$(A)" -H "$J" \
+  -d "$(im_body disabled ",\"etag\":\"${M1//\"/\\\"}\"")"
+body_has '"errorCode":412001' "stale etag in the body: 412001"
+expect_http 200 "im-1 after the refusals" GET "/enrollments/im-1?$V" -H "$(A)"
+body_has '"provisioningStatus":"enabled"' "neither refused update was applied"
+[ "$(etag_of)" = "$M3" ] && ok "im-1's etag is unchanged" || bad "im-1's etag changed: $(etag_of), wanted $M3"
+expect_http 200 "the current etag inside the body is taken" PUT "/enrollments/im-1?$V" -H "$(A)" -H "$J" \
+  -d "$(im_body disabled ",\"etag\":\"${M3//\"/\\\"}\"")"
+body_has '"provisioningStatus":"disabled"' "the update with the body's etag applied"
+
+# ---- bulk: mode update, more than 100 items ----
+expect_http 200 "bulk update: bulk-3 changed (a stale etag is no condition), bulk-9 made" POST "/enrollments?$V" -H "$(A)" -H "$J" \
+  -d '{"mode":"update","enrollments":[{"registrationId":"bulk-3","etag":"\"stale\"","attestation":{"type":"symmetricKey"},"provisioningStatus":"disabled"},{"registrationId":"bulk-9","attestation":{"type":"symmetricKey"}}]}'
+body_has '"isSuccessful":true' "bulk update succeeded"
+expect_http 200 "bulk-3" GET "/enrollments/bulk-3?$V" -H "$(A)"
+body_has '"provisioningStatus":"disabled"' "bulk update applied to bulk-3"
+expect_http 200 "bulk-9 made by the update" GET "/enrollments/bulk-9?$V" -H "$(A)"
+items=""
+for i in $(seq 1 101); do items="$items${items:+,}{\"registrationId\":\"many-$i\",\"attestation\":{\"type\":\"symmetricKey\"}}"; done
+expect_http 400 "a bulk of 101 items: 400" POST "/enrollments?$V" -H "$(A)" -H "$J" -d "{\"mode\":\"create\",\"enrollments\":[$items]}"
+body_has '"errorCode":400001' "101 items: errorCode 400001"
+body_has '1..100' "101 items: the bound is named"
+expect_http 404 "none of the 101 was made" GET "/enrollments/many-1?$V" -H "$(A)"
+
+# ---- enrollment groups in bulk, and their query paged ----
+gitems=""
+for i in 1 2 3 4; do gitems="$gitems${gitems:+,}{\"enrollmentGroupId\":\"gb-$i\",\"attestation\":{\"type\":\"symmetricKey\"}}"; done
+expect_http 200 "bulk create of 4 groups" POST "/enrollmentGroups?$V" -H "$(A)" -H "$J" -d "{\"mode\":\"create\",\"enrollmentGroups\":[$gitems]}"
+body_has '"isSuccessful":true' "group bulk create succeeded"
+expect_http 200 "gb-4 exists" GET "/enrollmentGroups/gb-4?$V" -H "$(A)"
+expect_http 200 "group bulk: gb-1 again is a conflict, gb-4 deleted" POST "/enrollmentGroups/?$V" -H "$(A)" -H "$J" \
+  -d '{"mode":"create","enrollmentGroups":[{"enrollmentGroupId":"gb-1","attestation":{"type":"symmetricKey"}}]}'
+body_has '"enrollmentGroupId":"gb-1","errorCode":409001' "group bulk: gb-1 is a 409, named by enrollmentGroupId"
+expect_http 200 "group bulk delete of gb-4" POST "/enrollmentGroups?$V" -H "$(A)" -H "$J" \
+  -d '{"mode":"delete","enrollmentGroups":[{"enrollmentGroupId":"gb-4","attestation":{"type":"symmetricKey"}}]}'
+body_has '"isSuccessful":true' "group bulk delete succeeded"
+expect_http 404 "gb-4 is gone" GET "/enrollmentGroups/gb-4?$V" -H "$(A)"
+body_has '"errorCode":404202' "gone group: 404202"
+# grp-ca, gb-1..3: four groups, in pages of 3.
+pages=0 ids="" cont=""
+while :; do
+  q=(-H "$(A)" -H "$J" -H "x-ms-max-item-count: 3")
+  [ -n "$cont" ] && q+=(-H "x-ms-continuation: $cont")
+  http POST "/enrollmentGroups/query?$V" "${q[@]}" -d '{"query":"*"}'
+  [ "$(cat "$T/status")" = 200 ] || { bad "group query page HTTP $(cat "$T/status")"; break; }
+  pages=$((pages+1)); ids="$ids $(grep -o '"enrollmentGroupId":"[^"]*"' "$T/body" | sed 's/.*:"//; s/"//' | tr '\n' ' ')"
+  cont=$(grep -i '^x-ms-continuation:' "$T/hdr" | sed 's/^[^:]*: *//' | tr -d '\r')
+  [ -z "$cont" ] && break
+  [ $pages -gt 10 ] && { bad "group query does not end"; break; }
+done
+[ "$(echo $ids | tr ' ' '\n' | sort | tr '\n' ' ')" = "gb-1 gb-2 gb-3 grp-ca " ] && ok "the group query returned the 4 groups once each" \
+  || bad "the group query returned:$ids"
+[ "$pages" = 2 ] && ok "in 2 pages of at most 3" || bad "in $pages pages"
+hdr_has '^x-ms-item-type: Enrollment' "group query: x-ms-item-type"
+
+# ---- CA certificates: uploaded twice, missing ----
+expect_http 409 "the same CA name uploaded again: 409" PUT "/certificates/svc-root?$V" -H "$(A)" -H "$J" -d "{\"certificate\":\"$CERT\"}"
+body_has '"errorCode":409001' "CA again: 409001"
+expect_http 200 "svc-root unchanged" GET "/certificates/svc-root?$V" -H "$(A)"
+body_has '"isVerified":true' "still verified after the refused upload"
+expect_http 404 "a missing CA: 404" GET "/certificates/no-such-ca?$V" -H "$(A)"
+body_has '"errorCode":404204' "missing CA: 404204"
+expect_http 404 "verification code for a missing CA: 404" POST "/certificates/no-such-ca/generateVerificationCode?$V" -H "$(A)"
+body_has '"errorCode":404204' "missing CA, generateVerificationCode: 404204"
+
+# ---- refused writes: the error body, and nothing written ----
+TOK=$(svc_token)
+SIG=$(echo "$TOK" | sed 's/.*sig=\([^&]*\).*/\1/')
+FORGED=$(echo "$TOK" | sed "s|sig=[^&]*|sig=$(openssl rand -base64 32 | sed 's/+/%2b/g; s/\//%2f/g; s/=/%3d/g')|")
+[ "$FORGED" != "$TOK" ] && [ -n "$SIG" ] && ok "a service SAS with a forged signature" || bad "could not forge: $TOK"
+expect_http 401 "PUT with a forged service SAS: 401" PUT "/enrollments/forged-1?$V" -H "Authorization: $FORGED" -H "$J" \
+  -d '{"registrationId":"forged-1","attestation":{"type":"symmetricKey"}}'
+body_has '"errorCode":401000' "forged SAS: errorCode 401000"
+body_has '"trackingId":"' "forged SAS: trackingId"
+hdr_has '^x-ms-error-code: 401000' "forged SAS: x-ms-error-code"
+expect_http 404 "nothing written by the forged SAS" GET "/enrollments/forged-1?$V" -H "$(A)"
+expect_http 401 "bulk with a forged service SAS: 401" POST "/enrollments?$V" -H "Authorization: $FORGED" -H "$J" \
+  -d '{"mode":"create","enrollments":[{"registrationId":"forged-2","attestation":{"type":"symmetricKey"}}]}'
+expect_http 404 "nothing written by the forged bulk" GET "/enrollments/forged-2?$V" -H "$(A)"
+expect_http 401 "delete with a forged service SAS: 401" DELETE "/enrollments/im-1?$V" -H "Authorization: $FORGED"
+expect_http 200 "im-1 survives the forged delete" GET "/enrollments/im-1?$V" -H "$(A)"
+expect_http 400 "PUT with a bad key: 400" PUT "/enrollments/badkey-1?$V" -H "$(A)" -H "$J" \
+  -d '{"registrationId":"badkey-1","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"!!not base64!!"}}}'
+body_has '"errorCode":400001' "bad key: errorCode 400001"
+body_has '"trackingId":"' "bad key: trackingId"
+expect_http 404 "nothing written by the PUT with a bad key" GET "/enrollments/badkey-1?$V" -H "$(A)"
 
 # ---- 405 names the methods a resource takes ----
 allow() { # allow-value description method path
