@@ -94,6 +94,7 @@ static const struct {
     {"addkeys", "INSERT INTO keys(kind, key, id) SELECT $1::integer, k, $2 FROM unnest($3::text[]) AS k"
                 " ON CONFLICT DO NOTHING", 3},
     {"find", "SELECT id FROM keys WHERE kind=$1::integer AND key=$2 AND id>$4 ORDER BY id LIMIT $3::bigint", 4},
+    {"dockeys", "SELECT key FROM keys WHERE kind=$1::integer AND id=$2 ORDER BY key", 2},
     {"list", "SELECT id FROM docs WHERE kind=$1::integer AND id>$2 ORDER BY id LIMIT $3::bigint", 3},
     {"count", "SELECT count(*) FROM docs WHERE kind=$1::integer", 1},
     /* A setting with its seal ("seal:NAME") in one round trip: the two are
@@ -931,6 +932,20 @@ static cu_rc pg_find(void *b, int kind, const char *key, const char *after, size
     return rc;
 }
 
+static cu_rc pg_doc_keys(void *b, int kind, const char *id, char ***_keys, size_t *_n)
+{
+    pg *p = b;
+    char k[16];
+    PGresult *r = NULL;
+    snprintf(k, sizeof k, "%d", kind);
+    const char *v[] = {k, id};
+    cu_rc rc = run(p, "dockeys", 2, v, NULL, NULL, 0, PGRES_TUPLES_OK, "read keys", &r);
+    if (rc == CU_OK)
+        rc = collect(r, _keys, _n);
+    PQclear(r);
+    return rc;
+}
+
 static cu_rc pg_count(void *b, int kind, uint64_t *_n)
 {
     pg *p = b;
@@ -1252,7 +1267,7 @@ static const cu_store_backend postgres_backend = {
     .audit_last = pg_audit_last, .audit_append = pg_audit_append, .audit_read = pg_audit_read,
     .audit_head_put = pg_audit_head_put, .audit_heads_read = pg_audit_heads_read, .rate_hit = pg_rate_hit,
     .rate_undo = pg_rate_undo,
-    .ping = pg_ping,
+    .ping = pg_ping, .doc_keys = pg_doc_keys,
 };
 
 /* ---- opening ---- */

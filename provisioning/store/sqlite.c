@@ -20,7 +20,7 @@
 
 typedef struct sq {
     sqlite3 *db;
-    sqlite3_stmt *get, *put, *del, *delkeys, *addkey, *list, *find, *count, *metaget, *metaput, *audit;
+    sqlite3_stmt *get, *put, *del, *delkeys, *addkey, *list, *find, *dockeys, *count, *metaget, *metaput, *audit;
     sqlite3_stmt *alast, *aappend, *aread, *hput, *hread;
     void (*due)(void *arg); /* sq_wal_defer */
     void *due_arg;
@@ -205,6 +205,14 @@ static cu_rc sq_find(void *b, int kind, const char *key, const char *after, size
     sqlite3_bind_int64(q->find, 3, (sqlite3_int64)limit);
     sqlite3_bind_text(q->find, 4, after ? after : "", -1, SQLITE_STATIC);
     return collect(q, q->find, _ids, _n);
+}
+
+static cu_rc sq_doc_keys(void *b, int kind, const char *id, char ***_keys, size_t *_n)
+{
+    sq *q = b;
+    sqlite3_bind_int(q->dockeys, 1, kind);
+    sqlite3_bind_text(q->dockeys, 2, id, -1, SQLITE_STATIC);
+    return collect(q, q->dockeys, _keys, _n);
 }
 
 static cu_rc sq_count(void *b, int kind, uint64_t *_n)
@@ -421,7 +429,7 @@ static void sq_close(void *b)
     sq *q = b;
     if (q == NULL)
         return;
-    sqlite3_stmt *all[] = {q->get, q->put, q->del, q->delkeys, q->addkey, q->list, q->find, q->count,
+    sqlite3_stmt *all[] = {q->get, q->put, q->del, q->delkeys, q->addkey, q->list, q->find, q->dockeys, q->count,
                            q->metaget, q->metaput, q->audit, q->alast, q->aappend, q->aread,
                            q->hput, q->hread};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -470,7 +478,7 @@ static const cu_store_backend sqlite_backend = {
     NULL, /* rate_hit: one node keeps its windows in memory */
     NULL, /* rate_undo */
     NULL, /* ping: in-process, always there */
-    sq_wal_defer, sq_checkpoint,
+    sq_wal_defer, sq_checkpoint, sq_doc_keys,
 };
 
 static cu_rc migrate(sq *q)
@@ -560,6 +568,7 @@ static cu_rc open_sq(const char *path, bool readonly, sq **_q)
         {&q->addkey, "INSERT OR IGNORE INTO keys(kind, key, id) VALUES(?1, ?2, ?3)"},
         {&q->list, "SELECT id FROM docs WHERE kind=?1 AND id>?2 ORDER BY id LIMIT ?3"},
         {&q->find, "SELECT id FROM keys WHERE kind=?1 AND key=?2 AND id>?4 ORDER BY id LIMIT ?3"},
+        {&q->dockeys, "SELECT key FROM keys WHERE kind=?1 AND id=?2 ORDER BY key"},
         {&q->count, "SELECT count(*) FROM docs WHERE kind=?1"},
         {&q->metaget, "SELECT value FROM meta WHERE name=?1"},
         {&q->metaput, "INSERT OR REPLACE INTO meta(name, value) VALUES(?1, ?2)"},

@@ -1,11 +1,12 @@
 /* The PostgreSQL backend where it differs from SQLite: several connections
  * (nodes) writing at once, schema versions, rate windows shared by the
- * nodes, passwords kept out of messages. Runs only on PostgreSQL (CUSTOS_TEST_STORE=postgresql). */
+ * nodes, passwords kept out of messages, an SQLite store migrated into it. Runs only on PostgreSQL (CUSTOS_TEST_STORE=postgresql). */
 #include "fixture.h"
 
 #include <custos/audit.h>
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,88 @@ static void test_passwords_stay_out_of_messages(void)
     fx_close(&f);
 }
 
+/* Changes the target behind the migration's back once the documents are
+ * copied, before the verification pass reads them back. */
+typedef struct tamper {
+    fx *f;
+    const char *sql;
+    int changed; /* rows fx_sql changed; -1: not yet run */
+} tamper;
+
+static void tamper_after_copy(void *arg, const char *phase, uint64_t done, uint64_t total)
+{
+    tamper *t = arg;
+    if (t->sql != NULL && t->changed < 0 && strcmp(phase, "documents") == 0 && done == total)
+        t->changed = fx_sql(t->f, t->sql);
+}
+
+static void test_migrate_verifies_documents_and_keys(void)
+{
+    fx f;
+    cu_store *src = NULL;
+    sqlite3 *db = NULL;
+    cu_store_migrate_report rep;
+    char dir[300], path[320], reason[256];
+    CU_ASSERT_FATAL(fx_open(&f, "migrate") == 0);
+    snprintf(dir, sizeof dir, "%s/src", f.dir);
+    snprintf(path, sizeof path, "%s/custos.db", dir);
+    CU_ASSERT_EQUAL_FATAL(cu_store_open_dir(dir, f.kr, &src), CU_OK);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "dev-%c", 'a' + i);
+        cu_enr *e = sym_enr(id);
+        CU_ASSERT_FATAL(e != NULL);
+        CU_ASSERT_EQUAL(cu_store_enr_put(src, e, NULL, CU_STORE_CREATE, reason, sizeof reason), CU_OK);
+        cu_enr_free(e);
+    }
+    cu_store_close(src);
+    /* More index keys on one document than the copy once carried (64). */
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_exec(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<70)"
+                                           " INSERT INTO keys(kind, key, id) SELECT 1, printf('k%03d', i), 'dev-a'"
+                                           " FROM n", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    /* The fixture's store has a hub and audit records of its own: empty
+     * it, as a new database is. */
+    CU_ASSERT_FATAL(fx_sql(&f, "DELETE FROM audit_log") >= 0 && fx_sql(&f, "DELETE FROM docs") >= 0 &&
+                    fx_sql(&f, "DELETE FROM keys") >= 0);
+
+    cu_rc rc = cu_store_migrate_from_sqlite(path, f.store, NULL, NULL, &rep);
+    if (rc != CU_OK)
+        fprintf(stderr, "migrate: %s\n", cu_err_last()->msg);
+    CU_ASSERT_EQUAL_FATAL(rc, CU_OK);
+    CU_ASSERT_EQUAL(rep.docs, 3);
+    CU_ASSERT_EQUAL(rep.keys, 70);
+    CU_ASSERT_EQUAL(fx_sql(&f, "UPDATE keys SET key=key WHERE kind=1 AND id='dev-a'"), 70);
+
+    /* Each change to the target between copy and verification is found,
+     * and the message names what differs. */
+    static const struct {
+        const char *sql, *says;
+    } cases[] = {
+        {"DELETE FROM keys WHERE kind=1 AND id='dev-a' AND key='k070'",
+         "the enrollment documents' index keys differ (source 70 keys"},
+        {"INSERT INTO keys(kind, key, id) VALUES(1, 'k999', 'dev-b')", "the enrollment documents' index keys differ"},
+        {"UPDATE keys SET id='dev-c' WHERE kind=1 AND id='dev-a' AND key='k001'",
+         "the enrollment documents' index keys differ"},
+        {"UPDATE docs SET body=body || ' ' WHERE kind=1 AND id='dev-b'", "the enrollment documents differ"},
+        {"DELETE FROM docs WHERE kind=1 AND id='dev-c'", "the target has 2 enrollment documents, the source 3"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tamper t = {&f, cases[i].sql, -1};
+        CU_ASSERT_EQUAL(cu_store_migrate_from_sqlite(path, f.store, tamper_after_copy, &t, &rep), CU_E_VERIFY);
+        CU_ASSERT_EQUAL(t.changed, 1);
+        if (strstr(cu_err_last()->msg, cases[i].says) == NULL) {
+            fprintf(stderr, "case %zu: %s\n", i, cu_err_last()->msg);
+            CU_FAIL("the message does not name what differs");
+        }
+    }
+    /* A re-run repairs the target. */
+    CU_ASSERT_EQUAL(cu_store_migrate_from_sqlite(path, f.store, NULL, NULL, &rep), CU_OK);
+    CU_ASSERT_EQUAL(rep.keys, 70);
+    fx_close(&f);
+}
+
 int main(void)
 {
     static const cu_test_case cases[] = {
@@ -228,6 +311,7 @@ int main(void)
         {"schema version", test_schema_version},
         {"rate windows shared by the nodes", test_rate_windows_shared},
         {"passwords stay out of messages", test_passwords_stay_out_of_messages},
+        {"migrate verifies documents and index keys", test_migrate_verifies_documents_and_keys},
         {NULL, NULL},
     };
     if (!fx_is_pg()) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # custos store migrate: an SQLite deployment (enrollments, a group, a CA,
 # hubs, registrations, a signed audit log) copied into PostgreSQL and
-# verified; re-run safely; refused when the target has moved on or the
+# verified (a progress bar on a terminal); re-run safely; refused when the target has moved on or the
 # keyring is another; custosd then serves the copy.
 BIN=${1:?usage: migrate.sh BIN}
 unset CUSTOS_TEST_STORE CUSTOS_STORE CUSTOS_STORE_PASSWORD_FILE
@@ -57,6 +57,19 @@ FIRST_SUM=$(sed 's/.*"documentsSha256":"\([0-9a-f]*\)".*/\1/' "$T/out")
 expect_rc 0 "migrate again: safe" "$CUSTOS" store migrate --from "$STATE" --to "$URI" --password-file "$PW" --json
 contains "$T/out" '"auditRecordsCopied":0' "nothing copied twice"
 contains "$T/out" "\"documentsSha256\":\"$FIRST_SUM\"" "the same checksum"
+expect_rc 0 "migrate again, not on a terminal" "$CUSTOS" store migrate --from "$STATE" --to "$URI" --password-file "$PW"
+grep -q '\[[#.]*\]' "$T/err" && bad "a progress bar without a terminal" || ok "no progress bar without a terminal"
+# On a terminal (script(1) gives the command one), a bar per phase that
+# ends at 100%.
+script -qec "$(printf '%q ' "$CUSTOS" store migrate --from "$STATE" --to "$URI" --password-file "$PW")" /dev/null \
+  >"$T/tty" 2>&1 && ok "migrate on a terminal" || bad "migrate on a terminal: $(head -c 400 "$T/tty")"
+tr '\r' '\n' <"$T/tty" >"$T/bars"
+grep -Eq '^documents +\[#{40}\] 100% ' "$T/bars" && ok "the documents' bar reaches 100%" \
+  || bad "no documents bar at 100%: $(head -c 400 "$T/bars")"
+LAST=$(grep -E '^[a-z ]+ +\[[#.]{40}\]' "$T/bars" | tail -1)
+[[ $LAST =~ ^verify\ +\[#{40}\]\ 100%\ ([0-9]+)/([0-9]+)$ && ${BASH_REMATCH[1]} = "${BASH_REMATCH[2]}" ]] \
+  && ok "the last bar is the verification's, at 100%" || bad "the last bar: '$LAST'"
+contains "$T/tty" "^copied " "then the summary"
 
 # ---- the copy, through the command line and custosd ----
 export CUSTOS_STORE=$URI CUSTOS_STORE_PASSWORD_FILE=$PW

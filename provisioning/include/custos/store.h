@@ -105,6 +105,9 @@ typedef struct cu_store_backend {
      * cu_store_wal_defer). */
     cu_rc (*wal_defer)(void *b, void (*due)(void *arg), void *arg);
     cu_rc (*checkpoint)(void *b, unsigned long *_left);
+    /* Optional: a document's index keys in bytewise order (none: *_n 0),
+     * for custos store migrate's verification (NULL: not a target). */
+    cu_rc (*doc_keys)(void *b, int kind, const char *id, char ***_keys, size_t *_n);
 } cu_store_backend;
 
 /* Opens a store over a backend (takes b; the keyring is borrowed and must
