@@ -5,6 +5,7 @@
 
 #include <custos/keyring.h>
 #include <custos/pki.h>
+#include <custos/token.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -31,6 +32,9 @@ struct cu_srv_state {
     char cert_file[PATHLEN];
     char key_spec[PATHLEN];
     char audit_key_spec[PATHLEN];
+    /* The audit key was not configured: in the service's token (made there
+     * on first start, label CU_SRV_AUDIT_LABEL), or a file in STATE. */
+    bool audit_in_token;
     char endpoint_file[PATHLEN];
     cu_keyring *inner;     /* the real keyring */
     cu_keyring *kr;        /* counting wrapper handed to stores */
@@ -180,6 +184,56 @@ static cu_rc ensure_hubs(cu_store *s, const cu_srv_config *cfg, bool create)
     return cu_store_hub_put(s, &h, why, sizeof why);
 }
 
+/* The audit key's URI in the token a key URI names: the same token,
+ * module and PIN source, with the object named CU_SRV_AUDIT_LABEL. */
+static cu_rc token_audit_uri(const char *key_uri, char out[PATHLEN])
+{
+    const char *q = strchr(key_uri, '?');
+    size_t plen = q ? (size_t)(q - key_uri) : strlen(key_uri), o = 0;
+    int n = snprintf(out, PATHLEN, "pkcs11:");
+    o = (size_t)n;
+    for (const char *a = key_uri + 7; a < key_uri + plen;) {
+        const char *e = memchr(a, ';', (size_t)(key_uri + plen - a));
+        size_t len = e ? (size_t)(e - a) : (size_t)(key_uri + plen - a);
+        if (len > 0 && strncmp(a, "object=", 7) != 0 && strncmp(a, "id=", 3) != 0 && strncmp(a, "type=", 5) != 0) {
+            if (o + len + 1 >= PATHLEN)
+                return cu_err_set(CU_E_INVALID_ARG, "key URI too long");
+            memcpy(out + o, a, len);
+            o += len;
+            out[o++] = ';';
+        }
+        a += len + 1;
+    }
+    if (snprintf(out + o, PATHLEN - o, "object=%s;type=private%s", CU_SRV_AUDIT_LABEL, q ? q : "") >=
+        (int)(PATHLEN - o))
+        return cu_err_set(CU_E_INVALID_ARG, "key URI too long");
+    return CU_OK;
+}
+
+/* The audit key in the service's token: the one there, or an EC P-256 key
+ * made there now (sensitive, never extractable). */
+static cu_rc ensure_token_audit_key(cu_srv_state *st)
+{
+    cu_token_opts o = {0};
+    cu_object *key = NULL;
+    cu_token *t = NULL;
+    cu_rc rc = cu_object_open(st->audit_key_spec, &o, CU_CLASS_PRIVATE_KEY, &key);
+    if (rc == CU_E_OBJECT_NOT_FOUND) {
+        cu_err_clear();
+        if ((rc = cu_token_open(st->audit_key_spec, &o, &t)) == CU_OK)
+            rc = cu_token_keygen(t, CU_KEYGEN_EC_P256, CU_SRV_AUDIT_LABEL, NULL, 0, &key);
+        if (rc == CU_OK) {
+            cu_srv__lf f[] = {CU_LF_S("label", CU_SRV_AUDIT_LABEL)};
+            cu_srv__log(CU_LOG_INFO, "audit key made in the service's token", f, 1);
+        }
+    }
+    if (rc != CU_OK)
+        rc = cu_err_set(rc, "the audit key in the service's token (%s): %s", CU_SRV_AUDIT_LABEL, cu_err_last()->msg);
+    cu_object_free(key);
+    cu_token_unref(t);
+    return rc;
+}
+
 /* The key that signs audit chain heads: a pkcs11: URI (through the
  * provider), or a file made on first start. Its public half is written to
  * STATE/audit.pub so that `custos audit verify --pubkey` needs nothing else. */
@@ -190,11 +244,18 @@ static cu_rc ensure_audit_key(cu_srv_state *st, const char *dir)
     cu_rc rc = path_in(pub, dir, "audit.pub");
     if (rc != CU_OK)
         return rc;
+    if (st->audit_in_token && (rc = ensure_token_audit_key(st)) != CU_OK)
+        return rc;
     if (strncmp(st->audit_key_spec, "pkcs11:", 7) != 0 && !exists(st->audit_key_spec)) {
         if ((rc = cu_pki_keygen(&key)) != CU_OK || (rc = cu_pki_write_key(st->audit_key_spec, key)) != CU_OK)
             goto cleanup;
     } else if ((rc = cu_keyring_load_key(st->audit_key_spec, NULL, false, &key)) != CU_OK) {
         goto cleanup;
+    }
+    if (strncmp(st->audit_key_spec, "pkcs11:", 7) != 0) {
+        /* Anyone who can read STATE can sign a rewritten chain. */
+        cu_srv__lf f[] = {CU_LF_S("auditKey", st->audit_key_spec)};
+        cu_srv__log(CU_LOG_WARN, "audit chain heads are signed by a key in a file, not in a token", f, 1);
     }
     FILE *f = fopen(pub, "w");
     if (f == NULL || !PEM_write_PUBKEY(f, key)) {
@@ -350,10 +411,6 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
         snprintf(st->cert_file, sizeof st->cert_file, "%s", cfg->server_cert);
     else if ((rc = path_in(st->cert_file, dir, "server.crt")) != CU_OK)
         goto fail;
-    if (cfg->audit_key)
-        snprintf(st->audit_key_spec, sizeof st->audit_key_spec, "%s", cfg->audit_key);
-    else if ((rc = path_in(st->audit_key_spec, dir, "audit.key")) != CU_OK)
-        goto fail;
     if (cfg->server_key)
         snprintf(st->key_spec, sizeof st->key_spec, "%s", cfg->server_key);
     else if ((rc = path_in(st->key_spec, dir, "server.key")) != CU_OK)
@@ -422,6 +479,24 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     }
     if ((rc = cu_srv__metrics_keyring(st->inner, &st->kr)) != CU_OK)
         goto fail;
+    /* Not configured: in the service's token when it has one (the keyring's,
+     * else the server key's), else STATE/audit.key. An audit.key made by an
+     * earlier version keeps signing, so that the heads it signed still
+     * verify with STATE/audit.pub. */
+    {
+        const char *tok = kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0 ? kuri
+                          : strncmp(st->key_spec, "pkcs11:", 7) == 0     ? st->key_spec
+                                                                          : NULL;
+        if (cfg->audit_key)
+            snprintf(st->audit_key_spec, sizeof st->audit_key_spec, "%s", cfg->audit_key);
+        else if ((rc = path_in(st->audit_key_spec, dir, "audit.key")) != CU_OK)
+            goto fail;
+        else if (tok != NULL && !exists(st->audit_key_spec)) {
+            if ((rc = token_audit_uri(tok, st->audit_key_spec)) != CU_OK)
+                goto fail;
+            st->audit_in_token = true;
+        }
+    }
     /* The keyring's uses are the service's key uses (audit log). */
     {
         char kname[PATHLEN];

@@ -21,6 +21,8 @@ extern "C" {
 #define CU_SRV_MAX_NAMES 16
 #define CU_SRV_MAX_HUBS 50
 #define CU_SRV_POLICY "provisioningserviceowner"
+/* The label of the audit key custosd makes in its token (no audit-key set). */
+#define CU_SRV_AUDIT_LABEL "custos-audit"
 
 typedef enum cu_srv_log_format { CU_SRV_LOG_TEXT = 0, CU_SRV_LOG_JSON = 1 } cu_srv_log_format;
 
