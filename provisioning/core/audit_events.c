@@ -423,18 +423,41 @@ cu_rc cu_prov__audit_key_use_flush_finished(cu_store *s) { return flush_before(s
 
 /* ---- token administration ---- */
 
+static cu_rc token_kind_check(const char *kind)
+{
+    for (const char *p = kind; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || *p == '-'))
+            return cu_err_set(CU_E_INVALID_ARG, "token event kind '%.32s': lower-case letters and '-' only", kind);
+    return CU_OK;
+}
+
+cu_rc cu_audit_token_event_to(cu_store *s, const char *actor, const char *kind, const char *token_desc,
+                              const char *key_uri, const char *result)
+{
+    cu_prov__return_val_if_fail(s != NULL && kind != NULL && *kind != 0 && strlen(kind) < 32, CU_E_INVALID_ARG);
+    if (token_kind_check(kind) != CU_OK)
+        return CU_E_INVALID_ARG;
+    char type[48], key[1024];
+    if (key_uri != NULL)
+        strip_pin(key_uri, key, sizeof key);
+    snprintf(type, sizeof type, "token.%s", kind);
+    json_t *j = json_pack("{s:s?, s:s?, s:s}", "token", token_desc, "key", key_uri ? key : NULL, "result",
+                          result ? result : "ok");
+    cu_rc rc = append_json(s, type, actor, j);
+    json_decref(j);
+    return rc;
+}
+
 cu_rc cu_audit_token_event(const char *state_dir, const char *actor, const char *kind, const char *token_desc,
                            const char *key_uri, const char *result)
 {
     cu_prov__return_val_if_fail(state_dir != NULL && kind != NULL && *kind != 0 && strlen(kind) < 32,
                                 CU_E_INVALID_ARG);
-    for (const char *p = kind; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || *p == '-'))
-            return cu_err_set(CU_E_INVALID_ARG, "token event kind '%.32s': lower-case letters and '-' only", kind);
     cu_store *s = NULL;
-    char type[48], key[1024], path[4096];
-    json_t *j = NULL;
+    char path[4096];
     cu_rc rc;
+    if ((rc = token_kind_check(kind)) != CU_OK)
+        return rc;
     /* The audit log only: no keyring needed, so a token command can record
      * its event whatever token the service keyring lives in. */
     if (mkdir(state_dir, 0700) != 0 && errno != EEXIST)
@@ -446,13 +469,7 @@ cu_rc cu_audit_token_event(const char *state_dir, const char *actor, const char 
     if ((rc = spec && *spec ? cu_store_open_audit_only_spec(spec, pw && *pw ? pw : NULL, true, &s)
                             : cu_store_open_audit_only(path, true, &s)) != CU_OK)
         return rc;
-    if (key_uri != NULL)
-        strip_pin(key_uri, key, sizeof key);
-    snprintf(type, sizeof type, "token.%s", kind);
-    j = json_pack("{s:s?, s:s?, s:s}", "token", token_desc, "key", key_uri ? key : NULL, "result",
-                  result ? result : "ok");
-    rc = append_json(s, type, actor, j);
-    json_decref(j);
+    rc = cu_audit_token_event_to(s, actor, kind, token_desc, key_uri, result);
     cu_store_close(s);
     return rc;
 }

@@ -3,6 +3,7 @@
  * certificate, one linked hub). Layout in docs/custosd.md. */
 #include "srv_int.h"
 
+#include <custos/audit.h>
 #include <custos/keyring.h>
 #include <custos/pki.h>
 #include <custos/token.h>
@@ -184,30 +185,88 @@ static cu_rc ensure_hubs(cu_store *s, const cu_srv_config *cfg, bool create)
     return cu_store_hub_put(s, &h, why, sizeof why);
 }
 
-/* The audit key's URI in the token a key URI names: the same token,
- * module and PIN source, with the object named CU_SRV_AUDIT_LABEL. */
-static cu_rc token_audit_uri(const char *key_uri, char out[PATHLEN])
+/* The token a key URI names: its path attributes but the object's
+ * (object, id, type); *_query: its query ("?..."), or NULL. */
+static cu_rc token_attrs(const char *key_uri, char out[PATHLEN], const char **_query)
 {
     const char *q = strchr(key_uri, '?');
-    size_t plen = q ? (size_t)(q - key_uri) : strlen(key_uri), o = 0;
-    int n = snprintf(out, PATHLEN, "pkcs11:");
-    o = (size_t)n;
+    size_t plen = q ? (size_t)(q - key_uri) : strlen(key_uri), o = 7;
+    memcpy(out, "pkcs11:", 8);
     for (const char *a = key_uri + 7; a < key_uri + plen;) {
         const char *e = memchr(a, ';', (size_t)(key_uri + plen - a));
         size_t len = e ? (size_t)(e - a) : (size_t)(key_uri + plen - a);
         if (len > 0 && strncmp(a, "object=", 7) != 0 && strncmp(a, "id=", 3) != 0 && strncmp(a, "type=", 5) != 0) {
-            if (o + len + 1 >= PATHLEN)
+            if (o + len + 2 >= PATHLEN)
                 return cu_err_set(CU_E_INVALID_ARG, "key URI too long");
+            if (o > 7)
+                out[o++] = ';';
             memcpy(out + o, a, len);
             o += len;
-            out[o++] = ';';
         }
         a += len + 1;
     }
-    if (snprintf(out + o, PATHLEN - o, "object=%s;type=private%s", CU_SRV_AUDIT_LABEL, q ? q : "") >=
-        (int)(PATHLEN - o))
+    out[o] = 0;
+    if (_query != NULL)
+        *_query = q;
+    return CU_OK;
+}
+
+/* The audit key's URI in the token a key URI names: the same token,
+ * module and PIN source, with the object named CU_SRV_AUDIT_LABEL. */
+static cu_rc token_audit_uri(const char *key_uri, char out[PATHLEN])
+{
+    char tok[PATHLEN];
+    const char *q = NULL;
+    cu_rc rc = token_attrs(key_uri, tok, &q);
+    if (rc != CU_OK)
+        return rc;
+    if (snprintf(out, PATHLEN, "%s%sobject=%s;type=private%s", tok, tok[7] ? ";" : "", CU_SRV_AUDIT_LABEL,
+                 q ? q : "") >= PATHLEN)
         return cu_err_set(CU_E_INVALID_ARG, "key URI too long");
     return CU_OK;
+}
+
+/* A PIN custosd's token refused at start-up (what: "keyring", "server-key",
+ * "audit-key") as a token.login-failed record, in the store if it opens
+ * (for its audit log only: the keyring may be what failed). Best effort:
+ * the start fails either way. */
+static void record_login_failed(const cu_srv_state *st, const char *what, const char *uri, const char *why)
+{
+    cu_store *s = NULL;
+    char tok[PATHLEN], result[600];
+    if (token_attrs(uri, tok, NULL) != CU_OK)
+        tok[0] = 0;
+    snprintf(result, sizeof result, "custosd's %s: %.500s", what, why);
+    if ((cu_store_spec_is_postgres(st->db)
+             ? cu_store_open_audit_only_spec(st->db, st->db_password[0] ? st->db_password : NULL, true, &s)
+             : cu_store_open_audit_only(st->db, true, &s)) == CU_OK &&
+        cu_audit_token_event_to(s, cu_srv__self_actor(), "login-failed", tok[0] ? tok : NULL, uri, result) !=
+            CU_OK) {
+        cu_srv__lf f[] = {CU_LF_S("error", cu_err_last()->msg)};
+        cu_srv__log(CU_LOG_WARN, "cannot record the failed token login in the audit log", f, 1);
+    }
+    cu_store_close(s);
+}
+
+/* Logs in to the token of one of custosd's keys before the provider does:
+ * a PIN the token refuses is recorded (above) and said plainly, at the cost
+ * of that one attempt. Other failures are left to the provider to report. */
+static cu_rc check_login(const cu_srv_state *st, const char *what, const char *uri)
+{
+    if (uri == NULL || strncmp(uri, "pkcs11:", 7) != 0)
+        return CU_OK;
+    cu_token_opts o = {0};
+    cu_token *t = NULL;
+    cu_rc rc = cu_token_open(uri, &o, &t);
+    cu_token_unref(t);
+    if (rc != CU_E_PIN_INCORRECT && rc != CU_E_PIN_LOCKED && rc != CU_E_PIN_MISSING) {
+        cu_err_clear();
+        return CU_OK;
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", cu_err_last()->msg);
+    record_login_failed(st, what, uri, why);
+    return cu_err_set(rc, "cannot log in to the token of the %s: %s", what, why);
 }
 
 /* The audit key in the service's token: the one there, or an EC P-256 key
@@ -464,6 +523,10 @@ cu_rc cu_srv_state_open(const cu_srv_config *cfg, bool create, cu_srv_state **_o
     const char *kuri = cfg->keyring;
     if (kuri == NULL && getenv("CUSTOS_KEYRING_URI") != NULL && *getenv("CUSTOS_KEYRING_URI") != 0)
         kuri = getenv("CUSTOS_KEYRING_URI");
+    if (create && ((rc = check_login(st, "keyring", kuri)) != CU_OK ||
+                   (rc = check_login(st, "server-key", st->key_spec)) != CU_OK ||
+                   (rc = check_login(st, "audit-key", cfg->audit_key)) != CU_OK))
+        goto fail;
     if (kuri != NULL && strncmp(kuri, "pkcs11:", 7) == 0) {
         if ((rc = cu_keyring_provider_load(cfg->provider_path)) != CU_OK ||
             (rc = cu_keyring_evp_mac_new(NULL, "provider=custos", kuri, &st->inner)) != CU_OK)

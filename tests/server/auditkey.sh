@@ -2,7 +2,9 @@
 # custosd's audit key: with the keyring in a token and no audit-key set,
 # made in that token (label custos-audit) on first start and used from
 # there after, no key file written; with a file keyring, a file key and a
-# warning. Skipped (77) until the provider is built.
+# warning. A PIN its token refuses at start-up: custosd exits, and the
+# store's audit log has a token.login-failed record. Skipped (77) until
+# the provider is built.
 BIN=${1:?usage: auditkey.sh path/to/bin}
 MODS=$(cd "$BIN/../lib/ossl-modules" 2>/dev/null && pwd)
 if [ -z "$MODS" ] || [ ! -f "$MODS/custos.so" ]; then
@@ -63,6 +65,27 @@ cmp -s "$T/tokpub" "$STATE/audit.pub" && ok "audit.pub unchanged" || bad "audit.
 expect_rc 0 "the whole chain verifies with the token's public key" "$CUSTOS" audit verify --state "$STATE" --pubkey "$T/tokpub"
 [ -e "$STATE/audit.key" ] && bad "an audit key file was written" || ok "still no audit key file"
 if grep -q "signed by a key in a file" "$T/custosd.log"; then bad "a file-key warning with the key in the token"; else ok "no file-key warning"; fi
+
+# ---- custosd's own login refused: said, recorded, no PIN written ----
+: >"$T/custosd.log"
+BADURI="$KRURI&pin-value=4321"
+rm -f "$STATE/endpoint"
+printf '%s\n' "keyring = $BADURI" "provider-path = $MODS" >"$T/bad.conf"
+timeout 60 "$CUSTOSD" --state "$STATE" --listen 127.0.0.1:0 --config "$T/bad.conf" >"$T/bad.out" 2>&1; RC=$?
+[ "$RC" != 0 ] && [ "$RC" != 124 ] && ok "a wrong keyring PIN: custosd exits non-zero ($RC)" || bad "custosd exit $RC with a wrong PIN"
+contains "$T/bad.out" "cannot log in to the token of the keyring" "and says which key's token refused it"
+[ -e "$STATE/endpoint" ] && bad "custosd announced an endpoint" || ok "it never served"
+expect_rc 0 "the audit log exports" "$CUSTOS" audit export --state "$STATE"
+grep '"token.login-failed"' "$T/out" >"$T/lf"
+[ "$(wc -l <"$T/lf")" = 1 ] && ok "one token.login-failed record" || bad "token.login-failed records: $(cat "$T/lf") in $(tail -c 600 "$T/out")"
+contains "$T/lf" "object=store-seal" "it names the key"
+contains "$T/lf" "token=custosd" "and the token"
+contains "$T/lf" "keyring" "and which of custosd's keys"
+grep -q -e 4321 -e pin-value "$T/lf" && bad "the PIN is in the record" || ok "no PIN in the record"
+expect_rc 0 "the chain still verifies" "$CUSTOS" audit verify --state "$STATE" --pubkey "$T/tokpub"
+start_server "$STATE" "${CONF[@]}"
+expect_http 200 "with the right PIN custosd serves again" GET /healthz
+stop_server TERM
 
 # ---- a file keyring: a file key, and custosd says so ----
 : >"$T/custosd.log"

@@ -138,6 +138,10 @@ cu_rc cu_audit_set_signer_name(struct cu_store *s, const char *key_name);
  * result may be NULL. */
 cu_rc cu_audit_token_event(const char *state_dir, const char *actor, const char *kind, const char *token_desc,
                            const char *key_uri, const char *result);
+/* The same into an open store (one opened for the audit log only will do):
+ * custosd's own token logins. */
+cu_rc cu_audit_token_event_to(struct cu_store *s, const char *actor, const char *kind, const char *token_desc,
+                              const char *key_uri, const char *result);
 
 /* ---- reading ---- */
 
