@@ -63,6 +63,12 @@ for kind in $KINDS; do
     # What the token says, through pkcs11-tool with the token's module and environment.
     module=$(sed -n 's/^module=//p' "$D/custos-token.conf")
     mapfile -t envs < <(sed -n 's/^env\.//p' "$D/custos-token.conf")
+    # An instrumented module (custos-soft in the sanitizer build) needs the
+    # sanitizer runtimes loaded first in the uninstrumented pkcs11-tool.
+    if [[ "$(ldd "$module" 2>/dev/null)" == *libasan* ]]; then
+        envs+=("LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+               "ASAN_OPTIONS=detect_leaks=0")
+    fi
     env "${envs[@]}" pkcs11-tool --module "$module" -L >"$T/$kind.slots" 2>"$T/err" ||
         bad "$kind: pkcs11-tool -L: $(head -c 300 "$T/err")"
     env "${envs[@]}" pkcs11-tool --module "$module" --token-label "demo-$kind" --login --pin "$CUSTOS_PIN" \
