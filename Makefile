@@ -13,7 +13,7 @@ DEPS = build-essential cmake pkg-config clang libclang-rt-14-dev \
        libcunit1-dev libjansson-dev libsqlite3-dev sqlite3 libpq-dev postgresql libevent-dev libcurl4-openssl-dev \
        softhsm2 opensc gnutls-bin libengine-pkcs11-openssl \
        swtpm swtpm-tools tpm2-tools libtss2-dev libtpm2-pkcs11-1 libtpm2-pkcs11-tools \
-       tpm2-abrmd libtss2-tcti-tabrmd0 dbus curl python3 xxd bc procps
+       tpm2-abrmd libtss2-tcti-tabrmd0 dbus curl python3 xxd bc procps jq iproute2
 
 .PHONY: all build deps check check-build check-asan demo clean
 
