@@ -43,9 +43,20 @@ awk -v c="$COUNT" '{n=$1; $1=""; printf "%8.2f %s\n", n / c, $0}' "$T/kinds"
 rt=$(awk '$2 !~ /^(BEGIN|alock|aappend|addkeys|delkeys|insq|updq|put|metaput|metaput2|hput)$/ {n += $1} END {print n + 0}' "$T/kinds")
 echo "# round trips: $(echo "scale=2; $rt / $COUNT" | bc) per registration"
 [ -n "${PG_STATEMENTS_KEEP:-}" ] && cp "$T/stmts" "$PG_STATEMENTS_KEEP"
+# A registration is one write transaction with one audit record. Records
+# that come with time, not with registrations (key uses per minute, a
+# signed head), are transactions of their own (BEGIN, the audit lock and
+# last record, the appends, COMMIT): a slow run (sanitizers) meets more of
+# them, so they are not the registrations' cost.
+kind() { awk -v k="$1" '$2 == k {print $1}' "$T/kinds" | head -1; }
+xt=$(( $(kind BEGIN) - COUNT )); xa=$(( $(kind aappend) - COUNT ))
+[ "$xt" -gt 0 ] || xt=0; [ "$xa" -gt 0 ] || xa=0
+[ "$xt" -le "$xa" ] || xt=$xa   # each of those has an audit record of its own
+own=$(echo "scale=2; ($n - 4 * $xt - $xa) / $COUNT" | bc)
+[ "$xt" -gt 0 ] && echo "# not counted: $xt periodic audit transaction(s) ($xa record(s)): $own per registration"
 if [ -n "$MAX" ]; then
-  [ "$(echo "$per <= $MAX" | bc)" = 1 ] && ok "at most $MAX statements per registration ($per)" \
-    || bad "$per statements per registration, more than $MAX"
+  [ "$(echo "$own <= $MAX" | bc)" = 1 ] && ok "at most $MAX statements per registration ($own)" \
+    || bad "$own statements per registration, more than $MAX"
 else
   ok "counted"
 fi
