@@ -77,9 +77,12 @@ static char *prompt_pin(const char *prompt)
     }
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
+    /* The echo goes off before the prompt shows: a PIN typed as soon as the
+     * prompt appears is neither echoed nor discarded with what was typed
+     * ahead of it (TCSAFLUSH). */
+    tcsetattr(fd, TCSAFLUSH, &quiet);
     fprintf(tty, "%s: ", prompt);
     fflush(tty);
-    tcsetattr(fd, TCSAFLUSH, &quiet);
     char buf[256];
     char *got = fgets(buf, sizeof buf, tty);
     tcsetattr(fd, TCSAFLUSH, &old);
