@@ -329,7 +329,7 @@ bool fx_has_record(fx *f, const char *regid)
     return have;
 }
 
-char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa)
+size_t fx_tpm_rsa_pub(EVP_PKEY *rsa, uint8_t out[FX_TPM_PUB_LEN])
 {
     /* type RSA, nameAlg SHA-256, restricted|decrypt|fixedTPM|fixedParent|
      * sensitiveDataOrigin|adminWithPolicy, a 32-byte policy; AES-128-CFB,
@@ -337,12 +337,11 @@ char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa)
     static const uint8_t head[] = {0x00, 0x01, 0x00, 0x0B, 0x00, 0x03, 0x00, 0xB2, 0x00, 0x20};
     static const uint8_t parms[] = {0x00, 0x06, 0x00, 0x80, 0x00, 0x43, 0x00, 0x10,
                                     0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00};
-    uint8_t out[2 + sizeof head + 32 + sizeof parms + 256];
     BIGNUM *bn = NULL;
     size_t n = 2;
     if (EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_N, &bn) != 1 || BN_num_bytes(bn) != 256) {
         BN_free(bn);
-        return NULL;
+        return 0;
     }
     memcpy(out + n, head, sizeof head);
     n += sizeof head;
@@ -355,10 +354,22 @@ char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa)
     n += 256;
     out[0] = (uint8_t)((n - 2) >> 8);
     out[1] = (uint8_t)(n - 2);
+    return n;
+}
+
+char *fx_b64(const uint8_t *p, size_t n)
+{
     char *b = malloc(4 * ((n + 2) / 3) + 1);
     if (b != NULL)
-        EVP_EncodeBlock((unsigned char *)b, out, (int)n);
+        EVP_EncodeBlock((unsigned char *)b, p, (int)n);
     return b;
+}
+
+char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa)
+{
+    uint8_t out[FX_TPM_PUB_LEN];
+    size_t n = fx_tpm_rsa_pub(rsa, out);
+    return n ? fx_b64(out, n) : NULL;
 }
 
 const char *const fx_seed_ids[5] = {"device-1", "device-2", "device-3", "device-4", "device-5"};

@@ -78,8 +78,14 @@ cu_prov_outcome fx_register_x509(fx *f, const char *regid, const cu_x509_chain *
                                  size_t rlen);
 /* True if a registration record exists for regid. */
 bool fx_has_record(fx *f, const char *regid);
-/* Base64 of the TPM2B_PUBLIC an RSA-2048 EK (or SRK) of the standard
- * template would have for rsa's public key (caller frees); NULL on error. */
+/* The marshalled TPM2B_PUBLIC an RSA-2048 EK (or SRK) of the standard
+ * template would have for rsa's public key: FX_TPM_PUB_LEN bytes, or 0 if
+ * rsa is not RSA-2048. */
+#define FX_TPM_PUB_LEN 316
+size_t fx_tpm_rsa_pub(EVP_PKEY *rsa, uint8_t out[FX_TPM_PUB_LEN]);
+/* Base64 of n bytes (caller frees). */
+char *fx_b64(const uint8_t *p, size_t n);
+/* fx_b64 of fx_tpm_rsa_pub (caller frees); NULL on error. */
 char *fx_tpm_rsa_pub_b64(EVP_PKEY *rsa);
 
 #endif

@@ -15,41 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-/* TPM2B_PUBLIC of an RSA-2048 restricted decryption key, EK template. */
-static size_t make_pub(EVP_PKEY *rsa, uint8_t *out)
-{
-    size_t n = 0;
-    BIGNUM *bn = NULL;
-    EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_N, &bn);
-    uint8_t mod[256];
-    BN_bn2binpad(bn, mod, 256);
-    BN_free(bn);
-    static const uint8_t head[] = {0x00, 0x01, 0x00, 0x0B, 0x00, 0x03, 0x00, 0xB2, 0x00, 0x20};
-    n = 2;
-    memcpy(out + n, head, sizeof head);
-    n += sizeof head;
-    memset(out + n, 0x5A, 32); /* authPolicy */
-    n += 32;
-    static const uint8_t parms[] = {0x00, 0x06, 0x00, 0x80, 0x00, 0x43, 0x00, 0x10, 0x08, 0x00,
-                                    0x00, 0x00, 0x00, 0x00, 0x01, 0x00};
-    memcpy(out + n, parms, sizeof parms);
-    n += sizeof parms;
-    memcpy(out + n, mod, 256);
-    n += 256;
-    out[0] = (uint8_t)((n - 2) >> 8);
-    out[1] = (uint8_t)(n - 2);
-    return n;
-}
-
-static char *b64(const uint8_t *p, size_t n)
-{
-    char *o = malloc(4 * ((n + 2) / 3) + 1);
-    EVP_EncodeBlock((unsigned char *)o, p, (int)n);
-    return o;
-}
-
 static EVP_PKEY *ek_key, *srk_key;
-static uint8_t ek_raw[400], srk_raw[400];
+static uint8_t ek_raw[FX_TPM_PUB_LEN], srk_raw[FX_TPM_PUB_LEN];
 static size_t ek_len, srk_len;
 static char *ek_b64, *srk_b64;
 
@@ -59,11 +26,11 @@ static int setup(void)
     srk_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     if (!ek_key || !srk_key)
         return -1;
-    ek_len = make_pub(ek_key, ek_raw);
-    srk_len = make_pub(srk_key, srk_raw);
-    ek_b64 = b64(ek_raw, ek_len);
-    srk_b64 = b64(srk_raw, srk_len);
-    return 0;
+    ek_len = fx_tpm_rsa_pub(ek_key, ek_raw);
+    srk_len = fx_tpm_rsa_pub(srk_key, srk_raw);
+    ek_b64 = fx_b64(ek_raw, ek_len);
+    srk_b64 = fx_b64(srk_raw, srk_len);
+    return ek_len && srk_len && ek_b64 && srk_b64 ? 0 : -1;
 }
 
 static int teardown(void)
@@ -109,11 +76,11 @@ static void test_engine_refusals(void)
     /* The right EK, enrolled as other bytes of the same key (exponent 65537
      * spelled out instead of 0, userWithAuth set): matched by the key, so
      * a challenge, and K is kept for the SAS. */
-    uint8_t alt_raw[400];
+    uint8_t alt_raw[FX_TPM_PUB_LEN];
     memcpy(alt_raw, ek_raw, ek_len);
     alt_raw[9] |= 0x40;
     memcpy(alt_raw + 54, "\x00\x01\x00\x01", 4);
-    char *alt_b64 = b64(alt_raw, ek_len);
+    char *alt_b64 = fx_b64(alt_raw, ek_len);
     CU_ASSERT_NOT_EQUAL(strcmp(alt_b64, ek_b64), 0);
     CU_ASSERT_EQUAL_FATAL(fx_put_json(&f, CU_ENR_INDIVIDUAL, reason, sizeof reason,
                                       "{\"registrationId\":\"tpm-dev\",\"attestation\":{\"type\":\"tpm\",\"tpm\":"
@@ -216,11 +183,11 @@ static void test_engine_refusals(void)
     CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
     CU_ASSERT_EQUAL(res.http_status, 400);
     cu_prov_result_clear(&res);
-    uint8_t sign_srk[400];
+    uint8_t sign_srk[FX_TPM_PUB_LEN];
     memcpy(sign_srk, srk_raw, srk_len);
     sign_srk[7] = 0x04; /* attributes 0x00040072: sign instead of restricted|decrypt */
     sign_srk[9] = 0x72;
-    char *sign_b64 = b64(sign_srk, srk_len);
+    char *sign_b64 = fx_b64(sign_srk, srk_len);
     req.tpm_srk = sign_b64;
     CU_ASSERT_EQUAL(cu_prov_register(f.prov, &req, &res), CU_OK);
     CU_ASSERT_EQUAL(res.outcome, CU_PROV_REFUSE);
